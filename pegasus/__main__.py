@@ -1,0 +1,3 @@
+from pegasus.cli import run
+
+run()
