@@ -1,0 +1,76 @@
+"""Error types, written for users.
+
+Every error Pegasus raises on purpose is a PegasusError. Its message says what
+is wrong and what to do; ``cli.main`` prints it as ``pegasus: <message>`` and
+returns ``exit_status``. Nothing else turns errors into words.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    OK = 0
+    JOB_FAILED = 1  # some job failed or was interrupted
+    BAD_INPUT = 2  # bad usage or bad input; nothing (more) was taken
+    UNREACHABLE = 3  # a host could not be connected or authenticated
+    INTERRUPTED = 130  # Ctrl-c
+
+
+class PegasusError(Exception):
+    """An error meant for the user. ``str(err)`` is the whole message."""
+
+    exit_status = ExitStatus.BAD_INPUT
+
+
+class UsageError(PegasusError):
+    """Bad command line."""
+
+
+class InputError(PegasusError):
+    """Bad hosts or queue file: names the file, the entry and what is wrong."""
+
+    def __init__(self, what: str, path: str | None = None, line: int | None = None,
+                 entry: int | None = None):
+        self.what, self.path, self.line, self.entry = what, path, line, entry
+        super().__init__(self._words())
+
+    def _words(self) -> str:
+        where = self.path or ""
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.entry is not None:
+            where += f" (entry {self.entry})"
+        return f"{where}: {self.what}" if where else self.what
+
+    def at(self, path: str | None = None, line: int | None = None,
+           entry: int | None = None) -> "InputError":
+        """The same error with the place filled in (keeps what is known)."""
+        return type(self)(self.what, path or self.path,
+                          self.line if line is None else line,
+                          self.entry if entry is None else entry)
+
+
+class TemplateError(InputError):
+    """A command or hostname template that cannot be rendered verbatim."""
+
+
+class HostError(PegasusError):
+    """A host that cannot be resolved, reached, verified or authenticated."""
+
+    exit_status = ExitStatus.UNREACHABLE
+
+    def __init__(self, host: str, reason: str):
+        self.host, self.reason = host, reason
+        super().__init__(f"host {host}: {reason}")
+
+
+class HostConfigError(HostError):
+    """An ssh_config setting Pegasus cannot honour (bad input: exit 2)."""
+
+    exit_status = ExitStatus.BAD_INPUT
+
+
+class HostKeyError(HostError):
+    """A host key that is unknown under a strict policy, or has changed."""
