@@ -1,0 +1,282 @@
+"""Job output: split raw byte chunks into lines, and print them with prefixes.
+
+``LineSplitter`` turns one job stream's byte chunks into lines in linear time
+with bounded memory. ``Sink`` is the single place that writes to the user: job
+lines with a ``[sub-node label] `` prefix, the ``=== run/done ===`` frames,
+Pegasus's own messages and the end-of-run summary.
+
+Decisions:
+
+* Lines end at ``\\n``, ``\\r`` or ``\\r\\n`` (one terminator, also across
+  chunks). A line is emitted as soon as its terminator is seen; after a
+  trailing ``\\r`` the splitter only remembers to drop a ``\\n`` that starts
+  the next chunk.
+* stdout and stderr lines get the same prefix, in colour or not, so that the
+  output of one sub-node stays greppable by its label whichever stream it
+  came from. Both streams count towards the sub-node's print period.
+* With colour, each prefix starts with a full reset, so colours a job left
+  switched on do not leak into the label, and ends with a reset after the label.
+* Without a width (a pipe) job bytes pass through untouched. With a width only
+  the lines that do not fit are decoded (utf-8, errors="replace") and wrapped
+  by characters; ANSI escape sequences in the job's text count as zero width
+  and are never cut. Double-width characters count as one.
+* Print period N prints lines 1, N+1, 2N+1, ... of a sub-node's job output,
+  so the first line of every job shows up immediately.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from typing import Dict, List, Optional, Sequence, Tuple
+
+_PALETTE = (31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96)
+_RESET = "\x1b[0m"
+_ESCAPE = re.compile(r"(\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_])")
+_MIN_ROOM = 20  # never wrap job text narrower than this many characters
+_SHORT = 80  # commands in the summary are shortened to this many characters
+
+
+class LineSplitter:
+    """Split one stream's byte chunks into lines, without their terminators.
+
+    Between calls at most ``max_line`` bytes are held; a longer line comes out
+    in pieces of ``max_line`` bytes. Each ``feed`` costs O(len(chunk)) plus at
+    most one join of the held bytes, so total work is linear in the data.
+    """
+
+    def __init__(self, max_line: int = 65536):
+        if max_line < 1:
+            raise ValueError("max_line must be at least 1")
+        self.max_line = max_line
+        self._held: List[bytes] = []  # start of an unterminated line
+        self._held_len = 0
+        self._skip_lf = False  # the last chunk ended in "\r"
+
+    @property
+    def buffered(self) -> int:
+        """How many bytes of an unterminated line are held."""
+        return self._held_len
+
+    def feed(self, chunk: bytes) -> List[bytes]:
+        """Return the lines completed by ``chunk``."""
+        if self._skip_lf and chunk:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        if not chunk:
+            return []
+        parts = chunk.splitlines()  # bytes split only at \r, \n and \r\n
+        last = chunk[-1:]
+        self._skip_lf = last == b"\r"
+        rest = b"" if last in (b"\n", b"\r") else parts.pop()
+        if not parts:
+            return self._hold(rest)
+        if self._held:
+            parts[0] = b"".join(self._held) + parts[0]
+            self._held, self._held_len = [], 0
+        if len(chunk) > self.max_line or len(parts[0]) > self.max_line:
+            parts = self._cut_long(parts)
+        if rest:
+            parts.extend(self._hold(rest))
+        return parts
+
+    def close(self) -> List[bytes]:
+        """Return the unterminated rest, if any, and reset."""
+        rest = b"".join(self._held)
+        self._held, self._held_len, self._skip_lf = [], 0, False
+        return [rest] if rest else []
+
+    def _hold(self, data: bytes) -> List[bytes]:
+        """Keep ``data`` as the start of a line; emit full pieces if too long."""
+        self._held.append(data)
+        self._held_len += len(data)
+        if self._held_len <= self.max_line:
+            return []
+        held = b"".join(self._held)
+        n = self.max_line
+        cut = (len(held) - 1) // n * n  # keep 1..max_line bytes held
+        self._held, self._held_len = [held[cut:]], len(held) - cut
+        return [held[i:i + n] for i in range(0, cut, n)]
+
+    def _cut_long(self, lines: List[bytes]) -> List[bytes]:
+        n = self.max_line
+        if max(map(len, lines)) <= n:
+            return lines
+        out: List[bytes] = []
+        for line in lines:
+            if len(line) <= n:
+                out.append(line)
+            else:
+                out.extend(line[i:i + n] for i in range(0, len(line), n))
+        return out
+
+
+def one_line(text: str, limit: Optional[int] = None) -> str:
+    """``text`` on one line (newlines shown as \\n), shortened to ``limit``."""
+    flat = text.replace("\r", "\\r").replace("\n", "\\n")
+    if limit is not None and len(flat) > limit:
+        flat = flat[:limit - 1] + "\u2026"
+    return flat
+
+
+def wrap_text(text: str, room: int) -> List[str]:
+    """Cut ``text`` into pieces of ``room`` visible characters.
+
+    ANSI escape sequences count as zero width and are kept whole.
+    """
+    if "\x1b" not in text:
+        return [text[i:i + room] for i in range(0, len(text), room)] or [""]
+    pieces: List[str] = []
+    current, used = [], 0
+    for k, token in enumerate(_ESCAPE.split(text)):
+        if k % 2:  # an escape sequence: zero width, stays with the text before
+            current.append(token)
+            continue
+        while token:
+            if used == room:
+                pieces.append("".join(current))
+                current, used = [], 0
+            take = token[:room - used]
+            current.append(take)
+            used += len(take)
+            token = token[len(take):]
+    pieces.append("".join(current))
+    return pieces
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+class Sink:
+    """Where all of Pegasus's output goes: one ``write`` and a flush per call.
+
+    ``color`` colours each sub-node's label (by ``node.index``); ``width``
+    wraps job lines to the terminal, ``None`` never wraps; ``print_period``
+    is 1 for every line, N for every Nth line per sub-node, 0 for none.
+    """
+
+    def __init__(self, stream, color: bool, width: Optional[int],
+                 print_period: int = 1):
+        if print_period < 0:
+            raise ValueError("print_period must be 0 or more")
+        self.stream = stream
+        self.color = color
+        self.width = width
+        self.print_period = print_period
+        self._prefixes: Dict[object, Tuple[bytes, int]] = {}
+        self._counts: Dict[object, int] = {}
+        tag = "\x1b[1mpegasus:\x1b[0m " if color else "pegasus: "
+        self._tag = tag.encode()
+
+    @classmethod
+    def for_terminal(cls, stream, print_period: int = 1,
+                     environ=os.environ) -> "Sink":
+        """A sink with colour and wrapping only when ``stream`` is a terminal."""
+        isatty = getattr(stream, "isatty", None)
+        tty = bool(isatty and isatty())
+        color = tty and "NO_COLOR" not in environ and environ.get("TERM") != "dumb"
+        width = _terminal_width(stream, environ) if tty else None
+        return cls(stream, color, width, print_period)
+
+    # -- job output -----------------------------------------------------
+
+    def lines(self, node, stream_name: str, lines: Sequence[bytes]) -> None:
+        """Print job output lines of one sub-node (stdout or stderr)."""
+        picked = self._pick(node, lines)
+        if not picked:
+            return
+        prefix, prefix_width = self._prefix(node)
+        if self.width is not None:
+            picked = self._wrap(picked, max(self.width - prefix_width, _MIN_ROOM))
+        self._write(b"".join((prefix, (b"\n" + prefix).join(picked), b"\n")))
+
+    def job_started(self, node, command: str) -> None:
+        """Print the ``=== run ===`` frame and restart the print period."""
+        self._counts.pop(node, None)
+        self._frame(node, f"=== run '{one_line(command)}' ===")
+
+    def job_done(self, node, result) -> None:
+        """Print ``=== done (exit N) ===`` or ``=== done (<error>) ===``."""
+        self._frame(node, f"=== done ({result.describe()}) ===")
+
+    # -- Pegasus's own words -------------------------------------------
+
+    def message(self, text: str) -> None:
+        """Print a line (or lines) from Pegasus itself, prefixed ``pegasus: ``."""
+        self._write(self._tagged(text.splitlines() or [""]))
+
+    def summary(self, results: Sequence, extra: Optional[str] = None) -> None:
+        """Print the end-of-run summary: counts and every job that failed."""
+        failed = [r for r in results if not r.ok]
+        jobs = _plural(len(results), "job")
+        if not results:
+            head = ["no jobs ran"]
+        elif not failed:
+            head = [f"{jobs}, all succeeded"]
+        else:
+            head = [f"{jobs}, {len(failed)} failed:"]
+        rows = [f"  {r.node.label} '{one_line(r.rendered, _SHORT)}' ({r.describe()})"
+                for r in failed]
+        self._write(self._tagged(head + rows + ([extra] if extra else [])))
+
+    # -- helpers -----------------------------------------------------------
+
+    def _pick(self, node, lines: Sequence[bytes]) -> List[bytes]:
+        """The lines the print period lets through; counts per sub-node."""
+        period = self.print_period
+        if period == 1 or not lines:
+            return list(lines)
+        if period == 0:
+            return []
+        seen = self._counts.get(node, 0)
+        self._counts[node] = seen + len(lines)
+        return list(lines[(-seen) % period::period])
+
+    def _prefix(self, node) -> Tuple[bytes, int]:
+        """The cached prefix bytes of ``node`` and its width in characters."""
+        cached = self._prefixes.get(node)
+        if cached is None:
+            label = node.label
+            if self.color:
+                code = _PALETTE[node.index % len(_PALETTE)]
+                text = f"{_RESET}\x1b[{code}m{label}{_RESET} "
+            else:
+                text = label + " "
+            cached = self._prefixes[node] = (text.encode(), len(label) + 1)
+        return cached
+
+    def _wrap(self, lines: List[bytes], room: int) -> List[bytes]:
+        if max(map(len, lines)) <= room:  # bytes >= characters: all fit
+            return lines
+        out: List[bytes] = []
+        for line in lines:
+            if len(line) <= room:
+                out.append(line)
+                continue
+            text = line.decode("utf-8", "replace")
+            out.extend(piece.encode() for piece in wrap_text(text, room))
+        return out
+
+    def _frame(self, node, text: str) -> None:
+        self._write(self._prefix(node)[0] + text.encode() + b"\n")
+
+    def _tagged(self, texts: List[str]) -> bytes:
+        return b"".join(self._tag + t.encode() + b"\n" for t in texts)
+
+    def _write(self, data: bytes) -> None:
+        self.stream.write(data)
+        self.stream.flush()
+
+
+def _terminal_width(stream, environ) -> int:
+    """Columns of the terminal ``stream`` is on ($COLUMNS wins, as in shutil)."""
+    columns = environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return shutil.get_terminal_size().columns
