@@ -74,3 +74,15 @@ class HostConfigError(HostError):
 
 class HostKeyError(HostError):
     """A host key that is unknown under a strict policy, or has changed."""
+
+
+class HostsUnreachable(PegasusError):
+    """Some hosts could not be used at start; nothing was taken."""
+
+    exit_status = ExitStatus.UNREACHABLE
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+        lines = "\n  ".join(str(err) for err in self.errors)
+        super().__init__(f"cannot use {len(self.errors)} host(s), so nothing was "
+                         f"taken from the queue:\n  {lines}")

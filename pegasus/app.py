@@ -1,0 +1,29 @@
+"""Put a run together from the options: hosts, queue, output, connections."""
+
+from __future__ import annotations
+
+import sys
+
+from pegasus import hostsfile, modes
+from pegasus.cli import Options
+from pegasus.errors import ExitStatus, UsageError
+from pegasus.output import Sink
+from pegasus.queuefile import QueueFile
+
+
+def run(opts: Options) -> ExitStatus:
+    if opts.mode != "q":
+        name = {"b": "broadcast", "l": "lock"}[opts.mode]
+        raise UsageError(f"{name} mode is not available in this version yet; "
+                         "use queue mode ('pegasus q')")
+    sink = Sink.for_terminal(sys.stdout.buffer, opts.print_period)
+    nodes = hostsfile.load(opts.hosts_file)
+    queue = QueueFile(opts.queue_file, on_lock_wait=lambda path: sink.message(
+        f"waiting for the queue lock {path} (someone is editing the queue)"))
+    run = modes.QueueRun(nodes, {}, queue, sink, opts.daemon)
+    queue.check_all(run.check)  # bad input anywhere: say so, take nothing
+    run.executors = modes.connect_all(nodes, opts.ssh_config)
+    try:
+        return modes.queue_mode(run)
+    finally:
+        modes.close_all(set(run.executors.values()))

@@ -1,0 +1,108 @@
+"""Pegasus: run a list of shell commands on a set of SSH nodes.
+
+Usage:
+  pegasus (q | b | l) [options]
+  pegasus (-h | --help)
+  pegasus --version
+
+Modes:
+  q  Queue mode: run each command once, on the next free sub-node.
+  b  Broadcast mode: run each command on every sub-node, in lock-step.
+  l  Lock mode: lock the queue file and edit it while Pegasus runs.
+
+Options:
+  -d --daemon                 Keep running when the queue is empty and run
+                              entries added to it later.
+  -e --error-aborts           Broadcast mode: stop after a step in which any
+                              sub-node failed.
+  --editor=EDITOR             Lock mode: the editor to open (default: $EDITOR,
+                              else vim).
+  -p N --print-period=N       Print every Nth line of job output; 0 prints no
+                              job output [default: 1].
+  -Q PATH --queue-file=PATH   The queue file [default: queue.yaml].
+  -H PATH --hosts-file=PATH   The hosts file [default: hosts.yaml].
+  --ssh-config=FILE           Use this OpenSSH config file instead of your
+                              own ~/.ssh/config (like ssh -F).
+  -h --help                   Show this help.
+  --version                   Show the version.
+
+Exit status: 0 every job succeeded, 1 some job failed or was lost, 2 bad usage
+or bad input, 3 a host could not be reached, 130 stopped by Ctrl-c.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import List, Optional
+
+from pegasus import __version__
+from pegasus.errors import ExitStatus, PegasusError, UsageError
+
+
+@dataclass(frozen=True)
+class Options:
+    mode: str  # "q", "b" or "l"
+    daemon: bool
+    error_aborts: bool
+    editor: Optional[str]
+    print_period: int
+    queue_file: str
+    hosts_file: str
+    ssh_config: Optional[str]
+
+
+def parse_args(argv: List[str]) -> Options:
+    from docopt import DocoptExit, docopt
+
+    try:
+        args = docopt(__doc__, argv, default_help=False)
+    except DocoptExit as err:
+        raise UsageError(f"{_usage_problem(err)}\n{_usage()}") from None
+    return _options(args)
+
+
+def _usage_problem(err) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return first if first and not first.lower().startswith("usage") else "bad usage"
+
+
+def _usage() -> str:
+    usage = __doc__.split("Usage:")[1].split("Modes:")[0]
+    return "usage:" + usage.rstrip() + "\n(run 'pegasus --help' for the options)"
+
+
+def _options(args) -> Options:
+    mode = next(m for m in ("q", "b", "l") if args[m])
+    period = args["--print-period"]
+    if not period.isdigit():
+        raise UsageError(f"--print-period must be a whole number >= 0, not '{period}'")
+    return Options(mode, args["--daemon"], args["--error-aborts"], args["--editor"],
+                   int(period), args["--queue-file"], args["--hosts-file"],
+                   args["--ssh-config"])
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run Pegasus; return the exit status. The one place errors become words."""
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip())
+        return ExitStatus.OK
+    if "--version" in argv:
+        print(f"pegasus {__version__}")
+        return ExitStatus.OK
+    try:
+        from pegasus import app
+
+        return app.run(parse_args(argv))
+    except PegasusError as err:
+        print(f"pegasus: {err}", file=sys.stderr)
+        return err.exit_status
+    except KeyboardInterrupt:
+        print("pegasus: interrupted by Ctrl-c", file=sys.stderr)
+        return ExitStatus.INTERRUPTED
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""Run one rendered command on one sub-node: over SSH or as a local process.
+
+Both executors share one small interface: ``run(command, emit) -> int`` runs
+``sh -c command``, calls ``emit(stream_name, chunk)`` with raw bytes as they
+arrive and returns the exit status; ``close()`` frees the connection. They
+block only the calling greenlet (parallel-ssh and gevent.subprocess wait
+cooperatively); they spawn nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shlex
+import socket
+from typing import Callable, List
+
+import gevent
+from gevent import select as gselect
+from gevent import subprocess
+from pssh.clients.native.single import SSHClient
+from pssh.exceptions import AuthenticationError
+from ssh2.error_codes import LIBSSH2_ERROR_EAGAIN
+from ssh2.session import LIBSSH2_METHOD_HOSTKEY, Session
+
+from pegasus import knownhosts
+from pegasus.errors import HostError, HostKeyError
+from pegasus.sshconfig import SshTarget
+
+Emit = Callable[[str, bytes], None]
+CHUNK = 65536
+CONNECT_TRIES = 6  # sshd's MaxStartups drops some handshakes under load
+
+
+class ConnectionLost(Exception):
+    """The connection died while a job ran: its outcome is unknown."""
+
+
+def shell_command(command: str) -> str:
+    """The exec string: the login shell runs POSIX sh on the exact command."""
+    return "sh -c " + shlex.quote(command)
+
+
+# ---------------------------------------------------------------- local
+
+class LocalExecutor:
+    """Runs jobs as local subprocesses (``localhost``, ``127.0.0.1``, ``::1``)."""
+
+    def run(self, command: str, emit: Emit) -> int:
+        proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)  # Ctrl-c stays with Pegasus
+        _pump(proc, emit)
+        status = proc.wait()
+        return 128 - status if status < 0 else status
+
+    def close(self) -> None:
+        pass
+
+
+def _pump(proc, emit: Emit) -> None:
+    names = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
+    files = {proc.stdout.fileno(): proc.stdout, proc.stderr.fileno(): proc.stderr}
+    while names:
+        ready, _, _ = gselect.select(list(names), [], [])
+        for fd in ready:
+            data = os.read(fd, CHUNK)
+            if data:
+                emit(names[fd], data)
+            else:
+                del names[fd]
+                files[fd].close()
+
+
+# ---------------------------------------------------------------- ssh
+
+class _Client(SSHClient):
+    """parallel-ssh's native client plus host key checking and TCP_NODELAY."""
+
+    def __init__(self, target: SshTarget, **kwargs):
+        self.target = target
+        super().__init__(target.hostname, **kwargs)
+
+    def _init_session(self, retries=1):
+        _tune_socket(self.sock)
+        self.session = Session()
+        prefs = _host_key_prefs(self.target)
+        if prefs:
+            self.session.method_pref(LIBSSH2_METHOD_HOSTKEY, prefs)
+        # The handshake blocks in libssh2: run it in a thread, as parallel-ssh does.
+        gevent.get_hub().threadpool.apply(self.session.handshake, (self.sock,))
+        _verify_host_key(self.session, self.target)
+
+    def _connect_proxy(self, proxy_host, proxy_port, proxy_pkey, **kwargs):
+        # Same as parallel-ssh's, but the bastion's key is checked too.
+        from pssh.clients.native.single import FORWARDER
+        self._proxy_client = _open_client(self.target.proxy_jump)
+        if not FORWARDER.started.is_set():
+            FORWARDER.start()
+            FORWARDER.started.wait()
+        FORWARDER.enqueue(self._proxy_client, self.host, self.port)
+        return FORWARDER.out_q.get()
+
+    def auth(self):
+        """Agent keys (unless IdentitiesOnly), then each IdentityFile."""
+        failures = []
+        if self.allow_agent:
+            try:
+                return self._agent_auth()
+            except Exception as err:  # noqa: BLE001 - next method
+                failures.append(f"agent: {err.__class__.__name__}")
+        for path in self.target.identity_files:
+            try:
+                return self._pkey_file_auth(path)
+            except Exception as err:  # noqa: BLE001 - next key
+                failures.append(f"{path}: {err.__class__.__name__}")
+        raise AuthenticationError("no key was accepted (" + ", ".join(failures or
+                                  ["no agent and no IdentityFile"]) + ")")
+
+
+def _tune_socket(sock) -> None:
+    """No Nagle delay (40 ms a command otherwise); notice dead peers."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 20_000)
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+
+
+_HOST_KEY_METHODS = {
+    "ssh-ed25519": ["ssh-ed25519"],
+    "ecdsa-sha2-nistp256": ["ecdsa-sha2-nistp256"],
+    "ecdsa-sha2-nistp384": ["ecdsa-sha2-nistp384"],
+    "ecdsa-sha2-nistp521": ["ecdsa-sha2-nistp521"],
+    "ssh-rsa": ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
+}
+
+
+def _host_key_prefs(target: SshTarget) -> str:
+    """Prefer the key types known_hosts already has for this host."""
+    known = knownhosts.known_key_types(_key_host(target), target.port,
+                                       target.known_hosts_files)
+    first: List[str] = [m for t in known for m in _HOST_KEY_METHODS.get(t, [])]
+    if not first:
+        return ""
+    rest = [m for ms in _HOST_KEY_METHODS.values() for m in ms if m not in first]
+    return ",".join(first + rest)
+
+
+def _key_host(target: SshTarget) -> str:
+    return target.host_key_alias or target.hostname
+
+
+def _verify_host_key(session, target: SshTarget) -> None:
+    blob, _ = session.hostkey()
+    host = _key_host(target)
+    knownhosts.check_host_key(host, target.port, bytes(blob), target.known_hosts_files,
+                              target.strict_host_key_checking, target.hash_known_hosts,
+                              alias_for_messages=target.alias)
+
+
+def _open_client(target: SshTarget) -> _Client:
+    kwargs = dict(user=target.user, port=target.port, num_retries=1,
+                  allow_agent=bool(os.environ.get("SSH_AUTH_SOCK"))
+                  and not target.identities_only,
+                  identity_auth=False, keepalive_seconds=target.server_alive_interval or 10)
+    if target.proxy_jump is not None:
+        jump = target.proxy_jump
+        kwargs.update(proxy_host=jump.hostname, proxy_port=jump.port, proxy_user=jump.user)
+    return _Client(target, **kwargs)
+
+
+def connect(target: SshTarget) -> "SshExecutor":
+    """Open and authenticate one connection, retrying refused handshakes."""
+    timeout = target.connect_timeout or 30
+    delay = 0.1
+    for attempt in range(1, CONNECT_TRIES + 1):
+        try:
+            with gevent.Timeout(timeout, TimeoutError):
+                return SshExecutor(_open_client(target))
+        except HostKeyError:
+            raise
+        except TimeoutError:
+            raise HostError(target.alias, f"no answer from {target.hostname}:"
+                            f"{target.port} within {timeout:g} s") from None
+        except AuthenticationError as err:
+            raise HostError(target.alias, f"authentication as '{target.user}' "
+                            f"failed: {_words(err)}") from None
+        except Exception as err:  # noqa: BLE001 - turned into words below
+            if attempt == CONNECT_TRIES or isinstance(err, HostError):
+                raise HostError(target.alias, f"cannot connect to {target.hostname}:"
+                                f"{target.port}: {_words(err)}") from None
+            gevent.sleep(delay * (1 + random.random()))
+            delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _words(err: Exception) -> str:
+    args = [a for a in getattr(err, "args", ()) if isinstance(a, (str, int, Exception))]
+    if args and isinstance(args[0], str) and "%" in args[0]:
+        try:
+            return args[0] % tuple(args[1:args[0].count("%") + 1])
+        except (TypeError, ValueError):
+            pass
+    text = " ".join(str(a) for a in args) or err.__class__.__name__
+    return text.strip()
+
+
+class SshExecutor:
+    """Runs jobs as channels of one open SSH connection (one job at a time)."""
+
+    def __init__(self, client: _Client):
+        self.client = client
+
+    def run(self, command: str, emit: Emit) -> int:
+        client = self.client
+        try:
+            channel = client.open_session()
+            client.eagain(channel.execute, shell_command(command))
+            _read_channel(client, channel, emit)
+            client.eagain(channel.close)
+            client.eagain(channel.wait_closed)
+            return channel.get_exit_status()
+        except (OSError, gevent.Timeout) as err:
+            raise ConnectionLost(_words(err)) from None
+        except Exception as err:  # noqa: BLE001 - libssh2 errors mean a dead link
+            if err.__class__.__module__.startswith(("ssh2", "pssh")):
+                raise ConnectionLost(f"{err.__class__.__name__} {_words(err)}") from None
+            raise
+
+    def close(self) -> None:
+        try:
+            self.client._disconnect()
+        except Exception:  # noqa: BLE001 - closing a dead connection
+            pass
+
+
+def _read_channel(client, channel, emit: Emit) -> None:
+    """Read raw stdout and stderr until both end (no line splitting here)."""
+    readers = {"stdout": channel.read, "stderr": channel.read_stderr}
+    while readers:
+        progressed = False
+        for name in list(readers):
+            size, data = readers[name](CHUNK)
+            if size > 0:
+                emit(name, data)
+                progressed = True
+            elif size == LIBSSH2_ERROR_EAGAIN:
+                continue
+            elif size == 0:
+                if channel.eof():
+                    del readers[name]
+            else:
+                raise ConnectionLost(f"read error {size}")
+        if not progressed and readers:
+            client.poll()
+        elif progressed:
+            gevent.sleep(0)
+

@@ -1,0 +1,161 @@
+"""Cartesian expansion of hosts.yaml and queue.yaml entries; canonical form.
+
+Pure functions from plain values (as ``yamltree`` reads them) to ``SubNode``
+and ``Job`` values, and back from jobs to YAML text. No file I/O.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import yaml
+
+from pegasus import template
+from pegasus.errors import InputError
+from pegasus.model import Job, SubNode, params_of
+
+MAX_JOBS_PER_ENTRY = 100_000  # a product beyond this is refused, not built
+
+try:
+    _Dumper = yaml.CSafeDumper
+except AttributeError:  # pragma: no cover
+    _Dumper = yaml.SafeDumper
+
+
+def _values(name: str, raw, where: str) -> List[str]:
+    """A parameter's values: a scalar or a list of scalars, as typed."""
+    values = raw if isinstance(raw, list) else [raw]
+    if not values:
+        raise InputError(f"{where}: '{name}' is an empty list, so the entry "
+                         "expands to nothing; give it at least one value")
+    for value in values:
+        if not isinstance(value, str):
+            raise InputError(f"{where}: the values of '{name}' must be plain "
+                             "values, not lists or mappings")
+        if value == "":
+            raise InputError(f"{where}: '{name}' has an empty value; give it a "
+                             "value or remove it")
+    return values
+
+
+def _product(axes: Dict[str, List[str]], where: str) -> Iterable[Dict[str, str]]:
+    size = math.prod(len(v) for v in axes.values())
+    if size > MAX_JOBS_PER_ENTRY:
+        raise InputError(f"{where} expands to {size} combinations, more than the "
+                         f"limit of {MAX_JOBS_PER_ENTRY}; split it into smaller entries")
+    names = list(axes)
+    for combo in itertools.product(*(axes[n] for n in names)):
+        yield dict(zip(names, combo))
+
+
+# ---------------------------------------------------------------- hosts.yaml
+
+def expand_hosts(entries: Sequence, lines: Sequence[int] = ()) -> List[SubNode]:
+    """Sub-nodes of hosts.yaml entries, in file order. ``lines`` are 1-based."""
+    nodes: List[SubNode] = []
+    for i, entry in enumerate(entries):
+        line = lines[i] if i < len(lines) else None
+        try:
+            nodes.extend(_host_entry(entry, len(nodes)))
+        except InputError as err:
+            raise err.at(line=line, entry=i + 1) from None
+    if not nodes:
+        raise InputError("lists no hosts; add at least one, e.g. '- localhost'")
+    return nodes
+
+
+def _host_entry(entry, first_index: int) -> List[SubNode]:
+    if isinstance(entry, str):
+        return [SubNode(first_index, _hostname(entry))]
+    if not isinstance(entry, dict):
+        raise InputError("a host entry must be a hostname or a mapping with a "
+                         "'hostname' key")
+    if "hostname" not in entry:
+        raise InputError("this host entry has no 'hostname' key; add one "
+                         "(e.g. 'hostname: node-1')")
+    axes = {name: _values(name, raw, "host entry") for name, raw in entry.items()}
+    nodes = []
+    for point in _product(axes, "this host entry"):
+        params = {k: v for k, v in point.items() if k != "hostname"}
+        name = _render_hostname(point["hostname"], params)
+        nodes.append(SubNode(first_index + len(nodes), name, params_of(params)))
+    return nodes
+
+
+def _render_hostname(raw: str, params: Dict[str, str]) -> str:
+    return _hostname(template.render(raw, params))
+
+
+def _hostname(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise InputError("a hostname is empty")
+    if name.startswith("-"):
+        raise InputError(f"hostname '{name}' starts with '-'; that would be read "
+                         "as an ssh option")
+    return name
+
+
+# ---------------------------------------------------------------- queue.yaml
+
+def expand_entry(entry, line: Optional[int] = None) -> List[Job]:
+    """The jobs of one queue entry (a command, or a mapping with 'command')."""
+    if isinstance(entry, str):
+        if not entry.strip():
+            raise InputError("this entry's command is empty")
+        return [Job(entry, (), line)]
+    if not isinstance(entry, dict):
+        raise InputError("an entry must be a command or a mapping with a "
+                         "'command' key")
+    if "command" not in entry:
+        raise InputError("this entry has no 'command' key; add one (e.g. "
+                         "'command: echo {{ x }}')")
+    axes = {name: _values(name, raw, "this entry") for name, raw in entry.items()}
+    return [Job(p.pop("command"), params_of(p), line)
+            for p in _product(axes, "this entry")]
+
+
+def check_job(job: Job, nodes: Sequence[SubNode], cache: Optional[dict] = None) -> None:
+    """Raise TemplateError unless the job renders on every sub-node."""
+    names = {k for k, _ in job.params}
+    for name_set in _node_name_sets(nodes):
+        key = (job.command, frozenset(names | name_set))
+        if cache is not None and key in cache:
+            continue
+        template.check(job.command, key[1])
+        if cache is not None:
+            cache[key] = True
+
+
+def _node_name_sets(nodes: Sequence[SubNode]) -> set:
+    return {frozenset(node.context()) for node in nodes}
+
+
+def render(job: Job, node: SubNode) -> str:
+    return template.render(job.command, job.context_on(node))
+
+
+# ---------------------------------------------------------------- canonical form
+
+def canonical_yaml(jobs: Sequence[Job], column: int = 0) -> str:
+    """Queue entries (block style, one per job) that re-run exactly these jobs."""
+    if not jobs:
+        return ""
+    text = yaml.dump([job.canonical() for job in jobs], Dumper=_Dumper,
+                     default_flow_style=False, sort_keys=False,
+                     allow_unicode=True, width=1 << 30)
+    if column:
+        pad = " " * column
+        text = "".join(pad + line for line in text.splitlines(True))
+    return text
+
+
+def plain_yaml(values: Sequence) -> str:
+    """Entries written back as they were read (used for flow-style lists)."""
+    if not values:
+        return ""
+    return yaml.dump(list(values), Dumper=_Dumper, default_flow_style=False,
+                     sort_keys=False, allow_unicode=True, width=1 << 30)
+

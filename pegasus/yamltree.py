@@ -1,0 +1,198 @@
+"""Read a YAML list into plain values exactly as the user typed them.
+
+Every scalar stays the string that was typed (YAML 1.1 would turn ``no``,
+``0x10`` or ``1:30`` into other values); a duplicate key, an unknown tag or a
+second document is an error. Entries are read lazily, one at a time, with the
+lines they span, so the queue file can take its head entry without parsing
+the rest of the file. This module only reads: it never writes a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Tuple, Union
+
+import yaml
+
+from pegasus.errors import InputError
+
+try:  # libyaml is ~10x faster; both give the same events
+    _Loader = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - pure-Python PyYAML
+    _Loader = yaml.SafeLoader
+
+Value = Union[str, list, dict]
+
+_PLAIN_TAGS = frozenset("tag:yaml.org,2002:" + t for t in
+                        ("str", "int", "float", "bool", "null", "seq", "map"))
+
+
+@dataclass(frozen=True)
+class Item:
+    """One entry of the top-level list and the lines it spans (0-based)."""
+
+    value: Value
+    first_line: int  # line of the entry's first content
+    last_line: int  # last line holding any of its content
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the top-level list is written."""
+
+    block: bool  # a block list (``- entry`` lines), not ``[a, b]``
+    column: int  # column of its ``-`` indicators
+    empty: bool  # no list at all (empty file, only comments, ``~``)
+
+
+class _Reader:
+    """Pulls YAML events and builds values, remembering where content ends."""
+
+    def __init__(self, text: str, path: str):
+        self.path = path
+        self.loader = _Loader(text)
+        self.anchors: dict = {}
+        self.end: Tuple[int, int] = (0, 0)
+
+    def event(self):
+        try:
+            return self.loader.get_event()
+        except yaml.MarkedYAMLError as err:
+            raise _syntax_error(err, self.path) from None
+        except yaml.YAMLError as err:
+            raise InputError(f"not valid YAML: {err}", self.path) from None
+
+    def peek(self):
+        try:
+            return self.loader.peek_event()
+        except yaml.MarkedYAMLError as err:
+            raise _syntax_error(err, self.path) from None
+        except yaml.YAMLError as err:
+            raise InputError(f"not valid YAML: {err}", self.path) from None
+
+    def value(self, ev) -> Value:
+        if isinstance(ev, yaml.AliasEvent):
+            return self._alias(ev)
+        self._check_tag(ev)
+        if isinstance(ev, yaml.ScalarEvent):
+            result: Value = ev.value
+            self._reach(ev.end_mark)
+        elif isinstance(ev, yaml.SequenceStartEvent):
+            result = self._sequence(ev)
+        elif isinstance(ev, yaml.MappingStartEvent):
+            result = self._mapping(ev)
+        else:  # pragma: no cover - the parser never yields this here
+            raise InputError(f"unexpected YAML {type(ev).__name__}", self.path,
+                             ev.start_mark.line + 1)
+        if ev.anchor is not None:
+            self.anchors[ev.anchor] = result
+        return result
+
+    def _sequence(self, start) -> list:
+        items = []
+        while not isinstance(self.peek(), yaml.SequenceEndEvent):
+            items.append(self.value(self.event()))
+        self._close(start, self.event())
+        return items
+
+    def _mapping(self, start) -> dict:
+        result: dict = {}
+        while not isinstance(self.peek(), yaml.MappingEndEvent):
+            key_ev = self.event()
+            key = self.value(key_ev)
+            if not isinstance(key, str):
+                raise InputError("a key must be a plain word, not a list or mapping",
+                                 self.path, key_ev.start_mark.line + 1)
+            if key in result:
+                raise InputError(f"duplicate key '{key}' (each key may appear once "
+                                 "in an entry)", self.path, key_ev.start_mark.line + 1)
+            result[key] = self.value(self.event())
+        self._close(start, self.event())
+        return result
+
+    def _close(self, start, end) -> None:
+        if start.flow_style:
+            self._reach(end.end_mark)
+
+    def _alias(self, ev) -> Value:
+        self._reach(ev.end_mark)
+        if ev.anchor not in self.anchors:
+            raise InputError(f"unknown alias '*{ev.anchor}'", self.path,
+                             ev.start_mark.line + 1)
+        return self.anchors[ev.anchor]
+
+    def _check_tag(self, ev) -> None:
+        tag = ev.tag
+        if tag is None or tag == "!" or tag in _PLAIN_TAGS:
+            return
+        raise InputError(f"YAML tag '{tag}' is not allowed (Pegasus reads plain "
+                         "strings, lists and mappings only)", self.path,
+                         ev.start_mark.line + 1)
+
+    def _reach(self, mark) -> None:
+        self.end = max(self.end, (mark.line, mark.column))
+
+    def take_end_line(self) -> int:
+        line, column = self.end
+        return line - 1 if column == 0 else line
+
+
+def _syntax_error(err, path: str) -> InputError:
+    mark = err.problem_mark or err.context_mark
+    problem = err.problem or "syntax error"
+    if err.context:
+        problem = f"{problem} ({err.context})"
+    line = mark.line + 1 if mark is not None else None
+    return InputError(f"YAML syntax error: {problem}; fix the file and run again",
+                      path, line)
+
+
+def read_list(text: str, path: str) -> Tuple[Layout, Iterator[Item]]:
+    """The layout of the top-level list and a lazy iterator over its items."""
+    reader = _Reader(text, path)
+    reader.event()  # StreamStart
+    if isinstance(reader.peek(), yaml.StreamEndEvent):
+        return Layout(True, 0, True), iter(())
+    reader.event()  # DocumentStart
+    head = reader.event()
+    if isinstance(head, yaml.ScalarEvent) and head.implicit[0] \
+            and head.value in ("", "~", "null"):
+        return Layout(True, 0, True), _tail(reader, iter(()))
+    if not isinstance(head, yaml.SequenceStartEvent):
+        kind = "a mapping" if isinstance(head, yaml.MappingStartEvent) else "a single value"
+        raise InputError(f"must be a YAML list of entries (lines starting with '- '), "
+                         f"but it is {kind}", path, head.start_mark.line + 1)
+    reader._check_tag(head)
+    layout = Layout(not head.flow_style, head.start_mark.column, False)
+    return layout, _items(reader)
+
+
+def _items(reader: _Reader) -> Iterator[Item]:
+    while not isinstance(reader.peek(), yaml.SequenceEndEvent):
+        ev = reader.event()
+        reader.end = (0, 0)
+        first = ev.start_mark.line
+        value = reader.value(ev)
+        yield Item(value, first, max(first, reader.take_end_line()))
+    reader.event()  # SequenceEnd
+    yield from _tail(reader, iter(()))
+
+
+def _tail(reader: _Reader, items: Iterator[Item]) -> Iterator[Item]:
+    yield from items
+    reader.event()  # DocumentEnd
+    nxt = reader.event()
+    if not isinstance(nxt, yaml.StreamEndEvent):
+        raise InputError("has more than one YAML document ('---'); keep one list",
+                         reader.path, nxt.start_mark.line + 1)
+
+
+def read_all(text: str, path: str) -> Tuple[Layout, List[Item]]:
+    """Parse the whole list (checks the syntax of every entry)."""
+    layout, items = read_list(text, path)
+    return layout, list(items)
+
+
+def entry_line(item: Optional[Item]) -> Optional[int]:
+    """1-based line number of an item, for messages."""
+    return None if item is None else item.first_line + 1
