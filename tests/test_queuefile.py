@@ -1,0 +1,204 @@
+"""The queue file: pop the head under the lock, keep the rest byte for byte."""
+
+import fcntl
+import os
+
+import pytest
+import yaml
+
+from pegasus.errors import InputError
+from pegasus.queuefile import QueueFile
+from pegasus.yamltree import read_all
+
+
+def ok(job):
+    return None
+
+
+def make(tmp_path, text):
+    path = tmp_path / "queue.yaml"
+    if text is not None:
+        path.write_text(text)
+    return QueueFile(str(path)), path
+
+
+def commands(taken):
+    return [(j.command, j.params) for j in taken.jobs]
+
+
+def test_pop_keeps_the_rest_byte_for_byte(tmp_path):
+    rest = ("# about two\n- command: echo {{ a }}   # trailing\n  a: [1, 2]\n\n"
+            "-   echo 'three'  # odd spacing\n")
+    q, path = make(tmp_path, "# my queue\n- echo one  # first\n" + rest)
+    assert commands(q.take(["[n]"], ok)) == [("echo one", ())]
+    assert path.read_text() == "# my queue\n" + rest
+
+
+def test_expanded_entry_leaves_canonical_rest_at_the_head(tmp_path):
+    q, path = make(tmp_path, "- command:\n    - echo {{ a }} {{ b }}\n  a: [1, 2]\n"
+                             "  b: [no, 0x10]\n- tail\n")
+    taken = q.take(["[n]"], ok)
+    assert commands(taken) == [("echo {{ a }} {{ b }}", (("a", "1"), ("b", "no")))]
+    left = [i.value for i in read_all(path.read_text(), "q")[1]]
+    assert left == [{"command": "echo {{ a }} {{ b }}", "a": "1", "b": "0x10"},
+                    {"command": "echo {{ a }} {{ b }}", "a": "2", "b": "no"},
+                    {"command": "echo {{ a }} {{ b }}", "a": "2", "b": "0x10"},
+                    "tail"]
+    assert path.read_text().endswith("- tail\n")
+
+
+def test_batch_pop_takes_across_entries(tmp_path):
+    q, path = make(tmp_path, "- a\n- command: b{{x}}\n  x: [1, 2, 3]\n- c\n")
+    taken = q.take(["[1]", "[2]", "[3]"], ok)
+    assert commands(taken) == [("a", ()), ("b{{x}}", (("x", "1"),)), ("b{{x}}", (("x", "2"),))]
+    assert [i.value for i in read_all(path.read_text(), "q")[1]] == [
+        {"command": "b{{x}}", "x": "3"}, "c"]
+
+
+def test_the_quiz_expands_to_nine_jobs(tmp_path):
+    q, _ = make(tmp_path, """\
+- echo hi from {{ hostname }}
+- command:
+    - for i in $(seq {{ low }} {{ high }}); do echo $i; sleep {{ laziness }}; done
+    - echo bye from {{ hostname }}
+  low:
+    - 1
+    - 2
+  high:
+    - 3
+    - 4
+""")
+    assert q.check_all(ok) == (2, 9)
+    jobs = []
+    while True:
+        taken = q.take(["[n]"], ok)
+        if not taken.jobs:
+            break
+        jobs += taken.jobs
+    assert len(jobs) == 9 and len(set(jobs)) == 9
+
+
+@pytest.mark.parametrize("text", [None, "", "[]\n", "# nothing\n"])
+def test_empty_or_missing_queue(tmp_path, text):
+    q, path = make(tmp_path, text)
+    assert q.take(["[n]"], ok).jobs == ()
+    assert q.check_all(ok) == (0, 0)
+    assert not (tmp_path / "consumed.yaml").exists()
+
+
+def test_consumed_is_canonical_and_tail_reruns_the_last_job(tmp_path):
+    q, path = make(tmp_path, "- echo 'it''s' \"$HOME\"\n- command: run {{bs}}\n  bs: [8]\n")
+    q.take(["[node-1]"], ok)
+    q.take(["[node-2]"], ok)
+    consumed = (tmp_path / "consumed.yaml").read_text()
+    entries = yaml.safe_load(consumed)
+    assert entries == [{"command": "echo 'it''s' \"$HOME\""}, {"command": "run {{bs}}", "bs": "8"}]
+    assert "for [node-1]" in consumed
+    # the README's trick: the last two lines re-run the last one-line job
+    (tmp_path / "again").mkdir()
+    q2, path2 = make(tmp_path / "again", None)
+    path2.write_text("".join(consumed.splitlines(True)[:2]))
+    assert commands(q2.take(["[n]"], ok)) == [("echo 'it''s' \"$HOME\"", ())]
+
+
+def test_flow_style_list_falls_back_to_a_full_rewrite(tmp_path):
+    q, path = make(tmp_path, "[a, {command: 'b{{x}}', x: [1, 2]}, c]\n")
+    assert commands(q.take(["[n]", "[m]"], ok)) == [("a", ()), ("b{{x}}", (("x", "1"),))]
+    assert [i.value for i in read_all(path.read_text(), "q")[1]] == [
+        {"command": "b{{x}}", "x": "2"}, "c"]
+
+
+def test_bad_head_entry_takes_nothing(tmp_path):
+    text = "- nocommand: x\n- b\n"
+    q, path = make(tmp_path, text)
+    with pytest.raises(InputError) as err:
+        q.take(["[n]"], ok)
+    assert "queue.yaml:1 (entry 1)" in str(err.value) and "'command'" in str(err.value)
+    assert path.read_text() == text
+    assert not (tmp_path / "consumed.yaml").exists()
+
+
+def test_bad_entry_after_good_ones_stops_the_batch_there(tmp_path):
+    q, path = make(tmp_path, "- a\n- b: 1\n- c\n")
+    taken = q.take(["[1]", "[2]", "[3]"], ok)
+    assert commands(taken) == [("a", ())]
+    assert taken.error is not None and "entry 2" in str(taken.error)
+    assert path.read_text() == "- b: 1\n- c\n"
+
+
+def test_check_failure_keeps_the_entry(tmp_path):
+    def refuse(job):
+        raise InputError("unknown name 'dir'")
+    q, path = make(tmp_path, "- rm -rf /data/{{dir}}\n")
+    with pytest.raises(InputError, match="unknown name 'dir'"):
+        q.take(["[n]"], refuse)
+    assert path.read_text() == "- rm -rf /data/{{dir}}\n"
+
+
+def test_check_all_finds_errors_anywhere(tmp_path):
+    q, _ = make(tmp_path, "- a\n- b\n- command: [x\n")
+    with pytest.raises(InputError, match="syntax"):
+        q.check_all(ok)
+
+
+def test_indented_list_keeps_its_indentation(tmp_path):
+    q, path = make(tmp_path, "  - command: e{{x}}\n    x: [1, 2]\n  - z\n")
+    q.take(["[n]"], ok)
+    assert path.read_text() == "  - command: e{{x}}\n    x: '2'\n  - z\n"
+
+
+def test_not_utf8_is_an_input_error(tmp_path):
+    path = tmp_path / "queue.yaml"
+    path.write_bytes(b"- echo \xff\n")
+    with pytest.raises(InputError, match="UTF-8"):
+        QueueFile(str(path)).take(["[n]"], ok)
+
+
+def test_directory_is_an_input_error(tmp_path):
+    (tmp_path / "queue.yaml").mkdir()
+    with pytest.raises(InputError, match="is a directory"):
+        QueueFile(str(tmp_path / "queue.yaml")).take(["[n]"], ok)
+
+
+def test_lock_is_a_sidecar_and_waits_for_its_holder(tmp_path):
+    waits = []
+    q, path = make(tmp_path, "- a\n")
+    q = QueueFile(str(path), wait=waits.append)
+    fd = os.open(q.lock_path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    calls = []
+
+    def wait(seconds):
+        calls.append(seconds)
+        if len(calls) == 3:
+            os.close(fd)  # the other holder lets go
+    q = QueueFile(str(path), wait=wait)
+    assert commands(q.take(["[n]"], ok)) == [("a", ())]
+    assert len(calls) == 3
+    assert os.path.exists(q.lock_path)  # never deleted
+
+
+def test_rewrite_is_atomic_and_keeps_the_mode(tmp_path):
+    q, path = make(tmp_path, "- a\n- b\n")
+    os.chmod(path, 0o640)
+    inode = os.stat(path).st_ino
+    q.take(["[n]"], ok)
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    assert os.stat(path).st_ino != inode  # replaced, not rewritten in place
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".partial")]
+
+
+def test_planted_symlink_for_the_partial_file_is_not_followed(tmp_path):
+    q, path = make(tmp_path, "- a\n- b\n")
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    os.symlink(victim, q._partial)
+    q.take(["[n]"], ok)
+    assert victim.read_text() == "precious\n"
+    assert path.read_text() == "- b\n"
+
+
+def test_pop_cost_does_not_parse_the_tail(tmp_path):
+    # a syntax error far down the file does not stop taking the head
+    q, path = make(tmp_path, "- a\n" + "- x\n" * 1000 + "- [broken\n")
+    assert commands(q.take(["[n]"], ok)) == [("a", ())]
