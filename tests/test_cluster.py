@@ -1,0 +1,190 @@
+"""Tests of the real-SSH test cluster itself, using the OpenSSH client.
+
+They do not need the ``pegasus`` package.
+"""
+import os
+import socket
+import time
+
+import pytest
+
+
+def wait_for(predicate, timeout=15.0, interval=0.02, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def connection_refused(ip, port):
+    try:
+        with socket.create_connection((ip, port), timeout=2):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def local_cluster(cluster):
+    if not getattr(cluster, "supports_faults", False):
+        pytest.skip("external cluster: cannot inspect or kill its hosts")
+    return cluster
+
+
+def test_aliases_and_config(cluster):
+    assert len(cluster.aliases) == 4
+    assert cluster.aliases == ["node-%d" % i for i in range(1, 5)]
+    assert os.path.isfile(cluster.ssh_config)
+    text = open(cluster.ssh_config).read()
+    for alias in cluster.aliases:
+        assert "Host %s\n" % alias in text
+
+
+def test_every_node_answers_as_test_user_with_sh(cluster):
+    for alias in cluster.aliases:
+        res = cluster.ssh(alias, 'id -un; echo "$0"; echo "$SHELL"')
+        assert res.returncode == 0, (alias, res.stderr)
+        user, argv0, shell = res.stdout.splitlines()
+        if cluster.user:
+            assert user == cluster.user
+        assert argv0 in ("sh", "/bin/sh")
+        assert shell == "/bin/sh"
+
+
+def test_nodes_are_distinct_addresses(local_cluster):
+    c = local_cluster
+    assert c.ips == ["127.0.0.%d" % (11 + i) for i in range(4)]
+    seen = set()
+    for alias, ip in zip(c.aliases, c.ips):
+        res = c.ssh(alias, 'echo "$SSH_CONNECTION"')
+        assert res.returncode == 0, res.stderr
+        server_ip, server_port = res.stdout.split()[2:4]
+        assert (server_ip, int(server_port)) == (ip, c.port)
+        seen.add(server_ip)
+    assert len(seen) == 4
+
+
+def test_home_is_clean(cluster):
+    res = cluster.ssh(cluster.aliases[0], "cd && ls -A")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [] or set(res.stdout.split()) <= {".ssh"}
+
+
+def test_distinct_host_keys(local_cluster):
+    keys = local_cluster.host_keys
+    assert sorted(keys) == sorted(local_cluster.aliases)
+    assert all(k.startswith("ssh-ed25519 ") for k in keys.values())
+    assert len(set(keys.values())) == len(keys)
+
+
+def test_known_hosts_learned_with_accept_new(local_cluster):
+    c = local_cluster
+    c.reset_known_hosts()
+    try:
+        for alias in c.aliases:
+            res = c.ssh(alias, "true")
+            assert res.returncode == 0, res.stderr
+        lines = set(open(c.known_hosts).read().splitlines())
+        for alias in c.aliases:
+            assert c.known_hosts_line(alias) in lines
+        assert len(lines) == len(c.aliases)
+    finally:
+        c.reset_known_hosts()
+
+
+def test_wrong_known_host_key_is_refused(local_cluster):
+    c = local_cluster
+    a, b = c.aliases[:2]
+    try:
+        with open(c.known_hosts, "w") as f:
+            # node-1's address with node-2's key
+            f.write("[%s]:%d %s\n" % (c.address(a), c.port, c.host_keys[b]))
+        res = c.ssh(a, "true")
+        assert res.returncode == 255
+        assert "HOST IDENTIFICATION HAS CHANGED" in res.stderr
+        c.seed_known_hosts()
+        assert c.ssh(a, "true").returncode == 0
+    finally:
+        c.reset_known_hosts()
+
+
+def test_scratch_dir_is_writable_by_test_user(local_cluster):
+    c = local_cluster
+    path = os.path.join(c.scratch, "written-by-node-2")
+    res = c.ssh("node-2", "echo hi > %s" % path)
+    assert res.returncode == 0, res.stderr
+    assert open(path).read() == "hi\n"
+    os.unlink(path)
+
+
+def test_kill_host_and_start_host(local_cluster):
+    c = local_cluster
+    ip = c.address("node-3")
+    # a long-running command (daemonized, even) dies with its host
+    res = c.ssh("node-3", "nohup sleep 600 >/dev/null 2>&1 & echo $!")
+    assert res.returncode == 0, res.stderr
+    pid = int(res.stdout.strip())
+    assert c.ssh("node-1", "true").returncode == 0
+    c.kill_host(2)
+    try:
+        assert not c.is_running(2)
+        assert connection_refused(ip, c.port)
+        res = c.ssh("node-3", "true", options=["-o", "ConnectTimeout=5"])
+        assert res.returncode == 255
+        assert "refused" in res.stderr.lower()
+        wait_for(lambda: not _alive(pid), what="sleep on node-3 to die")
+        # the other nodes are unaffected
+        assert c.ssh("node-4", "true").returncode == 0
+        c.kill_host(2)  # idempotent
+    finally:
+        c.start_host(2)
+    assert c.is_running(2)
+    res = c.ssh("node-3", "id -un")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == c.user
+
+
+def test_stop_is_idempotent_and_kills_sessions(tmp_path_factory):
+    # A second, private cluster on other addresses, so the session one is untouched.
+    import shutil
+    import tempfile
+
+    from cluster import Cluster, ClusterUnavailable
+
+    try:
+        Cluster.check_available()
+    except ClusterUnavailable as e:
+        if os.environ.get("CI", "").lower() == "true":
+            raise
+        pytest.skip(str(e))
+    workdir = tempfile.mkdtemp(prefix="pegasus-cluster-")
+    try:
+        with Cluster(workdir, n_hosts=2, first_ip=101) as c:
+            assert c.ips == ["127.0.0.101", "127.0.0.102"]
+            # the sleep escapes the sshd process tree (its parent sh exits)
+            res = c.ssh("node-2", "setsid sh -c 'sleep 600 </dev/null >/dev/null 2>&1 & echo $!'")
+            assert res.returncode == 0, res.stderr
+            pid = int(res.stdout.strip())
+            assert _alive(pid)
+            port = c.port
+        wait_for(lambda: not _alive(pid), what="daemonized sleep to die")
+        for ip in ("127.0.0.101", "127.0.0.102"):
+            assert connection_refused(ip, port)
+        c.stop()  # again: no error
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2:][:1] != b"Z"
