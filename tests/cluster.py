@@ -128,16 +128,6 @@ def _banner(ip: str, port: int, timeout: float) -> bool:
         return False
 
 
-def _refuses(ip: str, port: int) -> bool:
-    try:
-        with socket.create_connection((ip, port), timeout=2):
-            return False
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        return False
-
-
 def _tail(path: str, n: int = 30) -> str:
     try:
         with open(path, errors="replace") as f:
