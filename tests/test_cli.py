@@ -1,0 +1,62 @@
+"""The command line: usage, version, help, errors as words and exit statuses."""
+
+import pytest
+
+from pegasus import __version__
+from pegasus.cli import main, parse_args
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"pegasus {__version__}"
+
+
+def test_help_lists_the_options(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--daemon", "--error-aborts", "--editor", "--print-period",
+                   "--queue-file", "--hosts-file", "--ssh-config"):
+        assert option in out
+
+
+@pytest.mark.parametrize("argv", [[], ["x"], ["q", "--bogus"], ["q", "b"]])
+def test_bad_usage_exits_2_with_usage(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pegasus: ") and "usage:" in err
+
+
+def test_print_period_must_be_a_number(capsys):
+    assert main(["q", "-p", "x"]) == 2
+    assert "--print-period" in capsys.readouterr().err
+
+
+def test_options_are_parsed():
+    opts = parse_args(["q", "-d", "-p", "3", "-Q", "a.yaml", "-H", "b.yaml",
+                       "--ssh-config", "cfg"])
+    assert (opts.mode, opts.daemon, opts.print_period, opts.queue_file,
+            opts.hosts_file, opts.ssh_config) == ("q", True, 3, "a.yaml", "b.yaml", "cfg")
+    assert parse_args(["b", "-e"]).error_aborts
+    assert parse_args(["l", "--editor", "code --wait"]).editor == "code --wait"
+
+
+def test_defaults():
+    opts = parse_args(["q"])
+    assert (opts.queue_file, opts.hosts_file, opts.print_period, opts.daemon) == (
+        "queue.yaml", "hosts.yaml", 1, False)
+
+
+def test_missing_hosts_file_names_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "queue.yaml").write_text("- echo hi\n")
+    assert main(["q"]) == 2
+    err = capsys.readouterr().err
+    assert "hosts.yaml" in err and "not found" in err
+    assert (tmp_path / "queue.yaml").read_text() == "- echo hi\n"
+
+
+@pytest.mark.parametrize("mode", ["b", "l"])
+def test_later_modes_say_so(mode, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main([mode]) == 2
+    assert "not available" in capsys.readouterr().err
