@@ -1,0 +1,247 @@
+"""Command and hostname templates: Handlebars rendered verbatim for the shell.
+
+This module owns turning a template such as ``train.py --lr={{lr}} {{shq tag}}``
+plus one point's parameters into the exact text handed to ``sh``. It wraps
+pybars3 and removes its traps: values and helper results go in verbatim, never
+HTML-escaped; unknown names are errors (also in blocks, helper arguments and
+dotted paths); an unclosed ``{{`` or block is an error, where pybars drops the
+rest of the template; ``[...]`` segments with quotes, which pybars would paste
+into the Python it generates, are refused. Helpers: the string helpers of
+handlebars_misc_helpers (as in the Rust Pegasus), ``lower``, ``upper`` and
+``shq`` (POSIX sh quoting, as shlex.quote).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import shlex
+import threading
+from typing import Callable, Iterable, Mapping
+
+import pybars
+
+from pegasus.errors import TemplateError
+
+_WORD = re.compile(r"[A-Z]+(?=[A-Z][^\W_A-Z])|[A-Z]?[^\W_A-Z]+|[A-Z]+")
+
+
+def _joined(sep: str, case: Callable[[str], str]) -> Callable[[str], str]:
+    return lambda s: sep.join(case(w) for w in _WORD.findall(s))
+
+
+_pascal_case = _joined("", str.capitalize)
+
+_HELPERS: dict = {
+    "replace": lambda s, old, new: s.replace(old, new),
+    "lowerCase": str.lower, "lower": str.lower,
+    "upperCase": str.upper, "upper": str.upper,
+    "capitalizeFirst": lambda s: s[:1].upper() + s[1:],
+    "capitalizeWords": lambda s: re.sub(r"(?<!\S)\S", lambda m: m[0].upper(), s),
+    "camelCase": lambda s: _pascal_case(s)[:1].lower() + _pascal_case(s)[1:],
+    "pascalCase": _pascal_case,
+    "snakeCase": _joined("_", str.lower),
+    "kebabCase": _joined("-", str.lower),
+    "shoutySnakeCase": _joined("_", str.upper),
+    "trim": str.strip, "trimStart": str.lstrip, "trimEnd": str.rstrip,
+    "shq": shlex.quote,
+}
+
+
+class _Problem(Exception):
+    """What is wrong in a template while it renders; `hint`: "name" or "helper"."""
+
+    def __init__(self, what: str, hint: str = ""):
+        super().__init__(what)
+        self.hint = hint
+
+
+class _Missing:
+    """What an undefined name looks up to: any use of it raises _Problem."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def fail(self, *args, **kwargs):  # called with (this, *args) as a helper
+        kind = "helper" if len(args) > 1 or kwargs else "name"
+        raise _Problem(f"unknown {kind} {self.name!r}", kind)
+
+    __call__ = __str__ = __bool__ = __len__ = __iter__ = fail
+
+    def __getitem__(self, key):
+        return self
+
+
+class _Value:
+    """A defined value: text, truthy when non-empty, with no fields."""
+
+    def __init__(self, name: str, text: str):
+        self.name, self.text = name, str(text)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __bool__(self) -> bool:
+        return bool(self.text)
+
+    def __getitem__(self, key) -> _Missing:
+        return _Missing(f"{self.name}.{key}")
+
+
+class _Names(dict):
+    """The render context: name -> _Value; any other name -> _Missing."""
+
+    def __missing__(self, name: str) -> _Missing:
+        return _Missing(name)
+
+    def __str__(self) -> str:  # {{this}} at the top level
+        raise _Problem("unknown name 'this'", "name")
+
+
+def _as_helper(name: str, fn: Callable) -> Callable:
+    """`fn` as a pybars helper: text in, text out, exact arity."""
+    arity = sum(p.default is p.empty for p in inspect.signature(fn).parameters.values())
+
+    def helper(this, *args, **kwargs):
+        if kwargs:
+            raise _Problem(f"helper {name!r} takes no key=value arguments")
+        if len(args) != arity:
+            raise _Problem(f"helper {name!r} takes {arity} argument"
+                           f"{'s' * (arity != 1)} (got {len(args)})")
+        for arg in args:
+            if not isinstance(arg, (str, _Value)):
+                str(arg)  # an unknown name fails here
+                raise _Problem(f"helper {name!r} takes names or quoted text")
+        return fn(*map(str, args))
+    return helper
+
+
+def _block(block: str, explore: bool = False) -> Callable:
+    """Block helper if, unless, with or section (``{{#name}}``), with {{else}}.
+
+    For check(), `explore` renders both branches, so that both are checked.
+    """
+    def helper(this, options, *values):
+        if len(values) != 1:
+            raise _Problem("'{{#%s}}' takes one value (got %d)" % (block, len(values)))
+        inner = this if block in ("if", "unless") else values[0]
+        taken = bool(values[0]) != (block == "unless")  # unknown names fail here
+        if not explore:
+            return options["fn"](inner) if taken else options["inverse"](this)
+        options["fn"](inner)
+        options["inverse"](this)
+    return helper
+
+
+_RENDER_HELPERS = {name: _as_helper(name, fn) for name, fn in _HELPERS.items()}
+_RENDER_HELPERS.update({block: _block(block) for block in ("if", "unless", "with")},
+                       log=None)  # pybars' log would swallow unknown names
+_CHECK_HELPERS = dict(_RENDER_HELPERS, blockHelperMissing=_block("section", True),
+                      **{block: _block(block, True) for block in ("if", "unless", "with")})
+
+_COMPILER = pybars.Compiler()
+_LOCK = threading.Lock()  # pybars' code builder is shared by every Compiler
+
+
+def _shown(template: str) -> str:
+    return repr(template if len(template) <= 80 else template[:77] + "...")
+
+
+def _syntax(text: str, stop: int, far: int) -> str:
+    """Words for the place pybars' parser could not get past."""
+    last = text.rfind("{{")
+    if text.find("}}", last) < 0:
+        return f"unclosed '{{{{' at {text[last:last + 30]!r}"
+    block = re.match(r"\{\{[#^]\s*([^\s}]+)", text[stop:])
+    if block and far >= len(text):
+        return "'{{#%s}}' is never closed by '{{/%s}}'" % (block[1], block[1])
+    start, end = text.rfind("{{", 0, far + 1), text.find("}}", far)
+    return f"syntax error at {text[max(start, 0):end + 2 if end >= 0 else None]!r}"
+
+
+def _unsafe_segment(node) -> str | None:
+    """A ``[...]`` path segment that pybars would paste into Python unsafely."""
+    if not isinstance(node, (list, tuple)):
+        return None
+    if len(node) == 2 and node[0] == "path":
+        return next((s for s in node[1] if re.search(r"['\\\r\n]", s)), None)
+    return next(filter(None, map(_unsafe_segment, node)), None)
+
+
+def _parse(template: str) -> None:
+    """Raise TemplateError unless pybars' parser reads the whole template safely.
+
+    pybars compares its furthest *failure* with the end of the text, so it
+    drops the rest after an unclosed ``{{`` or block: we see how far it got.
+    """
+    text = _COMPILER.whitespace_control(template)
+    parser = pybars.Compiler._handlebars(text)
+    tree, err = parser.apply("template")
+    if parser.input.position < len(text):
+        far = parser.input.position if err.position is None else err.position
+        what = _syntax(text, parser.input.position, far)
+        raise TemplateError(f"{what} in template {_shown(template)}")
+    bad = _unsafe_segment(tree)
+    if bad is not None:
+        raise TemplateError(f"quotes and backslashes are not allowed in "
+                            f"[{bad}] in template {_shown(template)}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile(template: str) -> Callable:
+    """The render function of `template`, compiled once; never HTML-escapes."""
+    with _LOCK:
+        _parse(template)
+        try:
+            code = _COMPILER.precompile(template)
+        except Exception as err:
+            raise TemplateError(f"cannot parse template {_shown(template)}") from err
+    namespace: dict = {}
+    exec(compile(code, "<pegasus template>", "exec"), namespace)
+    # The generated code escapes via its own global `prepare`: replace it in
+    # this template's namespace only (pybars itself stays untouched).
+    escaping = namespace["prepare"]
+    namespace["prepare"] = lambda value, _escape: escaping(value, False)
+    return namespace["render"]
+
+
+def _problem(err: Exception) -> _Problem:
+    """`err`, raised while rendering, in a user's words."""
+    if isinstance(err, _Problem):
+        return err
+    found = re.match(r"Could not find property (\S+)", str(err))
+    if found:  # pybars' words for an unknown helper in a (subexpression)
+        return _Problem(f"unknown helper {found[1]!r}", "helper")
+    if "partial" in str(err):
+        return _Problem("partials ('{{> name}}') are not supported")
+    return _Problem("cannot render")
+
+
+def _run(template: str, values: _Names, helpers: dict) -> str:
+    render_fn = _compile(template)
+    try:
+        return render_fn(values, helpers=helpers)
+    except Exception as err:  # ours, pybars' own errors, anything odd
+        problem = _problem(err)
+        hints = {"name": f" (defined here: {', '.join(sorted(values)) or 'none'})",
+                 "helper": f" (helpers: {', '.join(sorted(_HELPERS))})"}
+        raise TemplateError(f"{problem} in template {_shown(template)}"
+                            f"{hints.get(problem.hint, '')}") from err
+
+
+def check(template: str, names: Iterable[str]) -> None:
+    """Raise TemplateError if `template` cannot render with exactly `names` defined.
+
+    Both branches of every if/unless/with block are checked.
+    """
+    if "{{" in template:
+        _run(template, _Names((n, _Value(n, "x")) for n in names), _CHECK_HELPERS)
+
+
+def render(template: str, context: Mapping[str, str]) -> str:
+    """`template` with `context`'s values inserted verbatim, never escaped."""
+    if "{{" not in template:
+        return template
+    values = _Names((name, _Value(name, text)) for name, text in context.items())
+    return _run(template, values, _RENDER_HELPERS)

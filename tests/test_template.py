@@ -1,0 +1,287 @@
+"""Templates render verbatim for the shell; every problem is a TemplateError."""
+
+import subprocess
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pegasus import template
+from pegasus.errors import InputError, TemplateError
+from pegasus.template import check, render
+
+NASTY = ["a&b", "it's", "<x>", "`id`", "a=b", '"q"', "&amp;", "$(id) $HOME", "\\n\\",
+         "tab\there", "line\nbreak", "héllo ✓", "*?[a]", "-n", ";rm -rf /;", "%s%%", ""]
+
+
+def error_of(tmpl, context=None, names=None):
+    """The TemplateError message of render (or of check, given names)."""
+    with pytest.raises(TemplateError) as err:
+        if names is None:
+            render(tmpl, context or {})
+        else:
+            check(tmpl, names)
+    return str(err.value)
+
+
+# -- values arrive verbatim ---------------------------------------------------
+
+@pytest.mark.parametrize("value", NASTY)
+@pytest.mark.parametrize("tmpl", ["{{x}}", "{{ x }}", "{{{x}}}", "{{&x}}", "{{#if x}}{{x}}{{/if}}",
+                                  "{{#with x}}{{this}}{{/with}}", "{{lower x}}"])
+def test_values_are_inserted_verbatim(tmpl, value):
+    expected = value.lower() if "lower" in tmpl else value
+    assert render(f"<{tmpl}>", {"x": value}) == f"<{expected}>"
+
+
+def test_equals_in_flag_is_not_escaped():
+    assert render("--lr={{lr}}", {"lr": "1e-3"}) == "--lr=1e-3"
+
+
+def test_helper_results_are_verbatim():
+    assert render('{{replace x "b" "<&\'`=>"}}', {"x": "abc"}) == "a<&'`=>c"
+
+
+def test_template_without_braces_skips_pybars(monkeypatch):
+    def boom(_template):
+        raise AssertionError("compiled a template without '{{'")
+    monkeypatch.setattr(template, "_compile", boom)
+    tmpl = "echo '{x}' }} & it's"
+    assert render(tmpl, {}) is tmpl
+    check(tmpl, [])
+
+
+def test_text_around_tags_is_kept():
+    tmpl = "a {x} }} {{x}}\n\tb 'c' \"d\" & <e>\n"
+    assert render(tmpl, {"x": "1"}) == "a {x} }} 1\n\tb 'c' \"d\" & <e>\n"
+
+
+# -- unknown names ------------------------------------------------------------
+
+def test_unknown_name_is_named_with_the_defined_names():
+    message = error_of("rm -rf /data/{{dir}}", {"hostname": "h", "bs": "8"})
+    assert message == ("unknown name 'dir' in template 'rm -rf /data/{{dir}}' "
+                       "(defined here: bs, hostname)")
+    assert isinstance(TemplateError("x"), InputError)
+
+
+@pytest.mark.parametrize("tmpl", [
+    "{{#if dir}}a{{/if}}", "{{#if x}}{{dir}}{{/if}}", "{{#unless dir}}a{{/unless}}",
+    "{{#with dir}}a{{/with}}", "{{#each dir}}a{{/each}}", "{{#dir}}a{{/dir}}", "{{^dir}}a{{/dir}}",
+    "{{lower dir}}", "{{replace x dir \"b\"}}", "{{lower (upper dir)}}", "{{dir.sub}}",
+    "{{{dir}}}", "{{#if x}}a{{else}}{{#unless x}}{{/unless}}{{/if}}{{dir}}",
+])
+def test_unknown_name_anywhere_is_an_error(tmpl):
+    assert "unknown name 'dir'" in error_of(tmpl, {"x": "1"})
+
+
+@pytest.mark.parametrize("tmpl, name", [("{{x.y}}", "x.y"), ("{{x.[0]}}", "x.0"),
+                                        ("{{#with x}}{{y}}{{/with}}", "x.y"),
+                                        ("{{this}}", "this"), ("{{@index}}", "@index")])
+def test_values_have_no_fields(tmpl, name):
+    assert f"unknown name {name!r}" in error_of(tmpl, {"x": "1", "y": "2"})
+
+
+def test_no_names_defined_says_so():
+    assert error_of("{{x}}").endswith("(defined here: none)")
+
+
+# -- syntax -------------------------------------------------------------------
+
+@pytest.mark.parametrize("tmpl", ["a {{x", "{{x}} {{", "{{x}", "echo {{x}} {{y"])
+def test_unclosed_braces(tmpl):
+    message = error_of(tmpl, {"x": "1", "y": "2"})
+    assert message.startswith("unclosed '{{'") and repr(tmpl) in message
+
+
+def test_unclosed_block():
+    message = error_of("{{#if x}}rm -rf /", {"x": "1"})
+    assert message.startswith("'{{#if}}' is never closed by '{{/if}}'")
+
+
+@pytest.mark.parametrize("tmpl, tag", [
+    ("{{#if x}}a{{/unless}}", "{{/unless}}"), ("{{a'b}} c", "{{a'b}}"), ("{{}}", "{{}}"),
+    ("{{x {{y}}", "{{x {{y}}"), ("{{#if x}}{{a'b}}{{/if}}", "{{a'b}}"),
+])
+def test_invalid_tags(tmpl, tag):
+    assert error_of(tmpl, {"x": "1", "y": "2"}).startswith(f"syntax error at {tag!r} in template")
+
+
+def test_bracket_segment_cannot_run_python(tmp_path):
+    marker = tmp_path / "ran"
+    tmpl = "{{[a' + str(open(r'%s', 'w')) + 'b]}}" % marker
+    assert "quotes and backslashes are not allowed" in error_of(tmpl, {"a": "1"})
+    assert "quotes and backslashes are not allowed" in error_of(tmpl, names=["a"])
+    assert not marker.exists()
+
+
+def test_plain_bracket_segment_still_works():
+    assert render("{{[a-b]}}", {"a-b": "v"}) == "v"
+
+
+def test_partials_are_not_supported():
+    assert error_of("{{> other}}").startswith("partials ('{{> name}}') are not supported")
+
+
+# -- helpers ------------------------------------------------------------------
+
+HELPER_CASES = [
+    ('{{ replace model "/" "--" }}', "facebook--opt-1.3b"),
+    ('{{replace "a.b.c" "." ""}}', "abc"),
+    ('{{lowerCase "Hello Foo-Bars"}}', "hello foo-bars"),
+    ('{{lower "Hello Foo-Bars"}}', "hello foo-bars"),
+    ('{{upperCase "Hello foo-bars"}}', "HELLO FOO-BARS"),
+    ('{{upper "Hello foo-bars"}}', "HELLO FOO-BARS"),
+    ('{{capitalizeFirst "hello foo-bars"}}', "Hello foo-bars"),
+    ('{{capitalizeWords "hello  foo-bars x"}}', "Hello  Foo-bars X"),
+    ('{{camelCase "Hello foo-bars"}}', "helloFooBars"),
+    ('{{camelCase "HTTPServer_name"}}', "httpServerName"),
+    ('{{pascalCase "Hello foo-bars"}}', "HelloFooBars"),
+    ('{{snakeCase "Hello foo-bars"}}', "hello_foo_bars"),
+    ('{{snakeCase model}}', "facebook_opt_1_3b"),
+    ('{{kebabCase "helloFooBars"}}', "hello-foo-bars"),
+    ('{{shoutySnakeCase "Hello foo-bars"}}', "HELLO_FOO_BARS"),
+    ('{{trim "  a b \t"}}', "a b"),
+    ('{{trimStart "  a b  "}}', "a b  "),
+    ('{{trimEnd "  a b  "}}', "  a b"),
+    ("{{shq q}}", "'it'\"'\"'s a b'"),
+    ("{{shq model}}", "facebook/opt-1.3b"),
+    ('{{upper (replace model "/" "--")}}', "FACEBOOK--OPT-1.3B"),
+]
+
+
+@pytest.mark.parametrize("tmpl, expected", HELPER_CASES)
+def test_helpers(tmpl, expected):
+    context = {"model": "facebook/opt-1.3b", "q": "it's a b"}
+    assert render(tmpl, context) == expected
+    check(tmpl, context)
+
+
+def test_every_helper_is_tested():
+    used = {word.strip("{(") for tmpl, _ in HELPER_CASES for word in tmpl.split()}
+    assert set(template._HELPERS) - used == set()
+
+
+@pytest.mark.parametrize("tmpl, words", [
+    ("{{replace x}}", "helper 'replace' takes 3 arguments (got 1)"),
+    ("{{lower x x}}", "helper 'lower' takes 1 argument (got 2)"),
+    ("{{shq}}", "helper 'shq' takes 1 argument (got 0)"),
+    ("{{replace x ab=1}}", "helper 'replace' takes no key=value arguments"),
+    ("{{lower 12}}", "helper 'lower' takes names or quoted text"),
+    ("{{#if x x}}a{{/if}}", "'{{#if}}' takes one value (got 2)"),
+])
+def test_helper_misuse(tmpl, words):
+    assert error_of(tmpl, {"x": "1"}) == f"{words} in template {tmpl!r}"
+    assert error_of(tmpl, names=["x"]) == f"{words} in template {tmpl!r}"
+
+
+@pytest.mark.parametrize("tmpl, name", [("{{foo x}}", "foo"), ("{{lower (foo x)}}", "foo"),
+                                        ("{{log x}}", "log"), ("{{#if (foo x)}}{{/if}}", "foo")])
+def test_unknown_helper(tmpl, name):
+    assert error_of(tmpl, {"x": "1"}).startswith(f"unknown helper {name!r} in template")
+
+
+def test_unknown_helper_message_lists_helpers():
+    message = error_of("{{foo x}}", {"x": "1"})
+    assert message.startswith("unknown helper 'foo' in template '{{foo x}}' (helpers: ")
+    assert "shq" in message and "replace" in message
+
+
+@given(st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))))
+@settings(max_examples=60, deadline=None)
+def test_shq_round_trips_through_sh(value):
+    assert run_sh(render("printf %s {{shq v}}", {"v": value})) == value
+
+
+@pytest.mark.parametrize("value", NASTY + ["'", "''", "a'b\"c", "!", "~", "#", "{{x}}"])
+def test_shq_round_trips_nasty_strings(value):
+    assert run_sh(render("printf %s {{shq v}}", {"v": value})) == value
+
+
+def run_sh(command):
+    done = subprocess.run(["sh", "-c", command], stdout=subprocess.PIPE, check=True)
+    return done.stdout.decode("utf-8", "surrogateescape")
+
+
+# -- blocks -------------------------------------------------------------------
+
+@pytest.mark.parametrize("tmpl, x, expected", [
+    ("{{#if x}}T{{else}}F{{/if}}", "1", "T"), ("{{#if x}}T{{else}}F{{/if}}", "", "F"),
+    ("{{#unless x}}T{{else}}F{{/unless}}", "1", "F"),
+    ("{{#unless x}}T{{else}}F{{/unless}}", "", "T"),
+    ("{{#with x}}[{{this}}]{{else}}none{{/with}}", "1", "[1]"),
+    ("{{#with x}}[{{this}}]{{else}}none{{/with}}", "", "none"),
+    ("{{#x}}[{{this}}]{{/x}}", "1", "[1]"), ("{{^x}}empty{{/x}}", "", "empty"),
+    ("{{#if x}}{{../x}}{{@root.x}}{{/if}}", "1", "11"),
+    ("{{#if x}}0{{/if}}", "0", "0"),  # "0" is text, and true
+])
+def test_blocks(tmpl, x, expected):
+    assert render(tmpl, {"x": x}) == expected
+
+
+# -- check --------------------------------------------------------------------
+
+ACCEPTED = ["plain", '{{ replace model "/" "--" }}', "{{#if model}}{{hostname}}{{/if}}",
+            "{{shq model}} {{{model}}}", "{{#unless model}}x{{else}}{{model}}{{/unless}}"]
+REJECTED = ["{{dir}}", "{{#if dir}}{{/if}}", "{{foo model}}", "a {{model", "{{#if model}}",
+            "{{replace model}}", "{{model.x}}"]
+
+
+@pytest.mark.parametrize("tmpl", ACCEPTED)
+def test_check_accepts_what_renders(tmpl):
+    check(tmpl, ["model", "hostname"])
+    render(tmpl, {"model": "m", "hostname": "h"})
+
+
+@pytest.mark.parametrize("tmpl", REJECTED)
+def test_check_rejects_what_render_rejects(tmpl):
+    assert error_of(tmpl, names=["model", "hostname"]) == \
+        error_of(tmpl, {"model": "m", "hostname": "h"})
+
+
+@pytest.mark.parametrize("tmpl", ["{{#if x}}a{{else}}{{dir}}{{/if}}",
+                                  "{{#unless x}}{{dir}}{{/unless}}",
+                                  "{{^x}}{{dir}}{{/x}}", "{{#with x}}a{{else}}{{dir}}{{/with}}"])
+def test_check_looks_into_branches_the_placeholders_skip(tmpl):
+    assert "unknown name 'dir'" in error_of(tmpl, names=["x"])
+
+
+def test_check_accepts_any_iterable_of_names():
+    check("{{a}}{{b}}", iter(["a", "b"]))
+    check("{{a}}{{b}}", {"a": "1", "b": "2"}.keys())
+
+
+# -- compile cache and messages -----------------------------------------------
+
+def test_compile_cache_compiles_each_template_once(monkeypatch):
+    calls = []
+    original = template._COMPILER.precompile
+    monkeypatch.setattr(template._COMPILER, "precompile",
+                        lambda source: calls.append(source) or original(source))
+    tmpl = "echo {{x}} # test_compile_cache_compiles_each_template_once"
+    before = template._compile.cache_info()
+    assert render(tmpl, {"x": "1"}) == "echo 1 # test_compile_cache_compiles_each_template_once"
+    assert render(tmpl, {"x": "2"}) == "echo 2 # test_compile_cache_compiles_each_template_once"
+    check(tmpl, ["x"])
+    assert calls == [tmpl]
+    after = template._compile.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 2)
+
+
+@pytest.mark.parametrize("tmpl", REJECTED + ["{{lower (foo x)}}", "{{> p}}", "{{a'b}}"])
+def test_messages_have_no_internals(tmpl):
+    message = error_of(tmpl, {"model": "m"})
+    for word in ("Traceback", "pybars", "Pybars", "property", "_Missing", "_Value", "Scope"):
+        assert word not in message
+
+
+def test_long_templates_are_shortened_in_messages():
+    tmpl = "echo " + "a" * 500 + " {{dir}}"
+    message = error_of(tmpl, {"x": "1"})
+    assert "..." in message and len(message) < 200
+
+
+def test_pybars_itself_is_not_patched():
+    import pybars
+    render("{{x}}", {"x": "a&b"})
+    assert pybars.Compiler().compile("{{x}}")({"x": "a&b"}) == "a&amp;b"
