@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence
 import gevent
 import gevent.queue
 from gevent.lock import BoundedSemaphore
+from gevent.threadpool import ThreadPool
 
 from pegasus import executor, expand, sshconfig
 from pegasus.errors import ExitStatus, HostError, HostsUnreachable, InputError
@@ -32,8 +33,7 @@ POLL_SECONDS = 0.25  # how often an idle or blocked queue file is looked at
 def connect_all(nodes: Sequence[SubNode], ssh_config: Optional[str]) -> Dict[SubNode, object]:
     """One executor per sub-node; all connections opened in parallel."""
     remote = [n for n in nodes if not n.is_local]
-    targets = {name: sshconfig.resolve(name, ssh_config)
-               for name in dict.fromkeys(n.hostname for n in remote)}
+    targets = _resolve_all(list(dict.fromkeys(n.hostname for n in remote)), ssh_config)
     limits = {name: BoundedSemaphore(CONNECTS_PER_HOST) for name in targets}
 
     def one(node: SubNode):
@@ -47,6 +47,17 @@ def connect_all(nodes: Sequence[SubNode], ssh_config: Optional[str]) -> Dict[Sub
     gevent.joinall(list(jobs.values()))
     made = {node: g.value for node, g in jobs.items()}
     return _all_or_nothing(nodes, made)
+
+
+def _resolve_all(names: List[str], ssh_config: Optional[str]) -> Dict[str, object]:
+    """`ssh -G` for every host name, a few at a time in threads."""
+    if not names:
+        return {}
+    pool = ThreadPool(min(8, len(names)))
+    try:
+        return dict(zip(names, pool.map(lambda n: sshconfig.resolve(n, ssh_config), names)))
+    finally:
+        pool.kill()
 
 
 def _all_or_nothing(nodes, made) -> Dict[SubNode, object]:
