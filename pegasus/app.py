@@ -6,7 +6,7 @@ import sys
 
 from pegasus import hostsfile, modes
 from pegasus.cli import Options
-from pegasus.errors import ExitStatus, UsageError
+from pegasus.errors import ExitStatus, InputError, UsageError
 from pegasus.output import Sink
 from pegasus.queuefile import QueueFile
 
@@ -21,9 +21,24 @@ def run(opts: Options) -> ExitStatus:
     queue = QueueFile(opts.queue_file, on_lock_wait=lambda path: sink.message(
         f"waiting for the queue lock {path} (someone is editing the queue)"))
     run = modes.QueueRun(nodes, {}, queue, sink, opts.daemon)
-    queue.check_all(run.check)  # bad input anywhere: say so, take nothing
+    _check_queue(queue, run, sink, opts.daemon)
     run.executors = modes.connect_all(nodes, opts.ssh_config)
     try:
         return modes.queue_mode(run)
     finally:
         modes.close_all(set(run.executors.values()))
+
+
+def _check_queue(queue: QueueFile, run: modes.QueueRun, sink: Sink, daemon: bool) -> None:
+    """Bad input anywhere in the queue: say so and take nothing.
+
+    A daemon says so too but goes on: it takes the entries before the bad
+    one and then waits for the file to be fixed.
+    """
+    try:
+        queue.check_all(run.check)
+    except InputError as err:
+        if not daemon:
+            raise
+        sink.message(f"{err}\n(daemon mode: entries before it will run; Pegasus "
+                     "then waits for it to be fixed)")

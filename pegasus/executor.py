@@ -159,7 +159,7 @@ def _verify_host_key(session, target: SshTarget) -> None:
     host = _key_host(target)
     knownhosts.check_host_key(host, target.port, bytes(blob), target.known_hosts_files,
                               target.strict_host_key_checking, target.hash_known_hosts,
-                              alias_for_messages=target.alias)
+                              alias_for_messages=target.alias, other_type_is_change=True)
 
 
 def _open_client(target: SshTarget) -> _Client:
