@@ -1,0 +1,101 @@
+"""Queue mode on localhost sub-nodes: the real CLI, no SSH needed."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+
+def wait_for(predicate, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Running:
+    """A Pegasus process whose output is collected as it arrives."""
+
+    def __init__(self, args, cwd):
+        self.proc = subprocess.Popen([sys.executable, "-m", "pegasus", *args], cwd=cwd,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True)
+        self.lines = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self):
+        return "".join(self.lines)
+
+    def interrupt(self):
+        """SIGINT to the whole process group, as a terminal's Ctrl-c does."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+
+    def finish(self, timeout=30):
+        try:
+            self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        self.reader.join(timeout)
+        return self.proc.returncode
+
+
+def test_daemon_with_a_bad_entry_at_start_runs_what_comes_before_and_waits(tmp_path):
+    (tmp_path / "hosts.yaml").write_text("- localhost\n")
+    (tmp_path / "queue.yaml").write_text("- echo first > first.txt\n- echo {{ nope }}\n")
+    run = Running(["q", "-d"], tmp_path)
+    try:
+        wait_for(lambda: (tmp_path / "first.txt").exists(), what="the good entry to run")
+        wait_for(lambda: "waiting for it to be fixed" in run.output, what="the report")
+        fixed = tmp_path / "fixed.yaml"
+        fixed.write_text("- echo fixed > fixed.txt\n")
+        os.replace(fixed, tmp_path / "queue.yaml")
+        wait_for(lambda: (tmp_path / "fixed.txt").exists(), what="the fixed entry to run")
+    finally:
+        run.interrupt()
+        status = run.finish()
+    assert status == 130
+    assert "unknown name 'nope'" in run.output
+
+
+def test_ctrl_c_in_the_terminal_does_not_reach_local_jobs(tmp_path):
+    # The terminal sends SIGINT to its whole foreground process group.
+    (tmp_path / "hosts.yaml").write_text("- localhost\n")
+    (tmp_path / "queue.yaml").write_text(
+        "- touch started; while [ ! -e release ]; do sleep 0.05; done; echo finished-ok\n"
+        "- echo never > never.txt\n")
+    run = Running(["q"], tmp_path)
+    wait_for(lambda: (tmp_path / "started").exists(), what="the job to start")
+    run.interrupt()
+    wait_for(lambda: "Ctrl-c" in run.output, what="the Ctrl-c notice")
+    (tmp_path / "release").touch()
+    assert run.finish() == 130
+    out = run.output
+    assert "finished-ok" in out and "=== done (exit 0) ===" in out
+    assert not (tmp_path / "never.txt").exists()
+    assert "echo never > never.txt" in (tmp_path / "queue.yaml").read_text()
+
+
+def test_output_goes_through_a_pipe_unwrapped_and_uncoloured(tmp_path):
+    (tmp_path / "hosts.yaml").write_text("- localhost\n")
+    long = "x" * 5000
+    (tmp_path / "queue.yaml").write_text(f"- printf '%s\\n' {long}\n")
+    res = subprocess.run([sys.executable, "-m", "pegasus", "q"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "TERM": "xterm"})
+    assert res.returncode == 0
+    assert f"[localhost] {long}\n" in res.stdout
+    assert "\x1b[" not in res.stdout
