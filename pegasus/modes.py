@@ -1,15 +1,17 @@
-"""The run loops: connecting, queue mode. The only module that spawns greenlets.
+"""The run loops: connecting, queue and broadcast mode.
 
-The queue loop is a tick of small named steps (reap finished jobs, take
-entries for the free sub-nodes, start them, wait for something to happen),
-driven by events that job greenlets and the Ctrl-c handler put on one queue.
+The only module that spawns greenlets. A loop is a tick of small named steps
+(reap finished jobs, take entries for the free sub-nodes, start them, wait for
+something to happen), driven by events that job greenlets and the Ctrl-c
+handler put on one queue. Queue and broadcast mode differ only in which
+sub-nodes a taken job goes to and in what a finished step means.
 """
 
 from __future__ import annotations
 
 import signal
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import gevent
 import gevent.queue
@@ -74,30 +76,32 @@ def close_all(executors) -> None:
         ex.close()
 
 
-# ---------------------------------------------------------------- queue mode
+# ---------------------------------------------------------------- the loop
 
 @dataclass
-class QueueRun:
+class Run:
     nodes: List[SubNode]
     executors: Dict[SubNode, object]
     queue: QueueFile
     sink: Sink
     daemon: bool = False
+    error_aborts: bool = False
     check_cache: dict = field(default_factory=dict)
 
     def check(self, job: Job) -> None:
         expand.check_job(job, self.nodes, self.check_cache)
 
 
-class QueueLoop:
-    """Queue mode: each job once, on the next free sub-node."""
+class Loop:
+    """What both modes share: events, taking, stopping, the exit status."""
 
-    def __init__(self, run: QueueRun):
+    def __init__(self, run: Run):
         self.run = run
         self.events: gevent.queue.Queue = gevent.queue.Queue()
         self.scheduler = Scheduler(run.nodes)
         self.results: List[Result] = []
         self.cancelled = False
+        self.aborted = False  # broadcast -e: a step failed
         self.error: Optional[InputError] = None
         self.seen_signature = None  # the queue file as last found empty or bad
         self.empty = False
@@ -116,6 +120,25 @@ class QueueLoop:
             handler.cancel()
         return self.report()
 
+    # -- what the modes define
+
+    def targets(self) -> List[SubNode]:
+        """The sub-nodes the next pop is for, in order."""
+        raise NotImplementedError
+
+    def labels(self, targets: List[SubNode]) -> List[str]:
+        """One consumed.yaml label per job to take."""
+        raise NotImplementedError
+
+    def assign(self, targets: List[SubNode], jobs) -> List[Tuple[SubNode, Job]]:
+        raise NotImplementedError
+
+    def step_done(self) -> None:
+        """Called when no job is running any more."""
+
+    def summary(self, extra: Optional[str]) -> None:
+        self.run.sink.summary(self.results, extra)
+
     # -- steps
 
     def reap(self, block: bool) -> None:
@@ -130,36 +153,35 @@ class QueueLoop:
 
     def handle(self, event) -> None:
         if event[0] == "cancel":
-            self.cancel()
-            return
+            return self.cancel()
         _, node, result = event
         self.scheduler.finish(node)
         self.results.append(result)
         if result.error is not None and result.error.startswith("connection lost"):
             self.scheduler.take_down(node)
+        if not self.scheduler.running:
+            self.step_done()
 
     def may_take(self) -> bool:
-        if self.cancelled or (self.error is not None and not self.run.daemon):
+        if self.cancelled or self.aborted or (self.error is not None and not self.run.daemon):
             return False
-        if not self.scheduler.free():
+        if not self.targets():
             return False
-        if self.seen_signature is not None:
-            if self.run.queue.signature() == self.seen_signature:
-                return False
-        return True
+        return self.seen_signature is None or self.run.queue.signature() != self.seen_signature
 
     def take(self) -> None:
-        free = self.scheduler.free()
+        targets = self.targets()
+        labels = self.labels(targets)
         try:
-            taken = self.run.queue.take([n.label for n in free], self.run.check)
+            taken = self.run.queue.take(labels, self.run.check)
         except InputError as err:
             return self.stop_for(err)
-        for node, job in zip(free, taken.jobs):
+        for node, job in self.assign(targets, taken.jobs):
             self.start(node, job)
         if taken.error is not None:
             return self.stop_for(taken.error)
         self.error = None
-        self.empty = len(taken.jobs) < len(free)
+        self.empty = len(taken.jobs) < len(labels)
         self.seen_signature = self.run.queue.signature() if self.empty else None
 
     def start(self, node: SubNode, job: Job) -> None:
@@ -176,7 +198,7 @@ class QueueLoop:
     def finished(self) -> bool:
         if self.scheduler.running:
             return False
-        if self.cancelled:
+        if self.cancelled or self.aborted:
             return True
         if self.error is not None:
             return not self.run.daemon
@@ -186,7 +208,7 @@ class QueueLoop:
         return self.empty and not self.run.daemon
 
     def wait_seconds(self) -> Optional[float]:
-        if self.cancelled or not self.scheduler.free():
+        if self.cancelled or not self.targets():
             return None  # only a finishing job can change anything
         return POLL_SECONDS
 
@@ -211,8 +233,7 @@ class QueueLoop:
         self.seen_signature = self.run.queue.signature()
 
     def report(self) -> ExitStatus:
-        extra = "interrupted by Ctrl-c" if self.cancelled else None
-        self.run.sink.summary(self.results, extra)
+        self.summary("interrupted by Ctrl-c" if self.cancelled else None)
         if self.cancelled:
             return ExitStatus.INTERRUPTED
         if self.error is not None:
@@ -222,5 +243,68 @@ class QueueLoop:
         return ExitStatus.OK
 
 
-def queue_mode(run: QueueRun) -> ExitStatus:
+# ---------------------------------------------------------------- queue mode
+
+class QueueLoop(Loop):
+    """Each job once, on the next free sub-node."""
+
+    def targets(self) -> List[SubNode]:
+        return self.scheduler.free()
+
+    def labels(self, targets: List[SubNode]) -> List[str]:
+        return [node.label for node in targets]
+
+    def assign(self, targets, jobs):
+        return list(zip(targets, jobs))
+
+
+# ---------------------------------------------------------------- broadcast mode
+
+@dataclass
+class Step:
+    job: Job
+    results: List[Result] = field(default_factory=list)
+
+    @property
+    def failed(self) -> List[Result]:
+        return [r for r in self.results if not r.ok]
+
+
+class BroadcastLoop(Loop):
+    """Each job on every sub-node; the next only when all have finished."""
+
+    def __init__(self, run: Run):
+        super().__init__(run)
+        self.steps: List[Step] = []
+        self.step_start = 0  # index in self.results where the step began
+
+    def targets(self) -> List[SubNode]:
+        return [] if self.scheduler.running else self.scheduler.free()
+
+    def labels(self, targets: List[SubNode]) -> List[str]:
+        return [f"broadcast to {len(targets)} sub-node" + ("s" if len(targets) != 1 else "")]
+
+    def assign(self, targets, jobs):
+        self.steps.extend(Step(job) for job in jobs)  # at most one job
+        self.step_start = len(self.results)
+        return [(node, job) for job in jobs for node in targets]
+
+    def step_done(self) -> None:
+        step = self.steps[-1]
+        step.results = self.results[self.step_start:]
+        self.run.sink.step_report(len(self.steps), step.results)
+        if step.failed and self.run.error_aborts:
+            self.aborted = True
+            self.run.sink.message(f"--error-aborts: step {len(self.steps)} failed, "
+                                  "so no more entries are taken")
+
+    def summary(self, extra: Optional[str]) -> None:
+        self.run.sink.broadcast_summary([s.results for s in self.steps], extra)
+
+
+def queue_mode(run: Run) -> ExitStatus:
     return QueueLoop(run).loop()
+
+
+def broadcast_mode(run: Run) -> ExitStatus:
+    return BroadcastLoop(run).loop()

@@ -150,6 +150,24 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def _step_command(results: Sequence) -> str:
+    """The step's command: rendered if every sub-node ran the same text."""
+    if not results:
+        return ""
+    rendered = {r.rendered for r in results}
+    text = rendered.pop() if len(rendered) == 1 else results[0].job.command
+    return one_line(text, _SHORT)
+
+
+def _step_row(number: int, results: Sequence) -> str:
+    failed = [r for r in results if not r.ok]
+    row = f"  step {number} '{_step_command(results)}': {len(results) - len(failed)} ok"
+    if failed:
+        row += f", {len(failed)} failed: " + "; ".join(
+            f"{r.node.label} {r.describe()}" for r in failed)
+    return row
+
+
 class Sink:
     """Where all of Pegasus's output goes: one ``write`` and a flush per call.
 
@@ -220,6 +238,27 @@ class Sink:
             head = [f"{jobs}, {len(failed)} failed:"]
         rows = [f"  {r.node.label} '{one_line(r.rendered, _SHORT)}' ({r.describe()})"
                 for r in failed]
+        self._write(self._tagged(head + rows + ([extra] if extra else [])))
+
+    def step_report(self, number: int, results: Sequence) -> None:
+        """Broadcast mode: how one step went, right after it finished."""
+        failed = [r for r in results if not r.ok]
+        head = f"step {number} '{_step_command(results)}': "
+        if not failed:
+            self._write(self._tagged([head + f"all {len(results)} sub-nodes succeeded"]))
+            return
+        rows = [f"  {r.node.label} {r.describe()}" for r in failed]
+        self._write(self._tagged([head + f"{len(failed)} of {len(results)} sub-nodes "
+                                  "failed:"] + rows))
+
+    def broadcast_summary(self, steps: Sequence[Sequence], extra: Optional[str] = None) -> None:
+        """Broadcast mode: one row per step, failed sub-nodes named, the rest counted."""
+        bad = sum(1 for results in steps if any(not r.ok for r in results))
+        head = [f"{_plural(len(steps), 'step')}, "
+                + (f"{bad} with failures:" if bad else "all succeeded on every sub-node:")]
+        if not steps:
+            head = ["no steps ran"]
+        rows = [_step_row(n, results) for n, results in enumerate(steps, 1)]
         self._write(self._tagged(head + rows + ([extra] if extra else [])))
 
     # -- helpers -----------------------------------------------------------

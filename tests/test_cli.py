@@ -53,10 +53,3 @@ def test_missing_hosts_file_names_it(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "hosts.yaml" in err and "not found" in err
     assert (tmp_path / "queue.yaml").read_text() == "- echo hi\n"
-
-
-@pytest.mark.parametrize("mode", ["b", "l"])
-def test_later_modes_say_so(mode, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    assert main([mode]) == 2
-    assert "not available" in capsys.readouterr().err

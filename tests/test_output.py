@@ -396,3 +396,37 @@ def test_one_line():
     assert one_line("a\r\nb") == "a\\r\\nb"
     assert one_line("abcdef", 4) == "abc\u2026"
     assert one_line("abcd", 4) == "abcd"
+
+
+# ---------------------------------------------------------------- broadcast reports
+
+def _results(statuses):
+    from pegasus.model import Job, Result, SubNode
+    job = Job("echo {{hostname}}")
+    return [Result(SubNode(i, f"n{i}"), job, f"echo n{i}", exit_status=s)
+            for i, s in enumerate(statuses)]
+
+
+def test_step_report_names_failed_sub_nodes_only():
+    out = io.BytesIO()
+    Sink(out, color=False, width=None).step_report(2, _results([0, 1, 0, 255]))
+    text = out.getvalue().decode()
+    assert "step 2 'echo {{hostname}}': 2 of 4 sub-nodes failed:" in text
+    assert "[n1] exit 1" in text and "[n3] exit 255" in text and "[n0]" not in text
+
+
+def test_step_report_all_ok_is_one_line():
+    out = io.BytesIO()
+    Sink(out, color=False, width=None).step_report(1, _results([0, 0]))
+    assert out.getvalue().decode() == "pegasus: step 1 'echo {{hostname}}': all 2 sub-nodes succeeded\n"
+
+
+def test_broadcast_summary_counts_ok_and_lists_failures_per_step():
+    out = io.BytesIO()
+    Sink(out, color=False, width=None).broadcast_summary(
+        [_results([0] * 64), _results([0] * 63 + [2])], "interrupted by Ctrl-c")
+    lines = out.getvalue().decode().splitlines()
+    assert lines[0] == "pegasus: 2 steps, 1 with failures:"
+    assert lines[1].endswith("step 1 'echo {{hostname}}': 64 ok")
+    assert lines[2].endswith("step 2 'echo {{hostname}}': 63 ok, 1 failed: [n63] exit 2")
+    assert lines[3] == "pegasus: interrupted by Ctrl-c"
