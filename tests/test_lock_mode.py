@@ -1,0 +1,628 @@
+"""Lock mode (``pegasus l``): scripted editors, the real CLI, concurrent Pegasus runs.
+
+Editors are small sh scripts written into ``tmp_path`` and given with
+``--editor "sh /path/editor.sh"`` (or ``$EDITOR``, or a fake ``vim`` on
+PATH). Editors that must stay open touch a flag file and wait for a release
+file. Nothing waits with a fixed sleep: ``wait_for`` polls with a deadline.
+"""
+
+import fcntl
+import os
+import pty
+import select
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+import yaml
+
+from pegasus import cli, lockmode
+from pegasus.errors import ExitStatus, PegasusError, UsageError
+from pegasus.queuefile import QueueFile
+
+WAITING = "waiting for the queue lock"
+
+# Records in lockstate.txt whether the queue lock is held while the editor runs.
+LOCKSTATE = ('lock="$(dirname "$1")/.$(basename "$1").lock"\n'
+             'if flock -n "$lock" true; then echo free; else echo held; fi'
+             ' > "$(dirname "$1")/lockstate.txt"\n')
+APPEND = 'printf -- "- echo added\\n" >> "$1"\n'
+
+
+# ---------------------------------------------------------------- helpers
+
+def wait_for(predicate, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def lock_is_free(queue_path):
+    """A non-blocking flock on the queue's sidecar lock succeeds right now."""
+    fd = os.open(QueueFile(str(queue_path)).lock_path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def editor(folder, body, name="editor.sh"):
+    """Write an sh script; return it as an --editor value."""
+    path = folder / name
+    path.write_text(body)
+    return f"sh {shlex.quote(str(path))}"
+
+
+def waiting_editor(folder, before="", name="editor.sh"):
+    """An editor that runs ``before``, touches open.flag, waits for release.flag."""
+    flag, release = folder / "open.flag", folder / "release.flag"
+    body = (before + f"touch {shlex.quote(str(flag))}\n"
+            f"while [ ! -e {shlex.quote(str(release))} ]; do sleep 0.02; done\n")
+    return editor(folder, body, name), flag, release
+
+
+def options(folder, *args):
+    return cli.parse_args(["l", "-Q", str(folder / "queue.yaml"),
+                           "-H", str(folder / "hosts.yaml"), *args])
+
+
+def count_ids(path):
+    text = path.read_text() if path.exists() else ""
+    counts = {}
+    for line in text.split():
+        counts[line] = counts.get(line, 0) + 1
+    return counts
+
+
+def consumed_entries(folder):
+    path = folder / "consumed.yaml"
+    if not path.exists():
+        return []
+    return yaml.load(path.read_text(), Loader=yaml.BaseLoader) or []
+
+
+class Running:
+    """A Pegasus process in its own session; output collected as it arrives."""
+
+    def __init__(self, args, cwd, env=None):
+        full_env = dict(os.environ, **(env or {}))
+        self.proc = subprocess.Popen([sys.executable, "-m", "pegasus", *map(str, args)],
+                                     cwd=str(cwd), env=full_env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True)
+        self.lines = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self):
+        return "".join(self.lines)
+
+    def signal_group(self, sig):
+        os.killpg(self.proc.pid, sig)
+
+    def finish(self, timeout=60):
+        try:
+            self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self.reader.join(timeout)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def running():
+    started = []
+
+    def start(args, cwd, env=None):
+        started.append(Running(args, cwd, env))
+        return started[-1]
+
+    yield start
+    for r in started:
+        if r.proc.poll() is None:
+            r.signal_group(signal.SIGKILL)
+            r.proc.wait()
+
+
+# ---------------------------------------------------------------- editing
+
+def test_an_appended_entry_is_kept_previewed_and_the_lock_released(tmp_path, run_pegasus):
+    original = "# my queue\n- echo one   # first\n"
+    (tmp_path / "queue.yaml").write_text(original)
+    (tmp_path / "hosts.yaml").write_text("- localhost\n")
+    added = "- command: echo {{ x }} {{ hostname }}\n  x: [1, 2]\n"
+    ed = editor(tmp_path, LOCKSTATE + f"printf -- {shlex.quote(added)} >> \"$1\"\n")
+    res = run_pegasus(["l", "--editor", ed], tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.splitlines() == ["pegasus: queue.yaml: 2 entries, 3 jobs"]
+    assert (tmp_path / "queue.yaml").read_text() == original + added
+    assert (tmp_path / "lockstate.txt").read_text() == "held\n"
+    assert lock_is_free(tmp_path / "queue.yaml")
+    assert not (tmp_path / "queue.yaml.rejected").exists()
+
+
+def test_a_missing_queue_file_is_created_by_the_editor(tmp_path, run_pegasus):
+    res = run_pegasus(["l", "--editor", editor(tmp_path, APPEND)], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "pegasus: queue.yaml: 1 entry, 1 job" in res.stdout
+    assert (tmp_path / "queue.yaml").read_text() == "- echo added\n"
+
+
+@pytest.mark.parametrize("option, env, expected", [
+    ("opt", "env", "opt"), (None, "env", "env"), (None, None, "vim"), (None, "", "vim")])
+def test_editor_priority_is_option_then_environment_then_vim(tmp_path, monkeypatch, capsys,
+                                                              option, env, expected):
+    (tmp_path / "queue.yaml").write_text("")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("opt", "env", "vim"):
+        script = bin_dir / name
+        script.write_text(f"#!/bin/sh\necho {name} >> {tmp_path}/used.txt\n")
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    if env is None:
+        monkeypatch.delenv("EDITOR", raising=False)
+    else:
+        monkeypatch.setenv("EDITOR", env)
+    args = ["--editor", option] if option else []
+    assert lockmode.run(options(tmp_path, *args)) == ExitStatus.OK
+    assert (tmp_path / "used.txt").read_text() == expected + "\n"
+    assert lock_is_free(tmp_path / "queue.yaml")
+
+
+def test_an_editor_with_arguments_gets_them_before_the_queue_path(tmp_path, run_pegasus):
+    folder = tmp_path / "a folder"
+    folder.mkdir()
+    script = folder / "ed it.sh"
+    script.write_text('for a in "$@"; do echo "$a"; done > "$(dirname "$0")/args.txt"\n')
+    given = f"sh {shlex.quote(str(script))} --wait -c 'two words'"
+    res = run_pegasus(["l", "--editor", given], tmp_path, env={"EDITOR": "false"})
+    assert res.returncode == 0, res.stderr
+    assert (folder / "args.txt").read_text().splitlines() == [
+        "--wait", "-c", "two words", "queue.yaml"]
+
+
+def test_editor_from_environment_with_arguments(tmp_path, run_pegasus):
+    ed = editor(tmp_path, 'echo "$1" > "$(dirname "$0")/args.txt"; ' + APPEND.replace("$1", "$2"))
+    res = run_pegasus(["l"], tmp_path, env={"EDITOR": ed + " --flag"})
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "args.txt").read_text() == "--flag\n"
+    assert (tmp_path / "queue.yaml").read_text() == "- echo added\n"
+
+
+def test_an_editor_that_saves_by_renaming_a_new_file_over_the_queue(tmp_path, run_pegasus):
+    queue = tmp_path / "queue.yaml"
+    queue.write_text("- echo one\n")
+    queue.chmod(0o600)
+    inode = queue.stat().st_ino
+    ed = editor(tmp_path, LOCKSTATE + 'cp "$1" "$1.swp" && printf -- "- echo two\\n" >> "$1.swp"'
+                          ' && mv "$1.swp" "$1"\n')
+    res = run_pegasus(["l", "--editor", ed], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "pegasus: queue.yaml: 2 entries, 2 jobs" in res.stdout
+    assert queue.read_text() == "- echo one\n- echo two\n"
+    assert queue.stat().st_ino != inode
+    assert (tmp_path / "lockstate.txt").read_text() == "held\n"
+    assert lock_is_free(queue)
+
+
+# ---------------------------------------------------------------- bad edits
+
+ORIGINAL = "# the queue\n- echo one    # keep this spacing\n\n- command: echo {{ x }}\n  x: [a, b]\n"
+
+
+@pytest.mark.parametrize("added, hosts, where, what", [
+    ("- [unclosed\n", True, "queue.yaml:7", ""),
+    ("- bs: 8\n", False, "queue.yaml:6 (entry 3)", "no 'command' key"),
+    ("- echo {{ nope }}\n", True, "queue.yaml:6 (entry 3)", "nope"),
+], ids=["syntax", "no-command", "unknown-name"])
+def test_a_bad_edit_without_a_terminal_is_undone(tmp_path, run_pegasus, added, hosts,
+                                                 where, what):
+    queue = tmp_path / "queue.yaml"
+    queue.write_text(ORIGINAL)
+    queue.chmod(0o640)
+    if hosts:
+        (tmp_path / "hosts.yaml").write_text("- hostname: localhost\n  slot: [1, 2]\n")
+    ed = editor(tmp_path, f"printf -- {shlex.quote(added)} >> \"$1\"\n")
+    res = run_pegasus(["l", "--editor", ed], tmp_path)
+    assert res.returncode == 2, res.stdout + res.stderr
+    first = res.stderr.splitlines()[0]
+    assert first.startswith(f"pegasus: {where}"), res.stderr
+    assert what in first
+    assert "queue.yaml.rejected" in res.stderr and "undone" in res.stderr
+    assert queue.read_bytes() == ORIGINAL.encode()
+    assert queue.stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "queue.yaml.rejected").read_text() == ORIGINAL + added
+    assert "entries" not in res.stdout  # no preview
+    assert lock_is_free(queue)
+
+
+def test_without_a_hosts_file_templates_are_not_checked_and_that_is_said(tmp_path,
+                                                                        run_pegasus):
+    ed = editor(tmp_path, 'printf -- "- echo {{ nope }}\\n" >> "$1"\n')
+    res = run_pegasus(["l", "--editor", ed], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "no hosts file at hosts.yaml: templates were not checked" in res.stdout
+    assert "pegasus: queue.yaml: 1 entry, 1 job" in res.stdout
+
+
+def test_a_bad_hosts_file_is_reported_and_templates_not_checked(tmp_path, run_pegasus):
+    (tmp_path / "hosts.yaml").write_text("- port: 22\n")
+    res = run_pegasus(["l", "--editor", editor(tmp_path, APPEND)], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "hosts.yaml:1 (entry 1)" in res.stdout and "hostname" in res.stdout
+    assert "templates were not checked against hosts" in res.stdout
+
+
+def read_until(fd, text, seen, timeout=30):
+    """Read the pty master into ``seen`` (a list) until ``text`` shows up."""
+    deadline = time.monotonic() + timeout
+    while text not in b"".join(seen).decode(errors="replace"):
+        assert time.monotonic() < deadline, f"no {text!r} in {b''.join(seen)!r}"
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                seen.append(os.read(fd, 4096))
+            except OSError:  # EIO: the other side is closed
+                break
+    return b"".join(seen).decode(errors="replace")
+
+
+def drain(fd, seen):
+    """Read what is left on the pty master once the child has exited."""
+    while select.select([fd], [], [], 0.2)[0]:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: no process has the terminal open any more
+            break
+        if not chunk:
+            break
+        seen.append(chunk)
+    return b"".join(seen).decode(errors="replace")
+
+
+@pytest.mark.parametrize("answer", ["y", "n", "u"])
+def test_a_bad_edit_on_a_terminal_asks_whether_to_reopen(tmp_path, answer):
+    queue = tmp_path / "queue.yaml"
+    queue.write_text("- echo one\n")
+    # First run: an entry without command; second run: the fixed queue.
+    ed = editor(tmp_path, 'n=$(cat "$1.count" 2>/dev/null || echo 0); echo $((n+1)) > "$1.count"\n'
+                          'if [ "$n" = 0 ]; then printf -- "- bs: 8\\n" >> "$1";\n'
+                          'else printf -- "- echo fixed\\n" > "$1"; fi\n')
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "pegasus", "l", "--editor", ed],
+                            cwd=tmp_path, stdin=slave, stdout=slave, stderr=slave,
+                            start_new_session=True)
+    os.close(slave)
+    seen = []
+    try:
+        text = read_until(master, "Reopen the editor? [Y/n/u]", seen)
+        assert "queue.yaml:2 (entry 2)" in text and "no 'command' key" in text
+        os.write(master, answer.encode() + b"\n")
+        status = proc.wait(timeout=30)
+        text = drain(master, seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    rejected = tmp_path / "queue.yaml.rejected"
+    if answer == "y":
+        assert status == 0, text
+        assert queue.read_text() == "- echo fixed\n"
+        assert "queue.yaml: 1 entry, 1 job" in text
+        assert (tmp_path / "queue.yaml.count").read_text() == "2\n"
+    elif answer == "n":
+        assert status == 2, text
+        assert queue.read_text() == "- echo one\n- bs: 8\n"
+        assert "kept queue.yaml" in text and not rejected.exists()
+    else:
+        assert status == 2, text
+        assert queue.read_text() == "- echo one\n"
+        assert rejected.read_text() == "- echo one\n- bs: 8\n"
+    assert lock_is_free(queue)
+
+
+def test_the_reopen_question_repeats_on_a_bad_answer_and_defaults_to_yes(tmp_path, capsys):
+    (tmp_path / "queue.yaml").write_text("- echo one\n")
+    ed = editor(tmp_path, 'n=$(cat "$1.count" 2>/dev/null || echo 0); echo $((n+1)) > "$1.count"\n'
+                          'if [ "$n" -lt 2 ]; then printf -- "- [\\n" >> "$1";\n'
+                          'else printf -- "- echo fixed\\n" > "$1"; fi\n')
+    answers = iter(["what?\n", "\n", "YES\n"])
+    asked = []
+
+    def ask(question):
+        asked.append(question)
+        return next(answers)
+
+    assert lockmode.edit(options(tmp_path, "--editor", ed), ask) == ExitStatus.OK
+    assert asked == [lockmode.QUESTION] * 3
+    assert (tmp_path / "queue.yaml").read_text() == "- echo fixed\n"
+    assert lock_is_free(tmp_path / "queue.yaml")
+
+
+def test_end_of_input_at_the_question_undoes_the_edit(tmp_path, capsys):
+    (tmp_path / "queue.yaml").write_text("- echo one\n")
+    ed = editor(tmp_path, 'printf -- "- [\\n" >> "$1"\n')
+
+    def ask(question):
+        raise EOFError
+
+    with pytest.raises(PegasusError) as err:
+        lockmode.edit(options(tmp_path, "--editor", ed), ask)
+    assert err.value.exit_status == 2
+    assert (tmp_path / "queue.yaml").read_text() == "- echo one\n"
+    assert (tmp_path / "queue.yaml.rejected").read_text() == "- echo one\n- [\n"
+
+
+# ---------------------------------------------------------------- how the editor ends
+
+@pytest.mark.parametrize("added, status", [("- echo two\n", 0), ("- [\n", 2)])
+def test_an_editor_failing_is_reported_and_the_file_still_checked(tmp_path, run_pegasus,
+                                                                 added, status):
+    (tmp_path / "queue.yaml").write_text("- echo one\n")
+    ed = editor(tmp_path, f"printf -- {shlex.quote(added)} >> \"$1\"; exit 3\n")
+    res = run_pegasus(["l", "--editor", ed], tmp_path)
+    assert res.returncode == status, res.stdout + res.stderr
+    assert "exited with status 3; checking queue.yaml anyway" in res.stdout
+    if status == 0:
+        assert "pegasus: queue.yaml: 2 entries, 2 jobs" in res.stdout
+    else:
+        assert (tmp_path / "queue.yaml").read_text() == "- echo one\n"
+    assert lock_is_free(tmp_path / "queue.yaml")
+
+
+@pytest.mark.parametrize("args, env, source", [
+    (["--editor", "nvimx-nowhere"], {}, "--editor"),
+    ([], {"EDITOR": "nvimx-nowhere -f"}, "$EDITOR")])
+def test_an_editor_that_cannot_start_is_named(tmp_path, run_pegasus, args, env, source):
+    (tmp_path / "queue.yaml").write_text("- echo one\n")
+    res = run_pegasus(["l", *args], tmp_path, env=env)
+    assert res.returncode == 2
+    given = args[1] if args else env["EDITOR"]
+    assert res.stderr.startswith(f"pegasus: cannot start the editor '{given}' ({source}): "
+                                 "No such file or directory"), res.stderr
+    assert (tmp_path / "queue.yaml").read_text() == "- echo one\n"
+    assert lock_is_free(tmp_path / "queue.yaml")
+
+
+def test_an_unreadable_editor_command_is_a_usage_error(tmp_path, run_pegasus):
+    res = run_pegasus(["l", "--editor", "vim 'unclosed"], tmp_path)
+    assert res.returncode == 2
+    assert "cannot read the editor command" in res.stderr
+
+
+@pytest.mark.parametrize("added, kept", [("- echo two\n", True), ("- [\n", False)])
+def test_ctrl_c_reaches_the_editor_and_the_lock_is_released(tmp_path, running, added, kept):
+    queue = tmp_path / "queue.yaml"
+    queue.write_text("- echo one\n")
+    ed, flag, _ = waiting_editor(tmp_path, f"printf -- {shlex.quote(added)} >> \"$1\"\n")
+    lock = running(["l", "--editor", ed], tmp_path)
+    wait_for(flag.exists, what="the editor to open")
+    assert not lock_is_free(queue)
+    lock.signal_group(signal.SIGINT)
+    assert lock.finish() == 130, lock.output
+    assert "was killed by SIGINT" in lock.output
+    if kept:
+        assert queue.read_text() == "- echo one\n- echo two\n"
+        assert "pegasus: queue.yaml: 2 entries, 2 jobs" in lock.output
+    else:
+        assert queue.read_text() == "- echo one\n"
+        assert "undone" in lock.output
+    assert lock_is_free(queue)
+
+
+# ---------------------------------------------------------------- running Pegasus
+
+def test_a_daemon_takes_nothing_while_the_editor_is_open(tmp_path, running):
+    (tmp_path / "hosts.yaml").write_text("- localhost\n")
+    ids = tmp_path / "ids.txt"
+    (tmp_path / "queue.yaml").write_text(f"- echo seed >> {ids}\n")
+    daemon = running(["q", "--daemon"], tmp_path)
+    wait_for(lambda: count_ids(ids) == {"seed": 1}, what="the seed job")
+    added = "".join(f"- echo new{i} >> {ids}\n" for i in (1, 2))
+    ed, flag, release = waiting_editor(tmp_path, f"printf -- {shlex.quote(added)} >> \"$1\"\n")
+    lock = running(["l", "--editor", ed], tmp_path)
+    wait_for(flag.exists, what="the editor to open")
+    # The daemon has a free sub-node and sees the new entries: it tries to take them.
+    wait_for(lambda: WAITING in daemon.output, what="the daemon to wait for the lock")
+    assert len(consumed_entries(tmp_path)) == 1
+    assert count_ids(ids) == {"seed": 1}
+    assert "new1" not in daemon.output
+    release.touch()
+    assert lock.finish() == 0, lock.output
+    assert "pegasus: queue.yaml: 2 entries, 2 jobs" in lock.output
+    wait_for(lambda: count_ids(ids) == {"seed": 1, "new1": 1, "new2": 1}, what="new jobs")
+    wait_for(lambda: len(consumed_entries(tmp_path)) == 3, what="consumed.yaml")
+    daemon.signal_group(signal.SIGINT)
+    assert daemon.finish() == 130, daemon.output
+    assert daemon.output.count(WAITING) == 1
+
+
+def test_entries_taken_just_before_the_lock_are_not_written_back(tmp_path, running):
+    (tmp_path / "hosts.yaml").write_text("- hostname: localhost\n  slot: [a, b]\n")
+    ids = tmp_path / "ids.txt"
+    seeds = [f"s{i}" for i in range(12)]
+    (tmp_path / "queue.yaml").write_text(
+        "".join(f"- sleep 0.05; echo {s} >> {ids}\n" for s in seeds))
+    daemon = running(["q", "--daemon"], tmp_path)
+    wait_for(lambda: count_ids(ids), what="the first job")
+    for round_ in range(3):  # edit while the daemon is taking entries
+        ed, flag, release = waiting_editor(
+            tmp_path, f"printf -- '- echo e{round_} >> {ids}\\n' >> \"$1\"\n", f"ed{round_}.sh")
+        lock = running(["l", "--editor", ed], tmp_path)
+        wait_for(flag.exists, what="the editor to open")
+        release.touch()
+        assert lock.finish() == 0, lock.output
+    expected = {s: 1 for s in seeds + ["e0", "e1", "e2"]}
+    wait_for(lambda: count_ids(ids) == expected, what=f"every job once: {count_ids(ids)}")
+    assert yaml.safe_load((tmp_path / "queue.yaml").read_text()) in (None, [])
+    daemon.signal_group(signal.SIGINT)
+    assert daemon.finish() == 130
+    assert count_ids(ids) == expected
+    assert len(consumed_entries(tmp_path)) == len(expected)
+
+
+def test_a_daemon_on_the_ssh_cluster_takes_nothing_while_the_editor_is_open(
+        tmp_path, running, cluster):
+    node = cluster.aliases[0]
+    marker = f"/tmp/pegasus-lock-{uuid.uuid4().hex}"
+    (tmp_path / "hosts.yaml").write_text(f"- hostname: {node}\n  slot: [a, b]\n")
+    (tmp_path / "queue.yaml").write_text(f"- echo seed >> {marker}\n")
+
+    def ids():
+        res = cluster.ssh(node, f"cat {marker} 2>/dev/null; true")
+        assert res.returncode == 0, res.stderr
+        return count_ids_text(res.stdout)
+
+    daemon = running(["q", "--daemon", "--ssh-config", cluster.ssh_config], tmp_path)
+    try:
+        wait_for(lambda: ids() == {"seed": 1}, what="the seed job")
+        added = "".join(f"- echo new{i} from {{{{ slot }}}} >> {marker}\n" for i in (1, 2, 3))
+        ed, flag, release = waiting_editor(tmp_path,
+                                           f"printf -- {shlex.quote(added)} >> \"$1\"\n")
+        lock = running(["l", "--editor", ed], tmp_path)
+        wait_for(flag.exists, what="the editor to open")
+        wait_for(lambda: WAITING in daemon.output, what="the daemon to wait for the lock")
+        assert len(consumed_entries(tmp_path)) == 1
+        assert ids() == {"seed": 1}
+        assert daemon.output.count("=== run") == 1
+        release.touch()
+        assert lock.finish() == 0, lock.output
+        assert "pegasus: queue.yaml: 3 entries, 3 jobs" in lock.output
+        wait_for(lambda: len(ids()) == 4 and len(consumed_entries(tmp_path)) == 4,
+                 what="the new entries to run")
+        assert sorted(k for k in ids() if k != "seed") == ["new1", "new2", "new3"]
+        daemon.signal_group(signal.SIGINT)
+        assert daemon.finish() == 130, daemon.output
+        assert daemon.output.count("=== run") == 4
+    finally:
+        cluster.ssh(node, f"rm -f {marker}")
+
+
+def count_ids_text(text):
+    """{first word of a line: count}."""
+    counts = {}
+    for line in text.splitlines():
+        key = line.split()[0]
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def test_two_queue_runs_share_one_queue_and_run_every_entry_once(tmp_path, running):
+    (tmp_path / "hosts.yaml").write_text("- hostname: localhost\n  slot: [a, b]\n")
+    ids = tmp_path / "ids.txt"
+    (tmp_path / "queue.yaml").write_text(
+        "".join(f"- echo id{i} >> {ids}\n" for i in range(60)))
+    first = running(["q"], tmp_path)
+    second = running(["q"], tmp_path)
+    assert first.finish() == 0, first.output
+    assert second.finish() == 0, second.output
+    assert count_ids(ids) == {f"id{i}": 1 for i in range(60)}
+    assert len(consumed_entries(tmp_path)) == 60
+    assert first.output.count("=== run") + second.output.count("=== run") == 60
+
+
+# ---------------------------------------------------------------- the lock itself
+
+def test_no_stale_lock_after_kill_9_of_lock_mode(tmp_path, running, run_pegasus):
+    queue = tmp_path / "queue.yaml"
+    queue.write_text("- echo one\n")
+    ed, flag, release = waiting_editor(tmp_path)
+    lock = running(["l", "--editor", ed], tmp_path)
+    try:
+        wait_for(flag.exists, what="the editor to open")
+        assert not lock_is_free(queue)
+        os.kill(lock.proc.pid, signal.SIGKILL)  # the editor lives on
+        lock.proc.wait(timeout=30)
+        assert lock_is_free(queue)
+        res = run_pegasus(["l", "--editor", editor(tmp_path, APPEND, "append.sh")], tmp_path,
+                          timeout=20)
+        assert res.returncode == 0, res.stderr
+        assert WAITING not in res.stdout
+        assert queue.read_text() == "- echo one\n- echo added\n"
+    finally:
+        release.touch()  # the orphaned editor exits and closes the output pipe
+    lock.finish()
+
+
+def test_no_stale_lock_after_kill_9_of_queue_mode(tmp_path, running, run_pegasus):
+    (tmp_path / "hosts.yaml").write_text("- localhost\n")
+    ids = tmp_path / "ids.txt"
+    (tmp_path / "queue.yaml").write_text(
+        "".join(f"- echo id{i} >> {ids}\n" for i in range(200)))
+    daemon = running(["q", "--daemon"], tmp_path)
+    wait_for(lambda: len(count_ids(ids)) >= 3, what="some jobs")
+    daemon.signal_group(signal.SIGKILL)  # most likely while it takes or writes
+    daemon.finish()
+    res = run_pegasus(["l", "--editor", editor(tmp_path, APPEND)], tmp_path, timeout=20)
+    assert res.returncode == 0, res.stderr
+    assert WAITING not in res.stdout
+    assert lock_is_free(tmp_path / "queue.yaml")
+    left = yaml.safe_load((tmp_path / "queue.yaml").read_text())
+    assert left[-1] == "echo added"
+
+
+def test_a_blocked_queue_run_says_once_that_it_waits_for_the_lock(tmp_path, running):
+    (tmp_path / "hosts.yaml").write_text("- localhost\n")
+    queue = tmp_path / "queue.yaml"
+    queue.write_text(f"- echo ran > {tmp_path}/ran.txt\n")
+    ed, flag, release = waiting_editor(tmp_path)
+    lock = running(["l", "--editor", ed], tmp_path)
+    wait_for(flag.exists, what="the editor to open")
+    run = running(["q"], tmp_path)
+    wait_for(lambda: WAITING in run.output, what="the waiting message")
+    assert QueueFile(str(queue)).lock_path in run.output
+    assert not (tmp_path / "ran.txt").exists()
+    release.touch()
+    assert lock.finish() == 0
+    assert run.finish() == 0, run.output
+    assert (tmp_path / "ran.txt").read_text() == "ran\n"
+    assert run.output.count(WAITING) == 1
+
+
+def test_a_blocked_lock_mode_says_once_that_it_waits_for_the_lock(tmp_path, running):
+    queue = tmp_path / "queue.yaml"
+    queue.write_text("- echo one\n")
+    fd = os.open(QueueFile(str(queue)).lock_path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        lock = running(["l", "--editor", editor(tmp_path, APPEND)], tmp_path)
+        wait_for(lambda: WAITING in lock.output, what="the waiting message")
+        assert queue.read_text() == "- echo one\n"  # the editor has not run
+    finally:
+        os.close(fd)
+    assert lock.finish() == 0, lock.output
+    line = [l for l in lock.output.splitlines() if WAITING in l]
+    assert line == [f"pegasus: {WAITING} {QueueFile(str(queue)).lock_path} (another "
+                    "Pegasus is taking entries or someone is editing the queue)"]
+    assert queue.read_text() == "- echo one\n- echo added\n"
+
+
+def test_editor_command_parsing():
+    assert lockmode.editor_command("code --wait", {"EDITOR": "nano"}) == (
+        ["code", "--wait"], "code --wait", "--editor")
+    assert lockmode.editor_command(None, {"EDITOR": "nano -w"})[0] == ["nano", "-w"]
+    assert lockmode.editor_command(None, {"EDITOR": "  "})[0] == ["vim"]
+    assert lockmode.editor_command(None, {})[2] == "the default"
+    for bad in ("vim 'unclosed", "'' -f"):
+        with pytest.raises(UsageError, match="cannot read the editor command"):
+            lockmode.editor_command(bad, {})
