@@ -6,7 +6,9 @@ import sys
 
 from pegasus import hostsfile, modes
 from pegasus.cli import Options
-from pegasus.errors import ExitStatus, InputError
+from pegasus.connecting import Connector, close_all
+from pegasus.errors import ExitStatus, HostsUnreachable, InputError
+from pegasus.journal import Journal
 from pegasus.output import Sink
 from pegasus.queuefile import QueueFile
 
@@ -16,18 +18,55 @@ def run(opts: Options) -> ExitStatus:
         from pegasus import lockmode
 
         return lockmode.run(opts)
+    if opts.mode == "requeue":
+        return requeue(opts)
     sink = Sink.for_terminal(sys.stdout.buffer, opts.print_period)
     nodes = hostsfile.load(opts.hosts_file)
     queue = QueueFile(opts.queue_file, on_lock_wait=lambda path: sink.message(
         f"waiting for the queue lock {path} (someone is editing the queue)"))
     run = modes.Run(nodes, {}, queue, sink, opts.daemon, opts.error_aborts)
+    _recover(queue, sink)
     _check_queue(queue, run, sink, opts.daemon)
-    run.executors = modes.connect_all(nodes, opts.ssh_config)
+    run.connector = Connector(nodes, opts.ssh_config)
+    run.executors = _connect(run, opts.mode)
+    run.journal = Journal.create(queue.path)
     mode = modes.broadcast_mode if opts.mode == "b" else modes.queue_mode
     try:
         return mode(run)
     finally:
-        modes.close_all(set(run.executors.values()))
+        run.journal.close()
+        close_all(run.executors.values())
+
+
+def _recover(queue: QueueFile, sink: Sink) -> None:
+    """Settle what a Pegasus that died left behind (see journal.py)."""
+    put_back, interrupted = queue.recover()
+    if put_back:
+        sink.message(f"a previous Pegasus stopped before starting {put_back} job(s) it "
+                     f"had taken; they are back at the head of {queue.path}")
+    if interrupted:
+        nodes = ", ".join(sorted({node for _, node in interrupted}))
+        sink.message(f"a previous Pegasus stopped while {len(interrupted)} job(s) ran "
+                     f"(on {nodes}); their outcome is unknown, so they are not run "
+                     f"again: see {queue.interrupted_path}, and run 'pegasus requeue' "
+                     "to put them back in the queue")
+
+
+def _connect(run: modes.Run, mode: str):
+    """Broadcast needs every host; queue mode starts with those it can reach.
+
+    A changed host key or a refused login is never worked around: it stops
+    the run before anything is taken, in every mode.
+    """
+    executors, failed = run.connector.connect_all(run.nodes)
+    fatal = any(err.fatal for err in failed)
+    if failed and (mode == "b" or not executors or fatal):
+        close_all(executors.values())
+        raise HostsUnreachable(failed)
+    for err in failed:
+        run.sink.message(f"{err}; running on the other hosts and retrying this one "
+                         "in the background")
+    return executors
 
 
 def _check_queue(queue: QueueFile, run: modes.Run, sink: Sink, daemon: bool) -> None:
@@ -43,3 +82,12 @@ def _check_queue(queue: QueueFile, run: modes.Run, sink: Sink, daemon: bool) -> 
             raise
         sink.message(f"{err}\n(daemon mode: entries before it will run; Pegasus "
                      "then waits for it to be fixed)")
+
+
+def requeue(opts: Options) -> ExitStatus:
+    """Move interrupted.yaml's entries back to the head of the queue."""
+    queue = QueueFile(opts.queue_file)
+    moved = queue.requeue()
+    print(f"pegasus: {moved} interrupted job(s) moved from {queue.interrupted_path} "
+          f"to the head of {queue.path}")
+    return ExitStatus.OK

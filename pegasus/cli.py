@@ -2,13 +2,16 @@
 
 Usage:
   pegasus (q | b | l) [options]
+  pegasus requeue [options]
   pegasus (-h | --help)
   pegasus --version
 
 Modes:
-  q  Queue mode: run each command once, on the next free sub-node.
-  b  Broadcast mode: run each command on every sub-node, in lock-step.
-  l  Lock mode: lock the queue file and edit it while Pegasus runs.
+  q        Queue mode: run each command once, on the next free sub-node.
+  b        Broadcast mode: run each command on every sub-node, in lock-step.
+  l        Lock mode: lock the queue file and edit it while Pegasus runs.
+  requeue  Move the jobs in interrupted.yaml (outcome unknown after a crash
+           or a lost connection) back to the head of the queue.
 
 Options:
   -d --daemon                 Keep running when the queue is empty and run
@@ -27,7 +30,8 @@ Options:
   --version                   Show the version.
 
 Exit status: 0 every job succeeded, 1 some job failed or was lost, 2 bad usage
-or bad input, 3 a host could not be reached, 130 stopped by Ctrl-c.
+or bad input, 3 no host could be reached (broadcast: some host), 130 stopped
+by Ctrl-c, 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from pegasus.errors import ExitStatus, PegasusError, UsageError
 
 @dataclass(frozen=True)
 class Options:
-    mode: str  # "q", "b" or "l"
+    mode: str  # "q", "b", "l" or "requeue"
     daemon: bool
     error_aborts: bool
     editor: Optional[str]
@@ -73,7 +77,7 @@ def _usage() -> str:
 
 
 def _options(args) -> Options:
-    mode = next(m for m in ("q", "b", "l") if args[m])
+    mode = next(m for m in ("q", "b", "l", "requeue") if args[m])
     period = args["--print-period"]
     if not period.isdigit():
         raise UsageError(f"--print-period must be a whole number >= 0, not '{period}'")

@@ -16,6 +16,7 @@ class ExitStatus(IntEnum):
     BAD_INPUT = 2  # bad usage or bad input; nothing (more) was taken
     UNREACHABLE = 3  # a host could not be connected or authenticated
     INTERRUPTED = 130  # Ctrl-c
+    TERMINATED = 143  # SIGTERM: running jobs were stopped
 
 
 class PegasusError(Exception):
@@ -60,6 +61,7 @@ class HostError(PegasusError):
     """A host that cannot be resolved, reached, verified or authenticated."""
 
     exit_status = ExitStatus.UNREACHABLE
+    fatal = False  # a retry may succeed (the host may come back)
 
     def __init__(self, host: str, reason: str):
         self.host, self.reason = host, reason
@@ -74,6 +76,14 @@ class HostConfigError(HostError):
 
 class HostKeyError(HostError):
     """A host key that is unknown under a strict policy, or has changed."""
+
+    fatal = True
+
+
+class HostAuthError(HostError):
+    """The host answered but accepted none of our keys."""
+
+    fatal = True
 
 
 class HostsUnreachable(PegasusError):

@@ -1,10 +1,19 @@
 """Run one rendered command on one sub-node: over SSH or as a local process.
 
-Both executors share one small interface: ``run(command, emit) -> int`` runs
-``sh -c command``, calls ``emit(stream_name, chunk)`` with raw bytes as they
-arrive and returns the exit status; ``close()`` frees the connection. They
-block only the calling greenlet (parallel-ssh and gevent.subprocess wait
+Both executors share one small interface: ``run(command, emit, launching)``
+runs ``sh -c command``, calls ``launching()`` just before the command is
+sent, ``emit(stream_name, chunk)`` with raw bytes as they arrive, and returns
+the exit status; ``cancel()`` asks the running command to stop (TERM to its
+process group, KILL a few seconds later); ``close()`` frees the connection.
+They block only the calling greenlet (parallel-ssh and gevent.subprocess wait
 cooperatively); they spawn nothing.
+
+Remote commands run under a small POSIX sh wrapper (``WRAPPER``): the job
+gets its own process group (``setsid`` where it exists) and a watchdog waits
+for end-of-file on the channel's stdin, then sends TERM and, 3 s later, KILL
+to the group. Closing stdin is how Pegasus cancels a job, and a Pegasus that
+dies closes it too, so no remote job outlives it. The wrapper exits with the
+job's status, 128+N when a signal killed it (parallel-ssh alone reports 0).
 """
 
 from __future__ import annotations
@@ -12,7 +21,9 @@ from __future__ import annotations
 import os
 import random
 import shlex
+import signal
 import socket
+from contextlib import contextmanager
 from typing import Callable, List
 
 import gevent
@@ -23,8 +34,8 @@ from pssh.exceptions import AuthenticationError
 from ssh2.error_codes import LIBSSH2_ERROR_EAGAIN
 from ssh2.session import LIBSSH2_METHOD_HOSTKEY, Session
 
-from pegasus import knownhosts
-from pegasus.errors import HostError, HostKeyError
+from pegasus import faults, knownhosts
+from pegasus.errors import HostAuthError, HostError, HostKeyError
 from pegasus.sshconfig import SshTarget
 
 Emit = Callable[[str, bytes], None]
@@ -32,13 +43,39 @@ CHUNK = 65536
 CONNECT_TRIES = 6  # sshd's MaxStartups drops some handshakes under load
 
 
+class NotStarted(Exception):
+    """The command could not be sent: it did not run."""
+
+
 class ConnectionLost(Exception):
     """The connection died while a job ran: its outcome is unknown."""
 
 
+KILL_AFTER = 3  # seconds between TERM and KILL when a job is cancelled
+
+WRAPPER = f"""exec 3<&0
+if command -v setsid >/dev/null 2>&1; then
+  setsid sh -c "$1" </dev/null & pid=$! group=-$!
+else
+  sh -c "$1" </dev/null & pid=$! group=$!
+fi
+(while read -r _ <&3; do :; done
+ kill -s TERM -- "$group" 2>/dev/null; sleep {KILL_AFTER}; kill -s KILL -- "$group" 2>/dev/null) &
+dog=$!
+exec 3<&-
+wait "$pid"; status=$?
+kill "$dog" 2>/dev/null
+exit "$status"
+"""
+
+
 def shell_command(command: str) -> str:
-    """The exec string: the login shell runs POSIX sh on the exact command."""
-    return "sh -c " + shlex.quote(command)
+    """The exec string: POSIX sh runs the wrapper, which runs ``sh -c command``."""
+    return f"exec sh -c {shlex.quote(WRAPPER)} pegasus-job {shlex.quote(command)}"
+
+
+def _nothing() -> None:
+    """Default ``launching`` callback."""
 
 
 # ---------------------------------------------------------------- local
@@ -46,13 +83,38 @@ def shell_command(command: str) -> str:
 class LocalExecutor:
     """Runs jobs as local subprocesses (``localhost``, ``127.0.0.1``, ``::1``)."""
 
-    def run(self, command: str, emit: Emit) -> int:
-        proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)  # Ctrl-c stays with Pegasus
-        _pump(proc, emit)
-        status = proc.wait()
+    def __init__(self):
+        self.proc = None
+
+    def run(self, command: str, emit: Emit, launching: Callable[[], None] = _nothing) -> int:
+        launching()
+        try:
+            self.proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         start_new_session=True)  # Ctrl-c stays here
+        except OSError as err:
+            raise NotStarted(err.strerror) from None
+        faults.point("exec-sent")
+        try:
+            _pump(self.proc, emit)
+            status = self.proc.wait()
+        finally:
+            self.proc = None
         return 128 - status if status < 0 else status
+
+    def cancel(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, number: int) -> None:
+        proc = self.proc
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, number)
+            except ProcessLookupError:
+                pass
 
     def close(self) -> None:
         pass
@@ -187,7 +249,7 @@ def connect(target: SshTarget) -> "SshExecutor":
             raise HostError(target.alias, f"no answer from {target.hostname}:"
                             f"{target.port} within {timeout:g} s") from None
         except AuthenticationError as err:
-            raise HostError(target.alias, f"authentication as '{target.user}' "
+            raise HostAuthError(target.alias, f"authentication as '{target.user}' "
                             f"failed: {_words(err)}") from None
         except Exception as err:  # noqa: BLE001 - turned into words below
             if attempt == CONNECT_TRIES or isinstance(err, HostError):
@@ -199,6 +261,8 @@ def connect(target: SshTarget) -> "SshExecutor":
 
 
 def _words(err: Exception) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
     args = [a for a in getattr(err, "args", ()) if isinstance(a, (str, int, Exception))]
     if args and isinstance(args[0], str) and "%" in args[0]:
         try:
@@ -214,28 +278,53 @@ class SshExecutor:
 
     def __init__(self, client: _Client):
         self.client = client
+        self.channel = None
 
-    def run(self, command: str, emit: Emit) -> int:
+    def run(self, command: str, emit: Emit, launching: Callable[[], None] = _nothing) -> int:
         client = self.client
-        try:
+        with _link_errors(NotStarted):
             channel = client.open_session()
-            client.eagain(channel.execute, shell_command(command))
-            _read_channel(client, channel, emit)
-            client.eagain(channel.close)
-            client.eagain(channel.wait_closed)
-            return channel.get_exit_status()
-        except (OSError, gevent.Timeout) as err:
-            raise ConnectionLost(_words(err)) from None
-        except Exception as err:  # noqa: BLE001 - libssh2 errors mean a dead link
-            if err.__class__.__module__.startswith(("ssh2", "pssh")):
-                raise ConnectionLost(f"{err.__class__.__name__} {_words(err)}") from None
-            raise
+        launching()
+        with _link_errors(ConnectionLost):
+            self.channel = channel
+            try:
+                client.eagain(channel.execute, shell_command(command))
+                faults.point("exec-sent")
+                _read_channel(client, channel, emit)
+                client.eagain(channel.close)
+                client.eagain(channel.wait_closed)
+                return channel.get_exit_status()
+            finally:
+                self.channel = None
+
+    def cancel(self) -> None:
+        """Close the job's stdin: the remote watchdog terminates its group."""
+        channel = self.channel
+        if channel is not None:
+            with _link_errors(ConnectionLost):
+                self.client.eagain(channel.send_eof)
+
+    def kill(self) -> None:
+        """Nothing to do: the remote watchdog sends KILL itself."""
 
     def close(self) -> None:
         try:
             self.client._disconnect()
         except Exception:  # noqa: BLE001 - closing a dead connection
             pass
+
+
+@contextmanager
+def _link_errors(kind):
+    """libssh2 and socket errors mean the connection is gone: raise `kind`."""
+    try:
+        yield
+    except (OSError, gevent.Timeout) as err:
+        raise kind(_words(err)) from None
+    except Exception as err:  # noqa: BLE001 - only ssh2/pssh errors are turned
+        if err.__class__.__module__.startswith(("ssh2", "pssh")):
+            raise kind(f"{err.__class__.__name__} {_words(err)}") from None
+        raise
 
 
 def _read_channel(client, channel, emit: Emit) -> None:

@@ -141,9 +141,14 @@ def render(job: Job, node: SubNode) -> str:
 
 def canonical_yaml(jobs: Sequence[Job], column: int = 0) -> str:
     """Queue entries (block style, one per job) that re-run exactly these jobs."""
-    if not jobs:
+    return entries_yaml([job.canonical() for job in jobs], column)
+
+
+def entries_yaml(entries: Sequence[dict], column: int = 0) -> str:
+    """Canonical entries as block-style YAML list items at `column`."""
+    if not entries:
         return ""
-    text = yaml.dump([job.canonical() for job in jobs], Dumper=_Dumper,
+    text = yaml.dump(list(entries), Dumper=_Dumper,
                      default_flow_style=False, sort_keys=False,
                      allow_unicode=True, width=1 << 30)
     if column:

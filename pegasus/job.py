@@ -1,15 +1,20 @@
-"""Run one job on one sub-node: render, frame, stream lines, make a Result."""
+"""Run one job on one sub-node: render, frame, stream lines, make a Result.
+
+The journal hears of the job just before its command is sent (``launched``)
+and when it ends (``finished``); a job that could not be sent or whose
+connection died comes back as a Result the loop acts on.
+"""
 
 from __future__ import annotations
 
-from pegasus import expand
+from pegasus import expand, faults
 from pegasus.errors import TemplateError
-from pegasus.executor import ConnectionLost
-from pegasus.model import Job, Result, SubNode
+from pegasus.executor import ConnectionLost, NotStarted
+from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.output import LineSplitter, Sink
 
 
-def run_job(node: SubNode, job: Job, executor, sink: Sink) -> Result:
+def run_job(node: SubNode, job: Job, executor, sink: Sink, journal=None) -> Result:
     try:
         rendered = expand.render(job, node)
     except TemplateError as err:  # checked before it left the queue; kept safe
@@ -22,21 +27,36 @@ def run_job(node: SubNode, job: Job, executor, sink: Sink) -> Result:
         if lines:
             sink.lines(node, stream, lines)
 
-    result = _execute(node, job, rendered, executor, emit)
+    def launching() -> None:
+        if journal is not None and job.ticket is not None:
+            journal.launched(job.ticket, node.label)
+        faults.point("launch-journaled")
+
+    result = _execute(node, job, rendered, executor, emit, launching)
     for stream, splitter in splitters.items():
         rest = splitter.close()
         if rest:
             sink.lines(node, stream, rest)
+    _journal_end(journal, result)
     sink.job_done(node, result)
     return result
 
 
-def _execute(node, job, rendered, executor, emit) -> Result:
+def _execute(node, job, rendered, executor, emit, launching) -> Result:
     try:
-        status = executor.run(rendered, emit)
+        status = executor.run(rendered, emit, launching)
+    except NotStarted as err:
+        return Result(node, job, rendered, error=f"not started ({err}); put back in the queue",
+                      outcome_hint=Outcome.NOT_STARTED)
     except ConnectionLost as err:
-        return Result(node, job, rendered,
-                      error=f"connection lost, outcome unknown ({err})")
-    except OSError as err:
-        return Result(node, job, rendered, error=f"could not start: {err.strerror}")
+        return Result(node, job, rendered, error=f"connection lost, outcome unknown ({err})",
+                      outcome_hint=Outcome.LOST)
+    faults.point("job-finished")
     return Result(node, job, rendered, exit_status=status)
+
+
+def _journal_end(journal, result: Result) -> None:
+    if journal is None or result.job.ticket is None or result.exit_status is None:
+        return
+    journal.finished(result.job.ticket, result.node.label, result.exit_status)
+    faults.point("finish-journaled")

@@ -91,14 +91,6 @@ def _split(given: str, source: str) -> list:
     return argv
 
 
-class _HeldQueue(QueueFile):
-    """The queue file while this process already holds its lock."""
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        yield
-
-
 class _Session:
     """One lock-mode run: the editor, the checks, the answer."""
 
@@ -112,7 +104,7 @@ class _Session:
         while True:
             interrupted = self.open_editor()
             try:
-                entries, jobs = _HeldQueue(self.path).check_all(self.check)
+                entries, jobs = QueueFile(self.path).check_all(self.check, lock=False)
             except InputError as err:
                 if interrupted or self.ask is None:
                     raise self.undo(err, interrupted)

@@ -48,7 +48,8 @@ class Job:
 
     command: str  # the template, unrendered
     params: Params = ()
-    line: Optional[int] = None  # 1-based line of its queue entry, for messages
+    line: Optional[int] = field(default=None, compare=False)  # of its entry, 1-based
+    ticket: Optional[str] = field(default=None, compare=False)  # its journal id
 
     def context_on(self, node: SubNode) -> dict:
         """Job params, then the sub-node's (they win), then hostname."""
@@ -66,7 +67,13 @@ class Job:
 class Outcome(Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # ran and exited non-zero
-    ERROR = "error"  # could not run or lost: see Result.error
+    LOST = "lost"  # the connection died while it ran: outcome unknown
+    NOT_STARTED = "not started"  # never sent: put back in the queue
+    ERROR = "error"  # could not run: see Result.error
+
+
+SIGNALS = {1: "HUP", 2: "INT", 3: "QUIT", 6: "ABRT", 9: "KILL", 11: "SEGV",
+           13: "PIPE", 14: "ALRM", 15: "TERM"}
 
 
 @dataclass(frozen=True)
@@ -76,9 +83,12 @@ class Result:
     rendered: str
     exit_status: Optional[int] = None
     error: Optional[str] = None
+    outcome_hint: Optional[Outcome] = None  # LOST or NOT_STARTED, with error
 
     @property
     def outcome(self) -> Outcome:
+        if self.outcome_hint is not None:
+            return self.outcome_hint
         if self.error is not None:
             return Outcome.ERROR
         return Outcome.SUCCEEDED if self.exit_status == 0 else Outcome.FAILED
@@ -88,4 +98,8 @@ class Result:
         return self.outcome is Outcome.SUCCEEDED
 
     def describe(self) -> str:
-        return self.error if self.error is not None else f"exit {self.exit_status}"
+        if self.error is not None:
+            return self.error
+        signal = SIGNALS.get(self.exit_status - 128) if self.exit_status > 128 else None
+        killed = f" (killed by SIG{signal})" if signal else ""
+        return f"exit {self.exit_status}{killed}"

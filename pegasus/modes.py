@@ -11,69 +11,23 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import gevent
 import gevent.queue
-from gevent.lock import BoundedSemaphore
-from gevent.threadpool import ThreadPool
 
-from pegasus import executor, expand, sshconfig
-from pegasus.errors import ExitStatus, HostError, HostsUnreachable, InputError
+from pegasus import expand
+from pegasus.connecting import Connector
+from pegasus.errors import ExitStatus, HostError, InputError
+from pegasus.executor import KILL_AFTER
 from pegasus.job import run_job
-from pegasus.model import Job, Result, SubNode
+from pegasus.journal import Journal
+from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.output import Sink
-from pegasus.queuefile import QueueFile
+from pegasus.queuefile import LockWaitAborted, QueueFile
 from pegasus.scheduler import Scheduler
 
-CONNECTS_PER_HOST = 8  # below sshd's MaxStartups (10): no random drops
 POLL_SECONDS = 0.25  # how often an idle or blocked queue file is looked at
-
-
-# ---------------------------------------------------------------- connecting
-
-def connect_all(nodes: Sequence[SubNode], ssh_config: Optional[str]) -> Dict[SubNode, object]:
-    """One executor per sub-node; all connections opened in parallel."""
-    remote = [n for n in nodes if not n.is_local]
-    targets = _resolve_all(list(dict.fromkeys(n.hostname for n in remote)), ssh_config)
-    limits = {name: BoundedSemaphore(CONNECTS_PER_HOST) for name in targets}
-
-    def one(node: SubNode):
-        with limits[node.hostname]:
-            try:
-                return executor.connect(targets[node.hostname])
-            except HostError as err:
-                return err
-
-    jobs = {node: gevent.spawn(one, node) for node in remote}
-    gevent.joinall(list(jobs.values()))
-    made = {node: g.value for node, g in jobs.items()}
-    return _all_or_nothing(nodes, made)
-
-
-def _resolve_all(names: List[str], ssh_config: Optional[str]) -> Dict[str, object]:
-    """`ssh -G` for every host name, a few at a time in threads."""
-    if not names:
-        return {}
-    pool = ThreadPool(min(8, len(names)))
-    try:
-        return dict(zip(names, pool.map(lambda n: sshconfig.resolve(n, ssh_config), names)))
-    finally:
-        pool.kill()
-
-
-def _all_or_nothing(nodes, made) -> Dict[SubNode, object]:
-    failed = list({str(v): v for v in made.values() if isinstance(v, HostError)}.values())
-    if failed:
-        close_all(v for v in made.values() if not isinstance(v, HostError))
-        raise HostsUnreachable(failed)
-    local = executor.LocalExecutor()
-    return {node: made.get(node, local) for node in nodes}
-
-
-def close_all(executors) -> None:
-    for ex in executors:
-        ex.close()
 
 
 # ---------------------------------------------------------------- the loop
@@ -86,6 +40,8 @@ class Run:
     sink: Sink
     daemon: bool = False
     error_aborts: bool = False
+    journal: Optional[Journal] = None
+    connector: Optional[Connector] = None
     check_cache: dict = field(default_factory=dict)
 
     def check(self, job: Job) -> None:
@@ -101,14 +57,21 @@ class Loop:
         self.scheduler = Scheduler(run.nodes)
         self.results: List[Result] = []
         self.cancelled = False
+        self.terminated = False  # second Ctrl-c or SIGTERM: running jobs are stopped
+        self.signal_status = ExitStatus.INTERRUPTED
         self.aborted = False  # broadcast -e: a step failed
+        self.reconnecting: Dict[str, gevent.Greenlet] = {}
+        self.stop_requested = False
+        run.queue.wait = self.lock_wait  # other greenlets go on meanwhile
         self.error: Optional[InputError] = None
         self.seen_signature = None  # the queue file as last found empty or bad
         self.empty = False
 
     def loop(self) -> ExitStatus:
-        handler = gevent.signal_handler(signal.SIGINT, self.events.put, ("cancel",))
+        handlers = [gevent.signal_handler(signal.SIGINT, self.signalled, "cancel"),
+                    gevent.signal_handler(signal.SIGTERM, self.signalled, "terminate")]
         try:
+            self.start_reconnecting(n for n in self.run.nodes if n not in self.run.executors)
             while True:
                 self.reap(block=False)
                 if self.may_take():
@@ -117,7 +80,9 @@ class Loop:
                     break
                 self.reap(block=True)
         finally:
-            handler.cancel()
+            for handler in handlers:
+                handler.cancel()
+            gevent.killall(list(self.reconnecting.values()))
         return self.report()
 
     # -- what the modes define
@@ -141,6 +106,16 @@ class Loop:
 
     # -- steps
 
+    def signalled(self, kind: str) -> None:
+        self.stop_requested = True  # seen at once, even while waiting for the lock
+        self.events.put((kind,))
+
+    def lock_wait(self, seconds: float) -> None:
+        """Waiting for the queue lock (someone edits): give up on Ctrl-c."""
+        if self.stop_requested:
+            raise LockWaitAborted()
+        gevent.sleep(seconds)
+
     def reap(self, block: bool) -> None:
         timeout = self.wait_seconds() if block else 0
         try:
@@ -152,18 +127,37 @@ class Loop:
             self.handle(self.events.get_nowait())
 
     def handle(self, event) -> None:
-        if event[0] == "cancel":
+        kind = event[0]
+        if kind == "cancel":
             return self.cancel()
+        if kind == "terminate":
+            self.signal_status = ExitStatus.TERMINATED
+            return self.terminate()
+        if kind == "up":
+            return self.host_back(event[1], event[2])
         _, node, result = event
         self.scheduler.finish(node)
         self.results.append(result)
-        if result.error is not None and result.error.startswith("connection lost"):
-            self.scheduler.take_down(node)
+        self.settle(result)
         if not self.scheduler.running:
             self.step_done()
 
+    def settle(self, result: Result) -> None:
+        """Put back a job that never started; record one whose outcome is unknown."""
+        outcome, run = result.outcome, self.run
+        if outcome is Outcome.NOT_STARTED:
+            self.put_back(result)
+        elif outcome in (Outcome.LOST, Outcome.ERROR):
+            run.queue.add_interrupted(result.job, result.node.label, result.error,
+                                      run.journal)
+        if outcome in (Outcome.NOT_STARTED, Outcome.LOST):
+            self.host_lost(result.node)
+
+    def put_back(self, result: Result) -> None:
+        self.run.queue.put_back([result.job], self.run.journal)
+
     def may_take(self) -> bool:
-        if self.cancelled or self.aborted or (self.error is not None and not self.run.daemon):
+        if self.stop_requested or self.cancelled or self.aborted or (self.error is not None and not self.run.daemon):
             return False
         if not self.targets():
             return False
@@ -173,9 +167,11 @@ class Loop:
         targets = self.targets()
         labels = self.labels(targets)
         try:
-            taken = self.run.queue.take(labels, self.run.check)
+            taken = self.run.queue.take(labels, self.run.check, self.run.journal)
         except InputError as err:
             return self.stop_for(err)
+        except LockWaitAborted:
+            return None
         for node, job in self.assign(targets, taken.jobs):
             self.start(node, job)
         if taken.error is not None:
@@ -190,7 +186,8 @@ class Loop:
 
     def _job(self, node: SubNode, job: Job) -> None:
         try:
-            result = run_job(node, job, self.run.executors[node], self.run.sink)
+            result = run_job(node, job, self.run.executors[node], self.run.sink,
+                             self.run.journal)
         except Exception as err:  # noqa: BLE001 - a bug must not hang the loop
             result = Result(node, job, job.command, error=f"internal error: {err!r}")
         self.events.put(("done", node, result))
@@ -202,27 +199,82 @@ class Loop:
             return True
         if self.error is not None:
             return not self.run.daemon
-        if not self.scheduler.free():
+        if self.empty and not self.run.daemon:
+            return True
+        if not self.scheduler.free() and not self.reconnecting:
             self.run.sink.message("no usable sub-node is left; stopping")
             return True
-        return self.empty and not self.run.daemon
+        return False
 
     def wait_seconds(self) -> Optional[float]:
         if self.cancelled or not self.targets():
             return None  # only a finishing job can change anything
         return POLL_SECONDS
 
+    # -- hosts that come and go
+
+    def host_lost(self, node: SubNode) -> None:
+        """Its host gives no more jobs until a new connection is made."""
+        if node.is_local or node.hostname in self.reconnecting:
+            return
+        siblings = [n for n in self.run.nodes if n.hostname == node.hostname]
+        for sibling in siblings:
+            self.scheduler.take_down(sibling)
+        self.run.sink.message(f"host {node.hostname}: connection lost; its sub-nodes "
+                              "take no more jobs; reconnecting in the background")
+        self.start_reconnecting(siblings)
+
+    def start_reconnecting(self, nodes) -> None:
+        by_host: Dict[str, List[SubNode]] = {}
+        for node in nodes:
+            self.scheduler.take_down(node)
+            by_host.setdefault(node.hostname, []).append(node)
+        for host, group in by_host.items():
+            self.reconnecting[host] = gevent.spawn(
+                self.run.connector.reconnect, group, self.idle,
+                lambda node, ex: self.events.put(("up", node, ex)))
+
+    def idle(self, node: SubNode) -> bool:
+        return node not in self.scheduler.busy
+
+    def host_back(self, node: SubNode, executor) -> None:
+        if isinstance(executor, HostError):
+            self.reconnecting.pop(node.hostname, None)
+            return self.run.sink.message(f"{executor}; it is left out for the rest "
+                                         "of the run")
+        old = self.run.executors.get(node)
+        if old is not None:
+            old.close()
+        self.run.executors[node] = executor
+        self.scheduler.bring_up(node)
+        if all(n not in self.scheduler.down for n in self.run.nodes
+               if n.hostname == node.hostname):
+            self.reconnecting.pop(node.hostname, None)
+            self.run.sink.message(f"host {node.hostname}: connected; taking jobs again")
+
     # -- stopping
 
     def cancel(self) -> None:
         if self.cancelled:
-            self.run.sink.message("already stopping; waiting for "
-                                  f"{self.scheduler.running} running job(s)")
-            return
+            return self.terminate()
         self.cancelled = True
         self.run.sink.message(
             "Ctrl-c: no new jobs will start and the queue file is left as it is; "
-            f"waiting for {self.scheduler.running} running job(s) to finish")
+            f"waiting for {self.scheduler.running} running job(s) to finish "
+            "(Ctrl-c again stops them)")
+
+    def terminate(self) -> None:
+        """Stop every running job: TERM to its process group, KILL later."""
+        self.cancelled = True
+        if self.terminated:
+            return
+        self.terminated = True
+        running = list(self.scheduler.busy)
+        self.run.sink.message(f"stopping {len(running)} running job(s)")
+        for node in running:
+            executor = self.run.executors[node]
+            gevent.spawn(executor.cancel)
+            gevent.spawn_later(KILL_AFTER + 1, executor.kill)
 
     def stop_for(self, err: InputError) -> None:
         if self.error is None or str(err) != str(self.error):
@@ -233,9 +285,11 @@ class Loop:
         self.seen_signature = self.run.queue.signature()
 
     def report(self) -> ExitStatus:
-        self.summary("interrupted by Ctrl-c" if self.cancelled else None)
+        why = {ExitStatus.INTERRUPTED: "interrupted by Ctrl-c",
+               ExitStatus.TERMINATED: "terminated by SIGTERM"}[self.signal_status]
+        self.summary(why if self.cancelled else None)
         if self.cancelled:
-            return ExitStatus.INTERRUPTED
+            return self.signal_status
         if self.error is not None:
             return ExitStatus.BAD_INPUT
         if any(not r.ok for r in self.results):
@@ -300,6 +354,16 @@ class BroadcastLoop(Loop):
 
     def summary(self, extra: Optional[str]) -> None:
         self.run.sink.broadcast_summary([s.results for s in self.steps], extra)
+
+    def put_back(self, result: Result) -> None:
+        """The other sub-nodes ran it: it fails this step here instead."""
+        if self.run.journal is not None:
+            self.run.journal.lost(result.job.ticket, result.node.label, result.error)
+
+    def host_lost(self, node: SubNode) -> None:
+        """In lock-step a lost sub-node stays out for the rest of the run."""
+        self.scheduler.take_down(node)
+        self.run.sink.message(f"{node.label}: connection lost; it takes no further steps")
 
 
 def queue_mode(run: Run) -> ExitStatus:

@@ -1,11 +1,14 @@
-"""The only code that touches queue.yaml and consumed.yaml.
+"""The only code that touches queue.yaml, consumed.yaml and interrupted.yaml.
 
 Under an ``flock`` on a sidecar lock file (``.queue.yaml.lock``, never
 deleted, so the kernel frees the lock when its holder dies) it pops jobs from
 the head of the queue, writes any jobs left over from an expanded entry back
 at the head in canonical form, rewrites the queue atomically (temporary file
 in the same folder, fsync, rename, fsync of the folder) and appends the taken
-jobs to ``consumed.yaml`` beside it.
+jobs to ``consumed.yaml`` beside it. Every rewrite is announced in the job
+journal first (see ``journal``), so a crash at any instant loses no job.
+Jobs that never started go back to the head; jobs whose outcome is unknown
+go to ``interrupted.yaml``, which ``requeue`` moves back to the head.
 
 Only the lines of the taken entries are cut out of the file, so everything
 else stays byte for byte as the user wrote it, comments included. Only the
@@ -21,14 +24,19 @@ import fcntl
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
-from pegasus import expand, yamltree
+from pegasus import expand, faults, journal as journals, yamledit, yamltree
 from pegasus.errors import InputError, PegasusError
 from pegasus.model import Job
 
 Check = Callable[[Job], None]  # raises InputError for a job that cannot run
+STOPPED = "Pegasus stopped while it ran; outcome unknown"
+
+
+class LockWaitAborted(Exception):
+    """Raised by a ``wait`` function to give up waiting for the lock."""
 
 
 @dataclass(frozen=True)
@@ -50,9 +58,10 @@ class QueueFile:
         folder, name = os.path.split(os.path.abspath(path))
         self.folder = folder
         self.consumed_path = os.path.join(folder, "consumed.yaml")
+        self.interrupted_path = os.path.join(folder, "interrupted.yaml")
         self.lock_path = os.path.join(folder, f".{name}.lock")
         self._partial = os.path.join(folder, f".{name}.partial")
-        self._wait = wait
+        self.wait = wait  # how to pause while the lock is held elsewhere
         self._on_lock_wait = on_lock_wait
 
     # ------------------------------------------------------------ public
@@ -65,10 +74,15 @@ class QueueFile:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    def check_all(self, check: Check) -> Tuple[int, int]:
-        """Validate every entry; return (entries, jobs). Raises InputError."""
-        with self.locked():
-            _, items = yamltree.read_all(self._read(), self.path)
+    def check_all(self, check: Check, lock: bool = True) -> Tuple[int, int]:
+        """Validate every entry; return (entries, jobs). Raises InputError.
+
+        ``lock=False`` when the caller already holds the queue lock.
+        """
+        if lock:
+            with self.locked():
+                return self.check_all(check, lock=False)
+        _, items = yamltree.read_all(self._read(), self.path)
         jobs = 0
         for number, item in enumerate(items, 1):
             for job in self._expand(item, number):
@@ -76,16 +90,66 @@ class QueueFile:
                 jobs += 1
         return len(items), jobs
 
-    def take(self, targets: Sequence[str], check: Check) -> Taken:
+    def take(self, targets: Sequence[str], check: Check,
+             journal: Optional[journals.Journal] = None) -> Taken:
         """Pop up to len(targets) jobs; job i is recorded as run on targets[i]."""
         with self.locked():
             text = self._read()
             layout, items = yamltree.read_list(text, self.path)
             jobs, leftovers, used, error = self._pop(items, len(targets), check)
             if jobs:
+                _refuse_symlink(self.consumed_path)  # before anything changes
+                jobs = self._journal_taken(journal, jobs, targets)
                 self._rewrite(text, layout, used, leftovers)
-                self._append_consumed(jobs, targets)
+                faults.point("queue-rewritten")
+                self._append(self.consumed_path, _records("taken", jobs, targets))
+                faults.point("consumed-appended")
         return Taken(tuple(jobs), error)
+
+    def put_back(self, jobs: Sequence[Job], journal: Optional[journals.Journal] = None) -> None:
+        """Jobs that never started go back to the head of the queue."""
+        with self.locked():
+            if journal is not None:
+                journal.put_back([j.ticket for j in jobs], self.signature())
+            self._insert_head([j.canonical() for j in jobs])
+
+    def add_interrupted(self, job: Job, node: str, reason: str,
+                        journal: Optional[journals.Journal] = None) -> None:
+        """A job whose outcome is unknown: recorded for the user to re-run."""
+        with self.locked():
+            self._append(self.interrupted_path,
+                         _records("interrupted", [job], [node], reason))
+            if journal is not None:
+                journal.lost(job.ticket, node, reason)
+
+    def recover(self) -> Tuple[int, List[Tuple[dict, str]]]:
+        """Settle the journals of Pegasus processes that died.
+
+        Jobs they took but never launched go back to the head of the queue;
+        jobs they launched and never saw finish go to interrupted.yaml.
+        Returns (jobs put back, [(entry, node)] interrupted).
+        """
+        put_back, interrupted = 0, []
+        with self.locked():
+            for orphan in journals.read_orphans(self.path, self.signature()):
+                self._insert_head(orphan.unlaunched)
+                self._append(self.interrupted_path, "".join(
+                    _entry_record("interrupted", entry, node, STOPPED)
+                    for entry, node in orphan.interrupted))
+                journals.discard(orphan)
+                put_back += len(orphan.unlaunched)
+                interrupted += orphan.interrupted
+        return put_back, interrupted
+
+    def requeue(self) -> int:
+        """Move the entries of interrupted.yaml to the head of the queue."""
+        with self.locked():
+            text = self._read_file(self.interrupted_path)
+            _, items = yamltree.read_all(text, self.interrupted_path)
+            if items:
+                self._insert_head([item.value for item in items])
+                self._write_atomic(self.interrupted_path, "")
+        return len(items)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -135,70 +199,98 @@ class QueueFile:
 
     # ------------------------------------------------------------ writing
 
+    def _journal_taken(self, journal, jobs: List[Job], targets) -> List[Job]:
+        if journal is None:
+            return jobs
+        jobs = [replace(job, ticket=journal.new_ticket()) for job in jobs]
+        journal.taken([(j.ticket, j.canonical(), t) for j, t in zip(jobs, targets)],
+                      self.signature())
+        faults.point("taken-journaled")
+        return jobs
+
     def _rewrite(self, text, layout, used, leftovers) -> None:
-        new = _cut_lines(text, layout, used, leftovers)
+        middle = expand.canonical_yaml(leftovers, layout.column)
+        new = yamledit.replace_head(text, layout, used[0].first_line, used[-1].last_line,
+                                    middle)
         if new is None:  # flow style or an odd layout: write the rest whole
             rest = [item.value for item in yamltree.read_all(text, self.path)[1]]
-            rest = rest[len(used):]
-            new = expand.canonical_yaml(leftovers) + expand.plain_yaml(rest)
-        self._write_atomic(new)
+            new = expand.canonical_yaml(leftovers) + expand.plain_yaml(rest[len(used):])
+        self._write_atomic(self.path, new)
 
-    def _write_atomic(self, text: str) -> None:
+    def _insert_head(self, entries: Sequence[dict]) -> None:
+        if not entries:
+            return
+        text = self._read()
+        layout, items = yamltree.read_list(text, self.path)
+        first = next(items, None)
+        new = yamledit.insert_head(text, layout, first and first.first_line,
+                                   expand.entries_yaml(entries, layout.column))
+        if new is None:
+            rest = [item.value for item in yamltree.read_all(text, self.path)[1]]
+            new = expand.entries_yaml(entries) + expand.plain_yaml(rest)
+        self._write_atomic(self.path, new)
+
+    def _write_atomic(self, path: str, text: str) -> None:
         data = text.encode("utf-8")
         try:
-            mode = _mode_of(self.path)
+            mode = _mode_of(path)
             _unlink_quietly(self._partial)
             fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                         | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+                         | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666 if mode is None else mode)
             try:
+                if mode is not None:
+                    os.fchmod(fd, mode)  # the old file's mode, whatever the umask
                 _write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(self._partial, self.path)
+            os.replace(self._partial, path)
             _fsync_folder(self.folder)
         except OSError as err:
-            raise _io_error(self.path, "write", err) from None
+            where = self._partial if err.filename == self._partial else path
+            raise _io_error(where, "write", err) from None
 
-    def _append_consumed(self, jobs: Sequence[Job], targets: Sequence[str]) -> None:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        text = "".join(f"# taken {stamp} for {target}\n" + expand.canonical_yaml([job])
-                       for job, target in zip(jobs, targets))
+    def _append(self, path: str, text: str) -> None:
+        """One write at the end (O_APPEND: concurrent writers never interleave)."""
+        if not text:
+            return
         try:
-            fd = os.open(self.consumed_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
                          | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
             try:
                 _write_all(fd, text.encode("utf-8"))
-                os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as err:
-            raise _io_error(self.consumed_path, "append to", err) from None
+            raise _io_error(path, "append to", err) from None
 
     # ------------------------------------------------------------ reading, locking
 
     def _read(self) -> str:
+        return self._read_file(self.path)
+
+    def _read_file(self, path: str) -> str:
         try:
-            with open(self.path, "rb") as f:
+            with open(path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             return ""
         except OSError as err:
-            raise _io_error(self.path, "read", err) from None
+            raise _io_error(path, "read", err) from None
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as err:
             line = data[:err.start].count(b"\n") + 1
             raise InputError("is not UTF-8 text (byte "
                              f"{data[err.start]:#04x}); save it as UTF-8",
-                             self.path, line) from None
+                             path, line) from None
 
     def _open_lock(self) -> int:
         try:
             return os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
                            | os.O_CLOEXEC, 0o666)
         except OSError as err:
-            raise _io_error(self.lock_path, "open the lock file", err) from None
+            raise _io_error(self.lock_path, "open", err) from None
 
     def _acquire(self, fd: int) -> None:
         waited, told = 0.0, False
@@ -210,46 +302,29 @@ class QueueFile:
                 if waited >= 1.0 and not told:
                     self._on_lock_wait(self.lock_path)
                     told = True
-                self._wait(0.05)
+                self.wait(0.05)  # may raise LockWaitAborted
                 waited += 0.05
 
 
 # ---------------------------------------------------------------- helpers
 
-def _cut_lines(text: str, layout, used, leftovers) -> Optional[str]:
-    """Text with the used entries' lines replaced by the leftovers, or None."""
-    if not layout.block or layout.empty:
-        return None
-    first, last = used[0].first_line, used[-1].last_line
-    starts = _line_starts(text, last + 1)
-    dash = _dash_line(text, starts, first, layout.column)
-    if dash is None:
-        return None
-    end = starts[last + 1] if last + 1 < len(starts) else len(text)
-    middle = expand.canonical_yaml(leftovers, layout.column)
-    return text[:starts[dash]] + middle + text[end:]
+def _records(what: str, jobs: Sequence[Job], targets: Sequence[str], why: str = "") -> str:
+    return "".join(_entry_record(what, job.canonical(), target, why)
+                   for job, target in zip(jobs, targets))
 
 
-def _line_starts(text: str, upto: int) -> List[int]:
-    """Offsets of the starts of lines 0..upto (fewer if the text ends first)."""
-    starts = [0]
-    pos = 0
-    while len(starts) <= upto:
-        pos = text.find("\n", pos) + 1
-        if pos == 0:
-            break
-        starts.append(pos)
-    return starts
+def _entry_record(what: str, entry: dict, target: str, why: str = "") -> str:
+    """``# taken <time> for [node]`` (plus ``: why``) and the canonical entry."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    why = f": {why}" if why else ""
+    return f"# {what} {stamp} for {target}{why}\n" + expand.entries_yaml([entry])
 
 
-def _dash_line(text: str, starts: List[int], line: int, column: int) -> Optional[int]:
-    """The line of the '-' that opens the entry whose content starts on `line`."""
-    for number in range(line, -1, -1):
-        begin = starts[number]
-        prefix = text[begin:begin + column + 1]
-        if len(prefix) == column + 1 and prefix[-1] == "-" and not prefix[:-1].strip():
-            return number
-    return None
+def _refuse_symlink(path: str) -> None:
+    """Pegasus never writes through a symbolic link planted where it writes."""
+    if os.path.islink(path):
+        raise PegasusError(f"{path}: is a symbolic link; Pegasus does not write through "
+                           "links: remove it or replace it by a plain file")
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -258,11 +333,11 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _mode_of(path: str) -> int:
+def _mode_of(path: str) -> Optional[int]:
     try:
         return os.stat(path).st_mode & 0o7777
     except FileNotFoundError:
-        return 0o666
+        return None
 
 
 def _unlink_quietly(path: str) -> None:
@@ -281,7 +356,7 @@ def _fsync_folder(folder: str) -> None:
 
 
 def _io_error(path: str, action: str, err: OSError) -> PegasusError:
-    if err.errno == errno.EISDIR:
+    if err.errno == errno.EISDIR and not path.endswith(".partial"):
         return InputError("is a directory, not a file; give the path of a YAML file", path)
     return PegasusError(f"{path}: cannot {action} it: {err.strerror}; check the "
                         "path and its permissions")

@@ -40,6 +40,10 @@ class Scheduler:
         """The sub-node's host is unusable: give it no more jobs."""
         self.down.add(node)
 
+    def bring_up(self, node: SubNode) -> None:
+        """The sub-node can take jobs again."""
+        self.down.discard(node)
+
     @property
     def running(self) -> int:
         return len(self.busy)

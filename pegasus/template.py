@@ -160,12 +160,17 @@ def _syntax(text: str, stop: int, far: int) -> str:
     return f"syntax error at {text[max(start, 0):end + 2 if end >= 0 else None]!r}"
 
 
+# pybars pastes path segments into the Python it generates, between ' or "
+# quotes: a quote, a backslash or a control character could break out.
+_UNSAFE = re.compile(r"['\"\\\x00-\x1f\x7f]")
+
+
 def _unsafe_segment(node) -> str | None:
     """A ``[...]`` path segment that pybars would paste into Python unsafely."""
     if not isinstance(node, (list, tuple)):
         return None
     if len(node) == 2 and node[0] == "path":
-        return next((s for s in node[1] if re.search(r"['\\\r\n]", s)), None)
+        return next((s for s in node[1] if _UNSAFE.search(s)), None)
     return next(filter(None, map(_unsafe_segment, node)), None)
 
 
@@ -177,7 +182,12 @@ def _parse(template: str) -> None:
     """
     text = _COMPILER.whitespace_control(template)
     parser = pybars.Compiler._handlebars(text)
-    tree, err = parser.apply("template")
+    try:
+        tree, err = parser.apply("template")
+    except RecursionError:
+        raise TemplateError(f"nested too deeply in template {_shown(template)}") from None
+    except Exception:  # noqa: BLE001 - pybars' grammar fails in odd ways (e.g. '²')
+        raise TemplateError(f"cannot parse template {_shown(template)}") from None
     if parser.input.position < len(text):
         far = parser.input.position if err.position is None else err.position
         what = _syntax(text, parser.input.position, far)
@@ -195,10 +205,12 @@ def _compile(template: str) -> Callable:
         _parse(template)
         try:
             code = _COMPILER.precompile(template)
-        except Exception as err:
+            namespace: dict = {}
+            exec(compile(code, "<pegasus template>", "exec"), namespace)
+        except RecursionError:
+            raise TemplateError(f"nested too deeply in template {_shown(template)}") from None
+        except Exception as err:  # noqa: BLE001 - pybars' compiler, in words
             raise TemplateError(f"cannot parse template {_shown(template)}") from err
-    namespace: dict = {}
-    exec(compile(code, "<pegasus template>", "exec"), namespace)
     # The generated code escapes via its own global `prepare`: replace it in
     # this template's namespace only (pybars itself stays untouched).
     escaping = namespace["prepare"]
@@ -210,6 +222,8 @@ def _problem(err: Exception) -> _Problem:
     """`err`, raised while rendering, in a user's words."""
     if isinstance(err, _Problem):
         return err
+    if isinstance(err, RecursionError):
+        return _Problem("nested too deeply")
     found = re.match(r"Could not find property (\S+)", str(err))
     if found:  # pybars' words for an unknown helper in a (subexpression)
         return _Problem(f"unknown helper {found[1]!r}", "helper")

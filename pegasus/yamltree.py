@@ -23,6 +23,8 @@ except AttributeError:  # pragma: no cover - pure-Python PyYAML
 
 Value = Union[str, list, dict]
 
+MAX_DEPTH = 50  # lists and mappings nested deeper than this are refused
+
 _PLAIN_TAGS = frozenset("tag:yaml.org,2002:" + t for t in
                         ("str", "int", "float", "bool", "null", "seq", "map"))
 
@@ -53,6 +55,7 @@ class _Reader:
         self.loader = _Loader(text)
         self.anchors: dict = {}
         self.end: Tuple[int, int] = (0, 0)
+        self.depth = 0
 
     def event(self):
         try:
@@ -88,14 +91,24 @@ class _Reader:
             self.anchors[ev.anchor] = result
         return result
 
+    def _deeper(self, start) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise InputError(f"nested more than {MAX_DEPTH} levels deep; an entry "
+                             "needs at most a mapping of lists", self.path,
+                             start.start_mark.line + 1)
+
     def _sequence(self, start) -> list:
+        self._deeper(start)
         items = []
         while not isinstance(self.peek(), yaml.SequenceEndEvent):
             items.append(self.value(self.event()))
         self._close(start, self.event())
+        self.depth -= 1
         return items
 
     def _mapping(self, start) -> dict:
+        self._deeper(start)
         result: dict = {}
         while not isinstance(self.peek(), yaml.MappingEndEvent):
             key_ev = self.event()
@@ -108,6 +121,7 @@ class _Reader:
                                  "in an entry)", self.path, key_ev.start_mark.line + 1)
             result[key] = self.value(self.event())
         self._close(start, self.event())
+        self.depth -= 1
         return result
 
     def _close(self, start, end) -> None:
@@ -168,14 +182,26 @@ def read_list(text: str, path: str) -> Tuple[Layout, Iterator[Item]]:
 
 
 def _items(reader: _Reader) -> Iterator[Item]:
-    while not isinstance(reader.peek(), yaml.SequenceEndEvent):
-        ev = reader.event()
-        reader.end = (0, 0)
-        first = ev.start_mark.line
-        value = reader.value(ev)
-        yield Item(value, first, max(first, reader.take_end_line()))
+    number = 0
+    while True:
+        number += 1
+        try:
+            if isinstance(reader.peek(), yaml.SequenceEndEvent):
+                break
+            item = _item(reader)
+        except InputError as err:
+            raise err.at(entry=number) from None
+        yield item
     reader.event()  # SequenceEnd
     yield from _tail(reader, iter(()))
+
+
+def _item(reader: _Reader) -> Item:
+    ev = reader.event()
+    reader.end = (0, 0)
+    first = ev.start_mark.line
+    value = reader.value(ev)
+    return Item(value, first, max(first, reader.take_end_line()))
 
 
 def _tail(reader: _Reader, items: Iterator[Item]) -> Iterator[Item]:

@@ -7,7 +7,6 @@ import sys
 import threading
 import time
 
-import pytest
 
 
 def wait_for(predicate, timeout=30.0, what="condition"):

@@ -642,7 +642,8 @@ def test_bad_input_takes_nothing(case, pegasus_q, marker, lc, tmp_path):
 
 # ---------------------------------------------------------------- 10. unreachable hosts
 
-def test_unreachable_host_at_start(pegasus_q, marker, lc, tmp_path):
+def test_unreachable_host_at_start_is_skipped_with_a_warning(pegasus_q, marker, lc,
+                                                             tmp_path):
     dead_port = free_port(lc.address("node-2"))
     config = ssh_config(lc, tmp_path / "ssh_config", {
         "node-1": ("node-1", {}),
@@ -650,6 +651,22 @@ def test_unreachable_host_at_start(pegasus_q, marker, lc, tmp_path):
     })
     setup(tmp_path, "- node-1\n- node-dead\n",
           "- %s\n- %s\n" % (marker.cmd("a"), marker.cmd("b")))
+
+    res = pegasus_q(ssh_config=config)
+
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "host node-dead: cannot connect" in res.stdout
+    assert "Connection refused" in res.stdout
+    assert sorted(marker.records()) == [("a", "node-1"), ("b", "node-1")]
+
+
+def test_no_reachable_host_at_start_takes_nothing(pegasus_q, marker, lc, tmp_path):
+    dead_port = free_port(lc.address("node-2"))
+    config = ssh_config(lc, tmp_path / "ssh_config", {
+        "node-1": ("node-1", {}),
+        "node-dead": ("node-2", {"Port": dead_port, "ConnectTimeout": 5}),
+    })
+    setup(tmp_path, "- node-dead\n", "- %s\n- %s\n" % (marker.cmd("a"), marker.cmd("b")))
     before = read_bytes(tmp_path / "queue.yaml")
 
     res = pegasus_q(ssh_config=config)
@@ -670,7 +687,7 @@ def test_authentication_failure(pegasus_q, marker, lc, tmp_path):
         "node-badkey": ("node-2", {"IdentityFile": wrong_key,
                                    "UserKnownHostsFile": str(tmp_path / "known_hosts")}),
     })
-    setup(tmp_path, "- node-1\n- node-badkey\n",
+    setup(tmp_path, "- node-badkey\n",
           "- %s\n- %s\n" % (marker.cmd("a"), marker.cmd("b")))
     before = read_bytes(tmp_path / "queue.yaml")
 
