@@ -20,8 +20,6 @@ import shlex
 import threading
 from typing import Callable, Iterable, Mapping
 
-import pybars
-
 from pegasus.errors import TemplateError
 
 _WORD = re.compile(r"[A-Z]+(?=[A-Z][^\W_A-Z])|[A-Z]?[^\W_A-Z]+|[A-Z]+")
@@ -140,8 +138,15 @@ _RENDER_HELPERS.update({block: _block(block) for block in ("if", "unless", "with
 _CHECK_HELPERS = dict(_RENDER_HELPERS, blockHelperMissing=_block("section", True),
                       **{block: _block(block, True) for block in ("if", "unless", "with")})
 
-_COMPILER = pybars.Compiler()
 _LOCK = threading.Lock()  # pybars' code builder is shared by every Compiler
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler():
+    """pybars, imported on first use: building its grammar takes ~0.3 s."""
+    import pybars
+
+    return pybars.Compiler()
 
 
 def _shown(template: str) -> str:
@@ -180,8 +185,9 @@ def _parse(template: str) -> None:
     pybars compares its furthest *failure* with the end of the text, so it
     drops the rest after an unclosed ``{{`` or block: we see how far it got.
     """
-    text = _COMPILER.whitespace_control(template)
-    parser = pybars.Compiler._handlebars(text)
+    compiler = _compiler()
+    text = compiler.whitespace_control(template)
+    parser = type(compiler)._handlebars(text)
     try:
         tree, err = parser.apply("template")
     except RecursionError:
@@ -204,7 +210,7 @@ def _compile(template: str) -> Callable:
     with _LOCK:
         _parse(template)
         try:
-            code = _COMPILER.precompile(template)
+            code = _compiler().precompile(template)
             namespace: dict = {}
             exec(compile(code, "<pegasus template>", "exec"), namespace)
         except RecursionError:

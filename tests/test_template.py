@@ -255,8 +255,8 @@ def test_check_accepts_any_iterable_of_names():
 
 def test_compile_cache_compiles_each_template_once(monkeypatch):
     calls = []
-    original = template._COMPILER.precompile
-    monkeypatch.setattr(template._COMPILER, "precompile",
+    original = template._compiler().precompile
+    monkeypatch.setattr(template._compiler(), "precompile",
                         lambda source: calls.append(source) or original(source))
     tmpl = "echo {{x}} # test_compile_cache_compiles_each_template_once"
     before = template._compile.cache_info()
