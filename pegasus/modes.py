@@ -1,9 +1,9 @@
-"""The run loops: connecting, queue and broadcast mode.
+"""The run loop of queue and broadcast mode.
 
-The only module that spawns greenlets. A loop is a tick of small named steps
+With ``connecting``, the only code that spawns greenlets. A loop is a tick of small named steps
 (reap finished jobs, take entries for the free sub-nodes, start them, wait for
-something to happen), driven by events that job greenlets and the Ctrl-c
-handler put on one queue. Queue and broadcast mode differ only in which
+something to happen), driven by events that job greenlets, reconnecting
+greenlets and the signal handlers put on one queue. Queue and broadcast mode differ only in which
 sub-nodes a taken job goes to and in what a finished step means.
 """
 
