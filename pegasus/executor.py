@@ -9,11 +9,14 @@ They block only the calling greenlet (parallel-ssh and gevent.subprocess wait
 cooperatively); they spawn nothing.
 
 Remote commands run under a small POSIX sh wrapper (``WRAPPER``): the job
-gets its own process group (``setsid`` where it exists) and a watchdog waits
-for end-of-file on the channel's stdin, then sends TERM and, 3 s later, KILL
-to the group. Closing stdin is how Pegasus cancels a job, and a Pegasus that
-dies closes it too, so no remote job outlives it. The wrapper exits with the
-job's status, 128+N when a signal killed it (parallel-ssh alone reports 0).
+gets its own process group (``setsid`` where it exists) and a watchdog reads
+the channel's stdin, where Pegasus writes a line every ``HEARTBEAT`` seconds
+(``heartbeat()``). At end-of-file, or after ``SILENCE`` seconds without a
+line, it sends TERM and, 3 s later, KILL to the group. Closing stdin is how
+Pegasus cancels a job; a Pegasus that dies closes it too, and one that is cut
+off (network partition, laptop asleep) stops sending lines, so no remote job
+outlives it by more than a few seconds. The wrapper exits with the job's
+status, 128+N when a signal killed it (parallel-ssh alone reports 0).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class ConnectionLost(Exception):
 
 
 KILL_AFTER = 3  # seconds between TERM and KILL when a job is cancelled
+HEARTBEAT = 1.0  # seconds between the lines Pegasus writes to a remote job's stdin
+SILENCE = 4  # seconds without a line after which the remote watchdog stops the job
 
 WRAPPER = f"""exec 3<&0
 if command -v setsid >/dev/null 2>&1; then
@@ -59,8 +64,13 @@ if command -v setsid >/dev/null 2>&1; then
 else
   sh -c "$1" </dev/null & pid=$! group=$!
 fi
-(while read -r _ <&3; do :; done
- kill -s TERM -- "$group" 2>/dev/null; sleep {KILL_AFTER}; kill -s KILL -- "$group" 2>/dev/null) &
+(stop() {{ kill -s TERM -- "$group"; sleep {KILL_AFTER}; kill -s KILL -- "$group"; }}
+ (sleep {SILENCE}; stop) & timer=$!
+ trap 'kill "$timer"; exit 0' TERM
+ while read -r _ <&3; do
+   kill "$timer"; (sleep {SILENCE}; stop) & timer=$!
+ done
+ kill "$timer"; stop) >/dev/null 2>&1 &
 dog=$!
 exec 3<&-
 wait "$pid"; status=$?
@@ -101,6 +111,9 @@ class LocalExecutor:
         finally:
             self.proc = None
         return 128 - status if status < 0 else status
+
+    def heartbeat(self) -> None:
+        """Local jobs need none."""
 
     def cancel(self) -> None:
         self._signal(signal.SIGTERM)
@@ -296,6 +309,13 @@ class SshExecutor:
                 return channel.get_exit_status()
             finally:
                 self.channel = None
+
+    def heartbeat(self) -> None:
+        """Tell the remote watchdog Pegasus is still there."""
+        channel = self.channel
+        if channel is not None:
+            with _link_errors(ConnectionLost):
+                self.client.eagain_write(channel.write, b"\n")
 
     def cancel(self) -> None:
         """Close the job's stdin: the remote watchdog terminates its group."""

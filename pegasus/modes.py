@@ -19,7 +19,7 @@ import gevent.queue
 from pegasus import expand
 from pegasus.connecting import Connector
 from pegasus.errors import ExitStatus, HostError, InputError
-from pegasus.executor import KILL_AFTER
+from pegasus.executor import HEARTBEAT, KILL_AFTER, ConnectionLost
 from pegasus.job import run_job
 from pegasus.journal import Journal
 from pegasus.model import Job, Outcome, Result, SubNode
@@ -70,6 +70,7 @@ class Loop:
     def loop(self) -> ExitStatus:
         handlers = [gevent.signal_handler(signal.SIGINT, self.signalled, "cancel"),
                     gevent.signal_handler(signal.SIGTERM, self.signalled, "terminate")]
+        beating = gevent.spawn(self.heartbeats)
         try:
             self.start_reconnecting(n for n in self.run.nodes if n not in self.run.executors)
             while True:
@@ -82,7 +83,7 @@ class Loop:
         finally:
             for handler in handlers:
                 handler.cancel()
-            gevent.killall(list(self.reconnecting.values()))
+            gevent.killall(list(self.reconnecting.values()) + [beating])
         return self.report()
 
     # -- what the modes define
@@ -115,6 +116,16 @@ class Loop:
         if self.stop_requested:
             raise LockWaitAborted()
         gevent.sleep(seconds)
+
+    def heartbeats(self) -> None:
+        """Every running remote job hears from Pegasus once a second."""
+        while True:
+            gevent.sleep(HEARTBEAT)
+            for node in list(self.scheduler.busy):
+                try:
+                    self.run.executors[node].heartbeat()
+                except ConnectionLost:
+                    pass  # its reader reports the lost connection
 
     def reap(self, block: bool) -> None:
         timeout = self.wait_seconds() if block else 0
