@@ -25,11 +25,14 @@ def run(opts: Options) -> ExitStatus:
     queue = QueueFile(opts.queue_file, on_lock_wait=lambda path: sink.message(
         f"waiting for the queue lock {path} (someone is editing the queue)"))
     run = modes.Run(nodes, {}, queue, sink, opts.daemon, opts.error_aborts)
-    _recover(queue, sink)
-    _check_queue(queue, run, sink, opts.daemon)
-    run.connector = Connector(nodes, opts.ssh_config)
-    run.executors = _connect(run, opts.mode)
-    run.journal = Journal.create(queue.path)
+    run.journal = _open_journal(queue, sink)
+    try:
+        _check_queue(queue, run, sink, opts.daemon)
+        run.connector = Connector(nodes, opts.ssh_config)
+        run.executors = _connect(run, opts.mode)
+    except BaseException:
+        run.journal.close()
+        raise
     mode = modes.broadcast_mode if opts.mode == "b" else modes.queue_mode
     try:
         return mode(run)
@@ -38,9 +41,9 @@ def run(opts: Options) -> ExitStatus:
         close_all(run.executors.values())
 
 
-def _recover(queue: QueueFile, sink: Sink) -> None:
-    """Settle what a Pegasus that died left behind (see journal.py)."""
-    put_back, interrupted = queue.recover()
+def _open_journal(queue: QueueFile, sink: Sink) -> Journal:
+    """Settle what a Pegasus that died left behind (see journal.py), say so."""
+    journal, put_back, interrupted = queue.open_journal()
     if put_back:
         sink.message(f"a previous Pegasus stopped before starting {put_back} job(s) it "
                      f"had taken; they are back at the head of {queue.path}")
@@ -50,6 +53,7 @@ def _recover(queue: QueueFile, sink: Sink) -> None:
                      f"(on {nodes}); their outcome is unknown, so they are not run "
                      f"again: see {queue.interrupted_path}, and run 'pegasus requeue' "
                      "to put them back in the queue")
+    return journal
 
 
 def _connect(run: modes.Run, mode: str):

@@ -6,15 +6,18 @@ life: when the process dies the kernel frees the lock, which is how a later
 Pegasus knows the journal is an orphan to recover. One JSON object a line:
 
 - ``taken``: a job left the queue (ticket, canonical entry, target, and
-  ``pre``, the queue file's stat signature before the rewrite)
-- ``put-back``: jobs that were not started went back to the queue (``pre``)
+  ``partial``: the inode of the new queue file, written and fsynced but not
+  yet renamed over the old one)
+- ``put-back``: jobs that were not started went back to the queue (``partial``)
 - ``launched``: the job's command is about to be sent to a sub-node
 - ``finished``: its exit status there; ``lost``: its outcome there is unknown
   (broadcast mode launches one ticket on every sub-node: each is settled
   on its own)
 
 ``taken``, ``put-back`` and ``launched`` are fsynced before the step they
-announce. A torn last line (a crash mid-write) is ignored when reading.
+announce. A torn last line (a crash mid-write) is ignored when reading. The
+last rewrite a dead Pegasus announced happened unless its temporary file is
+still there, un-renamed (the "void rule").
 This module knows nothing of YAML files: ``queuefile`` acts on what
 ``read_orphans`` finds.
 """
@@ -56,13 +59,14 @@ class Journal:
         self.open_tickets.add(ticket)
         return ticket
 
-    def taken(self, items: Sequence[Tuple[str, dict, str]], pre) -> None:
+    def taken(self, items: Sequence[Tuple[str, dict, str]], partial: int) -> None:
         """(ticket, canonical entry, target) for each job taken; fsynced."""
         self._write([{"ev": "taken", "ticket": t, "entry": e, "target": target,
-                      "pre": pre} for t, e, target in items], sync=True)
+                      "partial": partial} for t, e, target in items], sync=True)
 
-    def put_back(self, tickets: Sequence[str], pre) -> None:
-        self._write([{"ev": "put-back", "tickets": list(tickets), "pre": pre}], sync=True)
+    def put_back(self, tickets: Sequence[str], partial: int) -> None:
+        self._write([{"ev": "put-back", "tickets": list(tickets), "partial": partial}],
+                    sync=True)
         self.open_tickets.difference_update(tickets)
 
     def launched(self, ticket: str, node: str) -> None:
@@ -84,6 +88,10 @@ class Journal:
             _unlink(self.path)
         os.close(self.fd)
 
+    def remove(self) -> None:
+        _unlink(self.path)
+        os.close(self.fd)
+
     def _write(self, records: List[dict], sync: bool) -> None:
         data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
         view = memoryview(data.encode("utf-8"))
@@ -97,32 +105,34 @@ class Journal:
 
 @dataclass
 class Orphan:
-    """What a dead Pegasus left: jobs to put back and jobs of unknown outcome."""
+    """What a dead Pegasus left: jobs to put back and jobs of unknown outcome.
 
-    path: str
-    fd: int
-    unlaunched: List[dict] = field(default_factory=list)  # canonical entries
-    interrupted: List[Tuple[dict, str]] = field(default_factory=list)  # (entry, node)
+    ``journal`` is its journal, now locked by us: recovery records what it
+    does there, so a recovery cut short by a crash is not done twice.
+    """
+
+    journal: Journal
+    unlaunched: List[Tuple[str, dict]] = field(default_factory=list)  # (ticket, entry)
+    interrupted: List[Tuple[str, dict, str]] = field(default_factory=list)  # + node
 
 
-def read_orphans(queue_path: str, queue_signature) -> List[Orphan]:
-    """Journals whose process died. Call under the queue lock; then ``discard``."""
+def read_orphans(queue_path: str, partial_inode: Optional[int]) -> List[Orphan]:
+    """Journals whose process died (call under the queue lock).
+
+    ``partial_inode``: the inode of the queue's temporary file if one is
+    lying there, un-renamed.
+    """
     orphans = []
     for path in sorted(glob.glob(glob.escape(_prefix(queue_path)) + "*")):
         fd = _lock_if_orphan(path)
         if fd is not None:
-            orphans.append(_resolve(path, fd, _records(path), queue_signature))
+            orphans.append(_resolve(Journal(path, fd), _records(path), partial_inode))
     return orphans
-
-
-def discard(orphan: Orphan) -> None:
-    _unlink(orphan.path)
-    os.close(orphan.fd)
 
 
 def _lock_if_orphan(path: str) -> Optional[int]:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -145,8 +155,8 @@ def _records(path: str) -> List[dict]:
     return records
 
 
-def _resolve(path: str, fd: int, records: List[dict], signature) -> Orphan:
-    void = _void_rewrite(records, signature)
+def _resolve(journal: Journal, records: List[dict], partial_inode) -> Orphan:
+    void = _void_rewrite(records, partial_inode)
     taken: Dict[str, dict] = {}
     put_back: set = set()
     running: Dict[str, List[str]] = {}  # ticket -> nodes launched, not settled
@@ -160,31 +170,32 @@ def _resolve(path: str, fd: int, records: List[dict], signature) -> Orphan:
             running.setdefault(ticket, []).append(rec["node"])
         elif ev in ("finished", "lost") and rec.get("node") in running.get(ticket, ()):
             running[ticket].remove(rec["node"])
-    orphan = Orphan(path, fd)
+    orphan = Orphan(journal)
     for ticket, rec in taken.items():
         if ticket in put_back:
             continue
         if ticket not in running:
-            orphan.unlaunched.append(rec["entry"])
-        orphan.interrupted.extend((rec["entry"], node) for node in running.get(ticket, ()))
+            orphan.unlaunched.append((ticket, rec["entry"]))
+        orphan.interrupted.extend((ticket, rec["entry"], node)
+                                  for node in running.get(ticket, ()))
     return orphan
 
 
-def _void_rewrite(records: List[dict], signature) -> set:
+def _void_rewrite(records: List[dict], partial_inode: Optional[int]) -> set:
     """Indexes of the last queue rewrite's records if it never happened.
 
-    Each rewrite is journaled first with the queue's signature before it; if
-    the queue still has that signature, the crash came between the two.
+    A rewrite is journaled after its temporary file is written and before the
+    rename; if that very file is still there, the crash came in between.
     """
     rewrites = [i for i, r in enumerate(records) if r.get("ev") in ("taken", "put-back")]
-    if not rewrites:
+    if not rewrites or partial_inode is None:
         return set()
-    last_pre = records[rewrites[-1]].get("pre")
-    if last_pre is None or tuple(last_pre) != tuple(signature or ()):
+    last = records[rewrites[-1]].get("partial")
+    if last != partial_inode:
         return set()
     void = set()
-    for i in reversed(rewrites):
-        if records[i].get("pre") != last_pre:
+    for i in reversed(rewrites):  # the records of that one rewrite
+        if records[i].get("partial") != last:
             break
         void.add(i)
     return void

@@ -99,8 +99,8 @@ class QueueFile:
             jobs, leftovers, used, error = self._pop(items, len(targets), check)
             if jobs:
                 _refuse_symlink(self.consumed_path)  # before anything changes
-                jobs = self._journal_taken(journal, jobs, targets)
-                self._rewrite(text, layout, used, leftovers)
+                jobs, announce = self._tickets(journal, jobs, targets)
+                self._rewrite(text, layout, used, leftovers, announce)
                 faults.point("queue-rewritten")
                 self._append(self.consumed_path, _records("taken", jobs, targets))
                 faults.point("consumed-appended")
@@ -108,42 +108,69 @@ class QueueFile:
 
     def put_back(self, jobs: Sequence[Job], journal: Optional[journals.Journal] = None) -> None:
         """Jobs that never started go back to the head of the queue."""
+        tickets = [j.ticket for j in jobs]
+        announce = None if journal is None else (
+            lambda partial: journal.put_back(tickets, partial))
         with self.locked():
-            if journal is not None:
-                journal.put_back([j.ticket for j in jobs], self.signature())
-            self._insert_head([j.canonical() for j in jobs])
+            self._insert_head([j.canonical() for j in jobs], announce)
 
     def add_interrupted(self, job: Job, node: str, reason: str,
                         journal: Optional[journals.Journal] = None) -> None:
         """A job whose outcome is unknown: recorded for the user to re-run."""
         with self.locked():
-            self._append(self.interrupted_path,
-                         _records("interrupted", [job], [node], reason))
+            self._interrupted_once(job.canonical(), node, reason)
             if journal is not None:
                 journal.lost(job.ticket, node, reason)
 
-    def recover(self) -> Tuple[int, List[Tuple[dict, str]]]:
-        """Settle the journals of Pegasus processes that died.
+    def open_journal(self) -> Tuple[journals.Journal, int, List[Tuple[dict, str]]]:
+        """Settle what dead Pegasus processes left, then start our own journal.
 
         Jobs they took but never launched go back to the head of the queue;
         jobs they launched and never saw finish go to interrupted.yaml.
-        Returns (jobs put back, [(entry, node)] interrupted).
+        Returns (our journal, jobs put back, [(entry, node)] interrupted).
         """
-        put_back, interrupted = 0, []
         with self.locked():
-            for orphan in journals.read_orphans(self.path, self.signature()):
-                self._insert_head(orphan.unlaunched)
-                self._append(self.interrupted_path, "".join(
-                    _entry_record("interrupted", entry, node, STOPPED)
-                    for entry, node in orphan.interrupted))
-                journals.discard(orphan)
-                put_back += len(orphan.unlaunched)
-                interrupted += orphan.interrupted
+            put_back, interrupted = self._recover()
+            return journals.Journal.create(self.path), put_back, interrupted
+
+    def recover(self) -> Tuple[int, List[Tuple[dict, str]]]:
+        """Settle dead processes' journals: (jobs put back, [(entry, node)])."""
+        with self.locked():
+            return self._recover()
+
+    def _recover(self) -> Tuple[int, List[Tuple[dict, str]]]:
+        put_back, interrupted = 0, []
+        for orphan in journals.read_orphans(self.path, _inode(self._partial)):
+            tickets = [ticket for ticket, _ in orphan.unlaunched]
+            self._insert_head([entry for _, entry in orphan.unlaunched],
+                              lambda partial: orphan.journal.put_back(tickets, partial))
+            for ticket, entry, node in orphan.interrupted:
+                self._interrupted_once(entry, node, STOPPED)
+            orphan.journal.remove()
+            put_back += len(orphan.unlaunched)
+            interrupted += [(entry, node) for _, entry, node in orphan.interrupted]
         return put_back, interrupted
+
+    def _interrupted_once(self, entry: dict, node: str, reason: str) -> None:
+        """Append to interrupted.yaml unless this entry on this node is there.
+
+        A crash between recording a job here and journaling it leaves it to
+        the next recovery, which must not list it twice.
+        """
+        body = expand.entries_yaml([entry])
+        text = self._read_file(self.interrupted_path)
+        start = text.find(body)
+        while start >= 0:
+            header = text[:start].rstrip("\n").rpartition("\n")[2]
+            if header.startswith("# interrupted ") and f" for {node}: " in header:
+                return
+            start = text.find(body, start + 1)
+        self._append(self.interrupted_path, _entry_record("interrupted", entry, node, reason))
 
     def requeue(self) -> int:
         """Move the entries of interrupted.yaml to the head of the queue."""
         with self.locked():
+            self._recover()
             text = self._read_file(self.interrupted_path)
             _, items = yamltree.read_all(text, self.interrupted_path)
             if items:
@@ -199,25 +226,28 @@ class QueueFile:
 
     # ------------------------------------------------------------ writing
 
-    def _journal_taken(self, journal, jobs: List[Job], targets) -> List[Job]:
+    def _tickets(self, journal, jobs: List[Job], targets):
+        """The jobs with journal tickets, and how to announce their taking."""
         if journal is None:
-            return jobs
+            return jobs, None
         jobs = [replace(job, ticket=journal.new_ticket()) for job in jobs]
-        journal.taken([(j.ticket, j.canonical(), t) for j, t in zip(jobs, targets)],
-                      self.signature())
-        faults.point("taken-journaled")
-        return jobs
 
-    def _rewrite(self, text, layout, used, leftovers) -> None:
+        def announce(partial: int) -> None:
+            journal.taken([(j.ticket, j.canonical(), t) for j, t in zip(jobs, targets)],
+                          partial)
+            faults.point("taken-journaled")
+        return jobs, announce
+
+    def _rewrite(self, text, layout, used, leftovers, announce=None) -> None:
         middle = expand.canonical_yaml(leftovers, layout.column)
         new = yamledit.replace_head(text, layout, used[0].first_line, used[-1].last_line,
                                     middle)
         if new is None:  # flow style or an odd layout: write the rest whole
             rest = [item.value for item in yamltree.read_all(text, self.path)[1]]
             new = expand.canonical_yaml(leftovers) + expand.plain_yaml(rest[len(used):])
-        self._write_atomic(self.path, new)
+        self._write_atomic(self.path, new, announce)
 
-    def _insert_head(self, entries: Sequence[dict]) -> None:
+    def _insert_head(self, entries: Sequence[dict], announce=None) -> None:
         if not entries:
             return
         text = self._read()
@@ -228,9 +258,10 @@ class QueueFile:
         if new is None:
             rest = [item.value for item in yamltree.read_all(text, self.path)[1]]
             new = expand.entries_yaml(entries) + expand.plain_yaml(rest)
-        self._write_atomic(self.path, new)
+        self._write_atomic(self.path, new, announce)
 
-    def _write_atomic(self, path: str, text: str) -> None:
+    def _write_atomic(self, path: str, text: str, announce=None) -> None:
+        """Temporary file, fsync, ``announce(its inode)``, rename, fsync folder."""
         data = text.encode("utf-8")
         try:
             mode = _mode_of(path)
@@ -242,6 +273,8 @@ class QueueFile:
                     os.fchmod(fd, mode)  # the old file's mode, whatever the umask
                 _write_all(fd, data)
                 os.fsync(fd)
+                if announce is not None:
+                    announce(os.fstat(fd).st_ino)
             finally:
                 os.close(fd)
             os.replace(self._partial, path)
@@ -318,6 +351,13 @@ def _entry_record(what: str, entry: dict, target: str, why: str = "") -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     why = f": {why}" if why else ""
     return f"# {what} {stamp} for {target}{why}\n" + expand.entries_yaml([entry])
+
+
+def _inode(path: str) -> Optional[int]:
+    try:
+        return os.lstat(path).st_ino
+    except FileNotFoundError:
+        return None
 
 
 def _refuse_symlink(path: str) -> None:
