@@ -3,12 +3,20 @@
 ``journal.read_orphans`` finds the journals of dead Pegasus processes and
 says, for each, which jobs were taken but never launched (they go back to
 the queue) and which were launched and never settled (outcome unknown: they
-go to interrupted.yaml). ``QueueFile.recover`` and ``QueueFile.requeue`` act
-on that; the round trips at the end run them on real files in tmp_path.
+go to interrupted.yaml). ``QueueFile.recover``, ``open_journal`` and
+``requeue`` act on that; the round trips at the end run them on real files in
+tmp_path.
 
 A journal is "dead" when nobody holds an flock on it; the tests make one by
 writing the file by hand (or by closing a real ``Journal`` without settling
 its jobs, which keeps the file, as a crash would).
+
+The void rule: every queue rewrite writes and fsyncs ``.queue.yaml.partial``,
+journals its inode (``"partial"``), then renames it over queue.yaml. The last
+rewrite a dead Pegasus journaled never happened iff a file with that inode is
+still lying at the partial path. The tests make a rewrite "never happened" by
+creating a real file there and journaling its inode, and "happened" by
+renaming such a file over queue.yaml (or by having no partial file at all).
 """
 
 import fcntl
@@ -20,13 +28,13 @@ import sys
 import pytest
 import yaml
 
+from pegasus import faults
 from pegasus import journal as journals
 from pegasus.journal import Journal, read_orphans
 from pegasus.queuefile import STOPPED, QueueFile
 from pegasus.yamltree import read_all
 
-SIG_BEFORE = [1700000000000000000, 42, 1001]  # the queue file's stat before a rewrite
-SIG_NOW = (1700000000500000000, 30, 1002)  # ... and as it is at recovery
+GONE = 0  # an inode no file has: the `partial` of a rewrite that happened long ago
 ENTRY_A = {"command": "echo a"}
 ENTRY_B = {"command": "echo {{ x }}", "x": "2"}
 ENTRY_C = {"command": "echo c"}
@@ -38,13 +46,13 @@ def ok(job):
 
 # ---------------------------------------------------------------- helpers
 
-def journal_path(tmp_path, suffix="0123456789ab", queue="queue.yaml"):
-    return str(tmp_path / (".%s.journal-%s" % (queue, suffix)))
+def journal_path(folder, suffix="0123456789ab", queue="queue.yaml"):
+    return str(folder / (".%s.journal-%s" % (queue, suffix)))
 
 
-def write_journal(tmp_path, records, suffix="0123456789ab", tail="", queue="queue.yaml"):
+def write_journal(folder, records, suffix="0123456789ab", tail="", queue="queue.yaml"):
     """A dead Pegasus's journal: one JSON object a line, then ``tail`` (torn)."""
-    path = journal_path(tmp_path, suffix, queue)
+    path = journal_path(folder, suffix, queue)
     with open(path, "w") as f:
         for rec in records:
             f.write(json.dumps(rec, separators=(",", ":")) + "\n")
@@ -52,8 +60,9 @@ def write_journal(tmp_path, records, suffix="0123456789ab", tail="", queue="queu
     return path
 
 
-def taken(ticket, entry, pre=SIG_BEFORE, target="[n1]"):
-    return {"ev": "taken", "ticket": ticket, "entry": entry, "target": target, "pre": pre}
+def taken(ticket, entry, partial=GONE, target="[n1]"):
+    return {"ev": "taken", "ticket": ticket, "entry": entry, "target": target,
+            "partial": partial}
 
 
 def launched(ticket, node="[n1]"):
@@ -68,20 +77,50 @@ def lost(ticket, node="[n1]", reason="connection lost"):
     return {"ev": "lost", "ticket": ticket, "node": node, "reason": reason}
 
 
-def put_back(tickets, pre):
-    return {"ev": "put-back", "tickets": list(tickets), "pre": pre}
+def put_back(tickets, partial=GONE):
+    return {"ev": "put-back", "tickets": list(tickets), "partial": partial}
 
 
-def orphans_of(tmp_path, signature=SIG_NOW, queue="queue.yaml"):
-    """read_orphans, then release them (the files stay: no discard)."""
-    found = read_orphans(str(tmp_path / queue), signature)
+def partial_path(folder, queue="queue.yaml"):
+    return QueueFile(str(folder / queue))._partial
+
+
+def unrenamed(folder, queue="queue.yaml"):
+    """A rewrite cut short: its temporary file written, never renamed. Its inode."""
+    path = partial_path(folder, queue)
+    with open(path, "w") as f:
+        f.write("- the queue as the dead Pegasus meant to write it\n")
+    return os.lstat(path).st_ino
+
+
+def renamed(folder, text="- echo z\n", queue="queue.yaml"):
+    """A rewrite that happened: the temporary file renamed over the queue. Its inode."""
+    path = partial_path(folder, queue)
+    with open(path, "w") as f:
+        f.write(text)
+    inode = os.lstat(path).st_ino
+    os.replace(path, str(folder / queue))
+    return inode
+
+
+def partial_inode(folder, queue="queue.yaml"):
+    """What recovery passes to read_orphans: the inode of the partial file, if any."""
+    try:
+        return os.lstat(partial_path(folder, queue)).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def orphans_of(folder, queue="queue.yaml"):
+    """read_orphans, then release them (the files stay: not removed)."""
+    found = read_orphans(str(folder / queue), partial_inode(folder, queue))
     for orphan in found:
-        os.close(orphan.fd)
+        os.close(orphan.journal.fd)
     return found
 
 
-def only(tmp_path, signature=SIG_NOW):
-    found = orphans_of(tmp_path, signature)
+def only(folder):
+    found = orphans_of(folder)
     assert len(found) == 1, found
     return found[0]
 
@@ -102,7 +141,7 @@ def die(journal):
 def test_taken_not_launched_is_unlaunched(tmp_path):
     write_journal(tmp_path, [taken("t1", ENTRY_A)])
     orphan = only(tmp_path)
-    assert orphan.unlaunched == [ENTRY_A]
+    assert orphan.unlaunched == [("t1", ENTRY_A)]
     assert orphan.interrupted == []
 
 
@@ -111,7 +150,7 @@ def test_launched_not_finished_is_interrupted_with_its_node(tmp_path):
                              launched("t1", "[node-2 (gpu=1)]")])
     orphan = only(tmp_path)
     assert orphan.unlaunched == []
-    assert orphan.interrupted == [(ENTRY_A, "[node-2 (gpu=1)]")]
+    assert orphan.interrupted == [("t1", ENTRY_A, "[node-2 (gpu=1)]")]
 
 
 @pytest.mark.parametrize("end", [finished("t1", status=0), finished("t1", status=137),
@@ -124,7 +163,7 @@ def test_finished_or_lost_leaves_nothing(tmp_path, end):
 
 def test_put_back_leaves_nothing(tmp_path):
     write_journal(tmp_path, [taken("t1", ENTRY_A), taken("t2", ENTRY_B),
-                             put_back(["t1", "t2"], [1, 2, 3])])
+                             put_back(["t1", "t2"], renamed(tmp_path))])
     orphan = only(tmp_path)
     assert (orphan.unlaunched, orphan.interrupted) == ([], [])
 
@@ -137,60 +176,108 @@ def test_a_mixed_journal_is_settled_job_by_job(tmp_path):
         finished("t1", "[n1]", 1),
     ])
     orphan = only(tmp_path)
-    assert orphan.unlaunched == [ENTRY_C]
-    assert orphan.interrupted == [(ENTRY_B, "[n2]")]
+    assert orphan.unlaunched == [("t3", ENTRY_C)]
+    assert orphan.interrupted == [("t2", ENTRY_B, "[n2]")]
 
 
 def test_unlaunched_jobs_keep_their_taken_order(tmp_path):
     write_journal(tmp_path, [taken("t1", ENTRY_A), taken("t2", ENTRY_B),
-                             taken("t3", ENTRY_C, pre=[5, 5, 5])])
-    assert only(tmp_path).unlaunched == [ENTRY_A, ENTRY_B, ENTRY_C]
+                             taken("t3", ENTRY_C, partial=renamed(tmp_path))])
+    assert only(tmp_path).unlaunched == [("t1", ENTRY_A), ("t2", ENTRY_B), ("t3", ENTRY_C)]
 
 
 # -- the void rule: a rewrite journaled but never done
 
 def test_void_rule_last_take_never_happened(tmp_path):
-    """The queue still has the signature the last take saw: it was not rewritten."""
-    write_journal(tmp_path, [taken("t1", ENTRY_A, pre=list(SIG_NOW))])
-    orphan = only(tmp_path, SIG_NOW)
+    """Its temporary file is still there, un-renamed: the queue was not rewritten."""
+    write_journal(tmp_path, [taken("t1", ENTRY_A, partial=unrenamed(tmp_path))])
+    orphan = only(tmp_path)
     assert (orphan.unlaunched, orphan.interrupted) == ([], [])
 
 
-def test_void_rule_only_when_the_signature_matches(tmp_path):
-    write_journal(tmp_path, [taken("t1", ENTRY_A, pre=list(SIG_NOW))])
-    other = (SIG_NOW[0] + 1,) + SIG_NOW[1:]
-    assert only(tmp_path, other).unlaunched == [ENTRY_A]
+def test_void_rule_only_when_the_inode_matches(tmp_path):
+    """A partial file lies there, but it is not the one the take announced (that one
+    became queue.yaml): the take happened."""
+    write_journal(tmp_path, [taken("t1", ENTRY_A, partial=renamed(tmp_path))])
+    other = unrenamed(tmp_path)
+    assert other != os.lstat(str(tmp_path / "queue.yaml")).st_ino
+    assert only(tmp_path).unlaunched == [("t1", ENTRY_A)]
 
 
 def test_void_rule_covers_every_job_of_the_last_pop_and_nothing_before(tmp_path):
+    before = renamed(tmp_path)
+    now = unrenamed(tmp_path)
     write_journal(tmp_path, [
-        taken("t1", ENTRY_A, pre=SIG_BEFORE), launched("t1"),  # earlier pop, really done
-        taken("t2", ENTRY_B, pre=list(SIG_NOW)), taken("t3", ENTRY_C, pre=list(SIG_NOW)),
+        taken("t1", ENTRY_A, partial=before), launched("t1"),  # earlier pop, really done
+        taken("t2", ENTRY_B, partial=now), taken("t3", ENTRY_C, partial=now),
     ])
-    orphan = only(tmp_path, SIG_NOW)
+    orphan = only(tmp_path)
     assert orphan.unlaunched == []
-    assert orphan.interrupted == [(ENTRY_A, "[n1]")]
+    assert orphan.interrupted == [("t1", ENTRY_A, "[n1]")]
 
 
 def test_void_rule_looks_only_at_the_last_rewrite(tmp_path):
-    """An older take whose `pre` happens to match is real: a later rewrite followed it."""
+    """An older take whose `partial` matches the file there is real: a later rewrite
+    followed it (the file system reused the inode for a later temporary file)."""
+    later = renamed(tmp_path)
+    reused = unrenamed(tmp_path)
     write_journal(tmp_path, [
-        taken("t1", ENTRY_A, pre=list(SIG_NOW)),
-        taken("t2", ENTRY_B, pre=[9, 9, 9]),
+        taken("t1", ENTRY_A, partial=reused),
+        taken("t2", ENTRY_B, partial=later),
     ])
-    assert only(tmp_path, SIG_NOW).unlaunched == [ENTRY_A, ENTRY_B]
+    assert only(tmp_path).unlaunched == [("t1", ENTRY_A), ("t2", ENTRY_B)]
+
+
+def test_void_rule_the_last_rewrite_is_the_trailing_run_of_one_inode(tmp_path):
+    """Records with another inode between two runs of the same one end the run."""
+    now = unrenamed(tmp_path)
+    write_journal(tmp_path, [
+        taken("t1", ENTRY_A, partial=now),
+        taken("t2", ENTRY_B, partial=GONE),
+        taken("t3", ENTRY_C, partial=now),
+    ])
+    assert only(tmp_path).unlaunched == [("t1", ENTRY_A), ("t2", ENTRY_B)]
 
 
 def test_void_put_back_means_the_jobs_are_still_out_of_the_queue(tmp_path):
     """put-back journaled, queue not rewritten: the jobs must still go back."""
-    write_journal(tmp_path, [taken("t1", ENTRY_A, pre=SIG_BEFORE),
-                             put_back(["t1"], list(SIG_NOW))])
-    assert only(tmp_path, SIG_NOW).unlaunched == [ENTRY_A]
+    write_journal(tmp_path, [taken("t1", ENTRY_A, partial=renamed(tmp_path)),
+                             put_back(["t1"], unrenamed(tmp_path))])
+    assert only(tmp_path).unlaunched == [("t1", ENTRY_A)]
 
 
-def test_missing_queue_file_never_voids(tmp_path):
-    write_journal(tmp_path, [taken("t1", ENTRY_A, pre=SIG_BEFORE)])
-    assert only(tmp_path, None).unlaunched == [ENTRY_A]
+def test_no_partial_file_never_voids(tmp_path):
+    write_journal(tmp_path, [taken("t1", ENTRY_A, partial=renamed(tmp_path))])
+    assert partial_inode(tmp_path) is None
+    assert only(tmp_path).unlaunched == [("t1", ENTRY_A)]
+
+
+def test_missing_queue_file_does_not_matter(tmp_path):
+    """The user removed queue.yaml: the void rule looks at the partial file only."""
+    write_journal(tmp_path, [taken("t1", ENTRY_A, partial=renamed(tmp_path))])
+    os.unlink(str(tmp_path / "queue.yaml"))
+    assert only(tmp_path).unlaunched == [("t1", ENTRY_A)]
+    write_journal(tmp_path, [taken("t1", ENTRY_A, partial=unrenamed(tmp_path))])
+    assert only(tmp_path).unlaunched == []
+
+
+@pytest.mark.parametrize("void", [True, False], ids=["never-happened", "happened"])
+def test_void_rule_ignores_edits_to_the_queue_after_the_crash(tmp_path, void):
+    """Editing queue.yaml after the crash (in place or by an editor's rename) does not
+    change whether the dead Pegasus's last take happened."""
+    queue = tmp_path / "queue.yaml"
+    inode = unrenamed(tmp_path) if void else renamed(tmp_path)
+    write_journal(tmp_path, [taken("t1", ENTRY_A, partial=inode)])
+    expected = [] if void else [("t1", ENTRY_A)]
+    assert only(tmp_path).unlaunched == expected
+    with open(str(queue), "a") as f:  # edited in place
+        f.write("- echo added later\n")
+    assert only(tmp_path).unlaunched == expected
+    (tmp_path / "queue.yaml.swp").write_text("- echo rewritten by an editor\n")
+    os.replace(str(tmp_path / "queue.yaml.swp"), str(queue))  # replaced: new inode
+    assert only(tmp_path).unlaunched == expected
+    os.unlink(str(queue))  # removed
+    assert only(tmp_path).unlaunched == expected
 
 
 # -- torn and damaged journals
@@ -200,21 +287,22 @@ def test_torn_last_line_is_ignored(tmp_path):
     write_journal(tmp_path, [taken("t1", ENTRY_A), launched("t1")],
                   tail=record[:len(record) // 2])
     orphan = only(tmp_path)
-    assert orphan.interrupted == [(ENTRY_A, "[n1]")]  # the half "finished" does not count
+    assert orphan.interrupted == [("t1", ENTRY_A, "[n1]")]  # the half "finished" does not count
 
 
 def test_torn_last_line_that_would_parse_is_still_ignored(tmp_path):
     """A complete-looking JSON object without its newline was still being written."""
     write_journal(tmp_path, [taken("t1", ENTRY_A), launched("t1")],
                   tail=json.dumps(finished("t1")))
-    assert only(tmp_path).interrupted == [(ENTRY_A, "[n1]")]
+    assert only(tmp_path).interrupted == [("t1", ENTRY_A, "[n1]")]
 
 
 def test_torn_multi_record_take_is_void(tmp_path):
     """A crash in the middle of writing one pop's records: the pop never happened."""
-    second = json.dumps(taken("t2", ENTRY_B, pre=list(SIG_NOW)), separators=(",", ":"))
-    write_journal(tmp_path, [taken("t1", ENTRY_A, pre=list(SIG_NOW))], tail=second[:20])
-    orphan = only(tmp_path, SIG_NOW)
+    now = unrenamed(tmp_path)
+    second = json.dumps(taken("t2", ENTRY_B, partial=now), separators=(",", ":"))
+    write_journal(tmp_path, [taken("t1", ENTRY_A, partial=now)], tail=second[:20])
+    orphan = only(tmp_path)
     assert (orphan.unlaunched, orphan.interrupted) == ([], [])
 
 
@@ -224,13 +312,13 @@ def test_empty_and_garbage_lines_do_not_stop_recovery(tmp_path):
         f.write(json.dumps(taken("t1", ENTRY_A)) + "\n")
         f.write("\x00\x00 not json\n\n")
         f.write(json.dumps(launched("t1")) + "\n")
-    assert only(tmp_path).interrupted == [(ENTRY_A, "[n1]")]
+    assert only(tmp_path).interrupted == [("t1", ENTRY_A, "[n1]")]
 
 
 def test_empty_journal_is_an_orphan_with_nothing(tmp_path):
     path = write_journal(tmp_path, [])
     orphan = only(tmp_path)
-    assert (orphan.path, orphan.unlaunched, orphan.interrupted) == (path, [], [])
+    assert (orphan.journal.path, orphan.unlaunched, orphan.interrupted) == (path, [], [])
 
 
 # -- whose journals
@@ -241,11 +329,11 @@ def test_a_journal_locked_by_another_fd_is_not_touched(tmp_path):
     fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert read_orphans(str(tmp_path / "queue.yaml"), SIG_NOW) == []
+        assert read_orphans(str(tmp_path / "queue.yaml"), None) == []
     finally:
         os.close(fd)
     assert open(path, "rb").read() == before
-    assert only(tmp_path).unlaunched == [ENTRY_A]  # its owner is gone now
+    assert only(tmp_path).unlaunched == [("t1", ENTRY_A)]  # its owner is gone now
 
 
 def test_a_journal_whose_owner_process_is_alive_is_not_touched(tmp_path):
@@ -276,8 +364,8 @@ def test_a_journal_whose_owner_process_is_alive_is_not_touched(tmp_path):
 def test_a_live_journal_is_not_an_orphan(tmp_path):
     journal = Journal.create(str(tmp_path / "queue.yaml"))
     try:
-        journal.taken([(journal.new_ticket(), ENTRY_A, "[n1]")], SIG_BEFORE)
-        assert read_orphans(str(tmp_path / "queue.yaml"), SIG_NOW) == []
+        journal.taken([(journal.new_ticket(), ENTRY_A, "[n1]")], unrenamed(tmp_path))
+        assert read_orphans(str(tmp_path / "queue.yaml"), partial_inode(tmp_path)) == []
     finally:
         os.close(journal.fd)
 
@@ -286,14 +374,24 @@ def test_journals_of_another_queue_file_are_not_read(tmp_path):
     write_journal(tmp_path, [taken("t1", ENTRY_A)], queue="other.yaml")
     write_journal(tmp_path, [taken("t2", ENTRY_B)], queue="queue.yaml.bak")
     assert orphans_of(tmp_path) == []
-    assert [o.unlaunched for o in orphans_of(tmp_path, queue="other.yaml")] == [[ENTRY_A]]
+    assert [o.unlaunched for o in orphans_of(tmp_path, queue="other.yaml")] == [
+        [("t1", ENTRY_A)]]
+
+
+def test_another_queue_files_partial_file_does_not_void(tmp_path):
+    """other.yaml's un-renamed temporary file says nothing about queue.yaml's takes."""
+    inode = unrenamed(tmp_path, queue="other.yaml")
+    write_journal(tmp_path, [taken("t1", ENTRY_A, partial=inode)])
+    assert only(tmp_path).unlaunched == [("t1", ENTRY_A)]
 
 
 def test_queue_path_with_glob_characters(tmp_path):
     folder = tmp_path / "runs [1]*?"
     folder.mkdir()
     write_journal(folder, [taken("t1", ENTRY_A)])
-    assert [o.unlaunched for o in orphans_of(folder)] == [[ENTRY_A]]
+    assert [o.unlaunched for o in orphans_of(folder)] == [[("t1", ENTRY_A)]]
+    write_journal(folder, [taken("t1", ENTRY_A, partial=unrenamed(folder))])
+    assert [o.unlaunched for o in orphans_of(folder)] == [[]]
 
 
 def test_several_orphans_are_all_found(tmp_path):
@@ -302,16 +400,31 @@ def test_several_orphans_are_all_found(tmp_path):
                   suffix="bbbbbbbbbbbb")
     found = orphans_of(tmp_path)
     assert [(o.unlaunched, o.interrupted) for o in found] == [
-        ([ENTRY_A], []), ([], [(ENTRY_B, "[n2]")])]
+        ([("t1", ENTRY_A)], []), ([], [("t2", ENTRY_B, "[n2]")])]
 
 
-def test_discard_removes_the_journal(tmp_path):
+def test_remove_deletes_the_orphan_journal_and_closes_it(tmp_path):
     path = write_journal(tmp_path, [taken("t1", ENTRY_A)])
-    (orphan,) = read_orphans(str(tmp_path / "queue.yaml"), SIG_NOW)
-    journals.discard(orphan)
+    (orphan,) = read_orphans(str(tmp_path / "queue.yaml"), None)
+    assert orphan.journal.path == path
+    orphan.journal.remove()
     assert not os.path.exists(path)
     with pytest.raises(OSError):
-        os.fstat(orphan.fd)  # closed
+        os.fstat(orphan.journal.fd)  # closed
+
+
+def test_an_orphan_journal_is_locked_and_writable_by_its_recoverer(tmp_path):
+    """Recovery journals its own put-backs in the dead run's journal."""
+    path = write_journal(tmp_path, [taken("t1", ENTRY_A)])
+    (orphan,) = read_orphans(str(tmp_path / "queue.yaml"), None)
+    try:
+        assert read_orphans(str(tmp_path / "queue.yaml"), None) == []  # locked by us
+        orphan.journal.put_back(["t1"], 1234)
+    finally:
+        os.close(orphan.journal.fd)
+    last = json.loads(open(path).read().splitlines()[-1])
+    assert last == {"ev": "put-back", "tickets": ["t1"], "partial": 1234}
+    assert only(tmp_path).unlaunched == []
 
 
 # -- broadcast: one ticket, several nodes
@@ -325,7 +438,7 @@ def test_broadcast_only_unfinished_nodes_are_interrupted(tmp_path):
     ])
     orphan = only(tmp_path)
     assert orphan.unlaunched == []
-    assert orphan.interrupted == [(ENTRY_A, "[n2]")]
+    assert orphan.interrupted == [("t1", ENTRY_A, "[n2]")]
 
 
 def test_broadcast_finish_on_an_unlaunched_node_settles_nothing(tmp_path):
@@ -334,7 +447,7 @@ def test_broadcast_finish_on_an_unlaunched_node_settles_nothing(tmp_path):
         launched("t1", "[n1]"), launched("t1", "[n2]"),
         finished("t1", "[n9]", 0),
     ])
-    assert only(tmp_path).interrupted == [(ENTRY_A, "[n1]"), (ENTRY_A, "[n2]")]
+    assert only(tmp_path).interrupted == [("t1", ENTRY_A, "[n1]"), ("t1", ENTRY_A, "[n2]")]
 
 
 def test_broadcast_all_finished_leaves_nothing(tmp_path):
@@ -351,11 +464,13 @@ def test_journal_records_are_json_lines_and_close_removes_a_settled_journal(tmp_
     journal = Journal.create(str(tmp_path / "queue.yaml"))
     assert os.path.basename(journal.path).startswith(".queue.yaml.journal-")
     ticket = journal.new_ticket()
-    journal.taken([(ticket, ENTRY_A, "[n1]")], SIG_BEFORE)
+    journal.taken([(ticket, ENTRY_A, "[n1]")], 4321)
     journal.launched(ticket, "[n1]")
     journal.finished(ticket, "[n1]", 3)
     lines = open(journal.path).read().splitlines()
     assert [json.loads(line)["ev"] for line in lines] == ["taken", "launched", "finished"]
+    assert json.loads(lines[0])["partial"] == 4321
+    assert "pre" not in json.loads(lines[0])
     assert json.loads(lines[2])["exit"] == 3
     journal.close()
     assert not os.path.exists(journal.path)
@@ -364,23 +479,37 @@ def test_journal_records_are_json_lines_and_close_removes_a_settled_journal(tmp_
 def test_journal_with_an_open_job_survives_close(tmp_path):
     journal = Journal.create(str(tmp_path / "queue.yaml"))
     ticket = journal.new_ticket()
-    journal.taken([(ticket, ENTRY_A, "[n1]")], SIG_BEFORE)
+    journal.taken([(ticket, ENTRY_A, "[n1]")], GONE)
     journal.launched(ticket, "[n1]")
     die(journal)
-    assert only(tmp_path).interrupted == [(ENTRY_A, "[n1]")]
+    assert only(tmp_path).interrupted == [(ticket, ENTRY_A, "[n1]")]
 
 
 def test_journal_entry_with_newlines_and_unicode_survives(tmp_path):
     entry = {"command": "printf 'a\\nb'\necho \"é\" $x", "x": "it's"}
     journal = Journal.create(str(tmp_path / "queue.yaml"))
-    journal.taken([(journal.new_ticket(), entry, "[n1]")], SIG_BEFORE)
+    ticket = journal.new_ticket()
+    journal.taken([(ticket, entry, "[n1]")], GONE)
     die(journal)
-    assert only(tmp_path).unlaunched == [entry]
+    assert only(tmp_path).unlaunched == [(ticket, entry)]
+
+
+def test_journal_remove_deletes_even_with_open_tickets(tmp_path):
+    journal = Journal.create(str(tmp_path / "queue.yaml"))
+    journal.taken([(journal.new_ticket(), ENTRY_A, "[n1]")], GONE)
+    journal.remove()
+    assert not os.path.exists(journal.path)
+    with pytest.raises(OSError):
+        os.fstat(journal.fd)
 
 
 # ---------------------------------------------------------------- QueueFile round trips
 
 QUEUE = "# my queue\n- echo one  # first\n- echo two\n# trailing comment\n"
+
+
+class Crash(Exception):
+    pass
 
 
 def make_queue(tmp_path, text=QUEUE):
@@ -391,6 +520,19 @@ def make_queue(tmp_path, text=QUEUE):
 
 def journals_left(tmp_path):
     return sorted(p.name for p in tmp_path.iterdir() if ".journal-" in p.name)
+
+
+def crash_at(monkeypatch, step):
+    """Like PEGASUS_FAULT=<step>, in process: raise Crash (once) at that step."""
+    real = faults.point
+
+    def point(name):
+        if name == step:
+            monkeypatch.setattr(faults, "point", real)
+            raise Crash(step)
+        real(name)
+
+    monkeypatch.setattr(faults, "point", point)
 
 
 def test_recover_puts_an_unlaunched_job_back_at_the_head(tmp_path):
@@ -405,6 +547,18 @@ def test_recover_puts_an_unlaunched_job_back_at_the_head(tmp_path):
     assert job.ticket is not None
     assert journals_left(tmp_path) == []
     assert not (tmp_path / "interrupted.yaml").exists()
+
+
+def test_take_journals_the_inode_that_becomes_the_queue(tmp_path):
+    q, path = make_queue(tmp_path)
+    journal = Journal.create(str(path))
+    (job,) = q.take(["[n1]"], ok, journal).jobs
+    (record,) = [json.loads(line) for line in open(journal.path).read().splitlines()]
+    assert record == {"ev": "taken", "ticket": job.ticket, "entry": {"command": "echo one"},
+                      "target": "[n1]", "partial": os.lstat(str(path)).st_ino}
+    assert partial_inode(tmp_path) is None
+    journal.put_back([job.ticket], 0)  # settle it: close() removes the journal
+    journal.close()
 
 
 def test_recover_puts_several_unlaunched_jobs_back_in_order(tmp_path):
@@ -463,16 +617,75 @@ def test_recover_nothing_for_a_finished_job(tmp_path):
     assert journals_left(tmp_path) == []
 
 
-def test_recover_void_take_leaves_the_queue_as_it_was(tmp_path):
-    """Crash after the `taken` record, before the rewrite (faults: taken-journaled)."""
+def test_recover_void_take_leaves_the_queue_as_it_was(tmp_path, monkeypatch):
+    """Crash after the `taken` record, before the rename (faults: taken-journaled)."""
     q, path = make_queue(tmp_path)
     before = path.read_bytes()
     journal = Journal.create(str(path))
-    journal.taken([(journal.new_ticket(), {"command": "echo one"}, "[n1]")], q.signature())
+    crash_at(monkeypatch, "taken-journaled")
+    with pytest.raises(Crash):
+        q.take(["[n1]"], ok, journal)
     die(journal)
+    (record,) = [json.loads(line) for line in open(journal.path).read().splitlines()]
+    assert record["ev"] == "taken"
+    assert record["partial"] == partial_inode(tmp_path)  # written, never renamed
+    assert path.read_bytes() == before
     assert QueueFile(str(path)).recover() == (0, [])
     assert path.read_bytes() == before
     assert journals_left(tmp_path) == []
+    assert not (tmp_path / "interrupted.yaml").exists()
+
+
+def test_recover_a_take_that_happened_just_after_the_rename(tmp_path, monkeypatch):
+    """Crash after the rename, before consumed.yaml (faults: queue-rewritten)."""
+    q, path = make_queue(tmp_path)
+    journal = Journal.create(str(path))
+    crash_at(monkeypatch, "queue-rewritten")
+    with pytest.raises(Crash):
+        q.take(["[n1]"], ok, journal)
+    die(journal)
+    assert entries(path) == ["echo two"]
+    assert QueueFile(str(path)).recover() == (1, [])
+    assert entries(path) == [{"command": "echo one"}, "echo two"]
+
+
+@pytest.mark.parametrize("edit", ["append", "editor-rename"])
+def test_recover_void_take_then_the_queue_edited(tmp_path, monkeypatch, edit):
+    """The user edits queue.yaml after the crash: the take still never happened."""
+    q, path = make_queue(tmp_path)
+    journal = Journal.create(str(path))
+    crash_at(monkeypatch, "taken-journaled")
+    with pytest.raises(Crash):
+        q.take(["[n1]"], ok, journal)
+    die(journal)
+    edited = QUEUE + "- echo three\n"
+    if edit == "append":
+        with open(str(path), "a") as f:
+            f.write("- echo three\n")
+    else:
+        (tmp_path / "queue.yaml~").write_text(edited)
+        os.replace(str(tmp_path / "queue.yaml~"), str(path))
+    assert QueueFile(str(path)).recover() == (0, [])
+    assert path.read_text() == edited
+    assert journals_left(tmp_path) == []
+
+
+@pytest.mark.parametrize("edit", ["append", "editor-rename"])
+def test_recover_real_take_then_the_queue_edited(tmp_path, edit):
+    """The user edits queue.yaml after the crash: the take still happened, the job
+    goes back once, and the edit is kept."""
+    q, path = make_queue(tmp_path)
+    journal = Journal.create(str(path))
+    q.take(["[n1]"], ok, journal)
+    die(journal)
+    if edit == "append":
+        with open(str(path), "a") as f:
+            f.write("- echo three\n")
+    else:
+        (tmp_path / "queue.yaml~").write_text(path.read_text() + "- echo three\n")
+        os.replace(str(tmp_path / "queue.yaml~"), str(path))
+    assert QueueFile(str(path)).recover() == (1, [])
+    assert entries(path) == [{"command": "echo one"}, "echo two", "echo three"]
 
 
 def test_recover_a_pop_that_mixes_every_state(tmp_path):
@@ -507,10 +720,57 @@ def test_recover_after_a_put_back(tmp_path):
     jobs = q.take(["[n1]"], ok, journal).jobs
     q.put_back(jobs, journal)
     assert entries(path) == [{"command": "echo one"}, "echo two"]
+    last = json.loads(open(journal.path).read().splitlines()[-1])
+    assert last == {"ev": "put-back", "tickets": [jobs[0].ticket],
+                    "partial": os.lstat(str(path)).st_ino}
     os.close(journal.fd)
     before = path.read_bytes()
     assert QueueFile(str(path)).recover() == (0, [])
     assert path.read_bytes() == before
+
+
+def test_recover_after_a_put_back_that_never_happened(tmp_path, monkeypatch):
+    """put-back journaled, crash before the rename: recovery puts the job back."""
+    q, path = make_queue(tmp_path)
+    journal = Journal.create(str(path))
+    jobs = q.take(["[n1]"], ok, journal).jobs
+    real_replace = os.replace
+
+    def crash(src, dst):
+        monkeypatch.setattr(os, "replace", real_replace)
+        raise Crash()
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(Crash):
+        q.put_back(jobs, journal)
+    os.close(journal.fd)  # put_back settled its tickets in memory: it died anyway
+    assert entries(path) == ["echo two"]
+    assert QueueFile(str(path)).recover() == (1, [])
+    assert entries(path) == [{"command": "echo one"}, "echo two"]
+
+
+def test_open_journal_recovers_then_creates_a_live_journal(tmp_path):
+    q, path = make_queue(tmp_path)
+    dead = Journal.create(str(path))
+    (job,) = q.take(["[n1]"], ok, dead).jobs
+    dead.launched(job.ticket, "[n1]")
+    q.take(["[n2]"], ok, dead)  # taken, never launched
+    die(dead)
+    assert entries(path) == []
+    journal, put_back_count, interrupted = QueueFile(str(path)).open_journal()
+    try:
+        assert (put_back_count, interrupted) == (1, [({"command": "echo one"}, "[n1]")])
+        assert entries(path) == [{"command": "echo two"}]
+        assert journals_left(tmp_path) == [os.path.basename(journal.path)]
+        assert journal.path != dead.path
+        assert QueueFile(str(path)).recover() == (0, [])  # ours is alive: not an orphan
+        assert os.path.exists(journal.path)
+        (mine,) = q.take(["[n3]"], ok, journal).jobs
+        assert mine.command == "echo two"
+    finally:
+        die(journal)
+    assert QueueFile(str(path)).recover() == (1, [])
+    assert entries(path) == [{"command": "echo two"}]
 
 
 def test_requeue_moves_every_entry_in_order_and_keeps_the_queue_text(tmp_path):
@@ -533,35 +793,120 @@ def test_requeue_with_no_interrupted_file(tmp_path):
     assert path.read_text() == QUEUE
 
 
+def test_requeue_first_settles_dead_journals(tmp_path):
+    """A dead run's launched job goes to interrupted.yaml and then to the head with
+    the rest; its unlaunched job goes back to the head first."""
+    q, path = make_queue(tmp_path, "- a\n- b\n- c\n")
+    (tmp_path / "interrupted.yaml").write_text(
+        "# interrupted 2026-01-01 00:00:00 for [n9]: x\n- command: old\n")
+    journal = Journal.create(str(path))
+    ja, jb = q.take(["[1]", "[2]"], ok, journal).jobs
+    journal.launched(ja.ticket, "[1]")
+    die(journal)
+    assert q.requeue() == 2
+    assert entries(path) == [{"command": "old"}, {"command": "a"}, {"command": "b"}, "c"]
+    assert journals_left(tmp_path) == []
+    assert yaml.safe_load((tmp_path / "interrupted.yaml").read_text()) is None
+
+
+# ---------------------------------------------------------------- interrupted.yaml: once
+
+def test_interrupted_once_per_entry_and_node(tmp_path):
+    q, path = make_queue(tmp_path, "- a\n- a\n- b\n")
+    ja1, ja2, jb = q.take(["[1]", "[2]", "[3]"], ok).jobs
+    q.add_interrupted(ja1, "[n1]", "connection lost")
+    q.add_interrupted(ja1, "[n1]", "connection lost")  # the same record again: skipped
+    q.add_interrupted(ja1, "[n2]", "connection lost")  # another node: recorded
+    q.add_interrupted(jb, "[n1]", "connection lost")  # another entry: recorded
+    text = (tmp_path / "interrupted.yaml").read_text()
+    assert yaml.safe_load(text) == [{"command": "a"}, {"command": "a"}, {"command": "b"}]
+    comments = [line for line in text.splitlines() if line.startswith("#")]
+    assert [c.split(" for ")[1] for c in comments] == [
+        "[n1]: connection lost", "[n2]: connection lost", "[n1]: connection lost"]
+
+
+def test_interrupted_entry_that_is_a_prefix_of_a_recorded_one_is_still_recorded(tmp_path):
+    """`- command: echo a` is the first line of `- command: echo a` + `x: '1'`: a
+    different job, which must be recorded too (else requeue never runs it)."""
+    q, path = make_queue(tmp_path, "- command: echo a\n  x: '1'\n- echo a\n")
+    longer, shorter = q.take(["[1]", "[2]"], ok).jobs
+    q.add_interrupted(longer, "[n1]", "connection lost")
+    q.add_interrupted(shorter, "[n1]", "connection lost")
+    text = (tmp_path / "interrupted.yaml").read_text()
+    assert yaml.safe_load(text) == [{"command": "echo a", "x": "1"}, {"command": "echo a"}], (
+        "a lost job is missing from interrupted.yaml:\n" + text)
+
+
 # ---------------------------------------------------------------- crashes during recovery itself
 
-class Crash(Exception):
-    pass
+def crash_in_remove(monkeypatch):
+    """The recovering Pegasus dies as it removes the orphan's journal: its lock goes
+    away, the file stays (once; later calls remove for real)."""
+    real = Journal.remove
+
+    def remove(self):
+        monkeypatch.setattr(Journal, "remove", real)
+        os.close(self.fd)
+        raise Crash()
+
+    monkeypatch.setattr(Journal, "remove", remove)
 
 
 def test_crash_during_recovery_does_not_put_a_job_back_twice(tmp_path, monkeypatch):
     """Pegasus B recovers A's journal and dies before removing it; C recovers again.
 
-    B rewrote the queue with the job back at its head; the journal still says
-    "taken, not launched". C must not insert it a second time (it would run twice).
+    B rewrote the queue with the job back at its head (and journaled that put-back
+    in A's journal); C must not insert it a second time (it would run twice).
     """
     q, path = make_queue(tmp_path)
     journal = Journal.create(str(path))
     q.take(["[n1]"], ok, journal)
     die(journal)
 
-    def crash(orphan):
-        os.close(orphan.fd)  # B dies: its lock goes away, the file stays
-        raise Crash()
-
-    monkeypatch.setattr(journals, "discard", crash)
+    crash_in_remove(monkeypatch)
     with pytest.raises(Crash):
         QueueFile(str(path)).recover()
     assert entries(path) == [{"command": "echo one"}, "echo two"]
-    monkeypatch.undo()
-    QueueFile(str(path)).recover()
+    assert journals_left(tmp_path) == [os.path.basename(journal.path)]
+    assert json.loads(open(journal.path).read().splitlines()[-1])["ev"] == "put-back"
+    assert QueueFile(str(path)).recover() == (0, [])
     assert entries(path) == [{"command": "echo one"}, "echo two"], (
         "the job is in the queue twice after a crash during recovery:\n" + path.read_text())
+    assert journals_left(tmp_path) == []
+
+
+def test_crash_during_recovery_before_its_rename_puts_the_job_back_once(tmp_path,
+                                                                       monkeypatch):
+    """B journals its put-back and dies before renaming: C must still put it back."""
+    q, path = make_queue(tmp_path)
+    journal = Journal.create(str(path))
+    q.take(["[n1]"], ok, journal)
+    die(journal)
+    real_replace = os.replace
+
+    def crash(src, dst):
+        monkeypatch.setattr(os, "replace", real_replace)
+        raise Crash()
+
+    monkeypatch.setattr(os, "replace", crash)
+    seen = []
+    real_read = journals.read_orphans
+
+    def read_orphans_seen(*args):
+        seen.extend(real_read(*args))
+        return seen
+
+    monkeypatch.setattr(journals, "read_orphans", read_orphans_seen)
+    with pytest.raises(Crash):
+        QueueFile(str(path)).recover()
+    monkeypatch.setattr(journals, "read_orphans", real_read)
+    (orphan,) = seen
+    os.close(orphan.journal.fd)  # B dies: its lock on A's journal goes away
+    assert json.loads(open(journal.path).read().splitlines()[-1])["ev"] == "put-back"
+    assert entries(path) == ["echo two"]
+    assert QueueFile(str(path)).recover() == (1, [])
+    assert entries(path) == [{"command": "echo one"}, "echo two"]
+    assert journals_left(tmp_path) == []
 
 
 def test_crash_during_recovery_does_not_record_an_interrupted_job_twice(tmp_path, monkeypatch):
@@ -571,18 +916,16 @@ def test_crash_during_recovery_does_not_record_an_interrupted_job_twice(tmp_path
     journal.launched(job.ticket, "[n1]")
     die(journal)
 
-    def crash(orphan):
-        os.close(orphan.fd)
-        raise Crash()
-
-    monkeypatch.setattr(journals, "discard", crash)
+    crash_in_remove(monkeypatch)
     with pytest.raises(Crash):
         QueueFile(str(path)).recover()
-    monkeypatch.undo()
+    assert yaml.safe_load((tmp_path / "interrupted.yaml").read_text()) == [
+        {"command": "echo one"}]
     QueueFile(str(path)).recover()
     text = (tmp_path / "interrupted.yaml").read_text()
     assert yaml.safe_load(text) == [{"command": "echo one"}], (
         "'pegasus requeue' would run it twice:\n" + text)
+    assert journals_left(tmp_path) == []
 
 
 def test_crash_while_recording_a_lost_job_does_not_record_it_twice(tmp_path, monkeypatch):
@@ -600,7 +943,57 @@ def test_crash_while_recording_a_lost_job_does_not_record_it_twice(tmp_path, mon
     with pytest.raises(Crash):
         q.add_interrupted(job, "[n1]", "connection lost", journal)
     die(journal)
-    QueueFile(str(path)).recover()
+    assert QueueFile(str(path)).recover() == (0, [({"command": "echo one"}, "[n1]")])
     text = (tmp_path / "interrupted.yaml").read_text()
     assert yaml.safe_load(text) == [{"command": "echo one"}], (
         "'pegasus requeue' would run it twice:\n" + text)
+
+
+# ---------------------------------------------------------------- the void rule's evidence
+
+def test_a_void_take_stays_void_after_another_pegasus_rewrites_the_queue(tmp_path,
+                                                                         monkeypatch):
+    """Two Pegasus share the queue. A dies between journaling a take and the rename;
+    B, alive (it recovered at its start, before A died), takes the same job and runs it.
+    B's rewrite replaces the partial file A left. A later recovery must not put A's job
+    back: its take never happened, and B already ran it."""
+    q, path = make_queue(tmp_path)
+    a = Journal.create(str(path))
+    b = Journal.create(str(path))
+    crash_at(monkeypatch, "taken-journaled")
+    with pytest.raises(Crash):
+        q.take(["[n1]"], ok, a)
+    die(a)
+    assert entries(path) == ["echo one", "echo two"]
+    (job,) = QueueFile(str(path)).take(["[n2]"], ok, b).jobs
+    assert job.command == "echo one"
+    b.launched(job.ticket, "[n2]")
+    b.finished(job.ticket, "[n2]", 0)
+    b.close()
+    QueueFile(str(path)).recover()
+    assert entries(path) == ["echo two"], (
+        "a take that never happened was put back: 'echo one' runs twice:\n"
+        + path.read_text())
+
+
+def test_crash_during_recovery_keeps_a_void_take_void(tmp_path, monkeypatch):
+    """A took `a` (done), then crashed journaling the take of `b` (void). B recovers:
+    puts `a` back (that rewrite replaces A's partial file), dies before removing A's
+    journal. C recovers again: `b` never left the queue and must not go back."""
+    q, path = make_queue(tmp_path, "- a\n- b\n- c\n")
+    journal = Journal.create(str(path))
+    q.take(["[1]"], ok, journal)
+    crash_at(monkeypatch, "taken-journaled")
+    with pytest.raises(Crash):
+        q.take(["[2]"], ok, journal)
+    die(journal)
+    assert entries(path) == ["b", "c"]
+
+    crash_in_remove(monkeypatch)
+    with pytest.raises(Crash):
+        QueueFile(str(path)).recover()
+    assert entries(path) == [{"command": "a"}, "b", "c"]
+    QueueFile(str(path)).recover()
+    assert entries(path) == [{"command": "a"}, "b", "c"], (
+        "a take that never happened was put back after a crash during recovery:\n"
+        + path.read_text())
