@@ -6,8 +6,8 @@ life: when the process dies the kernel frees the lock, which is how a later
 Pegasus knows the journal is an orphan to recover. One JSON object a line:
 
 - ``taken``: a job left the queue (ticket, canonical entry, target, and
-  ``partial``: the inode of the new queue file, written and fsynced but not
-  yet renamed over the old one)
+  ``partial``: the name of the temporary file holding the new queue, written
+  and fsynced but not yet renamed over the old one; every rewrite has its own)
 - ``put-back``: jobs that were not started went back to the queue (``partial``)
 - ``launched``: the job's command is about to be sent to a sub-node
 - ``finished``: its exit status there; ``lost``: its outcome there is unknown
@@ -15,9 +15,9 @@ Pegasus knows the journal is an orphan to recover. One JSON object a line:
   on its own)
 
 ``taken``, ``put-back`` and ``launched`` are fsynced before the step they
-announce. A torn last line (a crash mid-write) is ignored when reading. The
-last rewrite a dead Pegasus announced happened unless its temporary file is
-still there, un-renamed (the "void rule").
+announce. A torn last line (a crash mid-write) is ignored when reading. A
+rewrite a dead Pegasus announced happened unless its temporary file is still
+there, un-renamed (the "void rule"; every rewrite has its own file).
 This module knows nothing of YAML files: ``queuefile`` acts on what
 ``read_orphans`` finds.
 """
@@ -59,12 +59,12 @@ class Journal:
         self.open_tickets.add(ticket)
         return ticket
 
-    def taken(self, items: Sequence[Tuple[str, dict, str]], partial: int) -> None:
+    def taken(self, items: Sequence[Tuple[str, dict, str]], partial: str) -> None:
         """(ticket, canonical entry, target) for each job taken; fsynced."""
         self._write([{"ev": "taken", "ticket": t, "entry": e, "target": target,
                       "partial": partial} for t, e, target in items], sync=True)
 
-    def put_back(self, tickets: Sequence[str], partial: int) -> None:
+    def put_back(self, tickets: Sequence[str], partial: str) -> None:
         self._write([{"ev": "put-back", "tickets": list(tickets), "partial": partial}],
                     sync=True)
         self.open_tickets.difference_update(tickets)
@@ -116,17 +116,17 @@ class Orphan:
     interrupted: List[Tuple[str, dict, str]] = field(default_factory=list)  # + node
 
 
-def read_orphans(queue_path: str, partial_inode: Optional[int]) -> List[Orphan]:
+def read_orphans(queue_path: str, partials: set) -> List[Orphan]:
     """Journals whose process died (call under the queue lock).
 
-    ``partial_inode``: the inode of the queue's temporary file if one is
-    lying there, un-renamed.
+    ``partials``: the names of the queue's temporary files lying there,
+    un-renamed (each rewrite writes its own, under a new name).
     """
     orphans = []
     for path in sorted(glob.glob(glob.escape(_prefix(queue_path)) + "*")):
         fd = _lock_if_orphan(path)
         if fd is not None:
-            orphans.append(_resolve(Journal(path, fd), _records(path), partial_inode))
+            orphans.append(_resolve(Journal(path, fd), _records(path), partials))
     return orphans
 
 
@@ -155,8 +155,8 @@ def _records(path: str) -> List[dict]:
     return records
 
 
-def _resolve(journal: Journal, records: List[dict], partial_inode) -> Orphan:
-    void = _void_rewrite(records, partial_inode)
+def _resolve(journal: Journal, records: List[dict], partials: set) -> Orphan:
+    void = _void_rewrite(records, partials)
     taken: Dict[str, dict] = {}
     put_back: set = set()
     running: Dict[str, List[str]] = {}  # ticket -> nodes launched, not settled
@@ -181,24 +181,14 @@ def _resolve(journal: Journal, records: List[dict], partial_inode) -> Orphan:
     return orphan
 
 
-def _void_rewrite(records: List[dict], partial_inode: Optional[int]) -> set:
-    """Indexes of the last queue rewrite's records if it never happened.
+def _void_rewrite(records: List[dict], partials: set) -> set:
+    """Indexes of the rewrite records whose rewrite never happened.
 
     A rewrite is journaled after its temporary file is written and before the
     rename; if that very file is still there, the crash came in between.
     """
-    rewrites = [i for i, r in enumerate(records) if r.get("ev") in ("taken", "put-back")]
-    if not rewrites or partial_inode is None:
-        return set()
-    last = records[rewrites[-1]].get("partial")
-    if last != partial_inode:
-        return set()
-    void = set()
-    for i in reversed(rewrites):  # the records of that one rewrite
-        if records[i].get("partial") != last:
-            break
-        void.add(i)
-    return void
+    return {i for i, r in enumerate(records)
+            if r.get("ev") in ("taken", "put-back") and r.get("partial") in partials}
 
 
 def _prefix(queue_path: str) -> str:

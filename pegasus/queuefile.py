@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import glob
 import os
+import secrets
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -60,7 +62,7 @@ class QueueFile:
         self.consumed_path = os.path.join(folder, "consumed.yaml")
         self.interrupted_path = os.path.join(folder, "interrupted.yaml")
         self.lock_path = os.path.join(folder, f".{name}.lock")
-        self._partial = os.path.join(folder, f".{name}.partial")
+        self._partial_prefix = os.path.join(folder, f".{name}.partial")
         self.wait = wait  # how to pause while the lock is held elsewhere
         self._on_lock_wait = on_lock_wait
 
@@ -140,7 +142,7 @@ class QueueFile:
 
     def _recover(self) -> Tuple[int, List[Tuple[dict, str]]]:
         put_back, interrupted = 0, []
-        for orphan in journals.read_orphans(self.path, _inode(self._partial)):
+        for orphan in journals.read_orphans(self.path, self._partial_names()):
             tickets = [ticket for ticket, _ in orphan.unlaunched]
             self._insert_head([entry for _, entry in orphan.unlaunched],
                               lambda partial: orphan.journal.put_back(tickets, partial))
@@ -149,7 +151,22 @@ class QueueFile:
             orphan.journal.remove()
             put_back += len(orphan.unlaunched)
             interrupted += [(entry, node) for _, entry, node in orphan.interrupted]
+        for leftover in self._partial_files():  # under the lock: all from the dead
+            if os.path.isfile(leftover) and not os.path.islink(leftover):
+                _unlink_quietly(leftover)
         return put_back, interrupted
+
+    @property
+    def _partial(self) -> str:
+        """A new temporary file name: one per rewrite, never reused."""
+        return f"{self._partial_prefix}-{secrets.token_hex(6)}"
+
+    def _partial_files(self) -> List[str]:
+        return glob.glob(glob.escape(self._partial_prefix) + "-*")
+
+    def _partial_names(self) -> set:
+        """Temporary files a dead Pegasus wrote and never renamed."""
+        return {os.path.basename(path) for path in self._partial_files()}
 
     def _interrupted_once(self, entry: dict, node: str, reason: str) -> None:
         """Append to interrupted.yaml unless this entry on this node is there.
@@ -162,7 +179,9 @@ class QueueFile:
         start = text.find(body)
         while start >= 0:
             header = text[:start].rstrip("\n").rpartition("\n")[2]
-            if header.startswith("# interrupted ") and f" for {node}: " in header:
+            after = text[start + len(body):]
+            if (header.startswith("# interrupted ") and f" for {node}: " in header
+                    and (not after or after.startswith("#"))):
                 return
             start = text.find(body, start + 1)
         self._append(self.interrupted_path, _entry_record("interrupted", entry, node, reason))
@@ -232,7 +251,7 @@ class QueueFile:
             return jobs, None
         jobs = [replace(job, ticket=journal.new_ticket()) for job in jobs]
 
-        def announce(partial: int) -> None:
+        def announce(partial: str) -> None:
             journal.taken([(j.ticket, j.canonical(), t) for j, t in zip(jobs, targets)],
                           partial)
             faults.point("taken-journaled")
@@ -261,12 +280,12 @@ class QueueFile:
         self._write_atomic(self.path, new, announce)
 
     def _write_atomic(self, path: str, text: str, announce=None) -> None:
-        """Temporary file, fsync, ``announce(its inode)``, rename, fsync folder."""
+        """Temporary file, fsync, ``announce(its name)``, rename, fsync folder."""
         data = text.encode("utf-8")
         try:
             mode = _mode_of(path)
-            _unlink_quietly(self._partial)
-            fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+            partial = self._partial
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL
                          | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666 if mode is None else mode)
             try:
                 if mode is not None:
@@ -274,13 +293,13 @@ class QueueFile:
                 _write_all(fd, data)
                 os.fsync(fd)
                 if announce is not None:
-                    announce(os.fstat(fd).st_ino)
+                    announce(os.path.basename(partial))
             finally:
                 os.close(fd)
-            os.replace(self._partial, path)
+            os.replace(partial, path)
             _fsync_folder(self.folder)
         except OSError as err:
-            where = self._partial if err.filename == self._partial else path
+            where = err.filename if str(err.filename).startswith(self._partial_prefix) else path
             raise _io_error(where, "write", err) from None
 
     def _append(self, path: str, text: str) -> None:
@@ -351,13 +370,6 @@ def _entry_record(what: str, entry: dict, target: str, why: str = "") -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     why = f": {why}" if why else ""
     return f"# {what} {stamp} for {target}{why}\n" + expand.entries_yaml([entry])
-
-
-def _inode(path: str) -> Optional[int]:
-    try:
-        return os.lstat(path).st_ino
-    except FileNotFoundError:
-        return None
 
 
 def _refuse_symlink(path: str) -> None:

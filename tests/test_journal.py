@@ -34,7 +34,7 @@ from pegasus.journal import Journal, read_orphans
 from pegasus.queuefile import STOPPED, QueueFile
 from pegasus.yamltree import read_all
 
-GONE = 0  # an inode no file has: the `partial` of a rewrite that happened long ago
+GONE = ".queue.yaml.partial-gone"  # the `partial` of a rewrite that happened long ago
 ENTRY_A = {"command": "echo a"}
 ENTRY_B = {"command": "echo {{ x }}", "x": "2"}
 ENTRY_C = {"command": "echo c"}
@@ -90,7 +90,7 @@ def unrenamed(folder, queue="queue.yaml"):
     path = partial_path(folder, queue)
     with open(path, "w") as f:
         f.write("- the queue as the dead Pegasus meant to write it\n")
-    return os.lstat(path).st_ino
+    return os.path.basename(path)
 
 
 def renamed(folder, text="- echo z\n", queue="queue.yaml"):
@@ -98,22 +98,25 @@ def renamed(folder, text="- echo z\n", queue="queue.yaml"):
     path = partial_path(folder, queue)
     with open(path, "w") as f:
         f.write(text)
-    inode = os.lstat(path).st_ino
     os.replace(path, str(folder / queue))
-    return inode
+    return os.path.basename(path)
+
+
+def partial_inodes(folder, queue="queue.yaml"):
+    """What recovery passes to read_orphans: the names of the partial files there."""
+    return QueueFile(str(folder / queue))._partial_names()
 
 
 def partial_inode(folder, queue="queue.yaml"):
-    """What recovery passes to read_orphans: the inode of the partial file, if any."""
-    try:
-        return os.lstat(partial_path(folder, queue)).st_ino
-    except FileNotFoundError:
-        return None
+    """The name of the one partial file lying there, or None."""
+    names = partial_inodes(folder, queue)
+    assert len(names) <= 1, names
+    return next(iter(names), None)
 
 
 def orphans_of(folder, queue="queue.yaml"):
     """read_orphans, then release them (the files stay: not removed)."""
-    found = read_orphans(str(folder / queue), partial_inode(folder, queue))
+    found = read_orphans(str(folder / queue), partial_inodes(folder, queue))
     for orphan in found:
         os.close(orphan.journal.fd)
     return found
@@ -216,27 +219,27 @@ def test_void_rule_covers_every_job_of_the_last_pop_and_nothing_before(tmp_path)
     assert orphan.interrupted == [("t1", ENTRY_A, "[n1]")]
 
 
-def test_void_rule_looks_only_at_the_last_rewrite(tmp_path):
-    """An older take whose `partial` matches the file there is real: a later rewrite
-    followed it (the file system reused the inode for a later temporary file)."""
-    later = renamed(tmp_path)
-    reused = unrenamed(tmp_path)
+def test_void_rule_judges_each_rewrite_by_its_own_file(tmp_path):
+    """Every rewrite has its own temporary file: one that was renamed is real,
+    one whose file is still there is void, wherever it stands in the journal."""
+    void = unrenamed(tmp_path)
+    real = renamed(tmp_path)
     write_journal(tmp_path, [
-        taken("t1", ENTRY_A, partial=reused),
-        taken("t2", ENTRY_B, partial=later),
+        taken("t1", ENTRY_A, partial=void),
+        taken("t2", ENTRY_B, partial=real),
     ])
-    assert only(tmp_path).unlaunched == [("t1", ENTRY_A), ("t2", ENTRY_B)]
+    assert only(tmp_path).unlaunched == [("t2", ENTRY_B)]
 
 
-def test_void_rule_the_last_rewrite_is_the_trailing_run_of_one_inode(tmp_path):
-    """Records with another inode between two runs of the same one end the run."""
+def test_void_rule_voids_every_record_of_an_unrenamed_rewrite(tmp_path):
+    """All jobs of a pop share its file: all are void together, others are not."""
     now = unrenamed(tmp_path)
     write_journal(tmp_path, [
         taken("t1", ENTRY_A, partial=now),
         taken("t2", ENTRY_B, partial=GONE),
         taken("t3", ENTRY_C, partial=now),
     ])
-    assert only(tmp_path).unlaunched == [("t1", ENTRY_A), ("t2", ENTRY_B)]
+    assert only(tmp_path).unlaunched == [("t2", ENTRY_B)]
 
 
 def test_void_put_back_means_the_jobs_are_still_out_of_the_queue(tmp_path):
@@ -329,7 +332,7 @@ def test_a_journal_locked_by_another_fd_is_not_touched(tmp_path):
     fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert read_orphans(str(tmp_path / "queue.yaml"), None) == []
+        assert read_orphans(str(tmp_path / "queue.yaml"), set()) == []
     finally:
         os.close(fd)
     assert open(path, "rb").read() == before
@@ -365,7 +368,7 @@ def test_a_live_journal_is_not_an_orphan(tmp_path):
     journal = Journal.create(str(tmp_path / "queue.yaml"))
     try:
         journal.taken([(journal.new_ticket(), ENTRY_A, "[n1]")], unrenamed(tmp_path))
-        assert read_orphans(str(tmp_path / "queue.yaml"), partial_inode(tmp_path)) == []
+        assert read_orphans(str(tmp_path / "queue.yaml"), partial_inodes(tmp_path)) == []
     finally:
         os.close(journal.fd)
 
@@ -405,7 +408,7 @@ def test_several_orphans_are_all_found(tmp_path):
 
 def test_remove_deletes_the_orphan_journal_and_closes_it(tmp_path):
     path = write_journal(tmp_path, [taken("t1", ENTRY_A)])
-    (orphan,) = read_orphans(str(tmp_path / "queue.yaml"), None)
+    (orphan,) = read_orphans(str(tmp_path / "queue.yaml"), set())
     assert orphan.journal.path == path
     orphan.journal.remove()
     assert not os.path.exists(path)
@@ -416,9 +419,9 @@ def test_remove_deletes_the_orphan_journal_and_closes_it(tmp_path):
 def test_an_orphan_journal_is_locked_and_writable_by_its_recoverer(tmp_path):
     """Recovery journals its own put-backs in the dead run's journal."""
     path = write_journal(tmp_path, [taken("t1", ENTRY_A)])
-    (orphan,) = read_orphans(str(tmp_path / "queue.yaml"), None)
+    (orphan,) = read_orphans(str(tmp_path / "queue.yaml"), set())
     try:
-        assert read_orphans(str(tmp_path / "queue.yaml"), None) == []  # locked by us
+        assert read_orphans(str(tmp_path / "queue.yaml"), set()) == []  # locked by us
         orphan.journal.put_back(["t1"], 1234)
     finally:
         os.close(orphan.journal.fd)
@@ -554,8 +557,11 @@ def test_take_journals_the_inode_that_becomes_the_queue(tmp_path):
     journal = Journal.create(str(path))
     (job,) = q.take(["[n1]"], ok, journal).jobs
     (record,) = [json.loads(line) for line in open(journal.path).read().splitlines()]
+    partial = record.pop("partial")
     assert record == {"ev": "taken", "ticket": job.ticket, "entry": {"command": "echo one"},
-                      "target": "[n1]", "partial": os.lstat(str(path)).st_ino}
+                      "target": "[n1]"}
+    assert partial.startswith(".queue.yaml.partial-")  # its own temporary file ...
+    assert not (tmp_path / partial).exists()  # ... renamed over the queue
     assert partial_inode(tmp_path) is None
     journal.put_back([job.ticket], 0)  # settle it: close() removes the journal
     journal.close()
@@ -721,8 +727,9 @@ def test_recover_after_a_put_back(tmp_path):
     q.put_back(jobs, journal)
     assert entries(path) == [{"command": "echo one"}, "echo two"]
     last = json.loads(open(journal.path).read().splitlines()[-1])
-    assert last == {"ev": "put-back", "tickets": [jobs[0].ticket],
-                    "partial": os.lstat(str(path)).st_ino}
+    partial = last.pop("partial")
+    assert last == {"ev": "put-back", "tickets": [jobs[0].ticket]}
+    assert partial.startswith(".queue.yaml.partial-") and not (tmp_path / partial).exists()
     os.close(journal.fd)
     before = path.read_bytes()
     assert QueueFile(str(path)).recover() == (0, [])
