@@ -38,7 +38,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import tempfile
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Tuple
 
@@ -97,14 +96,15 @@ class _Session:
     def __init__(self, opts: Options, editor, ask: Optional[Ask]):
         self.path, self.ask = opts.queue_file, ask
         self.argv, self.given, self.source = editor
-        self.before, self.mode = _snapshot(self.path)
+        self.queue = QueueFile(self.path)
+        self.before, self.mode = self.queue.snapshot()
         self.check, self.note = _checker(opts.hosts_file)
 
     def loop(self) -> ExitStatus:
         while True:
             interrupted = self.open_editor()
             try:
-                entries, jobs = QueueFile(self.path).check_all(self.check, lock=False)
+                entries, jobs = self.queue.check_all(self.check, lock=False)
             except InputError as err:
                 if interrupted or self.ask is None:
                     raise self.undo(err, interrupted)
@@ -149,12 +149,7 @@ class _Session:
         return ExitStatus.BAD_INPUT
 
     def undo(self, err: InputError, interrupted: bool) -> EditRejected:
-        rejected = self.path + ".rejected"
-        _write_atomic(rejected, _read_bytes(self.path) or b"", self.mode)
-        if self.before is None:
-            _unlink_quietly(self.path)
-        else:
-            _write_atomic(self.path, self.before, self.mode)
+        rejected = self.queue.undo_edit(self.before, self.mode)
         status = ExitStatus.INTERRUPTED if interrupted else ExitStatus.BAD_INPUT
         return EditRejected(f"{err}\n(the edit was undone: {self.path} is back as it "
                             f"was before; the rejected version is in {rejected})",
@@ -187,61 +182,6 @@ def _shape_only(job) -> None:
 
 
 # ---------------------------------------------------------------- files
-
-def _snapshot(path: str) -> Tuple[Optional[bytes], int]:
-    """The queue's bytes (None if there is no file) and mode, as locked."""
-    data = _read_bytes(path)
-    try:
-        mode = os.stat(path).st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o644
-    return data, mode
-
-
-def _read_bytes(path: str) -> Optional[bytes]:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        raise PegasusError(f"{path}: cannot read it: {err.strerror}") from None
-
-
-def _write_atomic(path: str, data: bytes, mode: int) -> None:
-    """Temporary file in the same folder, fsync, rename over ``path``."""
-    folder, name = os.path.split(os.path.abspath(path))
-    try:
-        fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), mode)
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            _unlink_quietly(temp)
-            raise
-        _fsync_folder(folder)
-    except OSError as err:
-        raise PegasusError(f"{path}: cannot write it: {err.strerror}") from None
-
-
-def _fsync_folder(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
 
 # ---------------------------------------------------------------- terminal
 

@@ -186,6 +186,32 @@ class QueueFile:
             start = text.find(body, start + 1)
         self._append(self.interrupted_path, _entry_record("interrupted", entry, node, reason))
 
+    # ------------------------------------------------------------ lock mode
+
+    def snapshot(self) -> Tuple[Optional[bytes], Optional[int]]:
+        """The queue's bytes and mode (None, None without a file). Hold the lock."""
+        try:
+            with open(self.path, "rb") as f:
+                return f.read(), os.fstat(f.fileno()).st_mode & 0o7777
+        except FileNotFoundError:
+            return None, None
+        except OSError as err:
+            raise _io_error(self.path, "read", err) from None
+
+    def undo_edit(self, before: Optional[bytes], mode: Optional[int]) -> str:
+        """Keep the edited queue as ``<queue>.rejected``, put ``before`` back.
+
+        For lock mode, which holds the lock. Returns the rejected file's path.
+        """
+        rejected = self.path + ".rejected"
+        edited, _ = self.snapshot()
+        self._write_atomic(rejected, edited or b"")
+        if before is None:
+            _unlink_quietly(self.path)
+        else:
+            self._write_atomic(self.path, before, mode=mode)
+        return rejected
+
     def requeue(self) -> int:
         """Move the entries of interrupted.yaml to the head of the queue."""
         with self.locked():
@@ -279,11 +305,15 @@ class QueueFile:
             new = expand.entries_yaml(entries) + expand.plain_yaml(rest)
         self._write_atomic(self.path, new, announce)
 
-    def _write_atomic(self, path: str, text: str, announce=None) -> None:
-        """Temporary file, fsync, ``announce(its name)``, rename, fsync folder."""
-        data = text.encode("utf-8")
+    def _write_atomic(self, path: str, text, announce=None,
+                      mode: Optional[int] = None) -> None:
+        """Temporary file, fsync, ``announce(its name)``, rename, fsync folder.
+
+        The file keeps its mode (or gets ``mode``); a new one follows the umask.
+        """
+        data = text.encode("utf-8") if isinstance(text, str) else text
         try:
-            mode = _mode_of(path)
+            mode = _mode_of(path) if mode is None else mode
             partial = self._partial
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL
                          | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666 if mode is None else mode)
