@@ -181,8 +181,6 @@ def _shape_only(job) -> None:
     """Without hosts only the YAML and the entries' shape are checked."""
 
 
-# ---------------------------------------------------------------- files
-
 # ---------------------------------------------------------------- terminal
 
 @contextmanager
