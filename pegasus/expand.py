@@ -144,8 +144,9 @@ def canonical_yaml(jobs: Sequence[Job], column: int = 0) -> str:
     return entries_yaml([job.canonical() for job in jobs], column)
 
 
-def entries_yaml(entries: Sequence[dict], column: int = 0) -> str:
-    """Canonical entries as block-style YAML list items at `column`."""
+def entries_yaml(entries: Sequence, column: int = 0) -> str:
+    """Queue entries (canonical ones, or values as read) as block-style list
+    items at `column`."""
     if not entries:
         return ""
     text = yaml.dump(list(entries), Dumper=_Dumper,
@@ -155,12 +156,4 @@ def entries_yaml(entries: Sequence[dict], column: int = 0) -> str:
         pad = " " * column
         text = "".join(pad + line for line in text.splitlines(True))
     return text
-
-
-def plain_yaml(values: Sequence) -> str:
-    """Entries written back as they were read (used for flow-style lists)."""
-    if not values:
-        return ""
-    return yaml.dump(list(values), Dumper=_Dumper, default_flow_style=False,
-                     sort_keys=False, allow_unicode=True, width=1 << 30)
 

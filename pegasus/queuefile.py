@@ -289,7 +289,7 @@ class QueueFile:
                                     middle)
         if new is None:  # flow style or an odd layout: write the rest whole
             rest = [item.value for item in yamltree.read_all(text, self.path)[1]]
-            new = expand.canonical_yaml(leftovers) + expand.plain_yaml(rest[len(used):])
+            new = expand.canonical_yaml(leftovers) + expand.entries_yaml(rest[len(used):])
         self._write_atomic(self.path, new, announce)
 
     def _insert_head(self, entries: Sequence[dict], announce=None) -> None:
@@ -302,7 +302,7 @@ class QueueFile:
                                    expand.entries_yaml(entries, layout.column))
         if new is None:
             rest = [item.value for item in yamltree.read_all(text, self.path)[1]]
-            new = expand.entries_yaml(entries) + expand.plain_yaml(rest)
+            new = expand.entries_yaml(entries) + expand.entries_yaml(rest)
         self._write_atomic(self.path, new, announce)
 
     def _write_atomic(self, path: str, text, announce=None,
