@@ -36,6 +36,7 @@ by Ctrl-c, 143 stopped by SIGTERM.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from typing import List, Optional
@@ -67,7 +68,11 @@ def parse_args(argv: List[str]) -> Options:
 
 
 def _usage_problem(err) -> str:
+    """docopt's complaint in a user's words (it names its own classes)."""
     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    names = re.findall(r"(?:Argument|Option|Command)\(None, '([^']+)'", first)
+    if names:
+        return "unknown mode or option: " + " ".join(names)
     return first if first and not first.lower().startswith("usage") else "bad usage"
 
 

@@ -245,7 +245,8 @@ class Sink:
         failed = [r for r in results if not r.ok]
         head = f"step {number} '{_step_command(results)}': "
         if not failed:
-            self._write(self._tagged([head + f"all {len(results)} sub-nodes succeeded"]))
+            every = "the sub-node" if len(results) == 1 else f"all {len(results)} sub-nodes"
+            self._write(self._tagged([head + f"{every} succeeded"]))
             return
         rows = [f"  {r.node.label} {r.describe()}" for r in failed]
         self._write(self._tagged([head + f"{len(failed)} of {len(results)} sub-nodes "
