@@ -53,3 +53,10 @@ def test_missing_hosts_file_names_it(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "hosts.yaml" in err and "not found" in err
     assert (tmp_path / "queue.yaml").read_text() == "- echo hi\n"
+
+
+@pytest.mark.parametrize("argv, name", [(["x"], "x"), (["q", "--bogus"], "--bogus")])
+def test_usage_error_names_the_unknown_word(argv, name, capsys):
+    assert main(argv) == 2
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == f"pegasus: unknown mode or option: {name}"
