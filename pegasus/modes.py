@@ -105,6 +105,10 @@ class Loop:
     def summary(self, extra: Optional[str]) -> None:
         self.run.sink.summary(self.results, extra)
 
+    def record(self, result: Result) -> None:
+        """Keep a finished job's result for the reports."""
+        self.results.append(result)
+
     # -- steps
 
     def signalled(self, kind: str) -> None:
@@ -148,7 +152,7 @@ class Loop:
             return self.host_back(event[1], event[2])
         _, node, result = event
         self.scheduler.finish(node)
-        self.results.append(result)
+        self.record(result)
         self.settle(result)
         if not self.scheduler.running:
             self.step_done()
@@ -312,6 +316,17 @@ class Loop:
 
 class QueueLoop(Loop):
     """Each job once, on the next free sub-node."""
+
+    succeeded = 0  # jobs that succeeded: counted, not kept (a daemon runs for days)
+
+    def record(self, result: Result) -> None:
+        if result.ok:
+            self.succeeded += 1
+        else:
+            self.results.append(result)
+
+    def summary(self, extra: Optional[str]) -> None:
+        self.run.sink.summary(self.results, extra, len(self.results) + self.succeeded)
 
     def targets(self) -> List[SubNode]:
         return self.scheduler.free()

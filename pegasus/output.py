@@ -226,11 +226,17 @@ class Sink:
         """Print a line (or lines) from Pegasus itself, prefixed ``pegasus: ``."""
         self._write(self._tagged(text.splitlines() or [""]))
 
-    def summary(self, results: Sequence, extra: Optional[str] = None) -> None:
-        """Print the end-of-run summary: counts and every job that failed."""
+    def summary(self, results: Sequence, extra: Optional[str] = None,
+                total: Optional[int] = None) -> None:
+        """Print the end-of-run summary: counts and every job that failed.
+
+        ``total``: how many jobs ran, when ``results`` holds only some of
+        them (the failed ones at least).
+        """
         failed = [r for r in results if not r.ok]
-        jobs = _plural(len(results), "job")
-        if not results:
+        total = len(results) if total is None else total
+        jobs = _plural(total, "job")
+        if not total:
             head = ["no jobs ran"]
         elif not failed:
             head = [f"{jobs}, all succeeded"]

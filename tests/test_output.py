@@ -430,3 +430,13 @@ def test_broadcast_summary_counts_ok_and_lists_failures_per_step():
     assert lines[1].endswith("step 1 'echo {{hostname}}': 64 ok")
     assert lines[2].endswith("step 2 'echo {{hostname}}': 63 ok, 1 failed: [n63] exit 2")
     assert lines[3] == "pegasus: interrupted by Ctrl-c"
+
+
+def test_summary_counts_jobs_it_was_not_given():
+    out = io.BytesIO()
+    Sink(out, color=False, width=None).summary(_results([3]), total=1000)
+    lines = out.getvalue().decode().splitlines()
+    assert lines[0] == "pegasus: 1000 jobs, 1 failed:"
+    out = io.BytesIO()
+    Sink(out, color=False, width=None).summary([], total=5)
+    assert out.getvalue().decode() == "pegasus: 5 jobs, all succeeded\n"
