@@ -36,8 +36,4 @@ def _read(path: str) -> str:
         raise InputError("is a directory; give the path of a YAML file", path) from None
     except OSError as err:
         raise InputError(f"cannot read it: {err.strerror}", path) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise InputError("is not UTF-8 text; save it as UTF-8", path, line) from None
+    return yamltree.decode(data, path)

@@ -359,13 +359,7 @@ class QueueFile:
             return ""
         except OSError as err:
             raise _io_error(path, "read", err) from None
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as err:
-            line = data[:err.start].count(b"\n") + 1
-            raise InputError("is not UTF-8 text (byte "
-                             f"{data[err.start]:#04x}); save it as UTF-8",
-                             path, line) from None
+        return yamltree.decode(data, path)
 
     def _open_lock(self) -> int:
         try:
@@ -438,7 +432,7 @@ def _fsync_folder(folder: str) -> None:
 
 
 def _io_error(path: str, action: str, err: OSError) -> PegasusError:
-    if err.errno == errno.EISDIR and not path.endswith(".partial"):
+    if err.errno == errno.EISDIR:
         return InputError("is a directory, not a file; give the path of a YAML file", path)
     return PegasusError(f"{path}: cannot {action} it: {err.strerror}; check the "
                         "path and its permissions")

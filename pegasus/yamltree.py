@@ -58,16 +58,14 @@ class _Reader:
         self.depth = 0
 
     def event(self):
-        try:
-            return self.loader.get_event()
-        except yaml.MarkedYAMLError as err:
-            raise _syntax_error(err, self.path) from None
-        except yaml.YAMLError as err:
-            raise InputError(f"not valid YAML: {err}", self.path) from None
+        return self._parse(self.loader.get_event)
 
     def peek(self):
+        return self._parse(self.loader.peek_event)
+
+    def _parse(self, step):
         try:
-            return self.loader.peek_event()
+            return step()
         except yaml.MarkedYAMLError as err:
             raise _syntax_error(err, self.path) from None
         except yaml.YAMLError as err:
@@ -159,6 +157,16 @@ def _syntax_error(err, path: str) -> InputError:
     line = mark.line + 1 if mark is not None else None
     return InputError(f"YAML syntax error: {problem}; fix the file and run again",
                       path, line)
+
+
+def decode(data: bytes, path: str) -> str:
+    """A file's bytes as text; InputError naming the line if not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise InputError(f"is not UTF-8 text (byte {data[err.start]:#04x}); save it "
+                         "as UTF-8", path, line) from None
 
 
 def read_list(text: str, path: str) -> Tuple[Layout, Iterator[Item]]:
