@@ -8,15 +8,20 @@ process group, KILL a few seconds later); ``close()`` frees the connection.
 They block only the calling greenlet (parallel-ssh and gevent.subprocess wait
 cooperatively); they spawn nothing.
 
-Remote commands run under a small POSIX sh wrapper (``WRAPPER``): the job
-gets its own process group (``setsid`` where it exists) and a watchdog reads
-the channel's stdin, where Pegasus writes a line every ``HEARTBEAT`` seconds
-(``heartbeat()``). At end-of-file, or after ``SILENCE`` seconds without a
-line, it sends TERM and, 3 s later, KILL to the group. Closing stdin is how
-Pegasus cancels a job; a Pegasus that dies closes it too, and one that is cut
-off (network partition, laptop asleep) stops sending lines, so no remote job
-outlives it by more than a few seconds. The wrapper exits with the job's
-status, 128+N when a signal killed it (parallel-ssh alone reports 0).
+Remote commands run under a small POSIX sh wrapper (``WRAPPER``). sshd starts
+every session in a new session and process group, led by the login shell it
+runs; that shell runs the wrapper (a login shell outside the sh family execs
+``sh`` for it first), so the wrapper, the job and everything the job starts
+share one process group that nothing else is in. The job itself runs as
+``sh -c command``. A watchdog subshell reads the channel's stdin, where
+Pegasus writes a line every ``HEARTBEAT`` seconds (``heartbeat()``). At
+end-of-file, or after ``SILENCE`` seconds without a line, it sends TERM and,
+``KILL_AFTER`` seconds later, KILL to the group. Closing stdin is how Pegasus
+cancels a job; a Pegasus that dies closes it too, and one that is cut off
+(network partition, laptop asleep) stops sending lines, so no remote job
+outlives it by more than a few seconds. A job that ended on its own leaves its
+background processes alone. The wrapper exits with the job's status, 128+N
+when a signal killed it (parallel-ssh alone reports 0).
 """
 
 from __future__ import annotations
@@ -58,30 +63,48 @@ KILL_AFTER = 3  # seconds between TERM and KILL when a job is cancelled
 HEARTBEAT = 1.0  # seconds between the lines Pegasus writes to a remote job's stdin
 SILENCE = 4  # seconds without a line after which the remote watchdog stops the job
 
-WRAPPER = f"""exec 3<&0
-if command -v setsid >/dev/null 2>&1; then
-  setsid sh -c "$1" </dev/null & pid=$! group=-$!
-else
-  sh -c "$1" </dev/null & pid=$! group=$!
-fi
-(stop() {{ kill -s TERM -- "$group"; sleep {KILL_AFTER}; kill -s KILL -- "$group"; }}
- (sleep {SILENCE}; stop) & timer=$!
- trap 'kill "$timer"; exit 0' TERM
+WRAPPER = f"""exec 3<&0 </dev/null
+(trap '' TERM
+ stop() {{ trap '' TERM; kill -0 "$$" 2>/dev/null || exit 0
+   kill -s TERM -- "-$$"; sleep {KILL_AFTER - 1}; kill -s USR1 "$$"
+   sleep 1; kill -s KILL -- "-$$"; }}
+ (trap - TERM; sleep {SILENCE}; stop) & timer=$!
  while read -r _ <&3; do
-   kill "$timer"; (sleep {SILENCE}; stop) & timer=$!
+   kill "$timer"; (trap - TERM; sleep {SILENCE}; stop) & timer=$!
  done
  kill "$timer"; stop) >/dev/null 2>&1 &
-dog=$!
 exec 3<&-
-wait "$pid"; status=$?
-kill "$dog" 2>/dev/null
+trap 'stopping=1' TERM
+trap '[ -z "$stopping" ] || exit 137' USR1
+sh -c {{command}} & job=$!
+wait "$job" 2>/dev/null; status=$?
+while kill -0 "$job" 2>/dev/null; do wait "$job" 2>/dev/null; status=$?; done
 exit "$status"
 """
+# How it works, line by line. The channel's stdin stays open as fd 3 for the
+# watchdog only. The watchdog ignores the TERM it sends to the group; its
+# timers do not, so ``kill "$timer"`` restarts the silence clock.
+# ``kill -0 "$$"`` after end-of-file tells a cancelled job (the wrapper still
+# runs) from one that has ended (its background processes are left alone).
+# The wrapper itself must never die of a signal: ssh2-python cannot read the
+# SSH exit-signal message, so that would read as exit 0. It survives the
+# group's TERM (trap) and reports the job's status; when the job ignores TERM,
+# the watchdog's USR1 makes it report 137 a second before the group's KILL.
+# ``wait`` returns early when a trap runs, hence the loop; its 2>/dev/null
+# hides the shell's own "Killed" notices (Pegasus reports the signal). The job
+# runs in the background so that the traps run while it is still running.
+
+# Login shells that run the wrapper as POSIX sh; any other (fish, csh, ...)
+# execs ``sh`` to run it, which costs a process start a job.
+POSIX_LOGIN_SHELLS = frozenset({"sh", "dash", "bash", "ksh", "mksh", "ash"})
 
 
-def shell_command(command: str) -> str:
-    """The exec string: POSIX sh runs the wrapper, which runs ``sh -c command``."""
-    return f"exec sh -c {shlex.quote(WRAPPER)} pegasus-job {shlex.quote(command)}"
+def shell_command(command: str, posix_login_shell: bool = False) -> str:
+    """The exec string: the wrapper with the command in it, for sshd's login shell."""
+    script = WRAPPER.replace("{command}", shlex.quote(command))
+    if posix_login_shell:
+        return script
+    return f"exec sh -c {shlex.quote(script)}"
 
 
 def _nothing() -> None:
@@ -255,7 +278,8 @@ def connect(target: SshTarget) -> "SshExecutor":
     for attempt in range(1, CONNECT_TRIES + 1):
         try:
             with gevent.Timeout(timeout, TimeoutError):
-                return SshExecutor(_open_client(target))
+                client = _open_client(target)
+                return SshExecutor(client, _posix_login_shell(client))
         except HostKeyError:
             raise
         except TimeoutError:
@@ -271,6 +295,24 @@ def connect(target: SshTarget) -> "SshExecutor":
             gevent.sleep(delay * (1 + random.random()))
             delay *= 2
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _posix_login_shell(client: _Client) -> bool:
+    """Whether the user's login shell can run the wrapper itself (one probe a connection)."""
+    out = bytearray()
+
+    def keep(name: str, data: bytes) -> None:
+        if name == "stdout" and len(out) < 4096:  # a chatty .bashrc says "no"
+            out.extend(data)
+
+    channel = client.open_session()
+    client.eagain(channel.execute, 'echo "$SHELL"')
+    _read_channel(client, channel, keep)
+    client.eagain(channel.close)
+    client.eagain(channel.wait_closed)
+    words = bytes(out).split()
+    return channel.get_exit_status() == 0 and len(words) == 1 and \
+        os.path.basename(words[0]).decode("ascii", "replace") in POSIX_LOGIN_SHELLS
 
 
 def _words(err: Exception) -> str:
@@ -289,8 +331,9 @@ def _words(err: Exception) -> str:
 class SshExecutor:
     """Runs jobs as channels of one open SSH connection (one job at a time)."""
 
-    def __init__(self, client: _Client):
+    def __init__(self, client: _Client, posix_login_shell: bool = False):
         self.client = client
+        self.posix_login_shell = posix_login_shell
         self.channel = None
 
     def run(self, command: str, emit: Emit, launching: Callable[[], None] = _nothing) -> int:
@@ -301,7 +344,7 @@ class SshExecutor:
         with _link_errors(ConnectionLost):
             self.channel = channel
             try:
-                client.eagain(channel.execute, shell_command(command))
+                client.eagain(channel.execute, shell_command(command, self.posix_login_shell))
                 faults.point("exec-sent")
                 _read_channel(client, channel, emit)
                 client.eagain(channel.close)
