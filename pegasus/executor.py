@@ -302,7 +302,7 @@ def _posix_login_shell(client: _Client) -> bool:
     out = bytearray()
 
     def keep(name: str, data: bytes) -> None:
-        if name == "stdout" and len(out) < 4096:  # a chatty .bashrc says "no"
+        if name == "stdout" and len(out) < 4096:
             out.extend(data)
 
     channel = client.open_session()
@@ -310,8 +310,13 @@ def _posix_login_shell(client: _Client) -> bool:
     _read_channel(client, channel, keep)
     client.eagain(channel.close)
     client.eagain(channel.wait_closed)
-    words = bytes(out).split()
-    return channel.get_exit_status() == 0 and len(words) == 1 and \
+    return _says_posix_login_shell(channel.get_exit_status(), bytes(out))
+
+
+def _says_posix_login_shell(status: int, output: bytes) -> bool:
+    """The probe's answer: one word, a shell of the sh family (else: exec sh)."""
+    words = output.split()
+    return status == 0 and len(words) == 1 and \
         os.path.basename(words[0]).decode("ascii", "replace") in POSIX_LOGIN_SHELLS
 
 

@@ -1,0 +1,229 @@
+"""The remote job wrapper (pegasus.executor.WRAPPER), run as sshd runs it.
+
+sshd starts each session's login shell as the leader of a new session; here
+each shell of the sh family found on this machine runs the exec string the
+same way (``start_new_session``), with a pipe as the channel's stdin that stays
+open until the test closes it, as Pegasus does to cancel. The same wrapper over
+real SSH is exercised by test_cancel.py, test_failing_hosts.py and the rest;
+the last tests here run it through the SSH test cluster itself.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from pegasus import executor, sshconfig
+
+SHELLS = [s for s in sorted(executor.POSIX_LOGIN_SHELLS) if shutil.which(s)]
+
+
+def start(shell, command, posix=True):
+    exec_string = executor.shell_command(command, posix)
+    return subprocess.Popen([shell, "-c", exec_string], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def finish(proc, timeout=30):
+    """Read until the job's streams end, then its status; stdin stays as it is
+    until then (open: as Pegasus keeps it; closed: a cancel)."""
+    stdin, proc.stdin = proc.stdin, None  # communicate() must not close it
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        stdin.close()
+    return proc.wait(timeout=timeout), out.decode(), err.decode()
+
+
+def run(shell, command, posix=True):
+    return finish(start(shell, command, posix))
+
+
+def reference(command):
+    """What ``sh -c command`` gives on its own."""
+    done = subprocess.run(["sh", "-c", command], capture_output=True, stdin=subprocess.DEVNULL)
+    status = done.returncode if done.returncode >= 0 else 128 - done.returncode  # as sh says
+    return status, done.stdout.decode(), done.stderr.decode()
+
+
+def alive(tag):
+    """Processes whose command line holds ``tag``."""
+    found = subprocess.run(["pgrep", "-f", tag], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+def wait_for(predicate, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def kill_tagged(tag):
+    for pid in alive(tag):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+TRICKY = [
+    "true",
+    "exit 3",
+    'echo "$0 $#"',
+    "printf '%s\\n' \"a'b\" 'c\"d' '$HOME' 'back\\slash'",
+    "echo one\necho two",
+    "echo to-stderr >&2; exit 7",
+    "no-such-command-xyz",
+    "if then",
+    "kill -KILL $$",
+    "kill -TERM $$; echo not-reached",
+    "read line; echo \"read: $line\"",
+]
+
+
+@pytest.mark.skipif(not SHELLS, reason="no sh-family shell here")
+@pytest.mark.parametrize("posix", [True, False], ids=["login-shell-runs-it", "exec-sh"])
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("command", TRICKY, ids=range(len(TRICKY)))
+def test_runs_exactly_as_sh_c(shell, posix, command):
+    assert run(shell, command, posix) == reference(command)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_closing_stdin_terminates_the_job_and_its_children(shell):
+    tag = "pgw-%s" % uuid.uuid4().hex
+    proc = start(shell, "sleep 300 & sleep 301; : %s" % tag)
+    try:
+        wait_for(lambda: len(alive(tag)) >= 1, what="the job to start")
+        wait_for(lambda: any("sleep 300" in _cmdline(p) for p in _group(proc.pid)),
+                 what="its background child")
+        members = _group(proc.pid)
+        proc.stdin.close()
+        status, _, _ = finish(proc)
+        assert status == 128 + signal.SIGTERM
+        wait_for(lambda: not any(_exists(p) for p in members), what="the group to die")
+    finally:
+        kill_tagged(tag)
+        _kill_group(proc.pid)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_job_that_ignores_term_is_killed_and_reported_as_killed(shell):
+    tag = "pgw-%s" % uuid.uuid4().hex
+    proc = start(shell, "trap '' TERM; sleep 300; : %s" % tag)
+    try:
+        wait_for(lambda: any("sleep 300" in _cmdline(p) for p in _group(proc.pid)),
+                 what="the job to start")
+        members = _group(proc.pid)
+        proc.stdin.close()
+        status, _, _ = finish(proc)
+        assert status == 128 + signal.SIGKILL
+        wait_for(lambda: not any(_exists(p) for p in members), what="the group to die")
+    finally:
+        _kill_group(proc.pid)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_finished_job_leaves_its_background_processes_alone(shell):
+    tag = "pgw-%s" % uuid.uuid4().hex
+    proc = start(shell, "(sleep 300; : %s) >/dev/null 2>&1 </dev/null & echo started" % tag)
+    try:
+        status, out, _ = finish(proc)
+        assert (status, out) == (0, "started\n")
+        survivors = alive(tag)
+        assert survivors, "the background process was not started"
+        # the watchdog sees end-of-file once the session is over; the
+        # background process must outlive it (as with plain ssh)
+        wait_for(lambda: not any(_is_watchdog(p) for p in _group(proc.pid)),
+                 what="the watchdog to leave")
+        assert all(_exists(p) for p in survivors)
+    finally:
+        kill_tagged(tag)
+
+
+def test_the_login_shell_probe_says_which_shells_run_the_wrapper():
+    says = executor._says_posix_login_shell
+    assert says(0, b"/bin/sh\n")
+    assert says(0, b"/usr/bin/bash\n")
+    assert not says(0, b"/usr/bin/fish\n")
+    assert not says(0, b"/bin/tcsh\n")
+    assert not says(0, b"Welcome!\n/bin/sh\n")  # a chatty .bashrc: be safe
+    assert not says(1, b"/bin/sh\n")
+    assert not says(0, b"")
+
+
+# ---------------------------------------------------------------- over SSH
+
+@pytest.fixture
+def node_1(cluster):
+    target = sshconfig.resolve("node-1", cluster.ssh_config)
+    ex = executor.connect(target)
+    yield ex
+    ex.close()
+
+
+def test_the_test_user_login_shell_runs_the_wrapper_itself(node_1):
+    assert node_1.posix_login_shell is True  # its shell is /bin/sh
+
+
+@pytest.mark.parametrize("posix", [True, False], ids=["login-shell-runs-it", "exec-sh"])
+def test_both_exec_strings_over_ssh(node_1, posix):
+    node_1.posix_login_shell = posix
+    out = []
+    status = node_1.run('echo "$0 $#"; kill -KILL $$',
+                        lambda stream, data: out.append((stream, data)))
+    assert status == 137
+    assert b"".join(d for s, d in out if s == "stdout") == b"sh 0\n"
+
+
+# ---------------------------------------------------------------- helpers
+
+def _group(pgid):
+    members = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.getpgid(int(name)) == pgid:
+                    members.append(int(name))
+            except ProcessLookupError:
+                pass
+    return members
+
+
+def _cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _is_watchdog(pid):
+    return "read -r _" in _cmdline(pid)
+
+
+def _exists(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+def _kill_group(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
