@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import shlex
 import signal
 import socket
@@ -66,6 +67,13 @@ HEARTBEAT = 1.0  # seconds between the lines Pegasus writes to a remote job's st
 SILENCE = 4  # seconds without a line after which the remote watchdog stops the job
 
 WRAPPER = f"""exec 3<&0 </dev/null
+nl='
+' command= sep=
+while :; do
+  IFS= read -r line <&3 || exit 0
+  [ "$line" = {{nonce}} ] && break
+  command=$command$sep$line sep=$nl
+done
 (trap '' TERM
  stop() {{ trap '' TERM; kill -0 "$$" 2>/dev/null || exit 0
    kill -s TERM -- "-$$"; sleep {KILL_AFTER - 1}; kill -s USR1 "$$"
@@ -78,14 +86,17 @@ WRAPPER = f"""exec 3<&0 </dev/null
 exec 3<&-
 trap 'stopping=1' TERM
 trap '[ -z "$stopping" ] || exit 137' USR1
-sh -c {{command}} & job=$!
+sh -c "$command" & job=$!
 wait "$job" 2>/dev/null; status=$?
 while kill -0 "$job" 2>/dev/null; do wait "$job" 2>/dev/null; status=$?; done
 exit "$status"
 """
-# How it works, line by line. The channel's stdin stays open as fd 3 for the
-# watchdog only. The watchdog ignores the TERM it sends to the group; its
-# timers do not, so ``kill "$timer"`` restarts the silence clock.
+# How it works, line by line. The wrapper is started before its job is known
+# (while Pegasus updates the queue file) and reads the command from the
+# channel's stdin: its lines, then a line with the channel's random nonce. It
+# runs nothing if the channel ends first. After that, the channel's stdin is
+# fd 3, for the watchdog only. The watchdog ignores the TERM it sends to the
+# group; its timers do not, so ``kill "$timer"`` restarts the silence clock.
 # ``kill -0 "$$"`` after end-of-file tells a cancelled job (the wrapper still
 # runs) from one that has ended (its background processes are left alone).
 # The wrapper itself must never die of a signal: ssh2-python cannot read the
@@ -101,12 +112,21 @@ exit "$status"
 POSIX_LOGIN_SHELLS = frozenset({"sh", "dash", "bash", "ksh", "mksh", "ash"})
 
 
-def shell_command(command: str, posix_login_shell: bool = False) -> str:
-    """The exec string: the wrapper with the command in it, for sshd's login shell."""
-    script = WRAPPER.replace("{command}", shlex.quote(command))
+def shell_command(nonce: str, posix_login_shell: bool = False) -> str:
+    """The exec string of a wrapper that waits for its command (``command_input``)."""
+    script = WRAPPER.replace("{nonce}", nonce)
     if posix_login_shell:
         return script
     return f"exec sh -c {shlex.quote(script)}"
+
+
+def command_input(command: str, nonce: str) -> bytes:
+    """What the wrapper reads: the command's lines, then the nonce's line."""
+    return f"{command}\n{nonce}\n".encode("utf-8", "surrogateescape")
+
+
+def new_nonce() -> str:
+    return "pegasus-" + secrets.token_hex(12)
 
 
 def _nothing() -> None:
@@ -361,42 +381,58 @@ class SshExecutor:
     def __init__(self, client: _Client, posix_login_shell: bool = False):
         self.client = client
         self.posix_login_shell = posix_login_shell
-        self.channel = None
-        self.next_channel = None  # asked for when the last job ended
+        self.channel = None  # the running job's, once its command is sent
+        self.cancelled = False
+        self.waiting = None  # (channel, nonce, exec string or None once started)
+        self._start_wrapper()
 
     def run(self, command: str, emit: Emit, launching: Callable[[], None] = _nothing) -> int:
         client = self.client
+        self.cancelled = False
         with _link_errors(NotStarted):
-            channel = self._open_channel()
+            channel, nonce = self._started_wrapper()
         launching()
         with _link_errors(ConnectionLost):
-            self.channel = channel
             try:
-                client.eagain(channel.execute, shell_command(command, self.posix_login_shell))
+                client.eagain_write(channel.write, command_input(command, nonce))
                 faults.point("exec-sent")
+                self.channel = channel
+                if self.cancelled:
+                    client.eagain(channel.send_eof)
                 _read_channel(client, channel, emit)
                 client.eagain(channel.close)
                 client.eagain(channel.wait_closed)
                 status = channel.get_exit_status()
             finally:
                 self.channel = None
-        self._ask_for_next_channel()
+        self._start_wrapper()
         return status
 
-    def _open_channel(self):
-        """The channel asked for after the last job, else a new one."""
-        asked, self.next_channel = self.next_channel, None
-        if asked is not None and not isinstance(asked, int):
-            return asked
-        return self.client.open_session()  # also finishes an opening under way
-
-    def _ask_for_next_channel(self) -> None:
-        """Send the next job's channel-open now: sshd answers while the queue
-        file is being updated (one round trip less a job)."""
+    def _start_wrapper(self) -> None:
+        """Open the next job's channel and send its exec now: sshd starts the
+        wrapper while the loop updates the queue file and the journal."""
+        self.waiting = None
         try:
-            self.next_channel = self.client.session.open_session()  # or EAGAIN
-        except Exception:  # noqa: BLE001 - the next job opens its own and says why
-            self.next_channel = None
+            channel = self.client.open_session()
+            nonce = new_nonce()
+            exec_string = shell_command(nonce, self.posix_login_shell)
+            if channel.execute(exec_string) != LIBSSH2_ERROR_EAGAIN:
+                exec_string = None  # already confirmed
+            self.waiting = (channel, nonce, exec_string)
+        except Exception:  # noqa: BLE001 - the next job tries again and says why
+            self.waiting = None
+
+    def _started_wrapper(self):
+        """The waiting wrapper's channel and nonce."""
+        waiting, self.waiting = self.waiting, None
+        if waiting is None:  # starting it failed: once more, to say why
+            channel, nonce = self.client.open_session(), new_nonce()
+            self.client.eagain(channel.execute, shell_command(nonce, self.posix_login_shell))
+            return channel, nonce
+        channel, nonce, pending = waiting
+        if pending is not None:
+            self.client.eagain(channel.execute, pending)  # wait for sshd's reply
+        return channel, nonce
 
     def heartbeat(self) -> None:
         """Tell the remote watchdog Pegasus is still there."""
@@ -407,6 +443,7 @@ class SshExecutor:
 
     def cancel(self) -> None:
         """Close the job's stdin: the remote watchdog terminates its group."""
+        self.cancelled = True  # seen by run() if the command is being sent
         channel = self.channel
         if channel is not None:
             with _link_errors(ConnectionLost):

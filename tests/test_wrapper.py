@@ -23,10 +23,20 @@ SHELLS = [s for s in sorted(executor.POSIX_LOGIN_SHELLS) if shutil.which(s)]
 
 
 def start(shell, command, posix=True):
-    exec_string = executor.shell_command(command, posix)
-    return subprocess.Popen([shell, "-c", exec_string], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    """The wrapper, started before its command is known, then sent it."""
+    proc = waiting(shell, posix)
+    proc.stdin.write(executor.command_input(command, proc.nonce))
+    proc.stdin.flush()
+    return proc
+
+
+def waiting(shell, posix=True):
+    nonce = executor.new_nonce()
+    proc = subprocess.Popen([shell, "-c", executor.shell_command(nonce, posix)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    proc.nonce = nonce
+    return proc
 
 
 def finish(proc, timeout=30):
@@ -98,6 +108,37 @@ def test_runs_exactly_as_sh_c(shell, posix, command):
 
 
 @pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("sent", ["nothing", "a command without its nonce line",
+                                  "a command and a wrong nonce"])
+def test_a_wrapper_whose_channel_ends_before_the_nonce_runs_nothing(shell, sent, tmp_path):
+    proof = tmp_path / "ran"
+    command = "echo ran > %s" % proof
+    proc = waiting(shell)
+    if sent != "nothing":
+        proc.stdin.write(command.encode() + b"\n")
+        if sent == "a command and a wrong nonce":
+            proc.stdin.write(executor.new_nonce().encode() + b"\n")
+    proc.stdin.close()  # Pegasus died or closed the connection
+    assert finish(proc) == (0, "", "")
+    assert not proof.exists()
+
+
+def test_the_command_arrives_byte_for_byte():
+    for command in TRICKY + ["", "\n", "a\n\nb\n", "  lead and trail  ", "tab\there\r"]:
+        data = executor.command_input(command, "NONCE")
+        assert data.endswith(b"\nNONCE\n")
+        assert data[:-len(b"\nNONCE\n")].decode() == command
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("command", ["printf '%s|' \"$(cat <<EOF\n  x  \n\nEOF\n)\"",
+                                     "echo a\n\necho b\n", "echo 'end with a backslash' \\"],
+                         ids=["heredoc", "blank-lines", "backslash"])
+def test_multi_line_commands_keep_every_byte(shell, command):
+    assert run(shell, command) == reference(command)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
 def test_closing_stdin_terminates_the_job_and_its_children(shell):
     tag = "pgw-%s" % uuid.uuid4().hex
     proc = start(shell, "sleep 300 & sleep 301; : %s" % tag)
@@ -149,6 +190,11 @@ def test_a_finished_job_leaves_its_background_processes_alone(shell):
         kill_tagged(tag)
 
 
+def test_only_other_login_shells_exec_sh():
+    assert executor.shell_command("N", True).startswith("exec 3<&0")
+    assert executor.shell_command("N", False).startswith("exec sh -c 'exec 3<&0")
+
+
 def test_the_login_shell_probe_says_which_shells_run_the_wrapper():
     says = executor._says_posix_login_shell
     assert says(0, b"/bin/sh\n")
@@ -164,8 +210,7 @@ def test_the_login_shell_probe_says_which_shells_run_the_wrapper():
 
 @pytest.fixture
 def node_1(cluster):
-    target = sshconfig.resolve("node-1", cluster.ssh_config)
-    ex = executor.connect(target)
+    ex = executor.connect(sshconfig.resolve("node-1", cluster.ssh_config))
     yield ex
     ex.close()
 
@@ -175,13 +220,17 @@ def test_the_test_user_login_shell_runs_the_wrapper_itself(node_1):
 
 
 @pytest.mark.parametrize("posix", [True, False], ids=["login-shell-runs-it", "exec-sh"])
-def test_both_exec_strings_over_ssh(node_1, posix):
-    node_1.posix_login_shell = posix
-    out = []
-    status = node_1.run('echo "$0 $#"; kill -KILL $$',
-                        lambda stream, data: out.append((stream, data)))
-    assert status == 137
-    assert b"".join(d for s, d in out if s == "stdout") == b"sh 0\n"
+def test_both_exec_strings_over_ssh(cluster, posix):
+    target = sshconfig.resolve("node-1", cluster.ssh_config)
+    ex = executor.SshExecutor(executor._open_client(target), posix_login_shell=posix)
+    try:
+        for _ in range(2):  # the first wrapper is started at once, the next after a job
+            out = []
+            status = ex.run('echo "$0 $#"; kill -KILL $$',
+                            lambda stream, data: out.append((stream, data)))
+            assert (status, out) == (137, [("stdout", b"sh 0\n")])
+    finally:
+        ex.close()
 
 
 # ---------------------------------------------------------------- helpers
