@@ -126,7 +126,10 @@ def read_orphans(queue_path: str, partials: set) -> List[Orphan]:
     for path in sorted(glob.glob(glob.escape(_prefix(queue_path)) + "*")):
         fd = _lock_if_orphan(path)
         if fd is not None:
-            orphans.append(_resolve(Journal(path, fd), _records(path), partials))
+            records, torn = _records(path)
+            if torn:  # end the torn line: recovery's own records must stay readable
+                os.write(fd, b"\n")
+            orphans.append(_resolve(Journal(path, fd), records, partials))
     return orphans
 
 
@@ -143,7 +146,8 @@ def _lock_if_orphan(path: str) -> Optional[int]:
     return fd
 
 
-def _records(path: str) -> List[dict]:
+def _records(path: str) -> Tuple[List[dict], bool]:
+    """The records, and whether the last line is torn (has no newline)."""
     with open(path, "rb") as f:
         data = f.read()
     records = []
@@ -152,7 +156,7 @@ def _records(path: str) -> List[dict]:
             records.append(json.loads(line))
         except ValueError:
             continue
-    return records
+    return records, not data.endswith(b"\n") and data != b""
 
 
 def _resolve(journal: Journal, records: List[dict], partials: set) -> Orphan:

@@ -416,6 +416,23 @@ def test_remove_deletes_the_orphan_journal_and_closes_it(tmp_path):
         os.fstat(orphan.journal.fd)  # closed
 
 
+def test_recovery_records_stay_readable_after_a_torn_line(tmp_path):
+    """A crash mid-record leaves a line without its newline: recovery's own
+    records must not be glued to it, or a recovery cut short would put the
+    job back a second time."""
+    path = write_journal(tmp_path, [taken("t1", ENTRY_A)])
+    with open(path, "a") as f:
+        f.write('{"ev":"launched","ticket":"t1","no')  # torn by the crash
+    (orphan,) = read_orphans(str(tmp_path / "queue.yaml"), set())
+    try:
+        assert orphan.unlaunched == [("t1", ENTRY_A)]
+        orphan.journal.put_back(["t1"], 7)  # then recovery dies
+    finally:
+        os.close(orphan.journal.fd)
+    assert json.loads(open(path).read().splitlines()[-1])["ev"] == "put-back"
+    assert only(tmp_path).unlaunched == []  # the next recovery puts nothing back
+
+
 def test_an_orphan_journal_is_locked_and_writable_by_its_recoverer(tmp_path):
     """Recovery journals its own put-backs in the dead run's journal."""
     path = write_journal(tmp_path, [taken("t1", ENTRY_A)])
