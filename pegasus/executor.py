@@ -399,21 +399,32 @@ class SshExecutor:
                 self.channel = channel
                 if self.cancelled:
                     client.eagain(channel.send_eof)
+                asked = self._ask_for_channel()  # sshd answers while the job runs
                 _read_channel(client, channel, emit)
                 client.eagain(channel.close)
                 client.eagain(channel.wait_closed)
                 status = channel.get_exit_status()
             finally:
                 self.channel = None
-        self._start_wrapper()
+        self._start_wrapper(asked)
         return status
 
-    def _start_wrapper(self) -> None:
-        """Open the next job's channel and send its exec now: sshd starts the
-        wrapper while the loop updates the queue file and the journal."""
+    def _ask_for_channel(self):
+        """Send a channel-open request without waiting: a channel, or EAGAIN."""
+        try:
+            return self.client.session.open_session()
+        except Exception:  # noqa: BLE001 - _start_wrapper opens one itself
+            return None
+
+    def _start_wrapper(self, asked=None) -> None:
+        """Open the next job's channel (or finish opening ``asked``) and send
+        its exec now: sshd starts the wrapper while the loop updates the queue
+        file and the journal."""
         self.waiting = None
         try:
-            channel = self.client.open_session()
+            if asked is None or isinstance(asked, int):
+                asked = self.client.open_session()  # also finishes a pending open
+            channel = asked
             nonce = new_nonce()
             exec_string = shell_command(nonce, self.posix_login_shell)
             if channel.execute(exec_string) != LIBSSH2_ERROR_EAGAIN:
