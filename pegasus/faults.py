@@ -4,10 +4,12 @@
 clean-up, as if killed) the first time it passes that step. The steps, in
 the order a job passes them:
 
-- ``taken-journaled``: the journal says the job was taken; queue not rewritten
+- ``taken-journaled``: the journal says the job was taken (and, in queue mode,
+  launched on the sub-node it was taken for); queue not rewritten
 - ``queue-rewritten``: queue.yaml no longer has it; consumed.yaml not written
 - ``consumed-appended``: consumed.yaml has it; not launched yet
-- ``launch-journaled``: the journal says launched; the command was not sent
+- ``launch-journaled``: the journal says launched (broadcast mode writes it
+  here); the command was not sent
 - ``exec-sent``: the command was sent (or the local process started)
 - ``job-finished``: the command finished; its end is not journaled yet
 - ``finish-journaled``: the journal has its exit status

@@ -1,7 +1,8 @@
 """Run one job on one sub-node: render, frame, stream lines, make a Result.
 
-The journal hears of the job just before its command is sent (``launched``)
-and when it ends (``finished``); a job that could not be sent or whose
+The journal hears of the job just before its command is sent (``launched``,
+unless the take already said so) and when it ends (``finished``); a job that
+could not be sent or whose
 connection died comes back as a Result the loop acts on.
 """
 
@@ -14,7 +15,8 @@ from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.output import LineSplitter, Sink
 
 
-def run_job(node: SubNode, job: Job, executor, sink: Sink, journal=None) -> Result:
+def run_job(node: SubNode, job: Job, executor, sink: Sink, journal=None,
+            launch_journaled: bool = False) -> Result:
     try:
         rendered = expand.render(job, node)
     except TemplateError as err:  # checked before it left the queue; kept safe
@@ -28,7 +30,7 @@ def run_job(node: SubNode, job: Job, executor, sink: Sink, journal=None) -> Resu
             sink.lines(node, stream, lines)
 
     def launching() -> None:
-        if journal is not None and job.ticket is not None:
+        if journal is not None and job.ticket is not None and not launch_journaled:
             journal.launched(job.ticket, node.label)
         faults.point("launch-journaled")
 

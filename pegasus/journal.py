@@ -9,7 +9,9 @@ Pegasus knows the journal is an orphan to recover. One JSON object a line:
   ``partial``: the name of the temporary file holding the new queue, written
   and fsynced but not yet renamed over the old one; every rewrite has its own)
 - ``put-back``: jobs that were not started went back to the queue (``partial``)
-- ``launched``: the job's command is about to be sent to a sub-node
+- ``launched``: the job's command is about to be sent to a sub-node (queue
+  mode writes it with ``taken``, in the same fsync: the job goes to the
+  sub-node it was taken for)
 - ``finished``: its exit status there; ``lost``: its outcome there is unknown
   (broadcast mode launches one ticket on every sub-node: each is settled
   on its own)
@@ -59,10 +61,19 @@ class Journal:
         self.open_tickets.add(ticket)
         return ticket
 
-    def taken(self, items: Sequence[Tuple[str, dict, str]], partial: str) -> None:
-        """(ticket, canonical entry, target) for each job taken; fsynced."""
-        self._write([{"ev": "taken", "ticket": t, "entry": e, "target": target,
-                      "partial": partial} for t, e, target in items], sync=True)
+    def taken(self, items: Sequence[Tuple[str, dict, str]], partial: str,
+              launched: bool = False) -> None:
+        """(ticket, canonical entry, target) for each job taken; fsynced.
+
+        ``launched``: each target is a sub-node the job is launched on right
+        away; that is recorded now, in the same fsync (queue mode).
+        """
+        records = [{"ev": "taken", "ticket": t, "entry": e, "target": target,
+                    "partial": partial} for t, e, target in items]
+        if launched:
+            records += [{"ev": "launched", "ticket": t, "node": target}
+                        for t, _, target in items]
+        self._write(records, sync=True)
 
     def put_back(self, tickets: Sequence[str], partial: str) -> None:
         self._write([{"ev": "put-back", "tickets": list(tickets), "partial": partial}],

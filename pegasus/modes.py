@@ -51,6 +51,8 @@ class Run:
 class Loop:
     """What both modes share: events, taking, stopping, the exit status."""
 
+    launched_when_taken = False  # the journal records a job's launch with its take
+
     def __init__(self, run: Run):
         self.run = run
         self.events: gevent.queue.Queue = gevent.queue.Queue()
@@ -182,7 +184,8 @@ class Loop:
         targets = self.targets()
         labels = self.labels(targets)
         try:
-            taken = self.run.queue.take(labels, self.run.check, self.run.journal)
+            taken = self.run.queue.take(labels, self.run.check, self.run.journal,
+                                        launching=self.launched_when_taken)
         except InputError as err:
             return self.stop_for(err)
         except LockWaitAborted:
@@ -202,7 +205,7 @@ class Loop:
     def _job(self, node: SubNode, job: Job) -> None:
         try:
             result = run_job(node, job, self.run.executors[node], self.run.sink,
-                             self.run.journal)
+                             self.run.journal, self.launched_when_taken)
         except Exception as err:  # noqa: BLE001 - a bug must not hang the loop
             result = Result(node, job, job.command, error=f"internal error: {err!r}")
         self.events.put(("done", node, result))
@@ -318,6 +321,7 @@ class QueueLoop(Loop):
     """Each job once, on the next free sub-node."""
 
     succeeded = 0  # jobs that succeeded: counted, not kept (a daemon runs for days)
+    launched_when_taken = True  # each job goes to the sub-node it was taken for
 
     def record(self, result: Result) -> None:
         if result.ok:

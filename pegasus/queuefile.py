@@ -93,15 +93,19 @@ class QueueFile:
         return len(items), jobs
 
     def take(self, targets: Sequence[str], check: Check,
-             journal: Optional[journals.Journal] = None) -> Taken:
-        """Pop up to len(targets) jobs; job i is recorded as run on targets[i]."""
+             journal: Optional[journals.Journal] = None, launching: bool = False) -> Taken:
+        """Pop up to len(targets) jobs; job i is recorded as run on targets[i].
+
+        ``launching``: each job is launched on its target right away, and the
+        journal says so in the same record as the take (one fsync less).
+        """
         with self.locked():
             text = self._read()
             layout, items = yamltree.read_list(text, self.path)
             jobs, leftovers, used, error = self._pop(items, len(targets), check)
             if jobs:
                 _refuse_symlink(self.consumed_path)  # before anything changes
-                jobs, announce = self._tickets(journal, jobs, targets)
+                jobs, announce = self._tickets(journal, jobs, targets, launching)
                 self._rewrite(text, layout, used, leftovers, announce)
                 faults.point("queue-rewritten")
                 self._append(self.consumed_path, _records("taken", jobs, targets))
@@ -271,7 +275,7 @@ class QueueFile:
 
     # ------------------------------------------------------------ writing
 
-    def _tickets(self, journal, jobs: List[Job], targets):
+    def _tickets(self, journal, jobs: List[Job], targets, launching: bool):
         """The jobs with journal tickets, and how to announce their taking."""
         if journal is None:
             return jobs, None
@@ -279,7 +283,7 @@ class QueueFile:
 
         def announce(partial: str) -> None:
             journal.taken([(j.ticket, j.canonical(), t) for j, t in zip(jobs, targets)],
-                          partial)
+                          partial, launched=launching)
             faults.point("taken-journaled")
         return jobs, announce
 

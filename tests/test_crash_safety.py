@@ -48,8 +48,12 @@ from pegasus import faults
 from pegasus.queuefile import STOPPED, QueueFile
 
 LAUNCH = faults.STEPS.index("launch-journaled")
-BEFORE_LAUNCH = faults.STEPS[:LAUNCH]
-UNKNOWN = ("launch-journaled", "exec-sent", "job-finished")  # settled as interrupted
+BEFORE_LAUNCH = faults.STEPS[:LAUNCH]  # the command was not sent
+NOT_SENT = BEFORE_LAUNCH + ("launch-journaled",)
+# Queue mode journals a job's launch with its take (one fsync less a job): a
+# crash once the take's rewrite is done leaves it interrupted, may have run.
+UNKNOWN = ("queue-rewritten", "consumed-appended", "launch-journaled", "exec-sent",
+           "job-finished")  # settled as interrupted
 ID = re.compile(r"echo (\S+) >> ")
 INTERRUPTED = re.compile(r"^# interrupted \S+ \S+ for (\[[^\]]*\]): (.*)$")
 PUT_BACK_MSG = "a previous Pegasus stopped before starting"
@@ -229,7 +233,7 @@ def test_fault_at_each_step_one_sub_node(where, step, request, tmp_path, run_peg
         assert read(f.file("consumed.yaml")) is None
     else:
         assert f.consumed() == collections.Counter([crashed])
-    if step in ("launch-journaled",) + BEFORE_LAUNCH:
+    if step in NOT_SENT:
         assert crashed not in f.ran(), "the command ran though it was never sent"
     if step in ("job-finished", "finish-journaled"):
         assert f.ran() == collections.Counter([crashed])
@@ -248,18 +252,15 @@ def test_fault_at_each_step_one_sub_node(where, step, request, tmp_path, run_peg
         assert INTERRUPTED_MSG in second.output and node in second.output, second.output
         assert "pegasus requeue" in second.output, second.output
         assert PUT_BACK_MSG not in second.output, second.output
-        if step == "launch-journaled":
+        if step in NOT_SENT:
             assert crashed not in ran
         if step == "job-finished":
             assert ran[crashed] == 1
-    else:
+    else:  # taken-journaled (the queue was never rewritten) or finish-journaled
         assert listed == [], read(f.file("interrupted.yaml"))
         assert ran[crashed] == 1, "the crashed job should have run exactly once"
         assert INTERRUPTED_MSG not in second.output, second.output
-        if step in ("queue-rewritten", "consumed-appended"):
-            assert PUT_BACK_MSG + " 1 job(s)" in second.output, second.output
-        else:  # taken-journaled: the queue was never rewritten, nothing to put back
-            assert PUT_BACK_MSG not in second.output, second.output
+        assert PUT_BACK_MSG not in second.output, second.output
 
 
 @pytest.mark.parametrize("where", ["local", "cluster"])
@@ -298,8 +299,8 @@ def test_fault_at_each_step_two_nodes(step, request, tmp_path, run_pegasus):
     ids = f.write_queue(6)
     first = f.run(fault=step)
     assert first.returncode == faults.EXIT_STATUS, first.output
-    if step in BEFORE_LAUNCH:
-        assert not f.ran(), "a job ran though none was launched"
+    if step in NOT_SENT:
+        assert not f.ran(), "a job ran though none was sent"
     second = f.run()
     assert second.returncode == 0, second.output
     ran, _ = f.check("after the run that recovered from %s" % step)
@@ -309,7 +310,7 @@ def test_fault_at_each_step_two_nodes(step, request, tmp_path, run_pegasus):
     nodes = [node for node, _, _ in listed]
     assert set(nodes) <= {"[node-1]", "[node-2]"} and len(nodes) == len(set(nodes)), listed
     assert all(reason == STOPPED for _, reason, _ in listed), listed
-    if step in BEFORE_LAUNCH:
+    if step == "taken-journaled":
         assert listed == []
         assert ran == collections.Counter(ids)
     elif step in UNKNOWN:
@@ -317,6 +318,27 @@ def test_fault_at_each_step_two_nodes(step, request, tmp_path, run_pegasus):
         assert INTERRUPTED_MSG in second.output, second.output
     else:  # finish-journaled: the crashed job is settled; the other may have been running
         assert len(listed) <= 1, listed
+
+
+@pytest.mark.parametrize("step", ["queue-rewritten", "consumed-appended"])
+def test_broadcast_job_taken_but_not_launched_goes_back_to_the_queue(step, tmp_path,
+                                                                     run_pegasus):
+    """Broadcast mode journals each sub-node's launch on its own: a job taken
+    but launched nowhere yet is put back by the next start, and runs once."""
+    f = Folder(tmp_path / "run", "- localhost\n", str(tmp_path), run_pegasus)
+    f.args = ["b"]
+    ids = f.write_queue(2)
+    first = f.run(fault=step)
+    assert first.returncode == faults.EXIT_STATUS, first.output
+    assert not f.ran()
+    second = f.run()
+    assert second.returncode == 0, second.output
+    assert PUT_BACK_MSG + " 1 job(s)" in second.output, second.output
+    assert INTERRUPTED_MSG not in second.output, second.output
+    assert f.interrupted() == []
+    assert f.ran() == collections.Counter(ids)
+    assert f.queue() == collections.Counter()
+    assert f.journals() == []
 
 
 # ---------------------------------------------------------------- the void rule's window

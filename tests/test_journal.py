@@ -447,6 +447,30 @@ def test_an_orphan_journal_is_locked_and_writable_by_its_recoverer(tmp_path):
     assert only(tmp_path).unlaunched == []
 
 
+def test_a_take_that_records_its_launch_is_interrupted_once_the_queue_is_rewritten(tmp_path):
+    """Queue mode writes taken and launched in one record batch, one fsync."""
+    journal = Journal.create(str(tmp_path / "queue.yaml"))
+    t1, t2 = journal.new_ticket(), journal.new_ticket()
+    journal.taken([(t1, ENTRY_A, "[n1]"), (t2, ENTRY_C, "[n2]")], renamed(tmp_path),
+                  launched=True)
+    assert [json.loads(x)["ev"] for x in open(journal.path).read().splitlines()] == \
+        ["taken", "taken", "launched", "launched"]
+    journal.finished(t2, "[n2]", 0)
+    die(journal)
+    orphan = only(tmp_path)
+    assert (orphan.unlaunched, orphan.interrupted) == ([], [(t1, ENTRY_A, "[n1]")])
+
+
+def test_a_void_take_that_records_its_launch_leaves_the_job_in_the_queue(tmp_path):
+    """Crash before the rename: the take never happened, nor did its launch."""
+    journal = Journal.create(str(tmp_path / "queue.yaml"))
+    ticket = journal.new_ticket()
+    journal.taken([(ticket, ENTRY_A, "[n1]")], unrenamed(tmp_path), launched=True)
+    die(journal)
+    orphan = only(tmp_path)
+    assert (orphan.unlaunched, orphan.interrupted) == ([], [])
+
+
 # -- broadcast: one ticket, several nodes
 
 def test_broadcast_only_unfinished_nodes_are_interrupted(tmp_path):
