@@ -376,7 +376,13 @@ def _words(err: Exception) -> str:
 
 
 class SshExecutor:
-    """Runs jobs as channels of one open SSH connection (one job at a time)."""
+    """Runs jobs as channels of one open SSH connection (one job at a time).
+
+    The next job's wrapper is always started already (``waiting``): its
+    channel is asked for while a job runs and its exec is sent when the job
+    ends, so sshd and the login shell start while the loop takes the next
+    entry; ``run`` then only sends the command.
+    """
 
     def __init__(self, client: _Client, posix_login_shell: bool = False):
         self.client = client
