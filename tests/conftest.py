@@ -13,9 +13,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from cluster import Cluster, ClusterUnavailable  # noqa: E402
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from cluster import Cluster  # noqa: E402
+from helpers import cluster_or_skip  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -40,12 +39,7 @@ def cluster():
     if external is not None:
         yield external
         return
-    try:
-        Cluster.check_available()
-    except ClusterUnavailable as e:
-        if IN_CI:
-            pytest.fail("CI=true but the SSH test cluster cannot run: %s" % e, pytrace=False)
-        pytest.skip("SSH test cluster unavailable: %s" % e)
+    cluster_or_skip()
     # Not under pytest's tmp_path: the test user must be able to read the
     # authorized_keys file, and pytest's base temp dir is mode 0700.
     workdir = tempfile.mkdtemp(prefix="pegasus-cluster-")

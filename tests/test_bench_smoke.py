@@ -10,11 +10,10 @@ import sys
 
 import pytest
 
-from cluster import Cluster, ClusterUnavailable
+from helpers import cluster_or_skip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks", "bench_queue.py")
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 ROWS = [
     "a. overhead/job, 1 sub-node, 100 jobs",
@@ -34,12 +33,7 @@ ROWS = [
 
 @pytest.fixture
 def can_run_cluster():
-    try:
-        Cluster.check_available()
-    except ClusterUnavailable as e:
-        if IN_CI:
-            pytest.fail("CI=true but the SSH test cluster cannot run: %s" % e, pytrace=False)
-        pytest.skip("SSH test cluster unavailable: %s" % e)
+    cluster_or_skip()
 
 
 def test_bench_queue_quick(can_run_cluster):

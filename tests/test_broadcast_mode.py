@@ -11,21 +11,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 
 import pytest
 import yaml
 
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from helpers import wait_for
 
 
 @pytest.fixture

@@ -14,63 +14,19 @@ Nothing waits with a fixed sleep; the times the jobs took to die are printed
 and recorded as figures (``record_property``), never asserted beyond the
 polling deadline.
 """
-import os
-import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 
 import pytest
-import yaml
 
-LABELED = re.compile(r"^(\[[^\]]*\]) (.*)$")
-RUN_FRAME = re.compile(r"^=== run '(.*)' ===$")
-DONE_FRAME = re.compile(r"^=== done \((.*)\) ===$")
+from helpers import Pegasus, jobs_of, queue_entries, setup, wait_for
+
 GONE_WITHIN = 15.0  # seconds: the polling deadline for jobs to disappear
 
 
 # ---------------------------------------------------------------- helpers
-
-def wait_for(predicate, timeout=30.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
-        time.sleep(interval)
-
-
-def read(path):
-    try:
-        with open(str(path)) as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
-
-
-def jobs_of(stdout):
-    """Every job in the output: dicts label/command/lines/done, in start order."""
-    jobs, current = [], {}
-    for line in stdout.splitlines():
-        m = LABELED.match(line)
-        if not m:
-            continue
-        label, text = m.groups()
-        run, done = RUN_FRAME.match(text), DONE_FRAME.match(text)
-        if run:
-            current[label] = {"label": label, "command": run.group(1), "lines": [],
-                              "done": None}
-            jobs.append(current[label])
-        elif done and label in current:
-            current.pop(label)["done"] = done.group(1)
-        elif label in current:
-            current[label]["lines"].append(text)
-    return jobs
-
 
 class Marker:
     """A unique name for the jobs of one test, and where to look for them."""
@@ -117,61 +73,6 @@ def remote_sh(cluster, aliases):
 def local_sh(script):
     return subprocess.run(["sh", "-c", script], capture_output=True, text=True,
                           check=True, timeout=30).stdout
-
-
-class Pegasus:
-    """``python -m pegasus ARGS`` in its own session, output to files in ``folder``."""
-
-    def __init__(self, folder, args):
-        self.out_path = os.path.join(str(folder), "pegasus.out")
-        self.err_path = os.path.join(str(folder), "pegasus.err")
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pegasus", *[str(a) for a in args]],
-                cwd=str(folder), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True)
-
-    def out(self):
-        return read(self.out_path)
-
-    def said(self):
-        return self.out() + read(self.err_path)
-
-    def ctrl_c(self):
-        """What a terminal does on Ctrl-c: SIGINT to the foreground process group."""
-        os.killpg(self.proc.pid, signal.SIGINT)
-
-    def saw(self, text):
-        def seen():
-            if text in self.said():
-                return True
-            if self.proc.poll() is not None:
-                raise AssertionError("Pegasus exited with %s before printing %r:\n%s"
-                                     % (self.proc.returncode, text, self.said()))
-            return False
-        return seen
-
-    def wait(self, timeout=60):
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError("Pegasus still runs after %ss:\n%s" % (timeout, self.said()))
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-
-
-def setup(folder, hosts, queue):
-    with open(os.path.join(str(folder), "hosts.yaml"), "w") as f:
-        f.write(hosts)
-    with open(os.path.join(str(folder), "queue.yaml"), "w") as f:
-        f.write("".join("- %s\n" % q for q in queue))
-
-
-def queue_entries(path):
-    return yaml.load(read(path), Loader=yaml.BaseLoader) or []
 
 
 def ticks(peg):

@@ -4,20 +4,13 @@ They do not need the ``pegasus`` package.
 """
 import os
 import socket
-import time
+from functools import partial
 
 import pytest
 
+import helpers
 
-def wait_for(predicate, timeout=15.0, interval=0.02, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
-        time.sleep(interval)
+wait_for = partial(helpers.wait_for, timeout=15.0, interval=0.02)  # this file's defaults
 
 
 def connection_refused(ip, port):

@@ -13,11 +13,9 @@ time a partition took to be noticed is printed and recorded as a figure
 """
 import fcntl
 import os
-import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -25,107 +23,14 @@ import uuid
 import pytest
 import yaml
 
-from cluster import SSHD, Cluster, ClusterUnavailable, _descendants, _proc_table, _sshd_preexec
+from cluster import SSHD, Cluster, _descendants, _proc_table, _sshd_preexec
+from helpers import (IN_CI, Pegasus, cluster_or_skip, jobs_of, kill_all, queue_entries, read,
+                     setup, wait_for, write)
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-LABELED = re.compile(r"^(\[[^\]]*\]) (.*)$")
-RUN_FRAME = re.compile(r"^=== run '(.*)' ===$")
-DONE_FRAME = re.compile(r"^=== done \((.*)\) ===$")
 LOST = "connection lost, outcome unknown"
 
 
 # ---------------------------------------------------------------- helpers
-
-def wait_for(predicate, timeout=30.0, interval=0.05, what="condition"):
-    """Poll ``predicate`` until it returns something true, or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
-        time.sleep(interval)
-
-
-def read(path):
-    try:
-        with open(str(path)) as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
-
-
-def write(path, text):
-    with open(str(path), "w") as f:
-        f.write(text)
-
-
-def jobs_of(stdout):
-    """Every job in the output: dicts label/command/lines/done, in start order."""
-    jobs, current = [], {}
-    for line in stdout.splitlines():
-        m = LABELED.match(line)
-        if not m:
-            continue
-        label, text = m.groups()
-        run, done = RUN_FRAME.match(text), DONE_FRAME.match(text)
-        if run:
-            current[label] = {"label": label, "command": run.group(1), "lines": [],
-                              "done": None}
-            jobs.append(current[label])
-        elif done and label in current:
-            current.pop(label)["done"] = done.group(1)
-        elif label in current:
-            current[label]["lines"].append(text)
-    return jobs
-
-
-def queue_entries(path):
-    return yaml.load(read(path), Loader=yaml.BaseLoader) or []
-
-
-class Pegasus:
-    """``python -m pegasus ARGS`` in the background, output to files in ``folder``."""
-
-    def __init__(self, folder, args):
-        self.folder = folder
-        self.out_path = os.path.join(str(folder), "pegasus.out")
-        self.err_path = os.path.join(str(folder), "pegasus.err")
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pegasus", *[str(a) for a in args]],
-                cwd=str(folder), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True)
-
-    def out(self):
-        return read(self.out_path)
-
-    def said(self):
-        return self.out() + read(self.err_path)
-
-    def saw(self, text):
-        """A poll predicate: Pegasus printed ``text`` (or exited meanwhile)."""
-        def seen():
-            if text in self.said():
-                return True
-            if self.proc.poll() is not None:
-                raise AssertionError("Pegasus exited with %s before printing %r:\n%s"
-                                     % (self.proc.returncode, text, self.said()))
-            return False
-        return seen
-
-    def wait(self, timeout=60):
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError("Pegasus still runs after %ss:\n%s" % (timeout, self.said()))
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-
 
 class Flags:
     """A folder shared by the test and the jobs (scratch of the cluster)."""
@@ -160,11 +65,6 @@ class Flags:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def setup(folder, hosts, queue):
-    write(os.path.join(str(folder), "hosts.yaml"), hosts)
-    write(os.path.join(str(folder), "queue.yaml"), "".join("- %s\n" % q for q in queue))
-
-
 def add_to_queue(folder, commands):
     """Append entries to a running Pegasus's queue.yaml, under its lock, atomically."""
     path = os.path.join(str(folder), "queue.yaml")
@@ -195,14 +95,6 @@ def marked_pids(marker):
     return found
 
 
-def kill_marked(marker):
-    for pid in marked_pids(marker):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def crash_sshd(cluster, alias):
     """Kill a node like a crash: its sshd processes first, all at once, then the rest.
 
@@ -223,15 +115,6 @@ def crash_sshd(cluster, alias):
         except (OSError, ProcessLookupError):
             pass
     cluster.kill_host(i)
-
-
-def cluster_or_skip():
-    try:
-        Cluster.check_available()
-    except ClusterUnavailable as e:
-        if IN_CI:
-            pytest.fail("CI=true but the SSH test cluster cannot run: %s" % e, pytrace=False)
-        pytest.skip("SSH test cluster unavailable: %s" % e)
 
 
 # ---------------------------------------------------------------- fixtures
@@ -532,7 +415,7 @@ def partitioned(netns_host):
     marker = "PGNS" + uuid.uuid4().hex
     yield netns_host, marker
     netns_host.heal()
-    kill_marked(marker)
+    kill_all(marked_pids(marker))
 
 
 def test_partition_mid_job_is_noticed_and_the_host_taken_back(partitioned, tmp_path,

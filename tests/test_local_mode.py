@@ -1,55 +1,14 @@
 """Queue mode on localhost sub-nodes: the real CLI, no SSH needed."""
 
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
+from functools import partial
 
+import helpers
+from helpers import Running
 
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Running:
-    """A Pegasus process whose output is collected as it arrives."""
-
-    def __init__(self, args, cwd):
-        self.proc = subprocess.Popen([sys.executable, "-m", "pegasus", *args], cwd=cwd,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
-        self.lines = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self):
-        return "".join(self.lines)
-
-    def interrupt(self):
-        """SIGINT to the whole process group, as a terminal's Ctrl-c does."""
-        os.killpg(self.proc.pid, signal.SIGINT)
-
-    def finish(self, timeout=30):
-        try:
-            self.proc.wait(timeout=timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-        self.reader.join(timeout)
-        return self.proc.returncode
+wait_for = partial(helpers.wait_for, interval=0.02)  # this file polls every 20 ms
 
 
 def test_daemon_with_a_bad_entry_at_start_runs_what_comes_before_and_waits(tmp_path):
@@ -65,7 +24,7 @@ def test_daemon_with_a_bad_entry_at_start_runs_what_comes_before_and_waits(tmp_p
         wait_for(lambda: (tmp_path / "fixed.txt").exists(), what="the fixed entry to run")
     finally:
         run.interrupt()
-        status = run.finish()
+        status = run.finish(timeout=30)
     assert status == 130
     assert "unknown name 'nope'" in run.output
 
@@ -81,7 +40,7 @@ def test_ctrl_c_in_the_terminal_does_not_reach_local_jobs(tmp_path):
     run.interrupt()
     wait_for(lambda: "Ctrl-c" in run.output, what="the Ctrl-c notice")
     (tmp_path / "release").touch()
-    assert run.finish() == 130
+    assert run.finish(timeout=30) == 130
     out = run.output
     assert "finished-ok" in out and "=== done (exit 0) ===" in out
     assert not (tmp_path / "never.txt").exists()

@@ -14,9 +14,9 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
+from functools import partial
 
 import pytest
 import yaml
@@ -24,6 +24,9 @@ import yaml
 from pegasus import cli, lockmode
 from pegasus.errors import ExitStatus, PegasusError, UsageError
 from pegasus.queuefile import QueueFile
+
+import helpers
+from helpers import Running
 
 WAITING = "waiting for the queue lock"
 
@@ -33,18 +36,10 @@ LOCKSTATE = ('lock="$(dirname "$1")/.$(basename "$1").lock"\n'
              ' > "$(dirname "$1")/lockstate.txt"\n')
 APPEND = 'printf -- "- echo added\\n" >> "$1"\n'
 
+wait_for = partial(helpers.wait_for, interval=0.02)  # this file polls every 20 ms
+
 
 # ---------------------------------------------------------------- helpers
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def lock_is_free(queue_path):
     """A non-blocking flock on the queue's sidecar lock succeeds right now."""
@@ -91,41 +86,6 @@ def consumed_entries(folder):
     if not path.exists():
         return []
     return yaml.load(path.read_text(), Loader=yaml.BaseLoader) or []
-
-
-class Running:
-    """A Pegasus process in its own session; output collected as it arrives."""
-
-    def __init__(self, args, cwd, env=None):
-        full_env = dict(os.environ, **(env or {}))
-        self.proc = subprocess.Popen([sys.executable, "-m", "pegasus", *map(str, args)],
-                                     cwd=str(cwd), env=full_env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
-        self.lines = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self):
-        return "".join(self.lines)
-
-    def signal_group(self, sig):
-        os.killpg(self.proc.pid, sig)
-
-    def finish(self, timeout=60):
-        try:
-            self.proc.wait(timeout=timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-        self.reader.join(timeout)
-        return self.proc.returncode
 
 
 @pytest.fixture

@@ -15,38 +15,19 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
 import yaml
 
+from helpers import DONE_FRAME, LABELED, RUN_FRAME, wait_for, write
+
 # The server address of the job's SSH session: says which node ran it.
 WHERE = "$(echo $SSH_CONNECTION | cut -d' ' -f3)"
-LABELED = re.compile(r"^(\[[^\]]*\]) (.*)$")
-RUN_FRAME = re.compile(r"^=== run '(.*)' ===$")
-DONE_FRAME = re.compile(r"^=== done \((.*)\) ===$")
 TAKEN = re.compile(r"^# taken (.+) for (\[.*\])$")
 
 
 # ---------------------------------------------------------------- helpers
-
-def wait_for(predicate, timeout=30.0, interval=0.05, what="condition"):
-    """Poll ``predicate`` until it returns something true, or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
-        time.sleep(interval)
-
-
-def write(path, text):
-    with open(str(path), "w") as f:
-        f.write(text)
-
 
 def write_atomic(path, text):
     """Replace a file the way an editor or a careful script does."""

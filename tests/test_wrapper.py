@@ -12,14 +12,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
+from functools import partial
 
 import pytest
 
 from pegasus import executor, sshconfig
 
+import helpers
+from helpers import kill_all
+
 SHELLS = [s for s in sorted(executor.POSIX_LOGIN_SHELLS) if shutil.which(s)]
+
+wait_for = partial(helpers.wait_for, timeout=15.0)  # this file's default timeout
 
 
 def start(shell, command, posix=True):
@@ -65,23 +70,6 @@ def alive(tag):
     """Processes whose command line holds ``tag``."""
     found = subprocess.run(["pgrep", "-f", tag], capture_output=True, text=True)
     return [int(p) for p in found.stdout.split()]
-
-
-def wait_for(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
-
-
-def kill_tagged(tag):
-    for pid in alive(tag):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 TRICKY = [
@@ -152,7 +140,7 @@ def test_closing_stdin_terminates_the_job_and_its_children(shell):
         assert status == 128 + signal.SIGTERM
         wait_for(lambda: not any(_exists(p) for p in members), what="the group to die")
     finally:
-        kill_tagged(tag)
+        kill_all(alive(tag))
         _kill_group(proc.pid)
 
 
@@ -187,7 +175,7 @@ def test_a_finished_job_leaves_its_background_processes_alone(shell):
                  what="the watchdog to leave")
         assert all(_exists(p) for p in survivors)
     finally:
-        kill_tagged(tag)
+        kill_all(alive(tag))
 
 
 def test_only_other_login_shells_exec_sh():
