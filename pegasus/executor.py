@@ -83,12 +83,12 @@ done
    kill "$timer"; (trap - TERM; sleep {SILENCE}; stop) & timer=$!
  done
  kill "$timer"; stop) >/dev/null 2>&1 &
-exec 3<&-
+exec 3<&- 4>&2 2>/dev/null
 trap 'stopping=1' TERM
 trap '[ -z "$stopping" ] || exit 137' USR1
-sh -c "$command" & job=$!
-wait "$job" 2>/dev/null; status=$?
-while kill -0 "$job" 2>/dev/null; do wait "$job" 2>/dev/null; status=$?; done
+sh -c "$command" 2>&4 4>&- & job=$!
+wait "$job"; status=$?
+while kill -0 "$job"; do wait "$job"; status=$?; done
 exit "$status"
 """
 # How it works, line by line. The wrapper is started before its job is known
@@ -103,9 +103,11 @@ exit "$status"
 # SSH exit-signal message, so that would read as exit 0. It survives the
 # group's TERM (trap) and reports the job's status; when the job ignores TERM,
 # the watchdog's USR1 makes it report 137 a second before the group's KILL.
-# ``wait`` returns early when a trap runs, hence the loop; its 2>/dev/null
-# hides the shell's own "Killed" notices (Pegasus reports the signal). The job
-# runs in the background so that the traps run while it is still running.
+# ``wait`` returns early when a trap runs, hence the loop. The wrapper's own
+# stderr goes to /dev/null (the job's is the channel's, through fd 4): shells
+# print "Killed" notices for a background job at moments of their choosing,
+# and Pegasus reports the signal itself. The job runs in the background so
+# that the traps run while it is still running.
 
 # Login shells that run the wrapper as POSIX sh; any other (fish, csh, ...)
 # execs ``sh`` to run it, which costs a process start a job.
