@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pegasus import hostsfile, modes
+from pegasus import broadcast, hostsfile, modes
 from pegasus.cli import Options
 from pegasus.connecting import Connector, close_all
 from pegasus.errors import ExitStatus, HostsUnreachable, InputError
@@ -33,7 +33,7 @@ def run(opts: Options) -> ExitStatus:
     except BaseException:
         run.journal.close()
         raise
-    mode = modes.broadcast_mode if opts.mode == "b" else modes.queue_mode
+    mode = broadcast.broadcast_mode if opts.mode == "b" else modes.queue_mode
     try:
         return mode(run)
     finally:

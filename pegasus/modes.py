@@ -1,10 +1,12 @@
-"""The run loop of queue and broadcast mode.
+"""The run loop that queue mode and broadcast mode (``broadcast``) share.
 
-With ``connecting``, the only code that spawns greenlets. A loop is a tick of small named steps
-(reap finished jobs, take entries for the free sub-nodes, start them, wait for
-something to happen), driven by events that job greenlets, reconnecting
-greenlets and the signal handlers put on one queue. Queue and broadcast mode differ only in which
-sub-nodes a taken job goes to and in what a finished step means.
+With ``connecting``, the only code that spawns greenlets. A loop is a tick of
+small named steps (reap finished jobs, take entries for the free sub-nodes,
+start them, wait for something to happen), driven by events that job
+greenlets, reconnecting greenlets and the signal handlers put on one queue.
+Queue and broadcast mode differ only in which sub-nodes a taken job goes to
+and in what a finished step means: ``QueueLoop`` here, ``BroadcastLoop`` in
+``broadcast``.
 """
 
 from __future__ import annotations
@@ -342,63 +344,5 @@ class QueueLoop(Loop):
         return list(zip(targets, jobs))
 
 
-# ---------------------------------------------------------------- broadcast mode
-
-@dataclass
-class Step:
-    job: Job
-    results: List[Result] = field(default_factory=list)
-
-    @property
-    def failed(self) -> List[Result]:
-        return [r for r in self.results if not r.ok]
-
-
-class BroadcastLoop(Loop):
-    """Each job on every sub-node; the next only when all have finished."""
-
-    def __init__(self, run: Run):
-        super().__init__(run)
-        self.steps: List[Step] = []
-        self.step_start = 0  # index in self.results where the step began
-
-    def targets(self) -> List[SubNode]:
-        return [] if self.scheduler.running else self.scheduler.free()
-
-    def labels(self, targets: List[SubNode]) -> List[str]:
-        return [f"broadcast to {len(targets)} sub-node" + ("s" if len(targets) != 1 else "")]
-
-    def assign(self, targets, jobs):
-        self.steps.extend(Step(job) for job in jobs)  # at most one job
-        self.step_start = len(self.results)
-        return [(node, job) for job in jobs for node in targets]
-
-    def step_done(self) -> None:
-        step = self.steps[-1]
-        step.results = self.results[self.step_start:]
-        self.run.sink.step_report(len(self.steps), step.results)
-        if step.failed and self.run.error_aborts:
-            self.aborted = True
-            self.run.sink.message(f"--error-aborts: step {len(self.steps)} failed, "
-                                  "so no more entries are taken")
-
-    def summary(self, extra: Optional[str]) -> None:
-        self.run.sink.broadcast_summary([s.results for s in self.steps], extra)
-
-    def put_back(self, result: Result) -> None:
-        """The other sub-nodes ran it: it fails this step here instead."""
-        if self.run.journal is not None:
-            self.run.journal.lost(result.job.ticket, result.node.label, result.error)
-
-    def host_lost(self, node: SubNode) -> None:
-        """In lock-step a lost sub-node stays out for the rest of the run."""
-        self.scheduler.take_down(node)
-        self.run.sink.message(f"{node.label}: connection lost; it takes no further steps")
-
-
 def queue_mode(run: Run) -> ExitStatus:
     return QueueLoop(run).loop()
-
-
-def broadcast_mode(run: Run) -> ExitStatus:
-    return BroadcastLoop(run).loop()
