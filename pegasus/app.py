@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from pegasus import broadcast, hostsfile, modes
@@ -79,6 +80,9 @@ def _check_queue(queue: QueueFile, run: modes.Run, sink: Sink, daemon: bool) -> 
     A daemon says so too but goes on: it takes the entries before the bad
     one and then waits for the file to be fixed.
     """
+    if not os.path.exists(queue.path):
+        sink.message(f"{queue.path} does not exist: an empty queue" +
+                     (" (entries written to it will run)" if daemon else ""))
     try:
         queue.check_all(run.check)
     except InputError as err:

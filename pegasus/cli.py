@@ -36,6 +36,7 @@ by Ctrl-c, 143 stopped by SIGTERM.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -86,6 +87,10 @@ def _options(args) -> Options:
     period = args["--print-period"]
     if not period.isdigit():
         raise UsageError(f"--print-period must be a whole number >= 0, not '{period}'")
+    config = args["--ssh-config"]
+    if config is not None and not os.path.isfile(config):
+        raise UsageError(f"--ssh-config {config}: no such file (give an OpenSSH "
+                         "client config file, as for 'ssh -F')")
     return Options(mode, args["--daemon"], args["--error-aborts"], args["--editor"],
                    int(period), args["--queue-file"], args["--hosts-file"],
                    args["--ssh-config"])

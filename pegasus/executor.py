@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import secrets
 import shlex
 import signal
@@ -368,13 +369,17 @@ def _words(err: Exception) -> str:
     if isinstance(err, OSError) and err.strerror:
         return err.strerror
     args = [a for a in getattr(err, "args", ()) if isinstance(a, (str, int, Exception))]
+    text = " ".join(str(a) for a in args) or err.__class__.__name__
     if args and isinstance(args[0], str) and "%" in args[0]:
         try:
-            return args[0] % tuple(args[1:args[0].count("%") + 1])
+            text = args[0] % tuple(args[1:args[0].count("%") + 1])
         except (TypeError, ValueError):
             pass
-    text = " ".join(str(a) for a in args) or err.__class__.__name__
-    return text.strip()
+    # parallel-ssh counts its own tries ("- retry 1/1"); Pegasus retries on its own
+    return _PSSH_RETRY.sub("", text).strip()
+
+
+_PSSH_RETRY = re.compile(r"\s*-\s*retry \d+/\d+\s*$")
 
 
 class SshExecutor:

@@ -278,10 +278,11 @@ class Loop:
         if self.cancelled:
             return self.terminate()
         self.cancelled = True
+        running = self.scheduler.running
         self.run.sink.message(
-            "Ctrl-c: no new jobs will start and the queue file is left as it is; "
-            f"waiting for {self.scheduler.running} running job(s) to finish "
-            "(Ctrl-c again stops them)")
+            "Ctrl-c: no new jobs will start and the queue file is left as it is; " +
+            (f"waiting for {running} running job(s) to finish (Ctrl-c again stops them)"
+             if running else "no job is running"))
 
     def terminate(self) -> None:
         """Stop every running job: TERM to its process group, KILL later."""
@@ -294,7 +295,7 @@ class Loop:
         for node in running:
             executor = self.run.executors[node]
             gevent.spawn(executor.cancel)
-            gevent.spawn_later(KILL_AFTER + 1, executor.kill)
+            gevent.spawn_later(KILL_AFTER, executor.kill)  # the remote watchdog does it itself
 
     def stop_for(self, err: InputError) -> None:
         if self.error is None or str(err) != str(self.error):

@@ -316,6 +316,19 @@ def test_missing_hosts_file_given_with_an_option(work, run_pegasus):
     assert first_line(res).startswith("pegasus: cluster/hosts.yaml: not found"), res.stderr
 
 
+def test_a_missing_queue_file_is_an_empty_queue_and_pegasus_says_so(work, run_pegasus):
+    """A typo in -Q must not pass silently as a finished queue."""
+    work.setup("- localhost\n", work.good(2))
+
+    res = run_pegasus(["q", "-Q", "typo.yaml"], work.folder)
+
+    assert res.returncode == 0, res.stdout + res.stderr
+    said = res.stdout + res.stderr
+    assert "pegasus: typo.yaml does not exist: an empty queue" in said, said
+    assert "no jobs ran" in said
+    assert not (work.folder / "typo.yaml").exists()
+
+
 def test_hosts_file_that_is_a_directory(work, run_pegasus):
     work.setup(None, work.good(2))
     (work.folder / "hosts.yaml").mkdir()

@@ -26,16 +26,26 @@ def test_bad_usage_exits_2_with_usage(argv, capsys):
     assert err.startswith("pegasus: ") and "usage:" in err
 
 
+def test_a_missing_ssh_config_file_is_named_not_blamed_on_a_host(capsys, tmp_path):
+    missing = str(tmp_path / "nope")
+    assert main(["q", "--ssh-config", missing]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pegasus: --ssh-config %s: no such file" % missing), err
+    assert "host" not in err.split("\n")[0]
+
+
 def test_print_period_must_be_a_number(capsys):
     assert main(["q", "-p", "x"]) == 2
     assert "--print-period" in capsys.readouterr().err
 
 
-def test_options_are_parsed():
+def test_options_are_parsed(tmp_path):
+    cfg = tmp_path / "cfg"
+    cfg.write_text("Host x\n")
     opts = parse_args(["q", "-d", "-p", "3", "-Q", "a.yaml", "-H", "b.yaml",
-                       "--ssh-config", "cfg"])
+                       "--ssh-config", str(cfg)])
     assert (opts.mode, opts.daemon, opts.print_period, opts.queue_file,
-            opts.hosts_file, opts.ssh_config) == ("q", True, 3, "a.yaml", "b.yaml", "cfg")
+            opts.hosts_file, opts.ssh_config) == ("q", True, 3, "a.yaml", "b.yaml", str(cfg))
     assert parse_args(["b", "-e"]).error_aborts
     assert parse_args(["l", "--editor", "code --wait"]).editor == "code --wait"
 

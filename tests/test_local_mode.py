@@ -29,6 +29,21 @@ def test_daemon_with_a_bad_entry_at_start_runs_what_comes_before_and_waits(tmp_p
     assert "unknown name 'nope'" in run.output
 
 
+def test_ctrl_c_of_an_idle_daemon_says_no_job_is_running(tmp_path):
+    (tmp_path / "hosts.yaml").write_text("- localhost\n")
+    (tmp_path / "queue.yaml").write_text("- echo one > one.txt\n")
+    run = Running(["q", "-d"], tmp_path)
+    try:
+        wait_for(lambda: "=== done (exit 0) ===" in run.output, what="the entry to run")
+    finally:
+        run.interrupt()
+        status = run.finish(timeout=30)
+    assert status == 130
+    assert "Ctrl-c: no new jobs will start and the queue file is left as it is; " \
+        "no job is running" in run.output, run.output
+    assert "waiting for 0" not in run.output
+
+
 def test_ctrl_c_in_the_terminal_does_not_reach_local_jobs(tmp_path):
     # The terminal sends SIGINT to its whole foreground process group.
     (tmp_path / "hosts.yaml").write_text("- localhost\n")

@@ -193,6 +193,14 @@ def test_only_other_login_shells_exec_sh():
     assert executor.shell_command("N", False).startswith("exec sh -c 'exec 3<&0")
 
 
+def test_connection_errors_do_not_show_parallel_ssh_s_own_try_count():
+    """Pegasus goes on retrying a host: "retry 1/1" from parallel-ssh misleads."""
+    from pssh.exceptions import UnknownHostError
+    err = UnknownHostError("Unknown host %s - %s - retry %s/%s", "nosuch.invalid",
+                           "Name or service not known", 1, 1)
+    assert executor._words(err) == "Unknown host nosuch.invalid - Name or service not known"
+
+
 def test_the_login_shell_probe_says_which_shells_run_the_wrapper():
     says = executor._says_posix_login_shell
     assert says(0, b"/bin/sh\n")
