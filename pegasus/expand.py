@@ -110,8 +110,12 @@ def expand_entry(entry, line: Optional[int] = None) -> List[Job]:
         raise InputError("an entry must be a command or a mapping with a "
                          "'command' key")
     if "command" not in entry:
+        hint = ""
+        if len(entry) == 1 and " " in next(iter(entry)):
+            hint = ("; if it is one command, quote it: YAML reads a ': ' (or ':' "
+                    "and a tab) in a plain line as a key and its value")
         raise InputError("this entry has no 'command' key; add one (e.g. "
-                         "'command: echo {{ x }}')")
+                         "'command: echo {{ x }}')" + hint)
     axes = {name: _values(name, raw, "this entry") for name, raw in entry.items()}
     return [Job(p.pop("command"), params_of(p), line)
             for p in _product(axes, "this entry")]

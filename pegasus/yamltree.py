@@ -53,6 +53,7 @@ class _Reader:
     def __init__(self, text: str, path: str):
         self.path = path
         self.loader = _Loader(text)
+        self.lines = text.count("\n") + (not text.endswith("\n"))
         self.anchors: dict = {}
         self.end: Tuple[int, int] = (0, 0)
         self.depth = 0
@@ -67,7 +68,7 @@ class _Reader:
         try:
             return step()
         except yaml.MarkedYAMLError as err:
-            raise _syntax_error(err, self.path) from None
+            raise _syntax_error(err, self.path, self.lines) from None
         except yaml.YAMLError as err:
             raise InputError(f"not valid YAML: {err}", self.path) from None
 
@@ -149,12 +150,14 @@ class _Reader:
         return line - 1 if column == 0 else line
 
 
-def _syntax_error(err, path: str) -> InputError:
+def _syntax_error(err, path: str, lines: int) -> InputError:
     mark = err.problem_mark or err.context_mark
     problem = err.problem or "syntax error"
     if err.context:
         problem = f"{problem} ({err.context})"
     line = mark.line + 1 if mark is not None else None
+    if line is not None and lines and line > lines:  # "at the end": the last line
+        line = lines
     return InputError(f"YAML syntax error: {problem}; fix the file and run again",
                       path, line)
 

@@ -316,6 +316,34 @@ def test_missing_hosts_file_given_with_an_option(work, run_pegasus):
     assert first_line(res).startswith("pegasus: cluster/hosts.yaml: not found"), res.stderr
 
 
+@pytest.mark.parametrize("line", ['- echo "tab:\tend"\n', '- echo "a: b"\n'],
+                         ids=["colon-tab", "colon-space"])
+def test_a_command_that_yaml_reads_as_a_mapping_gets_a_hint(work, run_pegasus, line):
+    work.setup("- localhost\n", work.good(1) + line)
+
+    res = run_pegasus(["q"], work.folder)
+
+    assert res.returncode == 2, res.stdout + res.stderr
+    work.assert_nothing_happened(res)
+    head = first_line(res)
+    assert head.startswith("pegasus: queue.yaml:2 (entry 2): this entry has no "
+                           "'command' key"), head
+    assert "quote it" in head, head
+
+
+@pytest.mark.parametrize("end", ["\n", ""], ids=["newline", "no-newline"])
+def test_a_syntax_error_at_the_end_names_the_last_line(work, run_pegasus, end):
+    """libyaml puts the mark after the last newline: no line 4 in a 3-line file."""
+    work.setup("- localhost\n", work.good(2) + "- [a, b" + end)
+
+    res = run_pegasus(["q"], work.folder)
+
+    assert res.returncode == 2, res.stdout + res.stderr
+    work.assert_nothing_happened(res)
+    assert first_line(res).startswith("pegasus: queue.yaml:3 (entry 3): YAML syntax "
+                                      "error"), res.stderr
+
+
 def test_a_missing_queue_file_is_an_empty_queue_and_pegasus_says_so(work, run_pegasus):
     """A typo in -Q must not pass silently as a finished queue."""
     work.setup("- localhost\n", work.good(2))
