@@ -191,7 +191,7 @@ ORIGINAL = "# the queue\n- echo one    # keep this spacing\n\n- command: echo {{
 
 
 @pytest.mark.parametrize("added, hosts, where, what", [
-    ("- [unclosed\n", True, "queue.yaml:7", ""),
+    ("- [unclosed\n", True, "queue.yaml:6", ""),  # the last line, where it is
     ("- bs: 8\n", False, "queue.yaml:6 (entry 3)", "no 'command' key"),
     ("- echo {{ nope }}\n", True, "queue.yaml:6 (entry 3)", "nope"),
 ], ids=["syntax", "no-command", "unknown-name"])
