@@ -295,7 +295,7 @@ class Loop:
         for node in running:
             executor = self.run.executors[node]
             gevent.spawn(executor.cancel)
-            gevent.spawn_later(KILL_AFTER, executor.kill)  # the remote watchdog does it itself
+            gevent.spawn_later(KILL_AFTER, executor.kill)  # local; remote watchdogs do their own
 
     def stop_for(self, err: InputError) -> None:
         if self.error is None or str(err) != str(self.error):
