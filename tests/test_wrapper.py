@@ -20,7 +20,6 @@ import pytest
 from pegasus import executor, sshconfig
 
 import helpers
-from helpers import kill_all
 
 SHELLS = [s for s in sorted(executor.POSIX_LOGIN_SHELLS) if shutil.which(s)]
 
@@ -136,38 +135,30 @@ def test_the_wrapper_never_adds_words_to_the_job_s_stderr(shell):
         assert run(shell, "kill -TERM $$") == (143, "", "")
 
 
-@pytest.mark.parametrize("shell", SHELLS)
-def test_closing_stdin_terminates_the_job_and_its_children(shell):
-    tag = "pgw-%s" % uuid.uuid4().hex
-    proc = start(shell, "sleep 300 & sleep 301; : %s" % tag)
-    try:
-        wait_for(lambda: len(alive(tag)) >= 1, what="the job to start")
-        wait_for(lambda: any("sleep 300" in _cmdline(p) for p in _group(proc.pid)),
-                 what="its background child")
-        members = _group(proc.pid)
-        proc.stdin.close()
-        status, _, _ = finish(proc)
-        assert status == 128 + signal.SIGTERM
-        wait_for(lambda: not any(_exists(p) for p in members), what="the group to die")
-    finally:
-        kill_all(alive(tag))
-        _kill_group(proc.pid)
-
-
-@pytest.mark.parametrize("shell", SHELLS)
-def test_a_job_that_ignores_term_is_killed_and_reported_as_killed(shell):
-    tag = "pgw-%s" % uuid.uuid4().hex
-    proc = start(shell, "trap '' TERM; sleep 300; : %s" % tag)
+def cancel(shell, command):
+    """Start ``command``, wait for its ``sleep 300``, close stdin as Pegasus
+    cancels; return the wrapper's status once every process of the group is gone."""
+    proc = start(shell, command)
     try:
         wait_for(lambda: any("sleep 300" in _cmdline(p) for p in _group(proc.pid)),
                  what="the job to start")
         members = _group(proc.pid)
         proc.stdin.close()
         status, _, _ = finish(proc)
-        assert status == 128 + signal.SIGKILL
         wait_for(lambda: not any(_exists(p) for p in members), what="the group to die")
+        return status
     finally:
         _kill_group(proc.pid)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_closing_stdin_terminates_the_job_and_its_children(shell):
+    assert cancel(shell, "sleep 300 & sleep 301") == 128 + signal.SIGTERM
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_job_that_ignores_term_is_killed_and_reported_as_killed(shell):
+    assert cancel(shell, "trap '' TERM; sleep 300") == 128 + signal.SIGKILL
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -185,7 +176,7 @@ def test_a_finished_job_leaves_its_background_processes_alone(shell):
                  what="the watchdog to leave")
         assert all(_exists(p) for p in survivors)
     finally:
-        kill_all(alive(tag))
+        _kill_group(proc.pid)  # the subshell and its sleep, which has no tag
 
 
 def test_only_other_login_shells_exec_sh():
