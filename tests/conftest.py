@@ -43,7 +43,8 @@ def cluster():
     # Not under pytest's tmp_path: the test user must be able to read the
     # authorized_keys file, and pytest's base temp dir is mode 0700.
     workdir = tempfile.mkdtemp(prefix="pegasus-cluster-")
-    c = Cluster(workdir, n_hosts=4)
+    # PEGASUS_TEST_FIRST_IP: another address range, for two suites at once
+    c = Cluster(workdir, n_hosts=4, first_ip=int(os.environ.get("PEGASUS_TEST_FIRST_IP", "11")))
     try:
         c.start()
         yield c
