@@ -52,6 +52,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 from cluster import Cluster  # noqa: E402
 
+from pegasus import records  # noqa: E402
 from pegasus.queuefile import QueueFile  # noqa: E402
 
 ID = re.compile(r"echo (\S+) >> ")
@@ -235,7 +236,7 @@ class Soak:
             number, phase, delay, (read(out_path) or "")[-2000:])
         self.check_unrecovered(state)
         if number % 2 == 0:
-            QueueFile(self.file("queue.yaml")).recover()
+            records.recover(QueueFile(self.file("queue.yaml")))
             self.recovered_by["soak"] += 1
             if self.journals():
                 raise Broken("a journal is left after recovery: %s" % self.journals())
@@ -317,7 +318,7 @@ def main(argv=None):
         for number in range(1, args.crashes + 1):
             if not sum(soak.queue().values()):
                 if soak.journals():  # the dead run may have jobs to put back
-                    QueueFile(soak.file("queue.yaml")).recover()
+                    records.recover(QueueFile(soak.file("queue.yaml")))
                     soak.recovered_by["soak"] += 1
                     soak.check("recovered after crash %d" % done)
                 if not sum(soak.queue().values()):
@@ -326,7 +327,7 @@ def main(argv=None):
             soak.crash(number)
             done = number
         if soak.journals():
-            QueueFile(soak.file("queue.yaml")).recover()  # so the count below is exact
+            records.recover(QueueFile(soak.file("queue.yaml")))  # so the count below is exact
             soak.recovered_by["soak"] += 1
             soak.check("recovered after crash %d" % done)
         final_jobs = sum(soak.queue().values())

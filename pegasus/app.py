@@ -5,46 +5,53 @@ from __future__ import annotations
 import os
 import sys
 
-from pegasus import broadcast, hostsfile, modes
-from pegasus.cli import Options
+from pegasus import broadcast, expand, hostsfile, modes, records
 from pegasus.connecting import Connector, close_all
 from pegasus.errors import ExitStatus, HostsUnreachable, InputError
-from pegasus.journal import Journal
+from pegasus.options import Options
 from pegasus.output import Sink
 from pegasus.queuefile import QueueFile
 
 
 def run(opts: Options) -> ExitStatus:
+    sink = Sink.for_terminal(sys.stdout.buffer, opts.print_period)
     if opts.mode == "l":
         from pegasus import lockmode
 
-        return lockmode.run(opts)
+        return lockmode.run(opts, sink)
     if opts.mode == "requeue":
-        return requeue(opts)
-    sink = Sink.for_terminal(sys.stdout.buffer, opts.print_period)
+        return requeue(opts, sink)
+    return run_mode(opts, sink)
+
+
+def run_mode(opts: Options, sink: Sink) -> ExitStatus:
+    """Queue or broadcast mode: everything is built before the loop starts."""
+    broadcasting = opts.mode == "b"
     nodes = hostsfile.load(opts.hosts_file)
-    queue = QueueFile(opts.queue_file, on_lock_wait=lambda path: sink.message(
+    stop = modes.StopFlag()
+    queue = QueueFile(opts.queue_file, wait=stop.wait, on_lock_wait=lambda path: sink.message(
         f"waiting for the queue lock {path} (someone is editing the queue)"))
-    run = modes.Run(nodes, {}, queue, sink, opts.daemon, opts.error_aborts)
-    run.journal = _open_journal(queue, sink)
+    job_records = _open_records(queue, sink, broadcasting)
     try:
-        _check_queue(queue, run, sink, opts.daemon)
-        run.connector = Connector(nodes, opts.ssh_config)
-        run.executors = _connect(run, opts.mode)
+        check = expand.checker(nodes)
+        _check_queue(queue, check, sink, opts.daemon)
+        connector = Connector(nodes, opts.ssh_config)
+        executors = _connect(connector, nodes, sink, broadcasting)
     except BaseException:
-        run.journal.close()
+        job_records.close()
         raise
-    mode = broadcast.broadcast_mode if opts.mode == "b" else modes.queue_mode
+    run = modes.Run(nodes, executors, connector, queue, job_records, sink, stop,
+                    check, opts.daemon, opts.error_aborts)
+    mode = broadcast.broadcast_mode if broadcasting else modes.queue_mode
     try:
-        return mode(run)
+        return mode(run)  # closes the connections
     finally:
-        run.journal.close()
-        close_all(run.executors.values())
+        job_records.close()
 
 
-def _open_journal(queue: QueueFile, sink: Sink) -> Journal:
-    """Settle what a Pegasus that died left behind (see journal.py), say so."""
-    journal, put_back, interrupted = queue.open_journal()
+def _open_records(queue: QueueFile, sink: Sink, broadcasting: bool) -> records.Records:
+    """Settle what a Pegasus that died left behind (see records.py), say so."""
+    job_records, put_back, interrupted = records.open_run(queue, broadcasting)
     if put_back:
         sink.message(f"a previous Pegasus stopped before starting {put_back} job(s) it "
                      f"had taken; they are back at the head of {queue.path}")
@@ -54,27 +61,27 @@ def _open_journal(queue: QueueFile, sink: Sink) -> Journal:
                      f"(on {nodes}); their outcome is unknown, so they are not run "
                      f"again: see {queue.interrupted_path}, and run 'pegasus requeue' "
                      "to put them back in the queue")
-    return journal
+    return job_records
 
 
-def _connect(run: modes.Run, mode: str):
+def _connect(connector: Connector, nodes, sink: Sink, broadcasting: bool):
     """Broadcast needs every host; queue mode starts with those it can reach.
 
     A changed host key or a refused login is never worked around: it stops
     the run before anything is taken, in every mode.
     """
-    executors, failed = run.connector.connect_all(run.nodes)
+    executors, failed = connector.connect_all(nodes)
     fatal = any(err.fatal for err in failed)
-    if failed and (mode == "b" or not executors or fatal):
+    if failed and (broadcasting or not executors or fatal):
         close_all(executors.values())
         raise HostsUnreachable(failed)
     for err in failed:
-        run.sink.message(f"{err}; running on the other hosts and retrying this one "
-                         "in the background")
+        sink.message(f"{err}; running on the other hosts and retrying this one "
+                     "in the background")
     return executors
 
 
-def _check_queue(queue: QueueFile, run: modes.Run, sink: Sink, daemon: bool) -> None:
+def _check_queue(queue: QueueFile, check, sink: Sink, daemon: bool) -> None:
     """Bad input anywhere in the queue: say so and take nothing.
 
     A daemon says so too but goes on: it takes the entries before the bad
@@ -84,7 +91,7 @@ def _check_queue(queue: QueueFile, run: modes.Run, sink: Sink, daemon: bool) -> 
         sink.message(f"{queue.path} does not exist: an empty queue" +
                      (" (entries written to it will run)" if daemon else ""))
     try:
-        queue.check_all(run.check)
+        queue.check_all(check)
     except InputError as err:
         if not daemon:
             raise
@@ -92,10 +99,10 @@ def _check_queue(queue: QueueFile, run: modes.Run, sink: Sink, daemon: bool) -> 
                      "then waits for it to be fixed)")
 
 
-def requeue(opts: Options) -> ExitStatus:
+def requeue(opts: Options, sink: Sink) -> ExitStatus:
     """Move interrupted.yaml's entries back to the head of the queue."""
     queue = QueueFile(opts.queue_file)
-    moved = queue.requeue()
-    print(f"pegasus: {moved} interrupted job(s) moved from {queue.interrupted_path} "
-          f"to the head of {queue.path}")
+    moved = records.requeue(queue)
+    sink.message(f"{moved} interrupted job(s) moved from {queue.interrupted_path} "
+                 f"to the head of {queue.path}")
     return ExitStatus.OK

@@ -9,22 +9,12 @@ stays out for the rest of the run (lock-step).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import List, Optional
 
 from pegasus.errors import ExitStatus
-from pegasus.model import Job, Result, SubNode
+from pegasus.model import Result, SubNode
 from pegasus.modes import Loop, Run
-
-
-@dataclass
-class Step:
-    job: Job
-    results: List[Result] = field(default_factory=list)
-
-    @property
-    def failed(self) -> List[Result]:
-        return [r for r in self.results if not r.ok]
+from pegasus.output import StepTable
 
 
 class BroadcastLoop(Loop):
@@ -32,8 +22,8 @@ class BroadcastLoop(Loop):
 
     def __init__(self, run: Run):
         super().__init__(run)
-        self.steps: List[Step] = []
-        self.step_start = 0  # index in self.results where the step began
+        self.table = StepTable()  # the summary's rows
+        self.step: List[Result] = []  # the current step's results
 
     def targets(self) -> List[SubNode]:
         return [] if self.scheduler.running else self.scheduler.free()
@@ -42,31 +32,24 @@ class BroadcastLoop(Loop):
         return [f"broadcast to {len(targets)} sub-node" + ("s" if len(targets) != 1 else "")]
 
     def assign(self, targets, jobs):
-        self.steps.extend(Step(job) for job in jobs)  # at most one job
-        self.step_start = len(self.results)
-        return [(node, job) for job in jobs for node in targets]
+        self.step = []
+        return [(node, job) for job in jobs for node in targets]  # at most one job
+
+    def record(self, result: Result) -> None:
+        self.step.append(result)
 
     def step_done(self) -> None:
-        step = self.steps[-1]
-        step.results = self.results[self.step_start:]
-        self.run.sink.step_report(len(self.steps), step.results)
-        if step.failed and self.run.error_aborts:
-            self.aborted = True
-            self.run.sink.message(f"--error-aborts: step {len(self.steps)} failed, "
-                                  "so no more entries are taken")
+        results, number = self.step, self.table.steps + 1
+        self.table.add(results)
+        self.run.sink.step_report(number, results)
+        if any(not r.ok for r in results) and self.run.error_aborts:
+            self.abort(f"--error-aborts: step {number} failed, so no more entries are taken")
 
     def summary(self, extra: Optional[str]) -> None:
-        self.run.sink.broadcast_summary([s.results for s in self.steps], extra)
-
-    def put_back(self, result: Result) -> None:
-        """The other sub-nodes ran it: it fails this step here instead."""
-        if self.run.journal is not None:
-            self.run.journal.lost(result.job.ticket, result.node.label, result.error)
+        self.run.sink.broadcast_summary(self.table, extra)
 
     def host_lost(self, node: SubNode) -> None:
-        """In lock-step a lost sub-node stays out for the rest of the run."""
-        self.scheduler.take_down(node)
-        self.run.sink.message(f"{node.label}: connection lost; it takes no further steps")
+        self.hosts.lose_sub_node(node)
 
 
 def broadcast_mode(run: Run) -> ExitStatus:

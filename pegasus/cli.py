@@ -39,23 +39,11 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass
 from typing import List, Optional
 
 from pegasus import __version__
 from pegasus.errors import ExitStatus, PegasusError, UsageError
-
-
-@dataclass(frozen=True)
-class Options:
-    mode: str  # "q", "b", "l" or "requeue"
-    daemon: bool
-    error_aborts: bool
-    editor: Optional[str]
-    print_period: int
-    queue_file: str
-    hosts_file: str
-    ssh_config: Optional[str]
+from pegasus.options import Options
 
 
 def parse_args(argv: List[str]) -> Options:

@@ -1,9 +1,10 @@
-"""Opening connections to sub-nodes: all at once at start, again after a loss.
+"""Connections to sub-nodes: all opened at once at start, again after a loss.
 
 Host names are resolved with ``ssh -G`` (a few at a time in threads); then
 one executor is opened per sub-node, every sub-node at once but at most
 ``CONNECTS_PER_HOST`` handshakes per host at a time (sshd's ``MaxStartups``
-starts dropping at 10). Besides ``modes``, the only module that spawns
+starts dropping at 10). ``Hosts`` is the one place where sub-nodes go down
+and come back during a run. Besides ``modes``, the only module that spawns
 greenlets. Failures are values: ``HostError``s, for the caller to report.
 """
 
@@ -18,6 +19,7 @@ from gevent.threadpool import ThreadPool
 
 from pegasus import executor, sshconfig
 from pegasus.errors import HostError
+from pegasus.events import HostBack, HostRefused
 from pegasus.model import SubNode
 
 CONNECTS_PER_HOST = 8
@@ -73,6 +75,90 @@ class Connector:
                 waiting.remove(node)
                 report(node, made)
             delay = min(delay * 2, RETRY_MAX)
+
+
+class Hosts:
+    """The sub-nodes' executors; which are down; reconnecting in the background.
+
+    ``scheduler`` hears which sub-nodes are down (it gives them no jobs);
+    ``post`` receives ``HostBack``/``HostRefused`` events from the
+    reconnecting greenlets, for the loop to hand back to ``back``.
+    """
+
+    def __init__(self, nodes: Sequence[SubNode], executors: Dict[SubNode, object],
+                 connector, scheduler, sink, post: Callable[[object], None]):
+        self.nodes, self.executors = list(nodes), dict(executors)
+        self.connector, self.scheduler, self.sink, self.post = connector, scheduler, sink, post
+        self.reconnecting: Dict[str, gevent.Greenlet] = {}
+        self.by_host: Dict[str, List[SubNode]] = {}
+        for node in self.nodes:
+            self.by_host.setdefault(node.hostname, []).append(node)
+
+    def start(self) -> None:
+        """Keep trying the sub-nodes that could not be reached at start."""
+        self._reconnect([n for n in self.nodes if n not in self.executors])
+
+    def executor(self, node: SubNode):
+        return self.executors[node]
+
+    def heartbeat(self, busy: Sequence[SubNode]) -> None:
+        """Tell the remote watchdogs of these sub-nodes' jobs that Pegasus is there."""
+        for node in busy:
+            try:
+                self.executors[node].heartbeat()
+            except executor.ConnectionLost:
+                pass  # its reader reports the lost connection
+
+    def lose_host(self, node: SubNode) -> None:
+        """Its host gives no more jobs until a new connection is made."""
+        if node.is_local or node.hostname in self.reconnecting:
+            return
+        self.sink.message(f"host {node.hostname}: connection lost; its sub-nodes "
+                          "take no more jobs; reconnecting in the background")
+        self._reconnect(self.by_host[node.hostname])
+
+    def lose_sub_node(self, node: SubNode) -> None:
+        """Lock-step: a lost sub-node stays out for the rest of the run."""
+        self.scheduler.take_down(node)
+        self.sink.message(f"{node.label}: connection lost; it takes no further steps")
+
+    def back(self, event) -> None:
+        """A ``HostBack`` or ``HostRefused`` from a reconnecting greenlet."""
+        node = event.node
+        if isinstance(event, HostRefused):
+            self.reconnecting.pop(node.hostname, None)
+            return self.sink.message(f"{event.error}; it is left out for the rest "
+                                     "of the run")
+        old = self.executors.get(node)
+        if old is not None:
+            old.close()
+        self.executors[node] = event.executor
+        self.scheduler.bring_up(node)
+        if not any(self.scheduler.is_down(n) for n in self.by_host[node.hostname]):
+            self.reconnecting.pop(node.hostname, None)
+            self.sink.message(f"host {node.hostname}: connected; taking jobs again")
+
+    def stop(self) -> None:
+        gevent.killall(list(self.reconnecting.values()))
+
+    def close(self) -> None:
+        close_all(self.executors.values())
+
+    def _reconnect(self, nodes: Sequence[SubNode]) -> None:
+        by_host: Dict[str, List[SubNode]] = {}
+        for node in nodes:
+            self.scheduler.take_down(node)
+            by_host.setdefault(node.hostname, []).append(node)
+        for host, group in by_host.items():
+            self.reconnecting[host] = gevent.spawn(
+                self.connector.reconnect, group, self._idle, self._report)
+
+    def _idle(self, node: SubNode) -> bool:
+        return not self.scheduler.is_busy(node)
+
+    def _report(self, node: SubNode, made) -> None:
+        self.post(HostRefused(node, made) if isinstance(made, HostError)
+                  else HostBack(node, made))
 
 
 def _resolve_all(names: List[str], ssh_config: Optional[str]) -> Dict[str, object]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import yaml
 
@@ -123,8 +123,18 @@ def expand_entry(entry, line: Optional[int] = None) -> List[Job]:
 
 def check_job(job: Job, nodes: Sequence[SubNode], cache: Optional[dict] = None) -> None:
     """Raise TemplateError unless the job renders on every sub-node."""
+    _check_names(job, _node_name_sets(nodes), cache)
+
+
+def checker(nodes: Sequence[SubNode]) -> Callable[[Job], None]:
+    """``check_job`` for these sub-nodes: their name sets found once, checks cached."""
+    name_sets, cache = _node_name_sets(nodes), {}
+    return lambda job: _check_names(job, name_sets, cache)
+
+
+def _check_names(job: Job, name_sets, cache: Optional[dict]) -> None:
     names = {k for k, _ in job.params}
-    for name_set in _node_name_sets(nodes):
+    for name_set in name_sets:
         key = (job.command, frozenset(names | name_set))
         if cache is not None and key in cache:
             continue

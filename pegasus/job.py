@@ -1,12 +1,13 @@
 """Run one job on one sub-node: render, frame, stream lines, make a Result.
 
-The journal hears of the job just before its command is sent (``launched``,
-unless the take already said so) and when it ends (``finished``); a job that
-could not be sent or whose
-connection died comes back as a Result the loop acts on.
+``launching()`` is called just before the command is sent (the loop records
+the launch there); a job that could not be sent or whose connection died
+comes back as a Result with that outcome, for the loop to act on.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 from pegasus import expand, faults
 from pegasus.errors import TemplateError
@@ -15,8 +16,8 @@ from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.output import LineSplitter, Sink
 
 
-def run_job(node: SubNode, job: Job, executor, sink: Sink, journal=None,
-            launch_journaled: bool = False) -> Result:
+def run_job(node: SubNode, job: Job, executor, sink: Sink,
+            launching: Callable[[], None]) -> Result:
     try:
         rendered = expand.render(job, node)
     except TemplateError as err:  # checked before it left the queue; kept safe
@@ -29,17 +30,11 @@ def run_job(node: SubNode, job: Job, executor, sink: Sink, journal=None,
         if lines:
             sink.lines(node, stream, lines)
 
-    def launching() -> None:
-        if journal is not None and job.ticket is not None and not launch_journaled:
-            journal.launched(job.ticket, node.label)
-        faults.point("launch-journaled")
-
     result = _execute(node, job, rendered, executor, emit, launching)
     for stream, splitter in splitters.items():
         rest = splitter.close()
         if rest:
             sink.lines(node, stream, rest)
-    _journal_end(journal, result)
     sink.job_done(node, result)
     return result
 
@@ -55,10 +50,3 @@ def _execute(node, job, rendered, executor, emit, launching) -> Result:
                       outcome_hint=Outcome.LOST)
     faults.point("job-finished")
     return Result(node, job, rendered, exit_status=status)
-
-
-def _journal_end(journal, result: Result) -> None:
-    if journal is None or result.job.ticket is None or result.exit_status is None:
-        return
-    journal.finished(result.job.ticket, result.node.label, result.exit_status)
-    faults.point("finish-journaled")

@@ -42,9 +42,10 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Tuple
 
 from pegasus import expand, hostsfile
-from pegasus.cli import Options
+from pegasus.options import Options
 from pegasus.errors import ExitStatus, InputError, PegasusError, UsageError
-from pegasus.queuefile import QueueFile
+from pegasus.output import Sink
+from pegasus.queuefile import QueueFile, snapshot
 
 Ask = Callable[[str], str]  # shows a question, returns the answer typed
 QUESTION = "Reopen the editor? [Y/n/u] "
@@ -58,16 +59,18 @@ class EditRejected(PegasusError):
         self.exit_status = exit_status
 
 
-def run(opts: Options) -> ExitStatus:
-    return edit(opts, _ask_terminal if _stdin_is_terminal() else None)
+def run(opts: Options, sink: Sink) -> ExitStatus:
+    return edit(opts, sink, _ask_terminal if _stdin_is_terminal() else None)
 
 
-def edit(opts: Options, ask: Optional[Ask]) -> ExitStatus:
+def edit(opts: Options, sink: Sink, ask: Optional[Ask]) -> ExitStatus:
     """Lock mode; ``ask`` answers the reopen question (None: undo, no question)."""
     editor = editor_command(opts.editor, os.environ)
-    queue = QueueFile(opts.queue_file, on_lock_wait=_say_waiting)
+    queue = QueueFile(opts.queue_file, on_lock_wait=lambda path: sink.message(
+        f"waiting for the queue lock {path} (another Pegasus is taking entries or "
+        "someone is editing the queue)"))
     with queue.locked():
-        return _Session(opts, editor, ask).loop()
+        return _Session(opts, sink, editor, ask).loop()
 
 
 def editor_command(option: Optional[str], env) -> Tuple[list, str, str]:
@@ -93,11 +96,11 @@ def _split(given: str, source: str) -> list:
 class _Session:
     """One lock-mode run: the editor, the checks, the answer."""
 
-    def __init__(self, opts: Options, editor, ask: Optional[Ask]):
-        self.path, self.ask = opts.queue_file, ask
+    def __init__(self, opts: Options, sink: Sink, editor, ask: Optional[Ask]):
+        self.path, self.ask, self.say = opts.queue_file, ask, sink.message
         self.argv, self.given, self.source = editor
         self.queue = QueueFile(self.path)
-        self.before, self.mode = self.queue.snapshot()
+        self.before, self.mode = snapshot(self.path)
         self.check, self.note = _checker(opts.hosts_file)
 
     def loop(self) -> ExitStatus:
@@ -129,7 +132,7 @@ class _Session:
             status = child.wait()
         interrupted = status in (-signal.SIGINT, 128 + signal.SIGINT)
         if status:
-            _say(f"the editor {self.given!r} {_ending(status)}; checking "
+            self.say(f"the editor {self.given!r} {_ending(status)}; checking "
                  f"{self.path} anyway")
         return interrupted
 
@@ -144,12 +147,12 @@ class _Session:
                 return answer
 
     def keep(self) -> ExitStatus:
-        _say(f"kept {self.path} with the problem above: a running Pegasus stops "
+        self.say(f"kept {self.path} with the problem above: a running Pegasus stops "
              "at that entry and reports it until it is fixed")
         return ExitStatus.BAD_INPUT
 
     def undo(self, err: InputError, interrupted: bool) -> EditRejected:
-        rejected = self.queue.undo_edit(self.before, self.mode)
+        rejected = _undo_edit(self.queue, self.before, self.mode)
         status = ExitStatus.INTERRUPTED if interrupted else ExitStatus.BAD_INPUT
         return EditRejected(f"{err}\n(the edit was undone: {self.path} is back as it "
                             f"was before; the rejected version is in {rejected})",
@@ -157,9 +160,27 @@ class _Session:
 
     def preview(self, entries: int, jobs: int) -> None:
         if self.note:
-            _say(self.note)
-        _say(f"{self.path}: {_plural(entries, 'entry', 'entries')}, "
+            self.say(self.note)
+        self.say(f"{self.path}: {_plural(entries, 'entry', 'entries')}, "
              f"{_plural(jobs, 'job', 'jobs')}")
+
+
+def _undo_edit(queue: QueueFile, before: Optional[bytes], mode: Optional[int]) -> str:
+    """Keep the edited queue as ``<queue>.rejected``, put ``before`` back.
+
+    Under the lock. Returns the rejected file's path.
+    """
+    rejected = queue.path + ".rejected"
+    edited, _ = snapshot(queue.path)
+    queue.write_atomic(rejected, edited or b"")
+    if before is None:
+        try:
+            os.unlink(queue.path)
+        except FileNotFoundError:
+            pass
+    else:
+        queue.write_atomic(queue.path, before, mode=mode)
+    return rejected
 
 
 # ---------------------------------------------------------------- checks
@@ -173,8 +194,7 @@ def _checker(hosts_path: str):
         nodes = hostsfile.load(hosts_path)
     except InputError as err:
         return _shape_only, f"{err}\n(so templates were not checked against hosts)"
-    cache: dict = {}
-    return (lambda job: expand.check_job(job, nodes, cache)), None
+    return expand.checker(nodes), None
 
 
 def _shape_only(job) -> None:
@@ -212,15 +232,6 @@ def _ask_terminal(question: str) -> str:
     if not line:
         raise EOFError
     return line
-
-
-def _say(text: str) -> None:
-    print("\n".join(f"pegasus: {line}" for line in text.splitlines()), flush=True)
-
-
-def _say_waiting(lock_path: str) -> None:
-    _say(f"waiting for the queue lock {lock_path} (another Pegasus is taking "
-         "entries or someone is editing the queue)")
 
 
 def _plural(count: int, one: str, many: str) -> str:

@@ -1,82 +1,132 @@
 """The run loop that queue mode and broadcast mode (``broadcast``) share.
 
 With ``connecting``, the only code that spawns greenlets. A loop is a tick of
-small named steps (reap finished jobs, take entries for the free sub-nodes,
-start them, wait for something to happen), driven by events that job
-greenlets, reconnecting greenlets and the signal handlers put on one queue.
-Queue and broadcast mode differ only in which sub-nodes a taken job goes to
-and in what a finished step means: ``QueueLoop`` here, ``BroadcastLoop`` in
-``broadcast``.
+small named steps (reap what happened, take entries for the free sub-nodes
+and start them, wait for the next event), driven by typed events (``events``)
+that job greenlets, reconnecting greenlets and the signal handlers put on one
+queue. Its state is one ``State``. Queue and broadcast mode differ only in
+which sub-nodes a taken job goes to and in what a finished step means:
+``QueueLoop`` here, ``BroadcastLoop`` in ``broadcast``.
 """
 
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import Enum
 from typing import Dict, List, Optional, Tuple
 
 import gevent
 import gevent.queue
 
-from pegasus import expand
-from pegasus.connecting import Connector
-from pegasus.errors import ExitStatus, HostError, InputError
-from pegasus.executor import HEARTBEAT, KILL_AFTER, ConnectionLost
+from pegasus.connecting import Hosts
+from pegasus.errors import ExitStatus, InputError
+from pegasus.events import HostBack, HostRefused, JobDone, Signal, Signalled
+from pegasus.executor import HEARTBEAT, KILL_AFTER
 from pegasus.job import run_job
-from pegasus.journal import Journal
 from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.output import Sink
-from pegasus.queuefile import LockWaitAborted, QueueFile
+from pegasus.queuefile import Check, LockWaitAborted, QueueFile
+from pegasus.records import Records
 from pegasus.scheduler import Scheduler
 
 POLL_SECONDS = 0.25  # how often an idle or blocked queue file is looked at
 
 
-# ---------------------------------------------------------------- the loop
+class StopFlag:
+    """Set by a signal handler at once, even while the loop waits for the lock."""
 
-@dataclass
+    def __init__(self):
+        self.requested = False
+
+    def wait(self, seconds: float) -> None:
+        """Waiting for the queue lock (someone edits): give up on a signal."""
+        if self.requested:
+            raise LockWaitAborted()
+        gevent.sleep(seconds)
+
+
+@dataclass(frozen=True)
 class Run:
+    """Everything a loop needs, built whole before it starts."""
+
     nodes: List[SubNode]
-    executors: Dict[SubNode, object]
-    queue: QueueFile
+    executors: Dict[SubNode, object]  # the sub-nodes reached at start
+    connector: object  # connecting.Connector (or a fake): reconnects lost hosts
+    queue: QueueFile  # built with ``wait=stop.wait``
+    records: Records
     sink: Sink
+    stop: StopFlag
+    check: Check  # expand.checker(nodes): raises InputError for a job that cannot run
     daemon: bool = False
     error_aborts: bool = False
-    journal: Optional[Journal] = None
-    connector: Optional[Connector] = None
-    check_cache: dict = field(default_factory=dict)
 
-    def check(self, job: Job) -> None:
-        expand.check_job(job, self.nodes, self.check_cache)
+
+class State(Enum):
+    RUNNING = "taking entries as sub-nodes free up"
+    ABORTING = "a broadcast step failed under --error-aborts: taking nothing more"
+    STOPPING = "Ctrl-c: taking nothing more, waiting for running jobs"
+    TERMINATING = "second Ctrl-c or SIGTERM: running jobs are being stopped"
+
+
+class QueueHead:
+    """What the loop knows of the queue's head: empty, blocked by a bad entry.
+
+    An empty or blocked queue is looked at again only once the file changed.
+    """
+
+    def __init__(self, queue: QueueFile, sink: Sink, daemon: bool):
+        self.queue, self.sink, self.daemon = queue, sink, daemon
+        self.blocked: Optional[InputError] = None  # the bad entry at the head
+        self.empty = False
+        self.seen_signature = None  # the file as last found empty or blocked
+
+    def may_have_jobs(self) -> bool:
+        if self.blocked is not None and not self.daemon:
+            return False
+        return self.seen_signature is None or self.queue.signature() != self.seen_signature
+
+    def took(self, emptied: bool, error: Optional[InputError]) -> None:
+        """After a take: fewer jobs than asked for means the queue is empty."""
+        if error is not None:
+            return self.block(error)
+        self.blocked, self.empty = None, emptied
+        self.seen_signature = self.queue.signature() if emptied else None
+
+    def block(self, err: InputError) -> None:
+        """A bad entry at the head: say so once; a daemon waits for the fix."""
+        if self.blocked is None or str(err) != str(self.blocked):
+            tail = ("waiting for it to be fixed" if self.daemon else
+                    "no more entries are taken; fix it and run Pegasus again")
+            self.sink.message(f"{err}\n(this entry stays in the queue; {tail})")
+        self.blocked = err
+        self.seen_signature = self.queue.signature()
+
+    def done(self) -> bool:
+        """Nothing more to take, for a run that is not a daemon."""
+        return not self.daemon and (self.blocked is not None or self.empty)
 
 
 class Loop:
     """What both modes share: events, taking, stopping, the exit status."""
 
-    launched_when_taken = False  # the journal records a job's launch with its take
-
     def __init__(self, run: Run):
         self.run = run
         self.events: gevent.queue.Queue = gevent.queue.Queue()
         self.scheduler = Scheduler(run.nodes)
-        self.results: List[Result] = []
-        self.cancelled = False
-        self.terminated = False  # second Ctrl-c or SIGTERM: running jobs are stopped
-        self.signal_status = ExitStatus.INTERRUPTED
-        self.aborted = False  # broadcast -e: a step failed
-        self.reconnecting: Dict[str, gevent.Greenlet] = {}
-        self.stop_requested = False
-        run.queue.wait = self.lock_wait  # other greenlets go on meanwhile
-        self.error: Optional[InputError] = None
-        self.seen_signature = None  # the queue file as last found empty or bad
-        self.empty = False
+        self.hosts = Hosts(run.nodes, run.executors, run.connector, self.scheduler,
+                           run.sink, self.events.put)
+        self.state = State.RUNNING
+        self.stop_signal = Signal.CTRL_C  # the signal that stopped the run
+        self.failed = 0  # jobs that did not succeed
+        self.head = QueueHead(run.queue, run.sink, run.daemon)
 
     def loop(self) -> ExitStatus:
-        handlers = [gevent.signal_handler(signal.SIGINT, self.signalled, "cancel"),
-                    gevent.signal_handler(signal.SIGTERM, self.signalled, "terminate")]
+        handlers = [gevent.signal_handler(signal.SIGINT, self.signalled, Signal.CTRL_C),
+                    gevent.signal_handler(signal.SIGTERM, self.signalled, Signal.SIGTERM)]
         beating = gevent.spawn(self.heartbeats)
         try:
-            self.start_reconnecting(n for n in self.run.nodes if n not in self.run.executors)
+            self.hosts.start()
             while True:
                 self.reap(block=False)
                 if self.may_take():
@@ -87,13 +137,15 @@ class Loop:
         finally:
             for handler in handlers:
                 handler.cancel()
-            gevent.killall(list(self.reconnecting.values()) + [beating])
+            self.hosts.stop()
+            beating.kill()
+            self.hosts.close()
         return self.report()
 
     # -- what the modes define
 
     def targets(self) -> List[SubNode]:
-        """The sub-nodes the next pop is for, in order."""
+        """The sub-nodes the next take is for, in order."""
         raise NotImplementedError
 
     def labels(self, targets: List[SubNode]) -> List[str]:
@@ -106,34 +158,27 @@ class Loop:
     def step_done(self) -> None:
         """Called when no job is running any more."""
 
-    def summary(self, extra: Optional[str]) -> None:
-        self.run.sink.summary(self.results, extra)
-
     def record(self, result: Result) -> None:
-        """Keep a finished job's result for the reports."""
-        self.results.append(result)
+        """Keep what the summary needs of a finished job."""
+        raise NotImplementedError
+
+    def summary(self, extra: Optional[str]) -> None:
+        raise NotImplementedError
+
+    def host_lost(self, node: SubNode) -> None:
+        self.hosts.lose_host(node)
 
     # -- steps
 
-    def signalled(self, kind: str) -> None:
-        self.stop_requested = True  # seen at once, even while waiting for the lock
-        self.events.put((kind,))
-
-    def lock_wait(self, seconds: float) -> None:
-        """Waiting for the queue lock (someone edits): give up on Ctrl-c."""
-        if self.stop_requested:
-            raise LockWaitAborted()
-        gevent.sleep(seconds)
+    def signalled(self, which: Signal) -> None:
+        self.run.stop.requested = True  # seen at once, even while waiting for the lock
+        self.events.put(Signalled(which))
 
     def heartbeats(self) -> None:
         """Every running remote job hears from Pegasus once a second."""
         while True:
             gevent.sleep(HEARTBEAT)
-            for node in list(self.scheduler.busy):
-                try:
-                    self.run.executors[node].heartbeat()
-                except ConnectionLost:
-                    pass  # its reader reports the lost connection
+            self.hosts.heartbeat(list(self.scheduler.busy))
 
     def reap(self, block: bool) -> None:
         timeout = self.wait_seconds() if block else 0
@@ -146,138 +191,79 @@ class Loop:
             self.handle(self.events.get_nowait())
 
     def handle(self, event) -> None:
-        kind = event[0]
-        if kind == "cancel":
-            return self.cancel()
-        if kind == "terminate":
-            self.signal_status = ExitStatus.TERMINATED
-            return self.terminate()
-        if kind == "up":
-            return self.host_back(event[1], event[2])
-        _, node, result = event
-        self.scheduler.finish(node)
+        if isinstance(event, Signalled):
+            return self.on_signal(event.signal)
+        if isinstance(event, (HostBack, HostRefused)):
+            return self.hosts.back(event)
+        self.job_done(event.result)
+
+    def job_done(self, result: Result) -> None:
+        self.scheduler.finish(result.node)
+        self.failed += not result.ok
         self.record(result)
-        self.settle(result)
+        self.run.records.settle(result)
+        if result.outcome in (Outcome.NOT_STARTED, Outcome.LOST):
+            self.host_lost(result.node)
         if not self.scheduler.running:
             self.step_done()
 
-    def settle(self, result: Result) -> None:
-        """Put back a job that never started; record one whose outcome is unknown."""
-        outcome, run = result.outcome, self.run
-        if outcome is Outcome.NOT_STARTED:
-            self.put_back(result)
-        elif outcome in (Outcome.LOST, Outcome.ERROR):
-            run.queue.add_interrupted(result.job, result.node.label, result.error,
-                                      run.journal)
-        if outcome in (Outcome.NOT_STARTED, Outcome.LOST):
-            self.host_lost(result.node)
-
-    def put_back(self, result: Result) -> None:
-        self.run.queue.put_back([result.job], self.run.journal)
-
     def may_take(self) -> bool:
-        if self.stop_requested or self.cancelled or self.aborted or (self.error is not None and not self.run.daemon):
+        if self.state is not State.RUNNING or self.run.stop.requested:
             return False
-        if not self.targets():
-            return False
-        return self.seen_signature is None or self.run.queue.signature() != self.seen_signature
+        return self.head.may_have_jobs() and bool(self.targets())
 
     def take(self) -> None:
         targets = self.targets()
         labels = self.labels(targets)
         try:
-            taken = self.run.queue.take(labels, self.run.check, self.run.journal,
-                                        launching=self.launched_when_taken)
+            taken = self.run.records.take(labels, self.run.check)
         except InputError as err:
-            return self.stop_for(err)
+            return self.head.block(err)
         except LockWaitAborted:
             return None
         for node, job in self.assign(targets, taken.jobs):
             self.start(node, job)
-        if taken.error is not None:
-            return self.stop_for(taken.error)
-        self.error = None
-        self.empty = len(taken.jobs) < len(labels)
-        self.seen_signature = self.run.queue.signature() if self.empty else None
+        self.head.took(len(taken.jobs) < len(labels), taken.error)
 
     def start(self, node: SubNode, job: Job) -> None:
         self.scheduler.start([node])
         gevent.spawn(self._job, node, job)
 
     def _job(self, node: SubNode, job: Job) -> None:
+        records = self.run.records
         try:
-            result = run_job(node, job, self.run.executors[node], self.run.sink,
-                             self.run.journal, self.launched_when_taken)
+            result = run_job(node, job, self.hosts.executor(node), self.run.sink,
+                             lambda: records.launching(job, node.label))
         except Exception as err:  # noqa: BLE001 - a bug must not hang the loop
             result = Result(node, job, job.command, error=f"internal error: {err!r}")
-        self.events.put(("done", node, result))
+        self.events.put(JobDone(result))
 
     def finished(self) -> bool:
         if self.scheduler.running:
             return False
-        if self.cancelled or self.aborted:
+        if self.state is not State.RUNNING:
             return True
-        if self.error is not None:
-            return not self.run.daemon
-        if self.empty and not self.run.daemon:
+        if self.head.done():
             return True
-        if not self.scheduler.free() and not self.reconnecting:
+        if not self.scheduler.free() and not self.hosts.reconnecting:
             self.run.sink.message("no usable sub-node is left; stopping")
             return True
         return False
 
     def wait_seconds(self) -> Optional[float]:
-        if self.cancelled or not self.targets():
+        if self.state is not State.RUNNING or not self.targets():
             return None  # only a finishing job can change anything
         return POLL_SECONDS
 
-    # -- hosts that come and go
-
-    def host_lost(self, node: SubNode) -> None:
-        """Its host gives no more jobs until a new connection is made."""
-        if node.is_local or node.hostname in self.reconnecting:
-            return
-        siblings = [n for n in self.run.nodes if n.hostname == node.hostname]
-        for sibling in siblings:
-            self.scheduler.take_down(sibling)
-        self.run.sink.message(f"host {node.hostname}: connection lost; its sub-nodes "
-                              "take no more jobs; reconnecting in the background")
-        self.start_reconnecting(siblings)
-
-    def start_reconnecting(self, nodes) -> None:
-        by_host: Dict[str, List[SubNode]] = {}
-        for node in nodes:
-            self.scheduler.take_down(node)
-            by_host.setdefault(node.hostname, []).append(node)
-        for host, group in by_host.items():
-            self.reconnecting[host] = gevent.spawn(
-                self.run.connector.reconnect, group, self.idle,
-                lambda node, ex: self.events.put(("up", node, ex)))
-
-    def idle(self, node: SubNode) -> bool:
-        return node not in self.scheduler.busy
-
-    def host_back(self, node: SubNode, executor) -> None:
-        if isinstance(executor, HostError):
-            self.reconnecting.pop(node.hostname, None)
-            return self.run.sink.message(f"{executor}; it is left out for the rest "
-                                         "of the run")
-        old = self.run.executors.get(node)
-        if old is not None:
-            old.close()
-        self.run.executors[node] = executor
-        self.scheduler.bring_up(node)
-        if all(n not in self.scheduler.down for n in self.run.nodes
-               if n.hostname == node.hostname):
-            self.reconnecting.pop(node.hostname, None)
-            self.run.sink.message(f"host {node.hostname}: connected; taking jobs again")
-
     # -- stopping
 
-    def cancel(self) -> None:
-        if self.cancelled:
+    def on_signal(self, which: Signal) -> None:
+        if which is Signal.SIGTERM:
+            self.stop_signal = Signal.SIGTERM
             return self.terminate()
-        self.cancelled = True
+        if self.state in (State.STOPPING, State.TERMINATING):
+            return self.terminate()
+        self.state = State.STOPPING
         running = self.scheduler.running
         self.run.sink.message(
             "Ctrl-c: no new jobs will start and the queue file is left as it is; " +
@@ -286,34 +272,32 @@ class Loop:
 
     def terminate(self) -> None:
         """Stop every running job: TERM to its process group, KILL later."""
-        self.cancelled = True
-        if self.terminated:
+        if self.state is State.TERMINATING:
             return
-        self.terminated = True
+        self.state = State.TERMINATING
         running = list(self.scheduler.busy)
         self.run.sink.message(f"stopping {len(running)} running job(s)")
         for node in running:
-            executor = self.run.executors[node]
+            executor = self.hosts.executor(node)
             gevent.spawn(executor.cancel)
             gevent.spawn_later(KILL_AFTER, executor.kill)  # local; remote watchdogs do their own
 
-    def stop_for(self, err: InputError) -> None:
-        if self.error is None or str(err) != str(self.error):
-            tail = ("waiting for it to be fixed" if self.run.daemon else
-                    "no more entries are taken; fix it and run Pegasus again")
-            self.run.sink.message(f"{err}\n(this entry stays in the queue; {tail})")
-        self.error = err
-        self.seen_signature = self.run.queue.signature()
+    def abort(self, why: str) -> None:
+        """Take nothing more (broadcast ``--error-aborts``)."""
+        if self.state is State.RUNNING:
+            self.state = State.ABORTING
+            self.run.sink.message(why)
 
     def report(self) -> ExitStatus:
-        why = {ExitStatus.INTERRUPTED: "interrupted by Ctrl-c",
-               ExitStatus.TERMINATED: "terminated by SIGTERM"}[self.signal_status]
-        self.summary(why if self.cancelled else None)
-        if self.cancelled:
-            return self.signal_status
-        if self.error is not None:
+        signalled = self.state in (State.STOPPING, State.TERMINATING)
+        why = {Signal.CTRL_C: "interrupted by Ctrl-c",
+               Signal.SIGTERM: "terminated by SIGTERM"}[self.stop_signal]
+        self.summary(why if signalled else None)
+        if signalled:
+            return self.stop_signal.value
+        if self.head.blocked is not None:
             return ExitStatus.BAD_INPUT
-        if any(not r.ok for r in self.results):
+        if self.failed:
             return ExitStatus.JOB_FAILED
         return ExitStatus.OK
 
@@ -323,17 +307,19 @@ class Loop:
 class QueueLoop(Loop):
     """Each job once, on the next free sub-node."""
 
-    succeeded = 0  # jobs that succeeded: counted, not kept (a daemon runs for days)
-    launched_when_taken = True  # each job goes to the sub-node it was taken for
+    def __init__(self, run: Run):
+        super().__init__(run)
+        self.failures: List[Result] = []  # the others are counted, not kept
+        self.succeeded = 0
 
     def record(self, result: Result) -> None:
         if result.ok:
             self.succeeded += 1
         else:
-            self.results.append(result)
+            self.failures.append(result)
 
     def summary(self, extra: Optional[str]) -> None:
-        self.run.sink.summary(self.results, extra, len(self.results) + self.succeeded)
+        self.run.sink.summary(self.failures, extra, len(self.failures) + self.succeeded)
 
     def targets(self) -> List[SubNode]:
         return self.scheduler.free()

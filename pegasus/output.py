@@ -168,6 +168,30 @@ def _step_row(number: int, results: Sequence) -> str:
     return row
 
 
+class StepTable:
+    """The broadcast summary's rows, in memory that stays flat over many steps.
+
+    Every failed step keeps its row; steps that succeeded everywhere keep
+    theirs while there are at most ``ok_rows`` of them, and are only
+    counted after that.
+    """
+
+    def __init__(self, ok_rows: int = 100):
+        self.ok_rows = ok_rows
+        self.steps = self.failed = 0
+        self.rows: List[Tuple[str, bool]] = []  # (row, whether the step failed)
+        self.ok_uncounted = 0  # succeeded steps whose rows were dropped
+
+    def add(self, results: Sequence) -> None:
+        self.steps += 1
+        failed = any(not r.ok for r in results)
+        self.failed += failed
+        self.rows.append((_step_row(self.steps, results), failed))
+        if not failed and self.steps - self.failed > self.ok_rows:
+            self.ok_uncounted = self.steps - self.failed
+            self.rows = [(row, bad) for row, bad in self.rows if bad]
+
+
 class Sink:
     """Where all of Pegasus's output goes: one ``write`` and a flush per call.
 
@@ -258,14 +282,18 @@ class Sink:
         self._write(self._tagged([head + f"{len(failed)} of {len(results)} sub-nodes "
                                   "failed:"] + rows))
 
-    def broadcast_summary(self, steps: Sequence[Sequence], extra: Optional[str] = None) -> None:
+    def broadcast_summary(self, table: "StepTable", extra: Optional[str] = None) -> None:
         """Broadcast mode: one row per step, failed sub-nodes named, the rest counted."""
-        bad = sum(1 for results in steps if any(not r.ok for r in results))
-        head = [f"{_plural(len(steps), 'step')}, "
-                + (f"{bad} with failures:" if bad else "all succeeded on every sub-node:")]
-        if not steps:
+        if not table.steps:
             head = ["no steps ran"]
-        rows = [_step_row(n, results) for n, results in enumerate(steps, 1)]
+        else:
+            head = [f"{_plural(table.steps, 'step')}, " +
+                    (f"{table.failed} with failures:" if table.failed
+                     else "all succeeded on every sub-node:")]
+        rows = [row for row, _ in table.rows]
+        if table.ok_uncounted:
+            rows.append(f"  and {_plural(table.ok_uncounted, 'other step')} that succeeded "
+                        "on every sub-node")
         self._write(self._tagged(head + rows + ([extra] if extra else [])))
 
     # -- helpers -----------------------------------------------------------

@@ -44,6 +44,12 @@ class Scheduler:
         """The sub-node can take jobs again."""
         self.down.discard(node)
 
+    def is_busy(self, node: SubNode) -> bool:
+        return node in self.busy
+
+    def is_down(self, node: SubNode) -> bool:
+        return node in self.down
+
     @property
     def running(self) -> int:
         return len(self.busy)

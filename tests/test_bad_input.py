@@ -25,6 +25,7 @@ import pytest
 from pegasus import expand
 from pegasus.errors import PegasusError
 from pegasus.queuefile import QueueFile
+from pegasus.records import Records
 
 WHERE = re.compile(r"^pegasus: (?P<file>[^\n:]+?):(?P<line>\d+)"
                    r"(?: \(entry (?P<entry>\d+)\))?: (?P<what>.+)")
@@ -419,7 +420,7 @@ def test_queuefile_unit_with_an_unusable_folder(tmp_path, folder):
         queue.check_all(lambda job: None)
     assert str(tmp_path / "q") in str(err.value)
     with pytest.raises(PegasusError):
-        queue.take(["[localhost]"], lambda job: None)
+        Records(queue).take(["[localhost]"], lambda job: None)
     assert sorted(os.listdir(str(tmp_path))) == ([] if folder == "missing" else ["q"])
 
 

@@ -45,7 +45,9 @@ import pytest
 import yaml
 
 from pegasus import faults
-from pegasus.queuefile import STOPPED, QueueFile
+from pegasus import records
+from pegasus.queuefile import QueueFile
+from pegasus.records import STOPPED
 
 LAUNCH = faults.STEPS.index("launch-journaled")
 BEFORE_LAUNCH = faults.STEPS[:LAUNCH]  # the command was not sent
@@ -416,7 +418,7 @@ def test_random_sigkill_during_a_run(where, request, tmp_path):
         f.check_unrecovered(state)
         if crash % 2 == 0:
             # The recovery the next `pegasus q` does first, then every invariant.
-            QueueFile(f.file("queue.yaml")).recover()
+            records.recover(QueueFile(f.file("queue.yaml")))
             assert f.journals() == [], state
             ran, interrupted = f.check(state)
             history.append((len(ran), len(interrupted), sum(f.queue().values())))

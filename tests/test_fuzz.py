@@ -27,6 +27,7 @@ from pegasus import expand, hostsfile, template, yamltree
 from pegasus.errors import PegasusError
 from pegasus.model import SubNode
 from pegasus.queuefile import QueueFile
+from pegasus.records import Records
 
 FUZZ = settings(max_examples=250, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow,
@@ -200,8 +201,8 @@ def test_queue_and_hosts_files_raise_only_pegasus_errors(data):
             expand.check_job(job, NODES, {})
 
         only_pegasus_errors(queue.check_all, check)
-        only_pegasus_errors(queue.take, ["[localhost]", "[localhost (x=1)]"], check)
-        only_pegasus_errors(queue.take, ["[localhost]"], check)
+        only_pegasus_errors(Records(queue).take, ["[localhost]", "[localhost (x=1)]"], check)
+        only_pegasus_errors(Records(queue).take, ["[localhost]"], check)
         only_pegasus_errors(hostsfile.load, path)
 
 

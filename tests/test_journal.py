@@ -3,7 +3,7 @@
 ``journal.read_orphans`` finds the journals of dead Pegasus processes and
 says, for each, which jobs were taken but never launched (they go back to
 the queue) and which were launched and never settled (outcome unknown: they
-go to interrupted.yaml). ``QueueFile.recover``, ``open_journal`` and
+go to interrupted.yaml). ``records.recover``, ``records.open_run`` and
 ``requeue`` act on that; the round trips at the end run them on real files in
 tmp_path.
 
@@ -31,7 +31,9 @@ import yaml
 from pegasus import faults
 from pegasus import journal as journals
 from pegasus.journal import Journal, read_orphans
-from pegasus.queuefile import STOPPED, QueueFile
+from pegasus import records
+from pegasus.queuefile import QueueFile
+from pegasus.records import STOPPED, Records
 from pegasus.yamltree import read_all
 
 GONE = ".queue.yaml.partial-gone"  # the `partial` of a rewrite that happened long ago
@@ -42,6 +44,12 @@ ENTRY_C = {"command": "echo c"}
 
 def ok(job):
     return None
+
+
+def take(queue, targets, journal=None):
+    """Take as broadcast mode does: the take is journaled on its own, and each
+    launch would be recorded apart (so an unlaunched job goes back on recovery)."""
+    return Records(queue, journal, broadcast=True).take(targets, ok)
 
 
 # ---------------------------------------------------------------- helpers
@@ -82,7 +90,7 @@ def put_back(tickets, partial=GONE):
 
 
 def partial_path(folder, queue="queue.yaml"):
-    return QueueFile(str(folder / queue))._partial
+    return QueueFile(str(folder / queue)).new_partial()
 
 
 def unrenamed(folder, queue="queue.yaml"):
@@ -104,7 +112,7 @@ def renamed(folder, text="- echo z\n", queue="queue.yaml"):
 
 def partial_inodes(folder, queue="queue.yaml"):
     """What recovery passes to read_orphans: the names of the partial files there."""
-    return QueueFile(str(folder / queue))._partial_names()
+    return QueueFile(str(folder / queue)).partial_names()
 
 
 def partial_inode(folder, queue="queue.yaml"):
@@ -353,14 +361,14 @@ def test_a_journal_whose_owner_process_is_alive_is_not_touched(tmp_path):
         assert owner.stdout.readline() == "locked\n"
         queue = QueueFile(str(tmp_path / "queue.yaml"))
         (tmp_path / "queue.yaml").write_text("- echo z\n")
-        assert queue.recover() == (0, [])
+        assert records.recover(queue) == (0, [])
         assert os.path.exists(path)
         assert (tmp_path / "queue.yaml").read_text() == "- echo z\n"
         assert not (tmp_path / "interrupted.yaml").exists()
     finally:
         owner.stdin.close()
         owner.wait(timeout=30)
-    assert queue.recover() == (0, [(ENTRY_A, "[n1]")])  # the owner died
+    assert records.recover(queue) == (0, [(ENTRY_A, "[n1]")])  # the owner died
     assert not os.path.exists(path)
 
 
@@ -582,10 +590,10 @@ def crash_at(monkeypatch, step):
 def test_recover_puts_an_unlaunched_job_back_at_the_head(tmp_path):
     q, path = make_queue(tmp_path)
     journal = Journal.create(str(path))
-    job = q.take(["[n1]"], ok, journal).jobs[0]
+    job = take(q, ["[n1]"], journal).jobs[0]
     assert path.read_text() == "# my queue\n- echo two\n# trailing comment\n"
     die(journal)
-    assert QueueFile(str(path)).recover() == (1, [])
+    assert records.recover(QueueFile(str(path))) == (1, [])
     assert entries(path) == [{"command": "echo one"}, "echo two"]
     assert path.read_text().endswith("- echo two\n# trailing comment\n")
     assert job.ticket is not None
@@ -596,7 +604,7 @@ def test_recover_puts_an_unlaunched_job_back_at_the_head(tmp_path):
 def test_take_journals_the_inode_that_becomes_the_queue(tmp_path):
     q, path = make_queue(tmp_path)
     journal = Journal.create(str(path))
-    (job,) = q.take(["[n1]"], ok, journal).jobs
+    (job,) = take(q, ["[n1]"], journal).jobs
     (record,) = [json.loads(line) for line in open(journal.path).read().splitlines()]
     partial = record.pop("partial")
     assert record == {"ev": "taken", "ticket": job.ticket, "entry": {"command": "echo one"},
@@ -611,10 +619,10 @@ def test_take_journals_the_inode_that_becomes_the_queue(tmp_path):
 def test_recover_puts_several_unlaunched_jobs_back_in_order(tmp_path):
     q, path = make_queue(tmp_path, "- a\n- command: b{{x}}\n  x: [1, 2, 3]\n- c\n")
     journal = Journal.create(str(path))
-    taken_jobs = q.take(["[1]", "[2]", "[3]"], ok, journal).jobs
+    taken_jobs = take(q, ["[1]", "[2]", "[3]"], journal).jobs
     assert [j.command for j in taken_jobs] == ["a", "b{{x}}", "b{{x}}"]
     die(journal)
-    assert QueueFile(str(path)).recover() == (3, [])
+    assert records.recover(QueueFile(str(path))) == (3, [])
     assert entries(path) == [{"command": "a"}, {"command": "b{{x}}", "x": "1"},
                              {"command": "b{{x}}", "x": "2"},
                              {"command": "b{{x}}", "x": "3"}, "c"]
@@ -623,11 +631,11 @@ def test_recover_puts_several_unlaunched_jobs_back_in_order(tmp_path):
 def test_recover_records_an_interrupted_job_and_requeue_moves_it_back(tmp_path):
     q, path = make_queue(tmp_path)
     journal = Journal.create(str(path))
-    (job,) = q.take(["[node-2 (gpu=0)]"], ok, journal).jobs
+    (job,) = take(q, ["[node-2 (gpu=0)]"], journal).jobs
     journal.launched(job.ticket, "[node-2 (gpu=0)]")
     die(journal)
     q2 = QueueFile(str(path))
-    assert q2.recover() == (0, [({"command": "echo one"}, "[node-2 (gpu=0)]")])
+    assert records.recover(q2) == (0, [({"command": "echo one"}, "[node-2 (gpu=0)]")])
     assert entries(path) == ["echo two"]
     text = (tmp_path / "interrupted.yaml").read_text()
     comments = [line for line in text.splitlines() if line.startswith("#")]
@@ -636,30 +644,30 @@ def test_recover_records_an_interrupted_job_and_requeue_moves_it_back(tmp_path):
     assert comments[0].endswith(" for [node-2 (gpu=0)]: " + STOPPED)
     assert yaml.safe_load(text) == [{"command": "echo one"}]
     assert journals_left(tmp_path) == []
-    assert q2.recover() == (0, [])  # settled once only
+    assert records.recover(q2) == (0, [])  # settled once only
     assert yaml.safe_load((tmp_path / "interrupted.yaml").read_text()) == [
         {"command": "echo one"}]
 
-    assert q2.requeue() == 1
+    assert records.requeue(q2) == 1
     assert entries(path) == [{"command": "echo one"}, "echo two"]
     assert path.read_text().endswith("- echo two\n# trailing comment\n")
     assert yaml.safe_load((tmp_path / "interrupted.yaml").read_text()) is None
-    assert q2.requeue() == 0
+    assert records.requeue(q2) == 0
     assert entries(path) == [{"command": "echo one"}, "echo two"]
     # and it runs as the same job it was
-    (again,) = q2.take(["[n1]"], ok).jobs
+    (again,) = take(q2, ["[n1]"]).jobs
     assert (again.command, again.params) == (job.command, job.params)
 
 
 def test_recover_nothing_for_a_finished_job(tmp_path):
     q, path = make_queue(tmp_path)
     journal = Journal.create(str(path))
-    (job,) = q.take(["[n1]"], ok, journal).jobs
+    (job,) = take(q, ["[n1]"], journal).jobs
     journal.launched(job.ticket, "[n1]")
     journal.finished(job.ticket, "[n1]", 0)
     os.close(journal.fd)  # died after the finish record, before close()
     before = path.read_bytes()
-    assert QueueFile(str(path)).recover() == (0, [])
+    assert records.recover(QueueFile(str(path))) == (0, [])
     assert path.read_bytes() == before
     assert journals_left(tmp_path) == []
 
@@ -671,13 +679,13 @@ def test_recover_void_take_leaves_the_queue_as_it_was(tmp_path, monkeypatch):
     journal = Journal.create(str(path))
     crash_at(monkeypatch, "taken-journaled")
     with pytest.raises(Crash):
-        q.take(["[n1]"], ok, journal)
+        take(q, ["[n1]"], journal)
     die(journal)
     (record,) = [json.loads(line) for line in open(journal.path).read().splitlines()]
     assert record["ev"] == "taken"
     assert record["partial"] == partial_inode(tmp_path)  # written, never renamed
     assert path.read_bytes() == before
-    assert QueueFile(str(path)).recover() == (0, [])
+    assert records.recover(QueueFile(str(path))) == (0, [])
     assert path.read_bytes() == before
     assert journals_left(tmp_path) == []
     assert not (tmp_path / "interrupted.yaml").exists()
@@ -689,10 +697,10 @@ def test_recover_a_take_that_happened_just_after_the_rename(tmp_path, monkeypatc
     journal = Journal.create(str(path))
     crash_at(monkeypatch, "queue-rewritten")
     with pytest.raises(Crash):
-        q.take(["[n1]"], ok, journal)
+        take(q, ["[n1]"], journal)
     die(journal)
     assert entries(path) == ["echo two"]
-    assert QueueFile(str(path)).recover() == (1, [])
+    assert records.recover(QueueFile(str(path))) == (1, [])
     assert entries(path) == [{"command": "echo one"}, "echo two"]
 
 
@@ -703,7 +711,7 @@ def test_recover_void_take_then_the_queue_edited(tmp_path, monkeypatch, edit):
     journal = Journal.create(str(path))
     crash_at(monkeypatch, "taken-journaled")
     with pytest.raises(Crash):
-        q.take(["[n1]"], ok, journal)
+        take(q, ["[n1]"], journal)
     die(journal)
     edited = QUEUE + "- echo three\n"
     if edit == "append":
@@ -712,7 +720,7 @@ def test_recover_void_take_then_the_queue_edited(tmp_path, monkeypatch, edit):
     else:
         (tmp_path / "queue.yaml~").write_text(edited)
         os.replace(str(tmp_path / "queue.yaml~"), str(path))
-    assert QueueFile(str(path)).recover() == (0, [])
+    assert records.recover(QueueFile(str(path))) == (0, [])
     assert path.read_text() == edited
     assert journals_left(tmp_path) == []
 
@@ -723,7 +731,7 @@ def test_recover_real_take_then_the_queue_edited(tmp_path, edit):
     goes back once, and the edit is kept."""
     q, path = make_queue(tmp_path)
     journal = Journal.create(str(path))
-    q.take(["[n1]"], ok, journal)
+    take(q, ["[n1]"], journal)
     die(journal)
     if edit == "append":
         with open(str(path), "a") as f:
@@ -731,29 +739,29 @@ def test_recover_real_take_then_the_queue_edited(tmp_path, edit):
     else:
         (tmp_path / "queue.yaml~").write_text(path.read_text() + "- echo three\n")
         os.replace(str(tmp_path / "queue.yaml~"), str(path))
-    assert QueueFile(str(path)).recover() == (1, [])
+    assert records.recover(QueueFile(str(path))) == (1, [])
     assert entries(path) == [{"command": "echo one"}, "echo two", "echo three"]
 
 
 def test_recover_a_pop_that_mixes_every_state(tmp_path):
     q, path = make_queue(tmp_path, "- a\n- b\n- c\n- d\n")
     journal = Journal.create(str(path))
-    ja, jb, jc = q.take(["[1]", "[2]", "[3]"], ok, journal).jobs
+    ja, jb, jc = take(q, ["[1]", "[2]", "[3]"], journal).jobs
     journal.launched(ja.ticket, "[1]")
     journal.finished(ja.ticket, "[1]", 0)
     journal.launched(jb.ticket, "[2]")
     die(journal)
-    assert QueueFile(str(path)).recover() == (1, [({"command": "b"}, "[2]")])
+    assert records.recover(QueueFile(str(path))) == (1, [({"command": "b"}, "[2]")])
     assert entries(path) == [{"command": "c"}, "d"]
 
 
 def test_recover_leaves_a_live_pegasus_alone(tmp_path):
     q, path = make_queue(tmp_path)
     journal = Journal.create(str(path))
-    (job,) = q.take(["[n1]"], ok, journal).jobs
+    (job,) = take(q, ["[n1]"], journal).jobs
     before = path.read_bytes()
     try:
-        assert QueueFile(str(path)).recover() == (0, [])
+        assert records.recover(QueueFile(str(path))) == (0, [])
         assert path.read_bytes() == before
         assert os.path.exists(journal.path)
     finally:
@@ -764,8 +772,8 @@ def test_recover_after_a_put_back(tmp_path):
     """A job that could not be sent went back; then Pegasus died: nothing to do."""
     q, path = make_queue(tmp_path)
     journal = Journal.create(str(path))
-    jobs = q.take(["[n1]"], ok, journal).jobs
-    q.put_back(jobs, journal)
+    jobs = take(q, ["[n1]"], journal).jobs
+    Records(q, journal).put_back(jobs)
     assert entries(path) == [{"command": "echo one"}, "echo two"]
     last = json.loads(open(journal.path).read().splitlines()[-1])
     partial = last.pop("partial")
@@ -773,7 +781,7 @@ def test_recover_after_a_put_back(tmp_path):
     assert partial.startswith(".queue.yaml.partial-") and not (tmp_path / partial).exists()
     os.close(journal.fd)
     before = path.read_bytes()
-    assert QueueFile(str(path)).recover() == (0, [])
+    assert records.recover(QueueFile(str(path))) == (0, [])
     assert path.read_bytes() == before
 
 
@@ -781,7 +789,7 @@ def test_recover_after_a_put_back_that_never_happened(tmp_path, monkeypatch):
     """put-back journaled, crash before the rename: recovery puts the job back."""
     q, path = make_queue(tmp_path)
     journal = Journal.create(str(path))
-    jobs = q.take(["[n1]"], ok, journal).jobs
+    jobs = take(q, ["[n1]"], journal).jobs
     real_replace = os.replace
 
     def crash(src, dst):
@@ -790,34 +798,35 @@ def test_recover_after_a_put_back_that_never_happened(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(Crash):
-        q.put_back(jobs, journal)
+        Records(q, journal).put_back(jobs)
     os.close(journal.fd)  # put_back settled its tickets in memory: it died anyway
     assert entries(path) == ["echo two"]
-    assert QueueFile(str(path)).recover() == (1, [])
+    assert records.recover(QueueFile(str(path))) == (1, [])
     assert entries(path) == [{"command": "echo one"}, "echo two"]
 
 
-def test_open_journal_recovers_then_creates_a_live_journal(tmp_path):
+def test_open_run_recovers_then_creates_a_live_journal(tmp_path):
     q, path = make_queue(tmp_path)
     dead = Journal.create(str(path))
-    (job,) = q.take(["[n1]"], ok, dead).jobs
+    (job,) = take(q, ["[n1]"], dead).jobs
     dead.launched(job.ticket, "[n1]")
-    q.take(["[n2]"], ok, dead)  # taken, never launched
+    take(q, ["[n2]"], dead)  # taken, never launched
     die(dead)
     assert entries(path) == []
-    journal, put_back_count, interrupted = QueueFile(str(path)).open_journal()
+    opened, put_back_count, interrupted = records.open_run(QueueFile(str(path)), True)
+    journal = opened.journal
     try:
         assert (put_back_count, interrupted) == (1, [({"command": "echo one"}, "[n1]")])
         assert entries(path) == [{"command": "echo two"}]
         assert journals_left(tmp_path) == [os.path.basename(journal.path)]
         assert journal.path != dead.path
-        assert QueueFile(str(path)).recover() == (0, [])  # ours is alive: not an orphan
+        assert records.recover(QueueFile(str(path))) == (0, [])  # ours is alive: not an orphan
         assert os.path.exists(journal.path)
-        (mine,) = q.take(["[n3]"], ok, journal).jobs
+        (mine,) = take(q, ["[n3]"], journal).jobs
         assert mine.command == "echo two"
     finally:
         die(journal)
-    assert QueueFile(str(path)).recover() == (1, [])
+    assert records.recover(QueueFile(str(path))) == (1, [])
     assert entries(path) == [{"command": "echo two"}]
 
 
@@ -826,18 +835,18 @@ def test_requeue_moves_every_entry_in_order_and_keeps_the_queue_text(tmp_path):
     (tmp_path / "interrupted.yaml").write_text(
         "# interrupted 2026-01-01 00:00:00 for [n1]: x\n- command: echo A\n"
         "# interrupted 2026-01-01 00:00:01 for [n2]: y\n- command: echo {{ v }}\n  v: 'no'\n")
-    assert q.requeue() == 2
+    assert records.requeue(q) == 2
     assert entries(path) == [{"command": "echo A"}, {"command": "echo {{ v }}", "v": "no"},
                              "echo one", "echo two"]
     assert path.read_text().endswith("- echo one  # first\n- echo two\n# trailing comment\n")
-    assert q.requeue() == 0
-    (j1, j2) = q.take(["[1]", "[2]"], ok).jobs
+    assert records.requeue(q) == 0
+    (j1, j2) = take(q, ["[1]", "[2]"]).jobs
     assert (j2.command, j2.params) == ("echo {{ v }}", (("v", "no"),))
 
 
 def test_requeue_with_no_interrupted_file(tmp_path):
     q, path = make_queue(tmp_path)
-    assert q.requeue() == 0
+    assert records.requeue(q) == 0
     assert path.read_text() == QUEUE
 
 
@@ -848,10 +857,10 @@ def test_requeue_first_settles_dead_journals(tmp_path):
     (tmp_path / "interrupted.yaml").write_text(
         "# interrupted 2026-01-01 00:00:00 for [n9]: x\n- command: old\n")
     journal = Journal.create(str(path))
-    ja, jb = q.take(["[1]", "[2]"], ok, journal).jobs
+    ja, jb = take(q, ["[1]", "[2]"], journal).jobs
     journal.launched(ja.ticket, "[1]")
     die(journal)
-    assert q.requeue() == 2
+    assert records.requeue(q) == 2
     assert entries(path) == [{"command": "old"}, {"command": "a"}, {"command": "b"}, "c"]
     assert journals_left(tmp_path) == []
     assert yaml.safe_load((tmp_path / "interrupted.yaml").read_text()) is None
@@ -861,11 +870,11 @@ def test_requeue_first_settles_dead_journals(tmp_path):
 
 def test_interrupted_once_per_entry_and_node(tmp_path):
     q, path = make_queue(tmp_path, "- a\n- a\n- b\n")
-    ja1, ja2, jb = q.take(["[1]", "[2]", "[3]"], ok).jobs
-    q.add_interrupted(ja1, "[n1]", "connection lost")
-    q.add_interrupted(ja1, "[n1]", "connection lost")  # the same record again: skipped
-    q.add_interrupted(ja1, "[n2]", "connection lost")  # another node: recorded
-    q.add_interrupted(jb, "[n1]", "connection lost")  # another entry: recorded
+    ja1, ja2, jb = take(q, ["[1]", "[2]", "[3]"]).jobs
+    Records(q).lost(ja1, "[n1]", "connection lost")
+    Records(q).lost(ja1, "[n1]", "connection lost")  # the same record again: skipped
+    Records(q).lost(ja1, "[n2]", "connection lost")  # another node: recorded
+    Records(q).lost(jb, "[n1]", "connection lost")  # another entry: recorded
     text = (tmp_path / "interrupted.yaml").read_text()
     assert yaml.safe_load(text) == [{"command": "a"}, {"command": "a"}, {"command": "b"}]
     comments = [line for line in text.splitlines() if line.startswith("#")]
@@ -877,9 +886,9 @@ def test_interrupted_entry_that_is_a_prefix_of_a_recorded_one_is_still_recorded(
     """`- command: echo a` is the first line of `- command: echo a` + `x: '1'`: a
     different job, which must be recorded too (else requeue never runs it)."""
     q, path = make_queue(tmp_path, "- command: echo a\n  x: '1'\n- echo a\n")
-    longer, shorter = q.take(["[1]", "[2]"], ok).jobs
-    q.add_interrupted(longer, "[n1]", "connection lost")
-    q.add_interrupted(shorter, "[n1]", "connection lost")
+    longer, shorter = take(q, ["[1]", "[2]"]).jobs
+    Records(q).lost(longer, "[n1]", "connection lost")
+    Records(q).lost(shorter, "[n1]", "connection lost")
     text = (tmp_path / "interrupted.yaml").read_text()
     assert yaml.safe_load(text) == [{"command": "echo a", "x": "1"}, {"command": "echo a"}], (
         "a lost job is missing from interrupted.yaml:\n" + text)
@@ -908,16 +917,16 @@ def test_crash_during_recovery_does_not_put_a_job_back_twice(tmp_path, monkeypat
     """
     q, path = make_queue(tmp_path)
     journal = Journal.create(str(path))
-    q.take(["[n1]"], ok, journal)
+    take(q, ["[n1]"], journal)
     die(journal)
 
     crash_in_remove(monkeypatch)
     with pytest.raises(Crash):
-        QueueFile(str(path)).recover()
+        records.recover(QueueFile(str(path)))
     assert entries(path) == [{"command": "echo one"}, "echo two"]
     assert journals_left(tmp_path) == [os.path.basename(journal.path)]
     assert json.loads(open(journal.path).read().splitlines()[-1])["ev"] == "put-back"
-    assert QueueFile(str(path)).recover() == (0, [])
+    assert records.recover(QueueFile(str(path))) == (0, [])
     assert entries(path) == [{"command": "echo one"}, "echo two"], (
         "the job is in the queue twice after a crash during recovery:\n" + path.read_text())
     assert journals_left(tmp_path) == []
@@ -928,7 +937,7 @@ def test_crash_during_recovery_before_its_rename_puts_the_job_back_once(tmp_path
     """B journals its put-back and dies before renaming: C must still put it back."""
     q, path = make_queue(tmp_path)
     journal = Journal.create(str(path))
-    q.take(["[n1]"], ok, journal)
+    take(q, ["[n1]"], journal)
     die(journal)
     real_replace = os.replace
 
@@ -946,13 +955,13 @@ def test_crash_during_recovery_before_its_rename_puts_the_job_back_once(tmp_path
 
     monkeypatch.setattr(journals, "read_orphans", read_orphans_seen)
     with pytest.raises(Crash):
-        QueueFile(str(path)).recover()
+        records.recover(QueueFile(str(path)))
     monkeypatch.setattr(journals, "read_orphans", real_read)
     (orphan,) = seen
     os.close(orphan.journal.fd)  # B dies: its lock on A's journal goes away
     assert json.loads(open(journal.path).read().splitlines()[-1])["ev"] == "put-back"
     assert entries(path) == ["echo two"]
-    assert QueueFile(str(path)).recover() == (1, [])
+    assert records.recover(QueueFile(str(path))) == (1, [])
     assert entries(path) == [{"command": "echo one"}, "echo two"]
     assert journals_left(tmp_path) == []
 
@@ -960,16 +969,16 @@ def test_crash_during_recovery_before_its_rename_puts_the_job_back_once(tmp_path
 def test_crash_during_recovery_does_not_record_an_interrupted_job_twice(tmp_path, monkeypatch):
     q, path = make_queue(tmp_path)
     journal = Journal.create(str(path))
-    (job,) = q.take(["[n1]"], ok, journal).jobs
+    (job,) = take(q, ["[n1]"], journal).jobs
     journal.launched(job.ticket, "[n1]")
     die(journal)
 
     crash_in_remove(monkeypatch)
     with pytest.raises(Crash):
-        QueueFile(str(path)).recover()
+        records.recover(QueueFile(str(path)))
     assert yaml.safe_load((tmp_path / "interrupted.yaml").read_text()) == [
         {"command": "echo one"}]
-    QueueFile(str(path)).recover()
+    records.recover(QueueFile(str(path)))
     text = (tmp_path / "interrupted.yaml").read_text()
     assert yaml.safe_load(text) == [{"command": "echo one"}], (
         "'pegasus requeue' would run it twice:\n" + text)
@@ -981,7 +990,7 @@ def test_crash_while_recording_a_lost_job_does_not_record_it_twice(tmp_path, mon
     between the two; the next start must not add a second interrupted.yaml entry."""
     q, path = make_queue(tmp_path)
     journal = Journal.create(str(path))
-    (job,) = q.take(["[n1]"], ok, journal).jobs
+    (job,) = take(q, ["[n1]"], journal).jobs
     journal.launched(job.ticket, "[n1]")
 
     def crash(ticket, node, reason):
@@ -989,9 +998,9 @@ def test_crash_while_recording_a_lost_job_does_not_record_it_twice(tmp_path, mon
 
     monkeypatch.setattr(journal, "lost", crash)
     with pytest.raises(Crash):
-        q.add_interrupted(job, "[n1]", "connection lost", journal)
+        Records(q, journal).lost(job, "[n1]", "connection lost")
     die(journal)
-    assert QueueFile(str(path)).recover() == (0, [({"command": "echo one"}, "[n1]")])
+    assert records.recover(QueueFile(str(path))) == (0, [({"command": "echo one"}, "[n1]")])
     text = (tmp_path / "interrupted.yaml").read_text()
     assert yaml.safe_load(text) == [{"command": "echo one"}], (
         "'pegasus requeue' would run it twice:\n" + text)
@@ -1010,15 +1019,15 @@ def test_a_void_take_stays_void_after_another_pegasus_rewrites_the_queue(tmp_pat
     b = Journal.create(str(path))
     crash_at(monkeypatch, "taken-journaled")
     with pytest.raises(Crash):
-        q.take(["[n1]"], ok, a)
+        take(q, ["[n1]"], a)
     die(a)
     assert entries(path) == ["echo one", "echo two"]
-    (job,) = QueueFile(str(path)).take(["[n2]"], ok, b).jobs
+    (job,) = take(QueueFile(str(path)), ["[n2]"], b).jobs
     assert job.command == "echo one"
     b.launched(job.ticket, "[n2]")
     b.finished(job.ticket, "[n2]", 0)
     b.close()
-    QueueFile(str(path)).recover()
+    records.recover(QueueFile(str(path)))
     assert entries(path) == ["echo two"], (
         "a take that never happened was put back: 'echo one' runs twice:\n"
         + path.read_text())
@@ -1030,18 +1039,18 @@ def test_crash_during_recovery_keeps_a_void_take_void(tmp_path, monkeypatch):
     journal. C recovers again: `b` never left the queue and must not go back."""
     q, path = make_queue(tmp_path, "- a\n- b\n- c\n")
     journal = Journal.create(str(path))
-    q.take(["[1]"], ok, journal)
+    take(q, ["[1]"], journal)
     crash_at(monkeypatch, "taken-journaled")
     with pytest.raises(Crash):
-        q.take(["[2]"], ok, journal)
+        take(q, ["[2]"], journal)
     die(journal)
     assert entries(path) == ["b", "c"]
 
     crash_in_remove(monkeypatch)
     with pytest.raises(Crash):
-        QueueFile(str(path)).recover()
+        records.recover(QueueFile(str(path)))
     assert entries(path) == [{"command": "a"}, "b", "c"]
-    QueueFile(str(path)).recover()
+    records.recover(QueueFile(str(path)))
     assert entries(path) == [{"command": "a"}, "b", "c"], (
         "a take that never happened was put back after a crash during recovery:\n"
         + path.read_text())

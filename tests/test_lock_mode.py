@@ -23,6 +23,7 @@ import yaml
 
 from pegasus import cli, lockmode
 from pegasus.errors import ExitStatus, PegasusError, UsageError
+from pegasus.output import Sink
 from pegasus.queuefile import QueueFile
 
 import helpers
@@ -66,6 +67,11 @@ def waiting_editor(folder, before="", name="editor.sh"):
     body = (before + f"touch {shlex.quote(str(flag))}\n"
             f"while [ ! -e {shlex.quote(str(release))} ]; do sleep 0.02; done\n")
     return editor(folder, body, name), flag, release
+
+
+def sink():
+    """Lock mode's messages go to stdout, as Pegasus's do."""
+    return Sink(sys.stdout.buffer, color=False, width=None)
 
 
 def options(folder, *args):
@@ -144,7 +150,7 @@ def test_editor_priority_is_option_then_environment_then_vim(tmp_path, monkeypat
     else:
         monkeypatch.setenv("EDITOR", env)
     args = ["--editor", option] if option else []
-    assert lockmode.run(options(tmp_path, *args)) == ExitStatus.OK
+    assert lockmode.run(options(tmp_path, *args), sink()) == ExitStatus.OK
     assert (tmp_path / "used.txt").read_text() == expected + "\n"
     assert lock_is_free(tmp_path / "queue.yaml")
 
@@ -313,7 +319,7 @@ def test_the_reopen_question_repeats_on_a_bad_answer_and_defaults_to_yes(tmp_pat
         asked.append(question)
         return next(answers)
 
-    assert lockmode.edit(options(tmp_path, "--editor", ed), ask) == ExitStatus.OK
+    assert lockmode.edit(options(tmp_path, "--editor", ed), sink(), ask) == ExitStatus.OK
     assert asked == [lockmode.QUESTION] * 3
     assert (tmp_path / "queue.yaml").read_text() == "- echo fixed\n"
     assert lock_is_free(tmp_path / "queue.yaml")
@@ -327,7 +333,7 @@ def test_end_of_input_at_the_question_undoes_the_edit(tmp_path, capsys):
         raise EOFError
 
     with pytest.raises(PegasusError) as err:
-        lockmode.edit(options(tmp_path, "--editor", ed), ask)
+        lockmode.edit(options(tmp_path, "--editor", ed), sink(), ask)
     assert err.value.exit_status == 2
     assert (tmp_path / "queue.yaml").read_text() == "- echo one\n"
     assert (tmp_path / "queue.yaml.rejected").read_text() == "- echo one\n- [\n"

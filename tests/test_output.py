@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pegasus.model import Job, Result, SubNode
-from pegasus.output import LineSplitter, Sink, one_line, wrap_text
+from pegasus.output import LineSplitter, Sink, StepTable, one_line, wrap_text
 
 ESC = b"\x1b["
 N1 = SubNode(1, "node-1")
@@ -423,13 +423,39 @@ def test_step_report_all_ok_is_one_line():
 
 def test_broadcast_summary_counts_ok_and_lists_failures_per_step():
     out = io.BytesIO()
-    Sink(out, color=False, width=None).broadcast_summary(
-        [_results([0] * 64), _results([0] * 63 + [2])], "interrupted by Ctrl-c")
+    table = StepTable()
+    table.add(_results([0] * 64))
+    table.add(_results([0] * 63 + [2]))
+    Sink(out, color=False, width=None).broadcast_summary(table, "interrupted by Ctrl-c")
     lines = out.getvalue().decode().splitlines()
     assert lines[0] == "pegasus: 2 steps, 1 with failures:"
     assert lines[1].endswith("step 1 'echo {{hostname}}': 64 ok")
     assert lines[2].endswith("step 2 'echo {{hostname}}': 63 ok, 1 failed: [n63] exit 2")
     assert lines[3] == "pegasus: interrupted by Ctrl-c"
+
+
+def test_broadcast_summary_keeps_failed_steps_and_counts_the_others_when_many():
+    table = StepTable(ok_rows=3)
+    for step in range(1, 1001):
+        table.add(_results([0, 7] if step in (2, 500) else [0, 0]))
+    assert len(table.rows) == 2  # memory stays flat: only the failed steps' rows
+    out = io.BytesIO()
+    Sink(out, color=False, width=None).broadcast_summary(table)
+    lines = out.getvalue().decode().splitlines()
+    assert lines[0] == "pegasus: 1000 steps, 2 with failures:"
+    assert lines[1].endswith("step 2 'echo {{hostname}}': 1 ok, 1 failed: [n1] exit 7")
+    assert lines[2].endswith("step 500 'echo {{hostname}}': 1 ok, 1 failed: [n1] exit 7")
+    assert lines[3] == "pegasus:   and 998 other steps that succeeded on every sub-node"
+
+
+def test_broadcast_summary_lists_every_step_while_few():
+    table = StepTable(ok_rows=3)
+    for status in (0, 0, 1, 0):
+        table.add(_results([status]))
+    out = io.BytesIO()
+    Sink(out, color=False, width=None).broadcast_summary(table)
+    assert [line.split("'")[0] for line in out.getvalue().decode().splitlines()[1:]] == [
+        "pegasus:   step 1 ", "pegasus:   step 2 ", "pegasus:   step 3 ", "pegasus:   step 4 "]
 
 
 def test_summary_counts_jobs_it_was_not_given():

@@ -8,11 +8,18 @@ import yaml
 
 from pegasus.errors import InputError
 from pegasus.queuefile import QueueFile
+from pegasus.records import Records
 from pegasus.yamltree import read_all
 
 
 def ok(job):
     return None
+
+
+def take(queue, targets, journal=None):
+    """Take as broadcast mode does: the take is journaled on its own, and each
+    launch would be recorded apart (so an unlaunched job goes back on recovery)."""
+    return Records(queue, journal, broadcast=True).take(targets, ok)
 
 
 def make(tmp_path, text):
@@ -30,14 +37,14 @@ def test_pop_keeps_the_rest_byte_for_byte(tmp_path):
     rest = ("# about two\n- command: echo {{ a }}   # trailing\n  a: [1, 2]\n\n"
             "-   echo 'three'  # odd spacing\n")
     q, path = make(tmp_path, "# my queue\n- echo one  # first\n" + rest)
-    assert commands(q.take(["[n]"], ok)) == [("echo one", ())]
+    assert commands(take(q, ["[n]"])) == [("echo one", ())]
     assert path.read_text() == "# my queue\n" + rest
 
 
 def test_expanded_entry_leaves_canonical_rest_at_the_head(tmp_path):
     q, path = make(tmp_path, "- command:\n    - echo {{ a }} {{ b }}\n  a: [1, 2]\n"
                              "  b: [no, 0x10]\n- tail\n")
-    taken = q.take(["[n]"], ok)
+    taken = take(q, ["[n]"])
     assert commands(taken) == [("echo {{ a }} {{ b }}", (("a", "1"), ("b", "no")))]
     left = [i.value for i in read_all(path.read_text(), "q")[1]]
     assert left == [{"command": "echo {{ a }} {{ b }}", "a": "1", "b": "0x10"},
@@ -49,7 +56,7 @@ def test_expanded_entry_leaves_canonical_rest_at_the_head(tmp_path):
 
 def test_batch_pop_takes_across_entries(tmp_path):
     q, path = make(tmp_path, "- a\n- command: b{{x}}\n  x: [1, 2, 3]\n- c\n")
-    taken = q.take(["[1]", "[2]", "[3]"], ok)
+    taken = take(q, ["[1]", "[2]", "[3]"])
     assert commands(taken) == [("a", ()), ("b{{x}}", (("x", "1"),)), ("b{{x}}", (("x", "2"),))]
     assert [i.value for i in read_all(path.read_text(), "q")[1]] == [
         {"command": "b{{x}}", "x": "3"}, "c"]
@@ -71,7 +78,7 @@ def test_the_quiz_expands_to_nine_jobs(tmp_path):
     assert q.check_all(ok) == (2, 9)
     jobs = []
     while True:
-        taken = q.take(["[n]"], ok)
+        taken = take(q, ["[n]"])
         if not taken.jobs:
             break
         jobs += taken.jobs
@@ -81,15 +88,15 @@ def test_the_quiz_expands_to_nine_jobs(tmp_path):
 @pytest.mark.parametrize("text", [None, "", "[]\n", "# nothing\n"])
 def test_empty_or_missing_queue(tmp_path, text):
     q, path = make(tmp_path, text)
-    assert q.take(["[n]"], ok).jobs == ()
+    assert take(q, ["[n]"]).jobs == ()
     assert q.check_all(ok) == (0, 0)
     assert not (tmp_path / "consumed.yaml").exists()
 
 
 def test_consumed_is_canonical_and_tail_reruns_the_last_job(tmp_path):
     q, path = make(tmp_path, "- echo 'it''s' \"$HOME\"\n- command: run {{bs}}\n  bs: [8]\n")
-    q.take(["[node-1]"], ok)
-    q.take(["[node-2]"], ok)
+    take(q, ["[node-1]"])
+    take(q, ["[node-2]"])
     consumed = (tmp_path / "consumed.yaml").read_text()
     entries = yaml.safe_load(consumed)
     assert entries == [{"command": "echo 'it''s' \"$HOME\""}, {"command": "run {{bs}}", "bs": "8"}]
@@ -98,12 +105,12 @@ def test_consumed_is_canonical_and_tail_reruns_the_last_job(tmp_path):
     (tmp_path / "again").mkdir()
     q2, path2 = make(tmp_path / "again", None)
     path2.write_text("".join(consumed.splitlines(True)[:2]))
-    assert commands(q2.take(["[n]"], ok)) == [("echo 'it''s' \"$HOME\"", ())]
+    assert commands(take(q2, ["[n]"])) == [("echo 'it''s' \"$HOME\"", ())]
 
 
 def test_flow_style_list_falls_back_to_a_full_rewrite(tmp_path):
     q, path = make(tmp_path, "[a, {command: 'b{{x}}', x: [1, 2]}, c]\n")
-    assert commands(q.take(["[n]", "[m]"], ok)) == [("a", ()), ("b{{x}}", (("x", "1"),))]
+    assert commands(take(q, ["[n]", "[m]"])) == [("a", ()), ("b{{x}}", (("x", "1"),))]
     assert [i.value for i in read_all(path.read_text(), "q")[1]] == [
         {"command": "b{{x}}", "x": "2"}, "c"]
 
@@ -112,7 +119,7 @@ def test_bad_head_entry_takes_nothing(tmp_path):
     text = "- nocommand: x\n- b\n"
     q, path = make(tmp_path, text)
     with pytest.raises(InputError) as err:
-        q.take(["[n]"], ok)
+        take(q, ["[n]"])
     assert "queue.yaml:1 (entry 1)" in str(err.value) and "'command'" in str(err.value)
     assert path.read_text() == text
     assert not (tmp_path / "consumed.yaml").exists()
@@ -120,7 +127,7 @@ def test_bad_head_entry_takes_nothing(tmp_path):
 
 def test_bad_entry_after_good_ones_stops_the_batch_there(tmp_path):
     q, path = make(tmp_path, "- a\n- b: 1\n- c\n")
-    taken = q.take(["[1]", "[2]", "[3]"], ok)
+    taken = take(q, ["[1]", "[2]", "[3]"])
     assert commands(taken) == [("a", ())]
     assert taken.error is not None and "entry 2" in str(taken.error)
     assert path.read_text() == "- b: 1\n- c\n"
@@ -131,7 +138,7 @@ def test_check_failure_keeps_the_entry(tmp_path):
         raise InputError("unknown name 'dir'")
     q, path = make(tmp_path, "- rm -rf /data/{{dir}}\n")
     with pytest.raises(InputError, match="unknown name 'dir'"):
-        q.take(["[n]"], refuse)
+        Records(q).take(["[n]"], refuse)
     assert path.read_text() == "- rm -rf /data/{{dir}}\n"
 
 
@@ -143,7 +150,7 @@ def test_check_all_finds_errors_anywhere(tmp_path):
 
 def test_indented_list_keeps_its_indentation(tmp_path):
     q, path = make(tmp_path, "  - command: e{{x}}\n    x: [1, 2]\n  - z\n")
-    q.take(["[n]"], ok)
+    take(q, ["[n]"])
     assert path.read_text() == "  - command: e{{x}}\n    x: '2'\n  - z\n"
 
 
@@ -151,13 +158,13 @@ def test_not_utf8_is_an_input_error(tmp_path):
     path = tmp_path / "queue.yaml"
     path.write_bytes(b"- echo \xff\n")
     with pytest.raises(InputError, match="UTF-8"):
-        QueueFile(str(path)).take(["[n]"], ok)
+        take(QueueFile(str(path)), ["[n]"])
 
 
 def test_directory_is_an_input_error(tmp_path):
     (tmp_path / "queue.yaml").mkdir()
     with pytest.raises(InputError, match="is a directory"):
-        QueueFile(str(tmp_path / "queue.yaml")).take(["[n]"], ok)
+        take(QueueFile(str(tmp_path / "queue.yaml")), ["[n]"])
 
 
 def test_lock_is_a_sidecar_and_waits_for_its_holder(tmp_path):
@@ -173,7 +180,7 @@ def test_lock_is_a_sidecar_and_waits_for_its_holder(tmp_path):
         if len(calls) == 3:
             os.close(fd)  # the other holder lets go
     q = QueueFile(str(path), wait=wait)
-    assert commands(q.take(["[n]"], ok)) == [("a", ())]
+    assert commands(take(q, ["[n]"])) == [("a", ())]
     assert len(calls) == 3
     assert os.path.exists(q.lock_path)  # never deleted
 
@@ -182,7 +189,7 @@ def test_rewrite_is_atomic_and_keeps_the_mode(tmp_path):
     q, path = make(tmp_path, "- a\n- b\n")
     os.chmod(path, 0o640)
     inode = os.stat(path).st_ino
-    q.take(["[n]"], ok)
+    take(q, ["[n]"])
     assert os.stat(path).st_mode & 0o777 == 0o640
     assert os.stat(path).st_ino != inode  # replaced, not rewritten in place
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".partial")]
@@ -192,8 +199,8 @@ def test_planted_symlink_for_the_partial_file_is_not_followed(tmp_path):
     q, path = make(tmp_path, "- a\n- b\n")
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
-    os.symlink(victim, q._partial)
-    q.take(["[n]"], ok)
+    os.symlink(victim, q.new_partial())
+    take(q, ["[n]"])
     assert victim.read_text() == "precious\n"
     assert path.read_text() == "- b\n"
 
@@ -201,4 +208,4 @@ def test_planted_symlink_for_the_partial_file_is_not_followed(tmp_path):
 def test_pop_cost_does_not_parse_the_tail(tmp_path):
     # a syntax error far down the file does not stop taking the head
     q, path = make(tmp_path, "- a\n" + "- x\n" * 1000 + "- [broken\n")
-    assert commands(q.take(["[n]"], ok)) == [("a", ())]
+    assert commands(take(q, ["[n]"])) == [("a", ())]

@@ -1,0 +1,42 @@
+"""What happens to a run, as small values put on the loop's one event queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from pegasus.errors import ExitStatus, HostError
+from pegasus.model import Result, SubNode
+
+
+@dataclass(frozen=True)
+class JobDone:
+    """A job ended on its sub-node (ran, failed, was lost or never sent)."""
+
+    result: Result
+
+
+@dataclass(frozen=True)
+class HostBack:
+    """A lost sub-node has a new connection."""
+
+    node: SubNode
+    executor: object
+
+
+@dataclass(frozen=True)
+class HostRefused:
+    """A lost host refuses us for good (changed host key, login refused)."""
+
+    node: SubNode
+    error: HostError
+
+
+class Signal(Enum):
+    CTRL_C = ExitStatus.INTERRUPTED
+    SIGTERM = ExitStatus.TERMINATED
+
+
+@dataclass(frozen=True)
+class Signalled:
+    signal: Signal

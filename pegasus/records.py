@@ -1,0 +1,220 @@
+"""The record of every job: how Pegasus keeps "at most once" and "never lost".
+
+One module owns the protocol; the queue file (``queuefile``) and the journal
+(``journal``) are its two stores, and ``consumed.yaml`` and
+``interrupted.yaml`` beside the queue are what the user reads. A job goes
+through these steps, each recorded before the next one happens:
+
+1. **taken**: a ticket is journaled (fsynced) with the name of the temporary
+   file that holds the queue without the job; then that file is renamed over
+   the queue; then the job is appended to ``consumed.yaml``. In queue mode
+   the job runs on the sub-node it was taken for, so its launch is recorded
+   in the same journal write (``launch_with_take``: one fsync less a job).
+2. **launched** (broadcast mode, once per sub-node): journaled just before
+   the command is sent.
+3. **finished** with an exit status, or **lost** (its outcome is unknown: the
+   connection died while it ran; also written to ``interrupted.yaml``), or
+   **put back** (never sent: it goes back to the head of the queue, announced
+   in the journal before the rename, like a take).
+
+When a Pegasus dies, its journal's lock is freed. The next one to start
+(``open_run``) reads the dead journals under the queue lock: a job taken and
+never launched goes back to the head of the queue, a job launched and never
+settled is written to ``interrupted.yaml`` ("outcome unknown") and is not run
+again until the user runs ``pegasus requeue``. A rewrite announced in a dead
+journal happened unless its temporary file is still there (``journal``'s
+void rule), so no job is put back twice or dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import List, Optional, Sequence, Tuple
+
+from pegasus import expand, faults, yamltree
+from pegasus import journal as journals
+from pegasus.model import Job, Outcome, Result
+from pegasus.queuefile import Check, QueueFile, append, read_text, refuse_symlink
+
+STOPPED = "Pegasus stopped while it ran; outcome unknown"
+Interrupted = List[Tuple[dict, str]]  # (canonical entry, sub-node label)
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What one take took, and the error that stopped it early, if any."""
+
+    jobs: Tuple[Job, ...]
+    error: Optional[Exception] = None
+
+
+class Records:
+    """The records of one run's jobs (``journal`` None: no journal, for tests).
+
+    ``broadcast``: one ticket runs on every sub-node, each launch journaled
+    on its own; a job not sent to one sub-node fails there (the others ran
+    it) instead of going back to the queue. Otherwise each job is taken for
+    one sub-node and launched there at once (``launch_with_take``).
+    """
+
+    def __init__(self, queue: QueueFile, journal: Optional[journals.Journal] = None,
+                 broadcast: bool = False):
+        self.queue, self.journal = queue, journal
+        self.launch_with_take = not broadcast
+
+    # -- 1. taken
+
+    def take(self, targets: Sequence[str], check: Check) -> Taken:
+        """Take up to len(targets) jobs; job i is recorded as run on targets[i]."""
+        queue = self.queue
+        with queue.locked():
+            popped = queue.pop(len(targets), check)
+            jobs = list(popped.jobs)
+            if jobs:
+                refuse_symlink(queue.consumed_path)  # before anything changes
+                jobs = self._ticketed(jobs)
+                queue.cut(popped, self._announce_taken(jobs, targets))
+                faults.point("queue-rewritten")
+                append(queue.consumed_path, _records("taken", jobs, targets))
+                faults.point("consumed-appended")
+        return Taken(tuple(jobs), popped.error)
+
+    def _ticketed(self, jobs: List[Job]) -> List[Job]:
+        if self.journal is None:
+            return jobs
+        return [replace(job, ticket=self.journal.new_ticket()) for job in jobs]
+
+    def _announce_taken(self, jobs: List[Job], targets: Sequence[str]):
+        journal = self.journal
+        if journal is None:
+            return None
+
+        def announce(partial: str) -> None:
+            journal.taken([(j.ticket, j.canonical(), t) for j, t in zip(jobs, targets)],
+                          partial, launched=self.launch_with_take)
+            faults.point("taken-journaled")
+        return announce
+
+    # -- 2. launched
+
+    def launching(self, job: Job, node: str) -> None:
+        """The job's command is about to be sent to ``node``."""
+        if self.journal is not None and job.ticket is not None and not self.launch_with_take:
+            self.journal.launched(job.ticket, node)
+        faults.point("launch-journaled")
+
+    # -- 3. finished, lost or put back
+
+    def settle(self, result: Result) -> None:
+        """Record how a job ended on its sub-node."""
+        outcome, job, node = result.outcome, result.job, result.node.label
+        if outcome is Outcome.NOT_STARTED and self.launch_with_take:
+            self.put_back([job])
+        elif outcome in (Outcome.NOT_STARTED, Outcome.LOST, Outcome.ERROR):
+            self.lost(job, node, result.error, to_user=outcome is not Outcome.NOT_STARTED)
+        elif self.journal is not None and job.ticket is not None:
+            self.journal.finished(job.ticket, node, result.exit_status)
+            faults.point("finish-journaled")
+
+    def put_back(self, jobs: Sequence[Job]) -> None:
+        """Jobs that were never sent go back to the head of the queue."""
+        tickets = [j.ticket for j in jobs]
+        journal = self.journal
+        announce = None if journal is None else (
+            lambda partial: journal.put_back(tickets, partial))
+        with self.queue.locked():
+            self.queue.insert_head([j.canonical() for j in jobs], announce)
+
+    def lost(self, job: Job, node: str, reason: str, to_user: bool = True) -> None:
+        """The job's outcome on ``node`` is unknown: recorded for the user to re-run.
+
+        ``to_user=False``: broadcast's sub-node that never got the command (the
+        step fails there; nothing to re-run).
+        """
+        with self.queue.locked():
+            if to_user:
+                _interrupted_once(self.queue, job.canonical(), node, reason)
+            if self.journal is not None and job.ticket is not None:
+                self.journal.lost(job.ticket, node, reason)
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+
+
+# ---------------------------------------------------------------- after a crash
+
+def open_run(queue: QueueFile, broadcast: bool) -> Tuple[Records, int, Interrupted]:
+    """Settle what dead Pegasus processes left, then start this run's journal.
+
+    Returns (this run's records, jobs put back, jobs interrupted).
+    """
+    with queue.locked():
+        put_back, interrupted = _recover(queue)
+        journal = journals.Journal.create(queue.path)
+    return Records(queue, journal, broadcast), put_back, interrupted
+
+
+def recover(queue: QueueFile) -> Tuple[int, Interrupted]:
+    """Settle dead processes' journals: (jobs put back, [(entry, node)])."""
+    with queue.locked():
+        return _recover(queue)
+
+
+def _recover(queue: QueueFile) -> Tuple[int, Interrupted]:
+    put_back, interrupted = 0, []
+    for orphan in journals.read_orphans(queue.path, queue.partial_names()):
+        tickets = [ticket for ticket, _ in orphan.unlaunched]
+        queue.insert_head([entry for _, entry in orphan.unlaunched],
+                          lambda partial: orphan.journal.put_back(tickets, partial))
+        for ticket, entry, node in orphan.interrupted:
+            _interrupted_once(queue, entry, node, STOPPED)
+        orphan.journal.remove()
+        put_back += len(orphan.unlaunched)
+        interrupted += [(entry, node) for _, entry, node in orphan.interrupted]
+    queue.remove_partial_files()  # under the lock: all from the dead
+    return put_back, interrupted
+
+
+def requeue(queue: QueueFile) -> int:
+    """Move the entries of interrupted.yaml to the head of the queue."""
+    with queue.locked():
+        _recover(queue)
+        text = read_text(queue.interrupted_path)
+        _, items = yamltree.read_all(text, queue.interrupted_path)
+        if items:
+            queue.insert_head([item.value for item in items])
+            queue.write_atomic(queue.interrupted_path, "")
+    return len(items)
+
+
+def _interrupted_once(queue: QueueFile, entry: dict, node: str, reason: str) -> None:
+    """Append to interrupted.yaml unless this entry on this node is there.
+
+    A crash between recording a job there and journaling it leaves it to
+    the next recovery, which must not list it twice.
+    """
+    body = expand.entries_yaml([entry])
+    text = read_text(queue.interrupted_path)
+    start = text.find(body)
+    while start >= 0:
+        header = text[:start].rstrip("\n").rpartition("\n")[2]
+        after = text[start + len(body):]
+        if (header.startswith("# interrupted ") and f" for {node}: " in header
+                and (not after or after.startswith("#"))):
+            return
+        start = text.find(body, start + 1)
+    append(queue.interrupted_path, _entry_record("interrupted", entry, node, reason))
+
+
+def _records(what: str, jobs: Sequence[Job], targets: Sequence[str]) -> str:
+    return "".join(_entry_record(what, job.canonical(), target)
+                   for job, target in zip(jobs, targets))
+
+
+def _entry_record(what: str, entry: dict, target: str, why: str = "") -> str:
+    """``# taken <time> for [node]`` (plus ``: why``) and the canonical entry."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    why = f": {why}" if why else ""
+    return f"# {what} {stamp} for {target}{why}\n" + expand.entries_yaml([entry])
