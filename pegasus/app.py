@@ -14,7 +14,7 @@ from pegasus.queuefile import QueueFile
 
 
 def run(opts: Options) -> ExitStatus:
-    sink = Sink.for_terminal(sys.stdout.buffer, opts.print_period)
+    sink = Sink.for_terminal(getattr(sys.stdout, "buffer", None), opts.print_period)
     if opts.mode == "l":
         from pegasus import lockmode
 

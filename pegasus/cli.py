@@ -88,11 +88,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run Pegasus; return the exit status. The one place errors become words."""
     argv = sys.argv[1:] if argv is None else argv
     if "-h" in argv or "--help" in argv:
-        print(__doc__.strip())
-        return ExitStatus.OK
+        return _print(__doc__.strip())
     if "--version" in argv:
-        print(f"pegasus {__version__}")
-        return ExitStatus.OK
+        return _print(f"pegasus {__version__}")
     try:
         from pegasus import app
 
@@ -105,6 +103,31 @@ def main(argv: Optional[List[str]] = None) -> int:
         return ExitStatus.INTERRUPTED
 
 
+def _print(text: str) -> int:
+    """Help and version: a reader that went away (``| head -n 1``) is fine."""
+    try:
+        print(text, flush=True)
+    except (OSError, AttributeError):  # a closed pipe; no stdout at all (``>&-``)
+        _silence_stdout()
+    return ExitStatus.OK
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so the exit's flush of a broken stdout says nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
 def run() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    status = main()
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except OSError:
+        _silence_stdout()
+    sys.exit(status)

@@ -15,6 +15,7 @@ class ExitStatus(IntEnum):
     JOB_FAILED = 1  # some job failed or was interrupted
     BAD_INPUT = 2  # bad usage or bad input; nothing (more) was taken
     UNREACHABLE = 3  # a host could not be connected or authenticated
+    IO_ERROR = 74  # Pegasus's own output or records could not be written (sysexits EX_IOERR)
     INTERRUPTED = 130  # Ctrl-c
     TERMINATED = 143  # SIGTERM: running jobs were stopped
 

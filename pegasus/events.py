@@ -40,3 +40,10 @@ class Signal(Enum):
 @dataclass(frozen=True)
 class Signalled:
     signal: Signal
+
+
+@dataclass(frozen=True)
+class OutputLost:
+    """Pegasus's standard output cannot be written (closed pipe, full disk)."""
+
+    error: OSError

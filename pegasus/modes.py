@@ -12,6 +12,7 @@ which sub-nodes a taken job goes to and in what a finished step means:
 from __future__ import annotations
 
 import signal
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Dict, List, Optional, Tuple
@@ -21,10 +22,11 @@ import gevent.queue
 
 from pegasus.connecting import Hosts
 from pegasus.errors import ExitStatus, InputError
-from pegasus.events import HostBack, HostRefused, JobDone, Signal, Signalled
+from pegasus.events import HostBack, HostRefused, JobDone, OutputLost, Signal, Signalled
 from pegasus.executor import HEARTBEAT, KILL_AFTER
 from pegasus.job import run_job
 from pegasus.model import Job, Outcome, Result, SubNode
+from pegasus.outlet import describe
 from pegasus.output import Sink
 from pegasus.queuefile import Check, LockWaitAborted, QueueFile
 from pegasus.records import Records
@@ -64,7 +66,7 @@ class Run:
 
 class State(Enum):
     RUNNING = "taking entries as sub-nodes free up"
-    ABORTING = "a broadcast step failed under --error-aborts: taking nothing more"
+    ABORTING = "taking nothing more, running jobs finish (see Loop.abort_status)"
     STOPPING = "Ctrl-c: taking nothing more, waiting for running jobs"
     TERMINATING = "second Ctrl-c or SIGTERM: running jobs are being stopped"
 
@@ -118,15 +120,12 @@ class Loop:
                            run.sink, self.events.put)
         self.state = State.RUNNING
         self.stop_signal = Signal.CTRL_C  # the signal that stopped the run
+        self.abort_status = ExitStatus.JOB_FAILED  # why ABORTING: a failed step, lost output
         self.failed = 0  # jobs that did not succeed
         self.head = QueueHead(run.queue, run.sink, run.daemon)
 
     def loop(self) -> ExitStatus:
-        handlers = [gevent.signal_handler(signal.SIGINT, self.signalled, Signal.CTRL_C),
-                    gevent.signal_handler(signal.SIGTERM, self.signalled, Signal.SIGTERM)]
-        beating = gevent.spawn(self.heartbeats)
-        try:
-            self.hosts.start()
+        with _side_tasks(self):
             while True:
                 self.reap(block=False)
                 if self.may_take():
@@ -134,12 +133,6 @@ class Loop:
                 if self.finished():
                     break
                 self.reap(block=True)
-        finally:
-            for handler in handlers:
-                handler.cancel()
-            self.hosts.stop()
-            beating.kill()
-            self.hosts.close()
         return self.report()
 
     # -- what the modes define
@@ -195,6 +188,8 @@ class Loop:
             return self.on_signal(event.signal)
         if isinstance(event, (HostBack, HostRefused)):
             return self.hosts.back(event)
+        if isinstance(event, OutputLost):
+            return self.output_lost(event.error)
         self.job_done(event.result)
 
     def job_done(self, result: Result) -> None:
@@ -282,24 +277,59 @@ class Loop:
             gevent.spawn(executor.cancel)
             gevent.spawn_later(KILL_AFTER, executor.kill)  # local; remote watchdogs do their own
 
-    def abort(self, why: str) -> None:
-        """Take nothing more (broadcast ``--error-aborts``)."""
+    def abort(self, why: str, status: ExitStatus = ExitStatus.JOB_FAILED) -> None:
+        """Take nothing more; running jobs finish (``--error-aborts``, lost output)."""
         if self.state is State.RUNNING:
-            self.state = State.ABORTING
+            self.state, self.abort_status = State.ABORTING, status
             self.run.sink.message(why)
+
+    def output_lost(self, err: OSError) -> None:
+        running = self.scheduler.running
+        self.abort(f"cannot write to standard output ({describe(err)}): no new jobs will "
+                   "start and the queue file is left as it is" +
+                   (f"; waiting for {running} running job(s) to finish" if running else ""),
+                   ExitStatus.IO_ERROR)
 
     def report(self) -> ExitStatus:
         signalled = self.state in (State.STOPPING, State.TERMINATING)
         why = {Signal.CTRL_C: "interrupted by Ctrl-c",
                Signal.SIGTERM: "terminated by SIGTERM"}[self.stop_signal]
         self.summary(why if signalled else None)
-        if signalled:
-            return self.stop_signal.value
-        if self.head.blocked is not None:
-            return ExitStatus.BAD_INPUT
-        if self.failed:
-            return ExitStatus.JOB_FAILED
-        return ExitStatus.OK
+        return _exit_status(self)
+
+
+def _exit_status(loop: Loop) -> ExitStatus:
+    """A signal; else bad input at the head; else why it aborted; else the jobs."""
+    if loop.state in (State.STOPPING, State.TERMINATING):
+        return loop.stop_signal.value
+    if loop.head.blocked is not None:
+        return ExitStatus.BAD_INPUT
+    if loop.state is State.ABORTING:
+        return loop.abort_status
+    return ExitStatus.JOB_FAILED if loop.failed else ExitStatus.OK
+
+
+@contextmanager
+def _side_tasks(loop: Loop):
+    """While the loop runs: signal handlers, heartbeats, stdout's writer, reconnects."""
+    handlers = [gevent.signal_handler(signal.SIGINT, loop.signalled, Signal.CTRL_C),
+                gevent.signal_handler(signal.SIGTERM, loop.signalled, Signal.SIGTERM)]
+    beating = gevent.spawn(loop.heartbeats)
+    outlet = loop.run.sink.outlet
+    draining = gevent.spawn(outlet.drain, lambda err: loop.events.put(OutputLost(err)))
+    try:
+        if outlet.error is not None:
+            loop.output_lost(outlet.error)
+        loop.hosts.start()
+        yield
+    finally:
+        for handler in handlers:
+            handler.cancel()
+        loop.hosts.stop()
+        beating.kill()
+        loop.hosts.close()
+        outlet.flush()
+        draining.kill()
 
 
 # ---------------------------------------------------------------- queue mode

@@ -31,6 +31,8 @@ import re
 import shutil
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from pegasus.outlet import Outlet
+
 _PALETTE = (31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96)
 _RESET = "\x1b[0m"
 _ESCAPE = re.compile(r"(\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_])")
@@ -193,7 +195,7 @@ class StepTable:
 
 
 class Sink:
-    """Where all of Pegasus's output goes: one ``write`` and a flush per call.
+    """Where all of Pegasus's output goes, through one ``Outlet``.
 
     ``color`` colours each sub-node's label (by ``node.index``); ``width``
     wraps job lines to the terminal, ``None`` never wraps; ``print_period``
@@ -204,7 +206,7 @@ class Sink:
                  print_period: int = 1):
         if print_period < 0:
             raise ValueError("print_period must be 0 or more")
-        self.stream = stream
+        self.outlet = Outlet(stream)
         self.color = color
         self.width = width
         self.print_period = print_period
@@ -233,7 +235,7 @@ class Sink:
         prefix, prefix_width = self._prefix(node)
         if self.width is not None:
             picked = self._wrap(picked, max(self.width - prefix_width, _MIN_ROOM))
-        self._write(b"".join((prefix, (b"\n" + prefix).join(picked), b"\n")))
+        self.outlet.write(b"".join((prefix, (b"\n" + prefix).join(picked), b"\n")), wait=True)
 
     def job_started(self, node, command: str) -> None:
         """Print the ``=== run ===`` frame and restart the print period."""
@@ -335,14 +337,14 @@ class Sink:
         return out
 
     def _frame(self, node, text: str) -> None:
-        self._write(self._prefix(node)[0] + text.encode() + b"\n")
+        self.outlet.write(self._prefix(node)[0] + text.encode() + b"\n", wait=True)
 
     def _tagged(self, texts: List[str]) -> bytes:
         return b"".join(self._tag + t.encode() + b"\n" for t in texts)
 
     def _write(self, data: bytes) -> None:
-        self.stream.write(data)
-        self.stream.flush()
+        """Pegasus's own words (never wait; to stderr once stdout has failed)."""
+        self.outlet.say(data)
 
 
 def _terminal_width(stream, environ) -> int:

@@ -204,7 +204,7 @@ def test_no_color_in_a_pipe():
     sink.lines(N1, "stdout", [b"x"])
     sink.job_started(N1, "ls")
     sink.message("hi")
-    assert ESC not in sink.stream.getvalue()
+    assert ESC not in sink.outlet.stream.getvalue()
 
 
 def test_color_on_a_terminal():

@@ -1,0 +1,123 @@
+"""Pegasus's standard output, written so that a stalled reader never stops the run.
+
+While a loop runs (``drain`` runs in its own greenlet), writes are queued
+and a native thread writes them out: a reader that pauses (``| less``, a slow
+``tee``, a stalled terminal) blocks that thread only, never the loop, its
+heartbeats or Ctrl-c. Job output waits (``wait=True``) while more than
+``limit`` bytes are queued, so a job's reader stops reading its channel and
+the job feels the back-pressure; Pegasus's own words never wait. Outside a
+loop (start-up, lock mode) writes go straight out.
+
+A write that fails (a closed pipe, a full disk, no stdout at all) is not a
+job's failure: the outlet remembers the error, drops what is queued and
+later writes, and tells the loop once (``on_error``), which stops taking
+entries; Pegasus's own words then go to stderr (``fallback``).
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+from collections import deque
+from typing import Callable, Optional
+
+import gevent
+from gevent.event import Event
+
+LIMIT = 1 << 20  # bytes of job output queued before job readers wait
+
+
+class Outlet:
+    def __init__(self, stream, limit: int = LIMIT, fallback=None):
+        self.stream, self.limit, self.fallback = stream, limit, fallback
+        self.error: Optional[OSError] = None
+        if stream is None:  # started with stdout closed (``>&-``)
+            self.error = OSError(errno.EBADF, "standard output is closed")
+        self.queued: deque = deque()
+        self.size = 0
+        self.draining = False
+        self.wake, self.room, self.empty = Event(), Event(), Event()
+        self.room.set()
+        self.empty.set()
+
+    def write(self, data: bytes, wait: bool = False) -> None:
+        if self.error is not None:
+            return
+        if not self.draining:
+            return self._out(data)
+        self.queued.append(data)
+        self.size += len(data)
+        self.empty.clear()
+        self.wake.set()
+        if wait and self.size > self.limit:
+            self.room.clear()
+            self.room.wait()
+
+    def say(self, data: bytes) -> None:
+        """Pegasus's own words: to stderr once stdout has failed."""
+        if self.error is None:
+            return self.write(data)
+        stream = self.fallback if self.fallback is not None else _stderr()
+        if stream is None:
+            return
+        try:
+            stream.write(data)
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def drain(self, on_error: Callable[[OSError], None]) -> None:
+        """Write queued data out from a thread until killed (run as a greenlet)."""
+        self.draining = True
+        pool = gevent.get_hub().threadpool
+        try:
+            while True:
+                self.wake.wait()
+                self.wake.clear()
+                while self.queued and self.error is None:
+                    data = b"".join(self.queued)
+                    self.queued.clear()
+                    try:
+                        pool.apply(self._out_or_raise, (data,))
+                    except OSError as err:
+                        self._failed(err)
+                        on_error(err)
+                    self.size = 0
+                    self.room.set()
+                self.empty.set()
+        finally:
+            self.draining = False
+
+    def flush(self) -> None:
+        """Wait until what is queued has been written (or dropped)."""
+        if self.draining:
+            self.empty.wait()
+
+    def _out(self, data: bytes) -> None:
+        try:
+            self._out_or_raise(data)
+        except OSError as err:
+            self._failed(err)
+
+    def _out_or_raise(self, data: bytes) -> None:
+        try:
+            self.stream.write(data)
+            self.stream.flush()
+        except ValueError as err:  # a closed file object
+            raise OSError(errno.EBADF, str(err)) from None
+
+    def _failed(self, err: OSError) -> None:
+        self.error = err
+        self.queued.clear()
+        self.size = 0
+        self.room.set()
+        self.empty.set()
+
+
+def _stderr():
+    return getattr(sys.stderr, "buffer", None)
+
+
+def describe(err: OSError) -> str:
+    """The error in words: 'Broken pipe', 'No space left on device'."""
+    return err.strerror or str(err)

@@ -1,0 +1,102 @@
+"""Pegasus's own output cannot be written: never a job's failure (issue 10, item 1).
+
+A closed pipe (``| head -n 1``), a full disk (``> /dev/full``) or no stdout
+at all (``>&-``) stops Pegasus from taking entries, as a first Ctrl-c does:
+the entries it did not take stay in the queue, nothing goes to
+interrupted.yaml, running jobs run to their end, the summary goes to stderr,
+there is no traceback, and the exit status is 74. All on ``localhost``.
+"""
+
+import os
+import subprocess
+import sys
+
+import yaml
+
+from helpers import queue_entries, read, setup
+
+N = 40
+
+
+def start(folder, stdout, extra_shell=""):
+    """``pegasus q`` with the given stdout; stderr captured."""
+    cmd = f"{sys.executable} -m pegasus q {extra_shell}"
+    return subprocess.Popen(["sh", "-c", cmd], cwd=str(folder), stdin=subprocess.DEVNULL,
+                            stdout=stdout, stderr=subprocess.PIPE)
+
+
+def entries_taken(folder):
+    return yaml.safe_load(read(folder / "consumed.yaml")) or []
+
+
+def check_nothing_lost(folder, err):
+    assert "Traceback" not in err, err
+    assert not (folder / "interrupted.yaml").exists() or not read(folder / "interrupted.yaml").strip()
+    left = queue_entries(folder / "queue.yaml")
+    taken = entries_taken(folder)
+    assert len(left) + len(taken) == N  # every entry is in exactly one place
+    assert left == [f"echo job {i}" for i in range(N - len(left) + 1, N + 1)]
+
+
+def test_a_reader_that_goes_away_stops_taking_and_loses_nothing(tmp_path):
+    setup(tmp_path, "- localhost\n", [f"echo job {i}" for i in range(1, N + 1)])
+    proc = start(tmp_path, subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # `| head -n 1`
+    _, err = proc.communicate(timeout=60)
+    err = err.decode()
+    assert first.startswith(b"[localhost] === run 'echo job 1' ===")
+    assert proc.returncode == 74, err
+    assert "cannot write to standard output (Broken pipe)" in err
+    assert "all succeeded" in err  # the summary, on stderr
+    check_nothing_lost(tmp_path, err)
+    assert len(queue_entries(tmp_path / "queue.yaml")) > 0
+
+
+def test_a_full_disk_as_stdout_stops_taking_and_loses_nothing(tmp_path):
+    setup(tmp_path, "- localhost\n", [f"echo job {i}" for i in range(1, N + 1)])
+    with open("/dev/full", "wb") as full:
+        proc = start(tmp_path, full)
+        _, err = proc.communicate(timeout=60)
+    err = err.decode()
+    assert proc.returncode == 74, err
+    assert "No space left on device" in err
+    check_nothing_lost(tmp_path, err)
+    assert len(queue_entries(tmp_path / "queue.yaml")) > 0
+
+
+def test_no_stdout_at_all_takes_nothing(tmp_path):
+    setup(tmp_path, "- localhost\n", [f"echo job {i}" for i in range(1, N + 1)])
+    proc = start(tmp_path, subprocess.DEVNULL, ">&-")
+    _, err = proc.communicate(timeout=60)
+    err = err.decode()
+    assert proc.returncode == 74, err
+    assert "standard output is closed" in err
+    check_nothing_lost(tmp_path, err)
+    assert entries_taken(tmp_path) == []
+
+
+def test_help_and_version_to_a_reader_that_goes_away(tmp_path):
+    for flag in ("--help", "--version"):
+        res = subprocess.run(["sh", "-c", f"{sys.executable} -m pegasus {flag} | head -c 1"],
+                             capture_output=True, text=True, timeout=30)
+        assert "Traceback" not in res.stderr and "Exception" not in res.stderr, res.stderr
+    res = subprocess.run(["sh", "-c", f"{sys.executable} -m pegasus --help >&-; echo $?"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.stdout == "0\n" and "Traceback" not in res.stderr, res.stderr
+
+
+def test_a_job_whose_output_floods_a_stalled_reader_is_not_cut_short(tmp_path):
+    """A reader that stops reading makes job readers wait, not fail (back-pressure)."""
+    setup(tmp_path, "- localhost\n", ["head -c 3000000 /dev/zero | tr '\\0' x | fold -w 100",
+                                      "echo after"])
+    r, w = os.pipe()
+    proc = start(tmp_path, w)
+    os.close(w)
+    with os.fdopen(r, "rb") as reader:  # reads only once Pegasus has queued a lot
+        out = reader.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 0, proc.stderr.read().decode()
+    lines = out.decode().splitlines()
+    assert sum(1 for line in lines if line == "[localhost] " + "x" * 100) == 30000
+    assert "[localhost] after" in lines
