@@ -26,6 +26,12 @@ class PegasusError(Exception):
     exit_status = ExitStatus.BAD_INPUT
 
 
+class StorageError(PegasusError):
+    """A file Pegasus keeps (queue, journal, consumed.yaml) could not be written."""
+
+    exit_status = ExitStatus.IO_ERROR
+
+
 class UsageError(PegasusError):
     """Bad command line."""
 

@@ -70,6 +70,7 @@ class Outcome(Enum):
     LOST = "lost"  # the connection died while it ran: outcome unknown
     NOT_STARTED = "not started"  # never sent: put back in the queue
     ERROR = "error"  # could not run: see Result.error
+    CANNOT_START = "cannot start"  # never ran, and will not by being sent again
 
 
 SIGNALS = {1: "HUP", 2: "INT", 3: "QUIT", 6: "ABRT", 9: "KILL", 11: "SEGV",

@@ -21,7 +21,7 @@ import gevent
 import gevent.queue
 
 from pegasus.connecting import Hosts
-from pegasus.errors import ExitStatus, InputError
+from pegasus.errors import ExitStatus, InputError, StorageError
 from pegasus.events import HostBack, HostRefused, JobDone, OutputLost, Signal, Signalled
 from pegasus.executor import HEARTBEAT, KILL_AFTER
 from pegasus.job import run_job
@@ -194,9 +194,12 @@ class Loop:
 
     def job_done(self, result: Result) -> None:
         self.scheduler.finish(result.node)
+        try:
+            result = self.run.records.settle(result)
+        except StorageError as err:
+            self.storage_failed(err)
         self.failed += not result.ok
         self.record(result)
-        self.run.records.settle(result)
         if result.outcome in (Outcome.NOT_STARTED, Outcome.LOST):
             self.host_lost(result.node)
         if not self.scheduler.running:
@@ -214,6 +217,8 @@ class Loop:
             taken = self.run.records.take(labels, self.run.check)
         except InputError as err:
             return self.head.block(err)
+        except StorageError as err:
+            return self.storage_failed(err)
         except LockWaitAborted:
             return None
         for node, job in self.assign(targets, taken.jobs):
@@ -282,6 +287,10 @@ class Loop:
         if self.state is State.RUNNING:
             self.state, self.abort_status = State.ABORTING, status
             self.run.sink.message(why)
+
+    def storage_failed(self, err: StorageError) -> None:
+        self.abort(f"{err}\n(no new jobs will start; running jobs finish: their records "
+                   "are kept where they can still be written)", ExitStatus.IO_ERROR)
 
     def output_lost(self, err: OSError) -> None:
         running = self.scheduler.running

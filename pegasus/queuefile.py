@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from pegasus import expand, yamledit, yamltree
-from pegasus.errors import InputError, PegasusError
+from pegasus.errors import InputError, PegasusError, StorageError
 from pegasus.model import Job
 
 Check = Callable[[Job], None]  # raises InputError for a job that cannot run
@@ -175,6 +175,7 @@ class QueueFile:
         The file keeps its mode (or gets ``mode``); a new one follows the umask.
         """
         data = text.encode("utf-8") if isinstance(text, str) else text
+        partial, announced = None, False
         try:
             mode = _mode_of(path) if mode is None else mode
             partial = self.new_partial()
@@ -186,12 +187,15 @@ class QueueFile:
                 _write_all(fd, data)
                 os.fsync(fd)
                 if announce is not None:
+                    announced = True
                     announce(os.path.basename(partial))
             finally:
                 os.close(fd)
             os.replace(partial, path)
             _fsync_folder(self.folder)
         except OSError as err:
+            if partial is not None and not announced:  # nobody relies on it: tidy up
+                _unlink_quietly(partial)
             where = err.filename if str(err.filename).startswith(self._partial_prefix) else path
             raise _io_error(where, "write", err) from None
 
@@ -325,5 +329,16 @@ def _fsync_folder(folder: str) -> None:
 def _io_error(path: str, action: str, err: OSError) -> PegasusError:
     if err.errno == errno.EISDIR:
         return InputError("is a directory, not a file; give the path of a YAML file", path)
+    if action != "read":
+        return storage_error(path, action, err)
     return PegasusError(f"{path}: cannot {action} it: {err.strerror}; check the "
+                        "path and its permissions")
+
+
+def storage_error(path: str, action: str, err: OSError) -> StorageError:
+    """A write that failed, in words: the full disk named as such."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageError(f"{path}: cannot {action} it: no space left on its device "
+                            "(or quota); free some space")
+    return StorageError(f"{path}: cannot {action} it: {err.strerror}; check the "
                         "path and its permissions")

@@ -29,15 +29,19 @@ void rule), so no job is put back twice or dropped.
 from __future__ import annotations
 
 import time
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple
 
 from pegasus import expand, faults, yamltree
 from pegasus import journal as journals
 from pegasus.model import Job, Outcome, Result
-from pegasus.queuefile import Check, QueueFile, append, read_text, refuse_symlink
+from pegasus.queuefile import (Check, QueueFile, append, read_text, refuse_symlink,
+                               storage_error)
 
 STOPPED = "Pegasus stopped while it ran; outcome unknown"
+MAX_PUT_BACKS = 3  # a job not sent this often in one run is recorded as failed
 Interrupted = List[Tuple[dict, str]]  # (canonical entry, sub-node label)
 
 
@@ -62,6 +66,7 @@ class Records:
                  broadcast: bool = False):
         self.queue, self.journal = queue, journal
         self.launch_with_take = not broadcast
+        self.put_backs: Counter = Counter()  # (command, params) -> times put back
 
     # -- 1. taken
 
@@ -101,21 +106,36 @@ class Records:
     def launching(self, job: Job, node: str) -> None:
         """The job's command is about to be sent to ``node``."""
         if self.journal is not None and job.ticket is not None and not self.launch_with_take:
-            self.journal.launched(job.ticket, node)
+            with _journal_errors(self.journal):
+                self.journal.launched(job.ticket, node)
         faults.point("launch-journaled")
 
     # -- 3. finished, lost or put back
 
-    def settle(self, result: Result) -> None:
-        """Record how a job ended on its sub-node."""
+    def settle(self, result: Result) -> Result:
+        """Record how a job ended on its sub-node; returns the result as recorded.
+
+        A job that could not be sent goes back to the queue, but not forever:
+        after ``MAX_PUT_BACKS`` times in one run it is recorded as failed.
+        """
         outcome, job, node = result.outcome, result.job, result.node.label
         if outcome is Outcome.NOT_STARTED and self.launch_with_take:
-            self.put_back([job])
-        elif outcome in (Outcome.NOT_STARTED, Outcome.LOST, Outcome.ERROR):
+            key = (job.command, job.params)
+            self.put_backs[key] += 1
+            if self.put_backs[key] <= MAX_PUT_BACKS:
+                self.put_back([job])
+                return result
+            result = replace(result, outcome_hint=Outcome.CANNOT_START,
+                             error=f"could not be sent {MAX_PUT_BACKS + 1} times: "
+                                   f"{result.error}")
+            outcome = result.outcome
+        if outcome in (Outcome.NOT_STARTED, Outcome.LOST, Outcome.ERROR):
             self.lost(job, node, result.error, to_user=outcome is not Outcome.NOT_STARTED)
         elif self.journal is not None and job.ticket is not None:
-            self.journal.finished(job.ticket, node, result.exit_status)
+            with _journal_errors(self.journal):
+                self.journal.finished(job.ticket, node, result.exit_status or 0)
             faults.point("finish-journaled")
+        return result
 
     def put_back(self, jobs: Sequence[Job]) -> None:
         """Jobs that were never sent go back to the head of the queue."""
@@ -136,7 +156,8 @@ class Records:
             if to_user:
                 _interrupted_once(self.queue, job.canonical(), node, reason)
             if self.journal is not None and job.ticket is not None:
-                self.journal.lost(job.ticket, node, reason)
+                with _journal_errors(self.journal):
+                    self.journal.lost(job.ticket, node, reason)
 
     def close(self) -> None:
         if self.journal is not None:
@@ -206,6 +227,15 @@ def _interrupted_once(queue: QueueFile, entry: dict, node: str, reason: str) -> 
             return
         start = text.find(body, start + 1)
     append(queue.interrupted_path, _entry_record("interrupted", entry, node, reason))
+
+
+@contextmanager
+def _journal_errors(journal: journals.Journal):
+    """A journal write that fails (a full disk) in words."""
+    try:
+        yield
+    except OSError as err:
+        raise storage_error(journal.path, "append to", err) from None
 
 
 def _records(what: str, jobs: Sequence[Job], targets: Sequence[str]) -> str:
