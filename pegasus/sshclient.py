@@ -1,7 +1,9 @@
 """Pegasus's SSH connection: parallel-ssh's native client, overridden where it falls short.
 
 The only module that imports parallel-ssh (``pssh``) or ssh2-python
-(``ssh2``), and the one to review against a new release of either. ``Client`` adds host key checking (knownhosts.py),
+(``ssh2``), and the one to review against a new release of either (the
+releases reviewed are ``REVIEWED``; tests/test_pssh_versions.py fails when
+others are installed). ``Client`` adds host key checking (knownhosts.py),
 ssh_config's identities and jump host, TCP_NODELAY and dead-peer detection,
 a cheaper socket wait, and the few channel operations ``pegasus.ssh`` uses.
 
@@ -61,7 +63,10 @@ from pegasus import knownhosts
 from pegasus.executor import CHUNK, ConnectionLost, Emit
 from pegasus.sshconfig import SshTarget
 
-__all__ = ["AuthenticationError", "Client", "link_errors", "open_client", "words"]
+# The releases this module was reviewed against; pyproject.toml pins them.
+REVIEWED = {"parallel-ssh": "2.16.0.post1", "ssh2-python": "1.2.0.post1"}
+
+__all__ = ["AuthenticationError", "Client", "REVIEWED", "link_errors", "open_client", "words"]
 
 _EV_READ, _EV_WRITE = 1, 2  # libev's event bits, for gevent's loop.io()
 
