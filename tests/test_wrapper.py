@@ -1,4 +1,4 @@
-"""The remote job wrapper (pegasus.executor.WRAPPER), run as sshd runs it.
+"""The remote job wrapper (pegasus/wrapper.sh), run as sshd runs it.
 
 sshd starts each session's login shell as the leader of a new session; here
 each shell of the sh family found on this machine runs the exec string the
@@ -17,11 +17,11 @@ from functools import partial
 
 import pytest
 
-from pegasus import executor, sshconfig
+from pegasus import executor, ssh, sshclient, sshconfig, wrapper
 
 import helpers
 
-SHELLS = [s for s in sorted(executor.POSIX_LOGIN_SHELLS) if shutil.which(s)]
+SHELLS = [s for s in sorted(wrapper.POSIX_LOGIN_SHELLS) if shutil.which(s)]
 
 wait_for = partial(helpers.wait_for, timeout=15.0)  # this file's default timeout
 
@@ -29,14 +29,14 @@ wait_for = partial(helpers.wait_for, timeout=15.0)  # this file's default timeou
 def start(shell, command, posix=True):
     """The wrapper, started before its command is known, then sent it."""
     proc = waiting(shell, posix)
-    proc.stdin.write(executor.command_input(command, proc.nonce))
+    proc.stdin.write(wrapper.command_input(command, proc.nonce))
     proc.stdin.flush()
     return proc
 
 
 def waiting(shell, posix=True):
-    nonce = executor.new_nonce()
-    proc = subprocess.Popen([shell, "-c", executor.shell_command(nonce, posix)],
+    nonce = wrapper.new_nonce()
+    proc = subprocess.Popen([shell, "-c", wrapper.shell_command(nonce, posix)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     proc.nonce = nonce
@@ -104,7 +104,7 @@ def test_a_wrapper_whose_channel_ends_before_the_nonce_runs_nothing(shell, sent,
     if sent != "nothing":
         proc.stdin.write(command.encode() + b"\n")
         if sent == "a command and a wrong nonce":
-            proc.stdin.write(executor.new_nonce().encode() + b"\n")
+            proc.stdin.write(wrapper.new_nonce().encode() + b"\n")
     proc.stdin.close()  # Pegasus died or closed the connection
     assert finish(proc) == (0, "", "")
     assert not proof.exists()
@@ -112,7 +112,7 @@ def test_a_wrapper_whose_channel_ends_before_the_nonce_runs_nothing(shell, sent,
 
 def test_the_command_arrives_byte_for_byte():
     for command in TRICKY + ["", "\n", "a\n\nb\n", "  lead and trail  ", "tab\there\r"]:
-        data = executor.command_input(command, "NONCE")
+        data = wrapper.command_input(command, "NONCE")
         assert data.endswith(b"\nNONCE\n")
         assert data[:-len(b"\nNONCE\n")].decode() == command
 
@@ -180,8 +180,61 @@ def test_a_finished_job_leaves_its_background_processes_alone(shell):
 
 
 def test_only_other_login_shells_exec_sh():
-    assert executor.shell_command("N", True).startswith("exec 3<&0")
-    assert executor.shell_command("N", False).startswith("exec sh -c 'exec 3<&0")
+    assert wrapper.shell_command("N", True).startswith("exec 3<&0")
+    assert wrapper.shell_command("N", False).startswith("exec sh -c 'exec 3<&0")
+
+
+def test_the_script_sent_is_wrapper_sh_without_its_comments():
+    path = os.path.join(os.path.dirname(wrapper.__file__), "wrapper.sh")
+    with open(path, encoding="utf-8") as f:
+        code_lines = [ln for ln in f.read().splitlines() if ln.strip() and
+                      not ln.lstrip().startswith("#")]
+    sent = wrapper.script()
+    assert "#" not in sent  # wrapper.sh's code has no "#": every one was a comment
+    assert len(sent.splitlines()) == len(code_lines)  # and no line of code was lost
+    assert sent.count(wrapper.NONCE) == 1 and "{SILENCE}" not in sent
+    assert "sleep %d;" % executor.SILENCE in sent
+    assert "sleep %d;" % (executor.KILL_AFTER - 1) in sent
+    assert wrapper.script() is sent  # read once, not for every job
+
+
+HASHES = [
+    "#!/bin/sh",
+    "  # an indented comment",
+    "",
+    "echo \"a # b\" 'c # d' x#y \\# e  # a comment",
+    "x=abc; echo ${#x} $# \"a \\\" # b\"\t# after a tab",
+    "s='",
+    "# inside a quote: kept, and so is the blank line below",
+    "",
+    "'  # the quote ends",
+    "echo \"$s\" \"it's\" # mixed quotes",
+    "echo 'say \"hi\" # not' \"#\"",
+]
+
+
+def test_a_hash_in_the_code_is_not_a_comment():
+    stripped = list(wrapper.strip_comments(HASHES))
+    assert stripped == [
+        "echo \"a # b\" 'c # d' x#y \\# e",
+        "x=abc; echo ${#x} $# \"a \\\" # b\"",
+        "s='",
+        "# inside a quote: kept, and so is the blank line below",
+        "",
+        "'",
+        "echo \"$s\" \"it's\"",
+        "echo 'say \"hi\" # not' \"#\"",
+    ]
+    said = [subprocess.run(["sh", "-c", "\n".join(lines)], capture_output=True, text=True,
+                           check=True).stdout for lines in (HASHES, stripped)]
+    assert said[0] == said[1]  # sh reads both the same
+
+
+def test_a_misspelt_placeholder_is_refused():
+    assert wrapper.prepare("sleep {SILENCE}  # s\n[ x = {nonce} ]\necho ${HOME}\n") == \
+        "sleep %d\n[ x = {nonce} ]\necho ${HOME}\n" % executor.SILENCE
+    with pytest.raises(ValueError, match="SILENSE"):
+        wrapper.prepare("sleep {SILENSE}\n")
 
 
 def test_connection_errors_do_not_show_parallel_ssh_s_own_try_count():
@@ -189,11 +242,11 @@ def test_connection_errors_do_not_show_parallel_ssh_s_own_try_count():
     from pssh.exceptions import UnknownHostError
     err = UnknownHostError("Unknown host %s - %s - retry %s/%s", "nosuch.invalid",
                            "Name or service not known", 1, 1)
-    assert executor._words(err) == "Unknown host nosuch.invalid - Name or service not known"
+    assert sshclient.words(err) == "Unknown host nosuch.invalid - Name or service not known"
 
 
 def test_the_login_shell_probe_says_which_shells_run_the_wrapper():
-    says = executor._says_posix_login_shell
+    says = ssh._says_posix_login_shell
     assert says(0, b"/bin/sh\n")
     assert says(0, b"/usr/bin/bash\n")
     assert not says(0, b"/usr/bin/fish\n")
@@ -207,7 +260,7 @@ def test_the_login_shell_probe_says_which_shells_run_the_wrapper():
 
 @pytest.fixture
 def node_1(cluster):
-    ex = executor.connect(sshconfig.resolve("node-1", cluster.ssh_config))
+    ex = ssh.connect(sshconfig.resolve("node-1", cluster.ssh_config))
     yield ex
     ex.close()
 
@@ -231,7 +284,7 @@ def test_a_long_command_of_many_lines_over_ssh(node_1):
 @pytest.mark.parametrize("posix", [True, False], ids=["login-shell-runs-it", "exec-sh"])
 def test_both_exec_strings_over_ssh(cluster, posix):
     target = sshconfig.resolve("node-1", cluster.ssh_config)
-    ex = executor.SshExecutor(executor._open_client(target), posix_login_shell=posix)
+    ex = ssh.SshExecutor(sshclient.open_client(target), posix_login_shell=posix)
     try:
         for _ in range(2):  # the first wrapper is started at once, the next after a job
             out = []

@@ -1,0 +1,74 @@
+"""``LocalExecutor``: jobs of ``localhost`` sub-nodes as local processes.
+
+Each job runs as ``sh -c command`` in a session of its own, so Ctrl-c stays
+with Pegasus and cancelling signals the job's whole process group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Callable
+
+from gevent import select as gselect
+from gevent import subprocess
+
+from pegasus import faults
+from pegasus.executor import CHUNK, Emit, NotStarted, nothing
+
+
+class LocalExecutor:
+    """Runs jobs as local subprocesses (``localhost``, ``127.0.0.1``, ``::1``)."""
+
+    def __init__(self):
+        self.proc = None
+
+    def run(self, command: str, emit: Emit, launching: Callable[[], None] = nothing) -> int:
+        launching()
+        try:
+            self.proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         start_new_session=True)  # Ctrl-c stays here
+        except OSError as err:
+            raise NotStarted(err.strerror) from None
+        faults.point("exec-sent")
+        try:
+            _pump(self.proc, emit)
+            status = self.proc.wait()
+        finally:
+            self.proc = None
+        return 128 - status if status < 0 else status
+
+    def heartbeat(self) -> None:
+        """Local jobs need none."""
+
+    def cancel(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, number: int) -> None:
+        proc = self.proc
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, number)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        pass
+
+
+def _pump(proc, emit: Emit) -> None:
+    names = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
+    files = {proc.stdout.fileno(): proc.stdout, proc.stderr.fileno(): proc.stderr}
+    while names:
+        ready, _, _ = gselect.select(list(names), [], [])
+        for fd in ready:
+            data = os.read(fd, CHUNK)
+            if data:
+                emit(names[fd], data)
+            else:
+                del names[fd]
+                files[fd].close()

@@ -1,0 +1,169 @@
+"""``SshExecutor``: jobs as channels of one SSH connection, under the remote wrapper.
+
+``connect`` opens and authenticates a connection (sshclient.py), retrying
+handshakes that sshd's MaxStartups drops, and asks once which login shell the
+user has. Each job then runs under the wrapper (wrapper.sh): the executor
+writes the command to the channel's stdin, a line every ``HEARTBEAT`` s while
+it runs, and cancels it by closing stdin; the wrapper's watchdog then stops
+the job's process group. The wrapper exits with the job's status, 128+N when
+signal N killed it (parallel-ssh alone reports 0).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Callable
+
+import gevent
+
+from pegasus import faults
+from pegasus.errors import HostAuthError, HostError, HostKeyError
+from pegasus.executor import ConnectionLost, Emit, NotStarted, nothing
+from pegasus.sshclient import AuthenticationError, Client, link_errors, open_client, words
+from pegasus.sshconfig import SshTarget
+from pegasus.wrapper import POSIX_LOGIN_SHELLS, command_input, new_nonce, shell_command
+
+CONNECT_TRIES = 6  # sshd's MaxStartups drops some handshakes under load
+
+
+def connect(target: SshTarget) -> "SshExecutor":
+    """Open and authenticate one connection, retrying refused handshakes."""
+    timeout = target.connect_timeout or 30
+    delay = 0.1
+    for attempt in range(1, CONNECT_TRIES + 1):
+        try:
+            with gevent.Timeout(timeout, TimeoutError):
+                client = open_client(target)
+                return SshExecutor(client, _posix_login_shell(client))
+        except HostKeyError:
+            raise
+        except TimeoutError:
+            raise HostError(target.alias, f"no answer from {target.hostname}:"
+                            f"{target.port} within {timeout:g} s") from None
+        except AuthenticationError as err:
+            raise HostAuthError(target.alias, f"authentication as '{target.user}' "
+                            f"failed: {words(err)}") from None
+        except Exception as err:  # noqa: BLE001 - turned into words below
+            if attempt == CONNECT_TRIES or isinstance(err, HostError):
+                raise HostError(target.alias, f"cannot connect to {target.hostname}:"
+                                f"{target.port}: {words(err)}") from None
+            gevent.sleep(delay * (1 + random.random()))
+            delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _posix_login_shell(client: Client) -> bool:
+    """Whether the user's login shell can run the wrapper itself (one probe a connection)."""
+    out = bytearray()
+
+    def keep(name: str, data: bytes) -> None:
+        if name == "stdout" and len(out) < 4096:
+            out.extend(data)
+
+    channel = client.channel()
+    client.run_exec(channel, 'echo "$SHELL"')
+    client.read(channel, keep)
+    return _says_posix_login_shell(client.exit_status(channel), bytes(out))
+
+
+def _says_posix_login_shell(status: int, output: bytes) -> bool:
+    """The probe's answer: one word, a shell of the sh family (else: exec sh)."""
+    said = output.split()
+    return status == 0 and len(said) == 1 and \
+        os.path.basename(said[0]).decode("ascii", "replace") in POSIX_LOGIN_SHELLS
+
+
+class SshExecutor:
+    """Runs jobs as channels of one open SSH connection (one job at a time).
+
+    The next job's wrapper is always started already (``waiting``): its
+    channel is asked for while a job runs and its exec is sent when the job
+    ends, so sshd and the login shell start while the loop takes the next
+    entry; ``run`` then only sends the command.
+    """
+
+    def __init__(self, client: Client, posix_login_shell: bool = False):
+        self.client = client
+        self.posix_login_shell = posix_login_shell
+        self.channel = None  # the running job's, once its command is sent
+        self.cancelled = False
+        self.waiting = None  # (channel, nonce, exec string or None once started)
+        self._start_wrapper()
+
+    def run(self, command: str, emit: Emit, launching: Callable[[], None] = nothing) -> int:
+        client = self.client
+        self.cancelled = False
+        with link_errors(NotStarted):
+            channel, nonce = self._started_wrapper()
+        launching()
+        with link_errors(ConnectionLost):
+            try:
+                client.write(channel, command_input(command, nonce))
+                faults.point("exec-sent")
+                self.channel = channel
+                if self.cancelled:
+                    client.send_eof(channel)
+                asked = self._ask_for_channel()  # sshd answers while the job runs
+                client.read(channel, emit)
+                status = client.exit_status(channel)
+            finally:
+                self.channel = None
+        self._start_wrapper(asked)
+        return status
+
+    def _ask_for_channel(self):
+        """Send a channel-open request without waiting: a channel, or None."""
+        try:
+            return self.client.ask_for_channel()
+        except Exception:  # noqa: BLE001 - _start_wrapper opens one itself
+            return None
+
+    def _start_wrapper(self, asked=None) -> None:
+        """Open the next job's channel (or finish opening the one asked for) and
+        send its exec now: sshd starts the wrapper while the loop updates the
+        queue file and the journal."""
+        self.waiting = None
+        try:
+            # client.channel() also finishes the open that ask_for_channel left pending
+            channel = asked if asked is not None else self.client.channel()
+            nonce = new_nonce()
+            exec_string = shell_command(nonce, self.posix_login_shell)
+            if self.client.send_exec(channel, exec_string):
+                exec_string = None  # already confirmed
+            self.waiting = (channel, nonce, exec_string)
+        except Exception:  # noqa: BLE001 - the next job tries again and says why
+            self.waiting = None
+
+    def _started_wrapper(self):
+        """The waiting wrapper's channel and nonce."""
+        waiting, self.waiting = self.waiting, None
+        if waiting is None:  # starting it failed: once more, to say why
+            channel, nonce = self.client.channel(), new_nonce()
+            self.client.run_exec(channel, shell_command(nonce, self.posix_login_shell))
+            return channel, nonce
+        channel, nonce, pending = waiting
+        if pending is not None:
+            self.client.run_exec(channel, pending)  # wait for sshd's reply
+        return channel, nonce
+
+    def heartbeat(self) -> None:
+        """Tell the remote watchdog Pegasus is still there."""
+        channel = self.channel
+        if channel is not None:
+            with link_errors(ConnectionLost):
+                self.client.write(channel, b"\n")
+
+    def cancel(self) -> None:
+        """Close the job's stdin: the remote watchdog terminates its group."""
+        self.cancelled = True  # seen by run() if the command is being sent
+        channel = self.channel
+        if channel is not None:
+            with link_errors(ConnectionLost):
+                self.client.send_eof(channel)
+
+    def kill(self) -> None:
+        """Nothing to do: the remote watchdog sends KILL itself."""
+
+    def close(self) -> None:
+        self.client.close_connection()

@@ -1,0 +1,94 @@
+"""The remote job wrapper (``wrapper.sh``) and what Pegasus sends it.
+
+``script()`` reads wrapper.sh once, on first use: without its comments and
+blank lines, with ``KILL_AFTER - 1`` and ``SILENCE`` filled in. Each job then
+costs one ``str.replace`` for its nonce (``shell_command``). The wrapper reads
+its command from the channel's stdin (``command_input``), ended by a line with
+that nonce. Why and how it works is told beside its lines in wrapper.sh.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import secrets
+import shlex
+from importlib import resources
+from typing import Iterable, Iterator
+
+from pegasus.executor import KILL_AFTER, SILENCE
+
+# Login shells that run the wrapper as POSIX sh; any other (fish, csh, ...)
+# execs ``sh`` to run it, which costs a process start a job.
+POSIX_LOGIN_SHELLS = frozenset({"sh", "dash", "bash", "ksh", "mksh", "ash"})
+
+NONCE = "{nonce}"  # filled for each job
+_FILLED_ONCE = {"{KILL_AFTER - 1}": str(KILL_AFTER - 1), "{SILENCE}": str(SILENCE)}
+_UNFILLED = re.compile(r"(?<!\$)\{[A-Za-z_][A-Za-z_0-9 +-]*\}")  # not ${name}
+
+
+@functools.lru_cache(maxsize=None)
+def script() -> str:
+    """wrapper.sh as sent to the node, with ``{nonce}`` still in it."""
+    return prepare(resources.files("pegasus").joinpath("wrapper.sh").read_text(encoding="utf-8"))
+
+
+def prepare(text: str) -> str:
+    """A script without its comments, with the placeholders but ``{nonce}`` filled in."""
+    code = "".join(line + "\n" for line in strip_comments(text.splitlines()))
+    for placeholder, value in _FILLED_ONCE.items():
+        code = code.replace(placeholder, value)
+    unfilled = set(_UNFILLED.findall(code)) - {NONCE}
+    if unfilled:
+        raise ValueError(f"wrapper.sh: unknown placeholder(s) {', '.join(sorted(unfilled))}")
+    return code
+
+
+def strip_comments(lines: Iterable[str]) -> Iterator[str]:
+    """The lines of a sh script without comments, comment-only and blank lines.
+
+    A ``#`` starts a comment at the start of a word outside quotes; quotes may
+    span lines. Here-documents and quotes inside ``$(...)`` are not understood:
+    wrapper.sh has none.
+    """
+    quote = ""
+    for line in lines:
+        inside, (code, quote) = quote, _code_of(line, quote)
+        if inside or code.strip():  # else: blank, or only a comment
+            yield code
+
+
+def _code_of(line: str, quote: str):
+    """(line without its comment, the quote still open at its end)."""
+    i = 0
+    while i < len(line):
+        char = line[i]
+        if quote == "'":
+            quote = "" if char == "'" else quote
+        elif char == "\\":
+            i += 1  # the next character is escaped
+        elif quote == '"':
+            quote = "" if char == '"' else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1] in " \t"):
+            return line[:i].rstrip(), quote
+        i += 1
+    return line, quote
+
+
+def shell_command(nonce: str, posix_login_shell: bool = False) -> str:
+    """The exec string of a wrapper that waits for its command (``command_input``)."""
+    code = script().replace(NONCE, nonce)
+    if posix_login_shell:
+        return code
+    return f"exec sh -c {shlex.quote(code)}"
+
+
+def command_input(command: str, nonce: str) -> bytes:
+    """What the wrapper reads: the command's lines, then the nonce's line."""
+    return f"{command}\n{nonce}\n".encode("utf-8", "surrogateescape")
+
+
+def new_nonce() -> str:
+    return "pegasus-" + secrets.token_hex(12)

@@ -1,0 +1,47 @@
+#!/bin/sh
+# The remote job wrapper. sshd's login shell runs it (a login shell outside the
+# sh family execs `sh -c` for it), as the leader of the session's new process
+# group: the wrapper, its job and all the job starts are alone in that group.
+#
+# pegasus/wrapper.py reads this file once: it drops the comments and blank
+# lines, puts KILL_AFTER - 1 and SILENCE (pegasus/executor.py) in place of
+# their braces, and each job's random nonce in place of {nonce}.
+# Comments stand beside the lines they explain, and never inside a quote.
+
+# Started before its job is known (while Pegasus updates the queue file), it
+# reads the command from the channel's stdin: its lines, then the nonce's line.
+exec 3<&0 </dev/null  # the channel's stdin is fd 3 from here on
+nl='
+' command= sep=
+while :; do
+  IFS= read -r line <&3 || exit 0  # the channel ended first: run nothing
+  [ "$line" = {nonce} ] && break
+  command=$command$sep$line sep=$nl
+done
+
+# The watchdog reads fd 3, where Pegasus writes a line every HEARTBEAT s. At
+# end-of-file (a cancel, or Pegasus died) or after SILENCE s without a line
+# (Pegasus cut off), it sends TERM to the group, then KILL.
+(trap '' TERM  # ignores the TERM it sends to the group; its timers do not
+ stop() { trap '' TERM; kill -0 "$$" 2>/dev/null || exit 0  # job ended: spare its leftovers
+   kill -s TERM -- "-$$"; sleep {KILL_AFTER - 1}; kill -s USR1 "$$"  # USR1: say 137 before KILL
+   sleep 1; kill -s KILL -- "-$$"; }
+ (trap - TERM; sleep {SILENCE}; stop) & timer=$!
+ while read -r _ <&3; do
+   kill "$timer"; (trap - TERM; sleep {SILENCE}; stop) & timer=$!  # restart the silence clock
+ done
+ kill "$timer"; stop) >/dev/null 2>&1 &
+
+# The job's stderr is the channel's (fd 4); the wrapper's own goes to /dev/null,
+# where shells print "Killed" notices (Pegasus reports the signal itself).
+exec 3<&- 4>&2 2>/dev/null
+# The wrapper must never die of a signal: ssh2-python cannot read SSH's
+# exit-signal message, so that would read as exit 0. It survives the group's
+# TERM and reports the job's status; when the job ignores TERM, the
+# watchdog's USR1 makes it report 137.
+trap 'stopping=1' TERM
+trap '[ -z "$stopping" ] || exit 137' USR1
+sh -c "$command" 2>&4 4>&- & job=$!  # in the background, so the traps run while it runs
+wait "$job"; status=$?
+while kill -0 "$job"; do wait "$job"; status=$?; done  # wait returns early when a trap runs
+exit "$status"  # 128+N when signal N killed the job

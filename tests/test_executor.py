@@ -1,0 +1,43 @@
+"""The executor interface (pegasus.executor.Executor) and its two implementations."""
+import inspect
+import subprocess
+import sys
+
+import pytest
+
+from pegasus import executor, local, ssh
+from pegasus.executor import Executor
+
+IMPLEMENTATIONS = [local.LocalExecutor, ssh.SshExecutor]
+METHODS = ["run", "heartbeat", "cancel", "kill", "close"]
+
+
+@pytest.mark.parametrize("cls", IMPLEMENTATIONS, ids=lambda c: c.__name__)
+def test_both_executors_implement_the_protocol(cls):
+    assert issubclass(cls, Executor)
+    for name in METHODS:
+        wanted = inspect.signature(getattr(Executor, name))
+        got = inspect.signature(getattr(cls, name))
+        assert list(got.parameters) == list(wanted.parameters), name
+        assert [p.default for p in got.parameters.values()] == \
+            [p.default for p in wanted.parameters.values()], name
+
+
+def test_a_local_executor_is_an_executor():
+    assert isinstance(local.LocalExecutor(), Executor)
+
+
+def test_moved_names_are_still_found_in_pegasus_executor():
+    from pegasus.executor import LocalExecutor, SshExecutor, connect
+
+    assert (LocalExecutor, SshExecutor, connect) == \
+        (local.LocalExecutor, ssh.SshExecutor, ssh.connect)
+    with pytest.raises(AttributeError):
+        executor.NoSuchName  # noqa: B018
+
+
+@pytest.mark.parametrize("module", ["pegasus.ssh", "pegasus.local", "pegasus.sshclient",
+                                    "pegasus.wrapper", "pegasus.executor"])
+def test_each_module_imports_first(module):
+    """No import cycle: any of them can be the first one imported."""
+    subprocess.run([sys.executable, "-c", "import " + module], check=True, timeout=60)
