@@ -17,7 +17,8 @@ import gevent
 from gevent.lock import BoundedSemaphore
 from gevent.threadpool import ThreadPool
 
-from pegasus import executor, sshconfig
+from pegasus import executor, ssh, sshconfig
+from pegasus.local import LocalExecutor
 from pegasus.errors import HostError
 from pegasus.events import HostBack, HostRefused
 from pegasus.model import SubNode
@@ -35,9 +36,9 @@ class Connector:
     def connect(self, node: SubNode):
         """An executor for one sub-node; raises HostError."""
         if node.is_local:
-            return executor.LocalExecutor()
+            return LocalExecutor()
         with self.limits[node.hostname]:
-            return executor.connect(self.targets[node.hostname])
+            return ssh.connect(self.targets[node.hostname])
 
     def connect_all(self, nodes: Sequence[SubNode]) -> Tuple[Dict[SubNode, object],
                                                              List[HostError]]:

@@ -13,7 +13,6 @@ wait cooperatively); they spawn nothing.
 
 from __future__ import annotations
 
-import importlib
 from typing import Callable, Protocol, runtime_checkable
 
 Emit = Callable[[str, bytes], None]  # emit(stream name, raw bytes as they arrive)
@@ -60,13 +59,3 @@ class Executor(Protocol):
 
     def close(self) -> None:
         """Free the connection; never raises."""
-
-
-# Names that moved to the executors' own modules, for importers not yet updated.
-_MOVED = {"LocalExecutor": "pegasus.local", "SshExecutor": "pegasus.ssh", "connect": "pegasus.ssh"}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,15 +27,6 @@ def test_a_local_executor_is_an_executor():
     assert isinstance(local.LocalExecutor(), Executor)
 
 
-def test_moved_names_are_still_found_in_pegasus_executor():
-    from pegasus.executor import LocalExecutor, SshExecutor, connect
-
-    assert (LocalExecutor, SshExecutor, connect) == \
-        (local.LocalExecutor, ssh.SshExecutor, ssh.connect)
-    with pytest.raises(AttributeError):
-        executor.NoSuchName  # noqa: B018
-
-
 @pytest.mark.parametrize("module", ["pegasus.ssh", "pegasus.local", "pegasus.sshclient",
                                     "pegasus.wrapper", "pegasus.executor"])
 def test_each_module_imports_first(module):
