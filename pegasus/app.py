@@ -35,7 +35,7 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
     try:
         check = expand.checker(nodes)
         _check_queue(queue, check, sink, opts.daemon)
-        connector = Connector(nodes, opts.ssh_config)
+        connector = Connector(nodes, opts.ssh_config, opts.orphan_timeout)
         executors = _connect(connector, nodes, sink, broadcasting)
     except BaseException:
         job_records.close()

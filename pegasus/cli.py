@@ -26,6 +26,10 @@ Options:
   -H PATH --hosts-file=PATH   The hosts file [default: hosts.yaml].
   --ssh-config=FILE           Use this OpenSSH config file instead of your
                               own ~/.ssh/config (like ssh -F).
+  --orphan-timeout=DURATION   How long a remote job runs on without a word
+                              from Pegasus (it paused, slept or lost the
+                              network) before the node stops it; when
+                              Pegasus dies its jobs stop at once [default: 10m].
   -h --help                   Show this help.
   --version                   Show the version.
 
@@ -43,7 +47,7 @@ from typing import List, Optional
 
 from pegasus import __version__
 from pegasus.errors import ExitStatus, PegasusError, UsageError
-from pegasus.options import Options
+from pegasus.options import Options, parse_duration
 
 
 def parse_args(argv: List[str]) -> Options:
@@ -79,9 +83,13 @@ def _options(args) -> Options:
     if config is not None and not os.path.isfile(config):
         raise UsageError(f"--ssh-config {config}: no such file (give an OpenSSH "
                          "client config file, as for 'ssh -F')")
+    orphan = parse_duration(args["--orphan-timeout"])
+    if orphan is None or orphan < 1:
+        raise UsageError(f"--orphan-timeout must be a duration of at least 1 s (90, 90s, "
+                         f"30m, 2h), not '{args['--orphan-timeout']}'")
     return Options(mode, args["--daemon"], args["--error-aborts"], args["--editor"],
                    int(period), args["--queue-file"], args["--hosts-file"],
-                   args["--ssh-config"])
+                   args["--ssh-config"], int(orphan))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

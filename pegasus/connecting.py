@@ -28,7 +28,9 @@ RETRY_FIRST, RETRY_MAX = 2.0, 30.0  # seconds between reconnection attempts
 
 
 class Connector:
-    def __init__(self, nodes: Sequence[SubNode], ssh_config: Optional[str]):
+    def __init__(self, nodes: Sequence[SubNode], ssh_config: Optional[str],
+                 orphan_timeout: int = executor.ORPHAN_TIMEOUT):
+        self.orphan_timeout = orphan_timeout
         names = list(dict.fromkeys(n.hostname for n in nodes if not n.is_local))
         self.targets = _resolve_all(names, ssh_config)
         self.limits = {name: BoundedSemaphore(CONNECTS_PER_HOST) for name in names}
@@ -38,7 +40,7 @@ class Connector:
         if node.is_local:
             return LocalExecutor()
         with self.limits[node.hostname]:
-            return ssh.connect(self.targets[node.hostname])
+            return ssh.connect(self.targets[node.hostname], self.orphan_timeout)
 
     def connect_all(self, nodes: Sequence[SubNode]) -> Tuple[Dict[SubNode, object],
                                                              List[HostError]]:

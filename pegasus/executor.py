@@ -19,8 +19,9 @@ Emit = Callable[[str, bytes], None]  # emit(stream name, raw bytes as they arriv
 CHUNK = 65536  # bytes read at once from a job's output
 
 KILL_AFTER = 3  # seconds between TERM and KILL when a job is cancelled
-HEARTBEAT = 1.0  # seconds between the lines Pegasus writes to a remote job's stdin
-SILENCE = 4  # seconds without a line after which the remote watchdog stops the job
+HEARTBEAT = 1.0  # seconds between the loop's heartbeat calls (an executor may skip some)
+ORPHAN_TIMEOUT = 600  # default seconds (options.ORPHAN_TIMEOUT) without a word from Pegasus before a remote job stops
+ORPHANED = 249  # the wrapper's status when its watchdog stopped the job for that silence
 
 
 class NotStarted(Exception):
@@ -29,6 +30,10 @@ class NotStarted(Exception):
 
 class ConnectionLost(Exception):
     """The connection died while a job ran: its outcome is unknown."""
+
+
+class Orphaned(Exception):
+    """The node's watchdog stopped the job: it heard nothing from Pegasus for too long."""
 
 
 def nothing() -> None:

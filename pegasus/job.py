@@ -11,7 +11,7 @@ from typing import Callable
 
 from pegasus import expand, faults
 from pegasus.errors import TemplateError
-from pegasus.executor import ConnectionLost, NotStarted
+from pegasus.executor import ConnectionLost, NotStarted, Orphaned
 from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.output import LineSplitter, Sink
 
@@ -45,6 +45,8 @@ def _execute(node, job, rendered, executor, emit, launching) -> Result:
     except NotStarted as err:
         return Result(node, job, rendered, error=f"not started ({err}); put back in the queue",
                       outcome_hint=Outcome.NOT_STARTED)
+    except Orphaned as err:
+        return Result(node, job, rendered, error=str(err), outcome_hint=Outcome.ORPHANED)
     except ConnectionLost as err:
         return Result(node, job, rendered, error=f"connection lost, outcome unknown ({err})",
                       outcome_hint=Outcome.LOST)

@@ -68,6 +68,7 @@ class Outcome(Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # ran and exited non-zero
     LOST = "lost"  # the connection died while it ran: outcome unknown
+    ORPHANED = "orphaned"  # the node's watchdog stopped it: Pegasus was silent too long
     NOT_STARTED = "not started"  # never sent: put back in the queue
     ERROR = "error"  # could not run: see Result.error
     CANNOT_START = "cannot start"  # never ran, and will not by being sent again

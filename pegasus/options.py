@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional
+
+ORPHAN_TIMEOUT = 600  # seconds: --orphan-timeout's default (10m)
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
@@ -16,3 +21,12 @@ class Options:
     queue_file: str
     hosts_file: str
     ssh_config: Optional[str]
+    orphan_timeout: int = ORPHAN_TIMEOUT  # seconds
+
+
+def parse_duration(text: str) -> Optional[float]:
+    """``90``, ``90s``, ``30m``, ``2h``, ``1d`` in seconds; None if not a duration."""
+    match = _DURATION.match(text.strip().lower())
+    if not match:
+        return None
+    return float(match.group(1)) * _UNIT[match.group(2) or "s"]

@@ -129,7 +129,7 @@ class Records:
                              error=f"could not be sent {MAX_PUT_BACKS + 1} times: "
                                    f"{result.error}")
             outcome = result.outcome
-        if outcome in (Outcome.NOT_STARTED, Outcome.LOST, Outcome.ERROR):
+        if outcome in (Outcome.NOT_STARTED, Outcome.LOST, Outcome.ORPHANED, Outcome.ERROR):
             self.lost(job, node, result.error, to_user=outcome is not Outcome.NOT_STARTED)
         elif self.journal is not None and job.ticket is not None:
             with _journal_errors(self.journal):

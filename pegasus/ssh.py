@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from typing import Callable
 
 import gevent
 
 from pegasus import faults
 from pegasus.errors import HostAuthError, HostError, HostKeyError
-from pegasus.executor import ConnectionLost, Emit, NotStarted, nothing
+from pegasus.executor import (ORPHAN_TIMEOUT, ORPHANED, ConnectionLost, Emit, NotStarted,
+                              Orphaned, nothing)
 from pegasus.sshclient import AuthenticationError, Client, link_errors, open_client, words
 from pegasus.sshconfig import SshTarget
 from pegasus.wrapper import POSIX_LOGIN_SHELLS, command_input, new_nonce, shell_command
@@ -27,7 +29,7 @@ from pegasus.wrapper import POSIX_LOGIN_SHELLS, command_input, new_nonce, shell_
 CONNECT_TRIES = 6  # sshd's MaxStartups drops some handshakes under load
 
 
-def connect(target: SshTarget) -> "SshExecutor":
+def connect(target: SshTarget, silence: int = ORPHAN_TIMEOUT) -> "SshExecutor":
     """Open and authenticate one connection, retrying refused handshakes."""
     timeout = target.connect_timeout or 30
     delay = 0.1
@@ -35,7 +37,7 @@ def connect(target: SshTarget) -> "SshExecutor":
         try:
             with gevent.Timeout(timeout, TimeoutError):
                 client = open_client(target)
-                return SshExecutor(client, _posix_login_shell(client))
+                return SshExecutor(client, _posix_login_shell(client), silence)
         except HostKeyError:
             raise
         except TimeoutError:
@@ -83,9 +85,13 @@ class SshExecutor:
     entry; ``run`` then only sends the command.
     """
 
-    def __init__(self, client: Client, posix_login_shell: bool = False):
+    def __init__(self, client: Client, posix_login_shell: bool = False,
+                 silence: int = ORPHAN_TIMEOUT):
         self.client = client
         self.posix_login_shell = posix_login_shell
+        self.silence = silence  # the remote watchdog's orphan timeout
+        self.beat_every = max(1.0, min(30.0, silence / 10))  # each line forks a timer there
+        self.last_beat = 0.0
         self.channel = None  # the running job's, once its command is sent
         self.cancelled = False
         self.waiting = None  # (channel, nonce, exec string or None once started)
@@ -110,6 +116,9 @@ class SshExecutor:
             finally:
                 self.channel = None
         self._start_wrapper(asked)
+        if status == ORPHANED:
+            raise Orphaned(f"stopped on the node after {self.silence} s without contact "
+                           "from Pegasus; outcome unknown")
         return status
 
     def _ask_for_channel(self):
@@ -128,7 +137,7 @@ class SshExecutor:
             # client.channel() also finishes the open that ask_for_channel left pending
             channel = asked if asked is not None else self.client.channel()
             nonce = new_nonce()
-            exec_string = shell_command(nonce, self.posix_login_shell)
+            exec_string = shell_command(nonce, self.posix_login_shell, self.silence)
             if self.client.send_exec(channel, exec_string):
                 exec_string = None  # already confirmed
             self.waiting = (channel, nonce, exec_string)
@@ -140,7 +149,8 @@ class SshExecutor:
         waiting, self.waiting = self.waiting, None
         if waiting is None:  # starting it failed: once more, to say why
             channel, nonce = self.client.channel(), new_nonce()
-            self.client.run_exec(channel, shell_command(nonce, self.posix_login_shell))
+            self.client.run_exec(channel, shell_command(nonce, self.posix_login_shell,
+                                                        self.silence))
             return channel, nonce
         channel, nonce, pending = waiting
         if pending is not None:
@@ -148,9 +158,10 @@ class SshExecutor:
         return channel, nonce
 
     def heartbeat(self) -> None:
-        """Tell the remote watchdog Pegasus is still there."""
-        channel = self.channel
-        if channel is not None:
+        """Tell the remote watchdog Pegasus is still there (every ``beat_every`` s)."""
+        channel, now = self.channel, time.monotonic()
+        if channel is not None and now - self.last_beat >= self.beat_every:
+            self.last_beat = now
             with link_errors(ConnectionLost):
                 self.client.write(channel, b"\n")
 

@@ -1,8 +1,9 @@
 """The remote job wrapper (``wrapper.sh``) and what Pegasus sends it.
 
-``script()`` reads wrapper.sh once, on first use: without its comments and
-blank lines, with ``KILL_AFTER - 1`` and ``SILENCE`` filled in. Each job then
-costs one ``str.replace`` for its nonce (``shell_command``). The wrapper reads
+``script(silence)`` reads wrapper.sh once, on first use: without its comments
+and blank lines, with ``KILL_AFTER - 1``, ``ORPHANED`` and the silence (the
+orphan timeout, in seconds) filled in. Each job then costs one ``str.replace``
+for its nonce (``shell_command``). The wrapper reads
 its command from the channel's stdin (``command_input``), ended by a line with
 that nonce. Why and how it works is told beside its lines in wrapper.sh.
 """
@@ -16,29 +17,36 @@ import shlex
 from importlib import resources
 from typing import Iterable, Iterator
 
-from pegasus.executor import KILL_AFTER, SILENCE
+from pegasus.executor import KILL_AFTER, ORPHAN_TIMEOUT, ORPHANED
 
 # Login shells that run the wrapper as POSIX sh; any other (fish, csh, ...)
 # execs ``sh`` to run it, which costs a process start a job.
 POSIX_LOGIN_SHELLS = frozenset({"sh", "dash", "bash", "ksh", "mksh", "ash"})
 
 NONCE = "{nonce}"  # filled for each job
-_FILLED_ONCE = {"{KILL_AFTER - 1}": str(KILL_AFTER - 1), "{SILENCE}": str(SILENCE)}
+SILENCE = "{SILENCE}"  # filled once per orphan timeout
+_FILLED_ONCE = {"{KILL_AFTER - 1}": str(KILL_AFTER - 1), "{ORPHANED}": str(ORPHANED)}
 _UNFILLED = re.compile(r"(?<!\$)\{[A-Za-z_][A-Za-z_0-9 +-]*\}")  # not ${name}
 
 
 @functools.lru_cache(maxsize=None)
-def script() -> str:
+def script(silence: int) -> str:
     """wrapper.sh as sent to the node, with ``{nonce}`` still in it."""
+    return _prepared().replace(SILENCE, str(silence))
+
+
+@functools.lru_cache(maxsize=None)
+def _prepared() -> str:
     return prepare(resources.files("pegasus").joinpath("wrapper.sh").read_text(encoding="utf-8"))
 
 
 def prepare(text: str) -> str:
-    """A script without its comments, with the placeholders but ``{nonce}`` filled in."""
+    """A script without its comments, its placeholders but ``{nonce}`` and
+    ``{SILENCE}`` filled in."""
     code = "".join(line + "\n" for line in strip_comments(text.splitlines()))
     for placeholder, value in _FILLED_ONCE.items():
         code = code.replace(placeholder, value)
-    unfilled = set(_UNFILLED.findall(code)) - {NONCE}
+    unfilled = set(_UNFILLED.findall(code)) - {NONCE, SILENCE}
     if unfilled:
         raise ValueError(f"wrapper.sh: unknown placeholder(s) {', '.join(sorted(unfilled))}")
     return code
@@ -77,9 +85,10 @@ def _code_of(line: str, quote: str):
     return line, quote
 
 
-def shell_command(nonce: str, posix_login_shell: bool = False) -> str:
+def shell_command(nonce: str, posix_login_shell: bool = False,
+                  silence: int = ORPHAN_TIMEOUT) -> str:
     """The exec string of a wrapper that waits for its command (``command_input``)."""
-    code = script().replace(NONCE, nonce)
+    code = script(silence).replace(NONCE, nonce)
     if posix_login_shell:
         return code
     return f"exec sh -c {shlex.quote(code)}"

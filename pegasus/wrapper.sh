@@ -19,16 +19,20 @@ while :; do
   command=$command$sep$line sep=$nl
 done
 
-# The watchdog reads fd 3, where Pegasus writes a line every HEARTBEAT s. At
-# end-of-file (a cancel, or Pegasus died) or after SILENCE s without a line
-# (Pegasus cut off), it sends TERM to the group, then KILL.
-(trap '' TERM  # ignores the TERM it sends to the group; its timers do not
- stop() { trap '' TERM; kill -0 "$$" 2>/dev/null || exit 0  # job ended: spare its leftovers
+# The watchdog reads fd 3, where Pegasus writes a line now and then. At
+# end-of-file (a cancel, or Pegasus died) it sends TERM to the group, then
+# KILL. After SILENCE s without a line (Pegasus cut off or paused that long) it
+# first tells the wrapper (USR2), which then reports ORPHANED, not a signal.
+# Whoever stops the group ignores the TERM it sends; the others die of it.
+(stop() { trap '' TERM; kill -0 "$$" 2>/dev/null || exit 0  # job ended: spare its leftovers
    kill -s TERM -- "-$$"; sleep {KILL_AFTER - 1}; kill -s USR1 "$$"  # USR1: say 137 before KILL
    sleep 1; kill -s KILL -- "-$$"; }
- (trap - TERM; sleep {SILENCE}; stop) & timer=$!
+ timer() { (trap 'kill "$s"; exit' TERM  # a restarted clock takes its sleep along
+   sleep {SILENCE} & s=$!; wait "$s"
+   kill -s USR2 "$$"; sleep 1; stop) & timer=$!; }  # bash may take a TERM sent at once first
+ timer
  while read -r _ <&3; do
-   kill "$timer"; (trap - TERM; sleep {SILENCE}; stop) & timer=$!  # restart the silence clock
+   kill "$timer"; timer  # restart the silence clock
  done
  kill "$timer"; stop) >/dev/null 2>&1 &
 
@@ -39,9 +43,11 @@ exec 3<&- 4>&2 2>/dev/null
 # exit-signal message, so that would read as exit 0. It survives the group's
 # TERM and reports the job's status; when the job ignores TERM, the
 # watchdog's USR1 makes it report 137.
+report() { exit "${orphaned:-$1}"; }  # ORPHANED when the watchdog gave up on Pegasus
 trap 'stopping=1' TERM
-trap '[ -z "$stopping" ] || exit 137' USR1
+trap 'orphaned={ORPHANED}' USR2
+trap '[ -z "$stopping" ] || report 137' USR1
 sh -c "$command" 2>&4 4>&- & job=$!  # in the background, so the traps run while it runs
 wait "$job"; status=$?
 while kill -0 "$job"; do wait "$job"; status=$?; done  # wait returns early when a trap runs
-exit "$status"  # 128+N when signal N killed the job
+report "$status"  # 128+N when signal N killed the job

@@ -26,17 +26,17 @@ SHELLS = [s for s in sorted(wrapper.POSIX_LOGIN_SHELLS) if shutil.which(s)]
 wait_for = partial(helpers.wait_for, timeout=15.0)  # this file's default timeout
 
 
-def start(shell, command, posix=True):
+def start(shell, command, posix=True, silence=executor.ORPHAN_TIMEOUT):
     """The wrapper, started before its command is known, then sent it."""
-    proc = waiting(shell, posix)
+    proc = waiting(shell, posix, silence)
     proc.stdin.write(wrapper.command_input(command, proc.nonce))
     proc.stdin.flush()
     return proc
 
 
-def waiting(shell, posix=True):
+def waiting(shell, posix=True, silence=executor.ORPHAN_TIMEOUT):
     nonce = wrapper.new_nonce()
-    proc = subprocess.Popen([shell, "-c", wrapper.shell_command(nonce, posix)],
+    proc = subprocess.Popen([shell, "-c", wrapper.shell_command(nonce, posix, silence)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     proc.nonce = nonce
@@ -189,13 +189,13 @@ def test_the_script_sent_is_wrapper_sh_without_its_comments():
     with open(path, encoding="utf-8") as f:
         code_lines = [ln for ln in f.read().splitlines() if ln.strip() and
                       not ln.lstrip().startswith("#")]
-    sent = wrapper.script()
+    sent = wrapper.script(600)
     assert "#" not in sent  # wrapper.sh's code has no "#": every one was a comment
     assert len(sent.splitlines()) == len(code_lines)  # and no line of code was lost
     assert sent.count(wrapper.NONCE) == 1 and "{SILENCE}" not in sent
-    assert "sleep %d;" % executor.SILENCE in sent
+    assert "sleep 600 &" in sent and "{ORPHANED}" not in sent
     assert "sleep %d;" % (executor.KILL_AFTER - 1) in sent
-    assert wrapper.script() is sent  # read once, not for every job
+    assert wrapper.script(600) is sent  # read once, not for every job
 
 
 HASHES = [
@@ -231,8 +231,8 @@ def test_a_hash_in_the_code_is_not_a_comment():
 
 
 def test_a_misspelt_placeholder_is_refused():
-    assert wrapper.prepare("sleep {SILENCE}  # s\n[ x = {nonce} ]\necho ${HOME}\n") == \
-        "sleep %d\n[ x = {nonce} ]\necho ${HOME}\n" % executor.SILENCE
+    assert wrapper.prepare("sleep {KILL_AFTER - 1}  # s\n[ x = {nonce} ]\necho ${HOME}\n") == \
+        "sleep %d\n[ x = {nonce} ]\necho ${HOME}\n" % (executor.KILL_AFTER - 1)
     with pytest.raises(ValueError, match="SILENSE"):
         wrapper.prepare("sleep {SILENSE}\n")
 
@@ -338,3 +338,52 @@ def _kill_group(pgid):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# ---------------------------------------------------------------- silence (issue 10)
+
+def sleeps_of(seconds):
+    """Processes running ``sleep <seconds>`` (a value no other test uses)."""
+    out = subprocess.run(["pgrep", "-f", "^sleep %d$" % seconds], capture_output=True,
+                         text=True).stdout
+    return out.split()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_silence_past_the_orphan_timeout_stops_the_job_and_says_so(shell):
+    """No line for ``silence`` seconds: the job is stopped and the wrapper reports
+    ORPHANED (not a signal), so Pegasus can tell a watchdog's stop from a kill."""
+    proc = start(shell, "echo started; sleep 300", silence=1)
+    status, out, _ = finish(proc, timeout=30)  # stdin stays open and silent
+    assert out == "started\n"
+    assert status == executor.ORPHANED
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_heartbeats_keep_a_job_alive_past_the_orphan_timeout_and_leave_no_sleeps(shell):
+    """Each heartbeat restarts the watchdog's clock; the old clock's sleep goes too."""
+    marker = "/tmp/pegasus-test-%s" % wrapper.new_nonce()
+    proc = start(shell, "while [ ! -e %s ]; do sleep 0.05; done; echo done" % marker,
+                 silence=787)
+    clock = wait_for(lambda: sleeps_of(787), what="the watchdog's clock")
+    for _ in range(5):  # heartbeats, each once the clock of the one before runs
+        proc.stdin.write(b"\n")
+        proc.stdin.flush()
+        clock = wait_for(lambda: (lambda now: now if now and now != clock else None)(
+            sleeps_of(787)), what="a restarted clock")
+        assert len(clock) == 1, clock  # the old clock's sleep is gone
+    open(marker, "w").close()
+    try:
+        status, out, _ = finish(proc, timeout=30)
+    finally:
+        os.unlink(marker)
+    assert (status, out) == (0, "done\n")
+    wait_for(lambda: not sleeps_of(787), what="the watchdog's sleeps to be gone")
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_job_outlives_a_silence_shorter_than_the_orphan_timeout(shell):
+    """Pegasus paused (Ctrl-z, a stalled stdout) for a while: nothing happens."""
+    proc = start(shell, "sleep 3; echo still here", silence=60)
+    status, out, _ = finish(proc, timeout=30)  # 3 s without a single heartbeat
+    assert (status, out) == (0, "still here\n")

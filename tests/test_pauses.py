@@ -1,0 +1,98 @@
+"""A pause on the user's side is not a death (issue 10, item 2), on real sshd nodes.
+
+Pegasus stopped (Ctrl-z, a laptop lid) or its stdout stalled (``| less``, a
+slow ``tee``) for longer than the old 4 s: remote jobs run on to their end
+and are reported as they ended. Silence past ``--orphan-timeout`` stops them
+on the node, and they are reported as such and go to interrupted.yaml. Each
+job writes a file in the cluster's scratch folder when it ends; the tests
+poll for it.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import yaml
+
+from helpers import Pegasus, jobs_of, read, setup, wait_for
+
+
+def scratch_file(cluster):
+    return os.path.join(cluster.scratch, "pause-" + uuid.uuid4().hex)
+
+
+def test_pegasus_stopped_for_6_s_costs_no_remote_job(cluster, tmp_path):
+    done = scratch_file(cluster)
+    setup(tmp_path, "- node-1\n", ["echo started; sleep 6; echo finished; touch %s" % done])
+    peg = Pegasus(tmp_path, ["q", "--ssh-config", cluster.ssh_config])
+    try:
+        wait_for(peg.saw("[node-1] started"), what="the job to start")
+        os.kill(peg.proc.pid, signal.SIGSTOP)  # Ctrl-z, a closed laptop lid
+        try:
+            wait_for(lambda: os.path.exists(done), timeout=30,
+                     what="the job to end on the node while Pegasus is stopped")
+        finally:
+            os.kill(peg.proc.pid, signal.SIGCONT)
+        assert peg.wait() == 0, peg.said()
+    finally:
+        peg.stop()
+    assert [j["done"] for j in jobs_of(peg.out())] == ["exit 0"]
+    assert "[node-1] finished" in peg.out()
+
+
+def test_a_stalled_reader_costs_no_remote_job(cluster, tmp_path):
+    """The reader stops reading (a SIGSTOPped ``cat``) while a job floods output and
+    another one runs past 6 s: both end as they would have."""
+    done = scratch_file(cluster)
+    hosts = "- hostname: node-1\n  slot: [a, b]\n"
+    setup(tmp_path, hosts, ["head -c 2000000 /dev/zero | tr '\\0' y | fold -w 100",
+                            "sleep 6; echo slept; touch %s" % done])
+    reader = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    os.kill(reader.pid, signal.SIGSTOP)  # nothing is read: Pegasus's stdout fills up
+    peg = subprocess.Popen([sys.executable, "-m", "pegasus", "q", "--ssh-config",
+                            cluster.ssh_config], cwd=str(tmp_path), stdin=subprocess.DEVNULL,
+                           stdout=reader.stdin, stderr=subprocess.PIPE)
+    reader.stdin.close()
+    try:
+        wait_for(lambda: os.path.exists(done), timeout=30,
+                 what="the sleeping job to end on the node while stdout is stalled")
+    finally:
+        os.kill(reader.pid, signal.SIGCONT)
+    out = reader.stdout.read().decode()
+    assert peg.wait(timeout=60) == 0, peg.stderr.read().decode()
+    assert reader.wait(timeout=10) == 0
+    assert out.count("] " + "y" * 100 + "\n") == 20000
+    assert [j["done"] for j in jobs_of(out)] == ["exit 0", "exit 0"]
+
+
+def test_silence_past_the_orphan_timeout_is_reported_as_such(cluster, tmp_path):
+    """Pegasus stopped for longer than --orphan-timeout: the node stops the job; once
+    Pegasus runs again it says why, and the job goes to interrupted.yaml."""
+    started = scratch_file(cluster)
+    job = "touch %s; echo started; sleep 300" % started
+    setup(tmp_path, "- node-1\n", [job])
+    peg = Pegasus(tmp_path, ["q", "--ssh-config", cluster.ssh_config, "--orphan-timeout", "2"])
+    try:
+        wait_for(lambda: os.path.exists(started), what="the job to start")
+        os.kill(peg.proc.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: not _running(cluster, started), timeout=30,
+                     what="the node to stop the orphaned job")
+        finally:
+            os.kill(peg.proc.pid, signal.SIGCONT)
+        assert peg.wait() == 1, peg.said()
+    finally:
+        peg.stop()
+    done = [j["done"] for j in jobs_of(peg.out())]
+    assert done == ["stopped on the node after 2 s without contact from Pegasus; "
+                    "outcome unknown"], peg.said()
+    assert yaml.safe_load(read(tmp_path / "interrupted.yaml")) == [{"command": job}]
+    assert "connection lost" not in peg.said()  # the connection is fine
+
+
+def _running(cluster, marker):
+    """Whether a process with ``marker`` in its command line runs (nodes are local)."""
+    res = subprocess.run(["pgrep", "-f", "[t]ouch %s" % marker], capture_output=True)
+    return res.returncode == 0
