@@ -6,6 +6,7 @@ with Pegasus and cancelling signals the job's whole process group.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from typing import Callable
@@ -15,6 +16,9 @@ from gevent import subprocess
 
 from pegasus import faults
 from pegasus.executor import CHUNK, Emit, NotStarted, nothing
+
+
+ARG_MAX_KIB = 128  # Linux's limit for one exec argument (MAX_ARG_STRLEN)
 
 
 class LocalExecutor:
@@ -30,7 +34,12 @@ class LocalExecutor:
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          start_new_session=True)  # Ctrl-c stays here
         except OSError as err:
-            raise NotStarted(err.strerror) from None
+            if err.errno != errno.E2BIG:
+                raise NotStarted(err.strerror) from None
+            # as sh reports a command it cannot execute: the node is fine
+            emit("stderr", f"pegasus: cannot start the command: {err.strerror} (a "
+                           f"command is limited to {ARG_MAX_KIB} KiB)\n".encode())
+            return 126
         faults.point("exec-sent")
         try:
             _pump(self.proc, emit)

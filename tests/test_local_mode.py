@@ -72,3 +72,18 @@ def test_output_goes_through_a_pipe_unwrapped_and_uncoloured(tmp_path):
     assert res.returncode == 0
     assert f"[localhost] {long}\n" in res.stdout
     assert "\x1b[" not in res.stdout
+
+
+def test_a_command_over_the_exec_limit_fails_once_and_the_queue_goes_on(tmp_path):
+    """Issue 10: it was put back and taken again forever (consumed.yaml grew 65 MB in 10 s)."""
+    (tmp_path / "hosts.yaml").write_text("- localhost\n")
+    (tmp_path / "queue.yaml").write_text("- echo %s\n- echo next\n" % ("x" * 140000))
+    res = subprocess.run([sys.executable, "-m", "pegasus", "q"], cwd=str(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "cannot start the command: Argument list too long" in res.stdout
+    assert "=== done (exit 126) ===" in res.stdout
+    assert "[localhost] next" in res.stdout
+    assert helpers.queue_entries(tmp_path / "queue.yaml") == []
+    assert len(helpers.queue_entries(tmp_path / "consumed.yaml")) == 2  # each taken once
+    assert not (tmp_path / "interrupted.yaml").exists()
