@@ -112,6 +112,18 @@ class Hosts:
             except executor.ConnectionLost:
                 pass  # its reader reports the lost connection
 
+    def silent_hosts(self) -> List[Tuple[str, float]]:
+        """Connected hosts that sent nothing for ``NOT_RESPONDING`` s: (host, seconds)."""
+        found = []
+        for host, nodes in self.by_host.items():
+            if host in self.reconnecting:
+                continue
+            heard = [self.executors[n].silent_for() for n in nodes if n in self.executors]
+            heard = [s for s in heard if s is not None]
+            if heard and min(heard) >= executor.NOT_RESPONDING:
+                found.append((host, min(heard)))
+        return found
+
     def lose_host(self, node: SubNode) -> None:
         """Its host gives no more jobs until a new connection is made."""
         if node.is_local or node.hostname in self.reconnecting:
@@ -147,6 +159,11 @@ class Hosts:
     def close(self) -> None:
         close_all(self.executors.values())
 
+    def not_responding(self, host: str, seconds: float, running: int) -> None:
+        self.sink.message(f"host {host}: not responding for {seconds:.0f} s" +
+                          (f"; its {running} running job(s) are reported lost (outcome "
+                           "unknown)" if running else ""))
+
     def _reconnect(self, nodes: Sequence[SubNode]) -> None:
         by_host: Dict[str, List[SubNode]] = {}
         for node in nodes:
@@ -176,5 +193,5 @@ def _resolve_all(names: List[str], ssh_config: Optional[str]) -> Dict[str, objec
 
 
 def close_all(executors) -> None:
-    for ex in executors:
-        ex.close()
+    """Close connections all at once (a hung host takes a second to give up on)."""
+    gevent.joinall([gevent.spawn(ex.close) for ex in executors])

@@ -32,6 +32,14 @@ class HostRefused:
     error: HostError
 
 
+@dataclass(frozen=True)
+class HostSilent:
+    """A host has sent nothing, not even a keepalive reply, for ``seconds``."""
+
+    hostname: str
+    seconds: float
+
+
 class Signal(Enum):
     CTRL_C = ExitStatus.INTERRUPTED
     SIGTERM = ExitStatus.TERMINATED

@@ -13,7 +13,7 @@ wait cooperatively); they spawn nothing.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable, Optional, Protocol, runtime_checkable
 
 Emit = Callable[[str, bytes], None]  # emit(stream name, raw bytes as they arrive)
 CHUNK = 65536  # bytes read at once from a job's output
@@ -21,6 +21,7 @@ CHUNK = 65536  # bytes read at once from a job's output
 KILL_AFTER = 3  # seconds between TERM and KILL when a job is cancelled
 HEARTBEAT = 1.0  # seconds between the loop's heartbeat calls (an executor may skip some)
 ORPHAN_TIMEOUT = 600  # default seconds (options.ORPHAN_TIMEOUT) without a word from Pegasus before a remote job stops
+NOT_RESPONDING = 30  # seconds without a packet from a host (keepalives want replies)
 ORPHANED = 249  # the wrapper's status when its watchdog stopped the job for that silence
 
 
@@ -62,5 +63,8 @@ class Executor(Protocol):
         """KILL the group of a command still running ``KILL_AFTER`` s after ``cancel()``
         (a remote watchdog does that itself)."""
 
+    def silent_for(self) -> Optional[float]:
+        """Seconds since the host last sent anything, or None where unknown."""
+
     def close(self) -> None:
-        """Free the connection; never raises."""
+        """Free the connection; never raises (nor waits long for a hung host)."""

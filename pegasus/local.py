@@ -65,6 +65,10 @@ class LocalExecutor:
             except ProcessLookupError:
                 pass
 
+    def silent_for(self) -> None:
+        """A local process cannot hang the way a host does."""
+        return None
+
     def close(self) -> None:
         pass
 

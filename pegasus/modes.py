@@ -22,8 +22,9 @@ import gevent.queue
 
 from pegasus.connecting import Hosts
 from pegasus.errors import ExitStatus, InputError, StorageError
-from pegasus.events import HostBack, HostRefused, JobDone, OutputLost, Signal, Signalled
-from pegasus.executor import HEARTBEAT, KILL_AFTER
+from pegasus.events import (HostBack, HostRefused, HostSilent, JobDone, OutputLost, Signal,
+                            Signalled)
+from pegasus.executor import HEARTBEAT, KILL_AFTER, ConnectionLost
 from pegasus.job import run_job
 from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.outlet import describe
@@ -33,6 +34,7 @@ from pegasus.records import Records
 from pegasus.scheduler import Scheduler
 
 POLL_SECONDS = 0.25  # how often an idle or blocked queue file is looked at
+GIVE_UP_AFTER = 3  # seconds after a stopped job's KILL before Pegasus stops waiting for it
 
 
 class StopFlag:
@@ -109,6 +111,43 @@ class QueueHead:
         return not self.daemon and (self.blocked is not None or self.empty)
 
 
+class Jobs:
+    """The running jobs: one greenlet each, stopped or given up on by sub-node."""
+
+    def __init__(self, hosts: Hosts, records: Records, sink: Sink, post):
+        self.hosts, self.records, self.sink, self.post = hosts, records, sink, post
+        self.greenlets: Dict[SubNode, gevent.Greenlet] = {}
+
+    def start(self, node: SubNode, job: Job) -> None:
+        self.greenlets[node] = gevent.spawn(self._run, node, job)
+
+    def _run(self, node: SubNode, job: Job) -> None:
+        try:
+            result = run_job(node, job, self.hosts.executor(node), self.sink,
+                             lambda: self.records.launching(job, node.label))
+        except Exception as err:  # noqa: BLE001 - a bug must not hang the loop
+            result = Result(node, job, job.command, error=f"internal error: {err!r}")
+        self.post(JobDone(result))
+
+    def ended(self, node: SubNode) -> None:
+        self.greenlets.pop(node, None)
+
+    def stop(self, nodes: List[SubNode]) -> None:
+        """TERM to each job's process group, KILL later; then stop waiting for it."""
+        for node in nodes:
+            executor = self.hosts.executor(node)
+            gevent.spawn(executor.cancel)
+            gevent.spawn_later(KILL_AFTER, executor.kill)  # local; remote watchdogs do their own
+            gevent.spawn_later(KILL_AFTER + GIVE_UP_AFTER, self.abandon, node,
+                               f"no answer {KILL_AFTER + GIVE_UP_AFTER} s after it was stopped")
+
+    def abandon(self, node: SubNode, why: str) -> None:
+        """Stop waiting for a job: it ends as lost (outcome unknown)."""
+        greenlet = self.greenlets.get(node)
+        if greenlet is not None:
+            greenlet.kill(ConnectionLost(why), block=False)
+
+
 class Loop:
     """What both modes share: events, taking, stopping, the exit status."""
 
@@ -123,6 +162,7 @@ class Loop:
         self.abort_status = ExitStatus.JOB_FAILED  # why ABORTING: a failed step, lost output
         self.failed = 0  # jobs that did not succeed
         self.head = QueueHead(run.queue, run.sink, run.daemon)
+        self.jobs = Jobs(self.hosts, run.records, run.sink, self.events.put)
 
     def loop(self) -> ExitStatus:
         with _side_tasks(self):
@@ -168,10 +208,12 @@ class Loop:
         self.events.put(Signalled(which))
 
     def heartbeats(self) -> None:
-        """Every running remote job hears from Pegasus once a second."""
+        """Remote jobs hear from Pegasus; hosts that stopped answering are found."""
         while True:
             gevent.sleep(HEARTBEAT)
             self.hosts.heartbeat(list(self.scheduler.busy))
+            for host, seconds in self.hosts.silent_hosts():
+                self.events.put(HostSilent(host, seconds))
 
     def reap(self, block: bool) -> None:
         timeout = self.wait_seconds() if block else 0
@@ -190,10 +232,13 @@ class Loop:
             return self.hosts.back(event)
         if isinstance(event, OutputLost):
             return self.output_lost(event.error)
+        if isinstance(event, HostSilent):
+            return self.host_silent(event)
         self.job_done(event.result)
 
     def job_done(self, result: Result) -> None:
         self.scheduler.finish(result.node)
+        self.jobs.ended(result.node)
         try:
             result = self.run.records.settle(result)
         except StorageError as err:
@@ -204,6 +249,15 @@ class Loop:
             self.host_lost(result.node)
         if not self.scheduler.running:
             self.step_done()
+
+    def host_silent(self, event: HostSilent) -> None:
+        """A hung host: give up on its jobs (outcome unknown) and on the host for now."""
+        nodes = [n for n in self.run.nodes if n.hostname == event.hostname]
+        running = [n for n in nodes if self.scheduler.is_busy(n)]
+        self.hosts.not_responding(event.hostname, event.seconds, len(running))
+        for node in running:
+            self.jobs.abandon(node, f"host not responding for {event.seconds:.0f} s")
+        self.host_lost(nodes[0])
 
     def may_take(self) -> bool:
         if self.state is not State.RUNNING or self.run.stop.requested:
@@ -227,16 +281,7 @@ class Loop:
 
     def start(self, node: SubNode, job: Job) -> None:
         self.scheduler.start([node])
-        gevent.spawn(self._job, node, job)
-
-    def _job(self, node: SubNode, job: Job) -> None:
-        records = self.run.records
-        try:
-            result = run_job(node, job, self.hosts.executor(node), self.run.sink,
-                             lambda: records.launching(job, node.label))
-        except Exception as err:  # noqa: BLE001 - a bug must not hang the loop
-            result = Result(node, job, job.command, error=f"internal error: {err!r}")
-        self.events.put(JobDone(result))
+        self.jobs.start(node, job)
 
     def finished(self) -> bool:
         if self.scheduler.running:
@@ -277,10 +322,7 @@ class Loop:
         self.state = State.TERMINATING
         running = list(self.scheduler.busy)
         self.run.sink.message(f"stopping {len(running)} running job(s)")
-        for node in running:
-            executor = self.hosts.executor(node)
-            gevent.spawn(executor.cancel)
-            gevent.spawn_later(KILL_AFTER, executor.kill)  # local; remote watchdogs do their own
+        self.jobs.stop(running)
 
     def abort(self, why: str, status: ExitStatus = ExitStatus.JOB_FAILED) -> None:
         """Take nothing more; running jobs finish (``--error-aborts``, lost output)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import gevent
 
@@ -175,6 +175,10 @@ class SshExecutor:
 
     def kill(self) -> None:
         """Nothing to do: the remote watchdog sends KILL itself."""
+
+    def silent_for(self) -> Optional[float]:
+        """Seconds since the host last sent anything (keepalives ask it to reply)."""
+        return self.client.silent_for()
 
     def close(self) -> None:
         self.client.close_connection()

@@ -17,7 +17,10 @@ parallel-ssh ``pssh.clients.native.single.SSHClient``
   - overridden: ``_init_session(retries)`` (must set ``self.session``),
     ``_poll_socket(events)`` (called by ``poll()`` with ``POLLIN``/``POLLOUT``
     bits while libssh2 says EAGAIN), ``_connect_proxy(proxy_host, proxy_port,
-    proxy_pkey, **kwargs)`` (returns the local port of the tunnel), ``auth()``
+    proxy_pkey, **kwargs)`` (returns the local port of the tunnel), ``auth()``,
+    ``configure_keepalive()`` (called once the session is up; uses
+    ``keepalive_seconds``; parallel-ssh's greenlet then calls
+    ``session.keepalive_send()``)
   - called: ``_agent_auth()``, ``_pkey_file_auth(path)``, ``open_session()``
     (waits for a channel, and finishes an open that ``session.open_session()``
     left pending), ``eagain(func, *args)``, ``eagain_write(write, data)``
@@ -32,6 +35,7 @@ parallel-ssh ``pssh.clients.native.single.SSHClient``
     modules named ``pssh.*`` and ``ssh2.*`` (``link_errors``)
 ssh2-python
   - ``Session()``: ``method_pref(LIBSSH2_METHOD_HOSTKEY, ...)``,
+    ``keepalive_config(want_reply, seconds)``,
     ``handshake(sock)`` (blocking: run in gevent's thread pool), ``hostkey()``,
     and, non-blocking, ``open_session()`` (a channel, or EAGAIN: the open stays
     pending in the session)
@@ -47,9 +51,10 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import socket
 from contextlib import contextmanager
-from typing import List
+from typing import List, Optional
 
 import gevent
 from gevent import select as gselect
@@ -89,6 +94,12 @@ class Client(SSHClient):
         # The handshake blocks in libssh2: run it in a thread, as parallel-ssh does.
         gevent.get_hub().threadpool.apply(self.session.handshake, (self.sock,))
         _verify_host_key(self.session, self.target)
+
+    def configure_keepalive(self):
+        """Keepalives that want a reply (``keepalive@openssh.com``, as OpenSSH's
+        ServerAliveInterval): sshd itself answers, so ``silent_for`` tells a hung
+        host (the kernel still acknowledges TCP) from a quiet one."""
+        self.session.keepalive_config(True, self.keepalive_seconds)
 
     def _poll_socket(self, events):
         """Wait until the socket is ready for libssh2, or 1 s at most, as
@@ -190,10 +201,32 @@ class Client(SSHClient):
         return channel.get_exit_status()
 
     def close_connection(self) -> None:
+        """Say goodbye if the host listens within a second; never raises."""
         try:
-            self._disconnect()
-        except Exception:  # noqa: BLE001 - closing a dead connection
+            with gevent.Timeout(1.0):
+                self._disconnect()
+        except (Exception, gevent.Timeout):  # noqa: BLE001 - a dead or hung connection
+            self._close_socket()
+
+    def _close_socket(self) -> None:
+        try:
+            self.sock.close()
+        except Exception:  # noqa: BLE001 - already closed
             pass
+
+    def silent_for(self) -> Optional[float]:
+        """Seconds since the host last sent anything (the kernel's TCP_INFO), or
+        None where that cannot be known (a ProxyJump's local forwarder, not Linux)."""
+        if self._proxy_client is not None or not hasattr(socket, "TCP_INFO"):
+            return None
+        try:
+            info = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        except (OSError, AttributeError):
+            return None
+        return struct.unpack_from("I", info, _LAST_DATA_RECV)[0] / 1000.0
+
+
+_LAST_DATA_RECV = 52  # struct tcp_info: 8 bytes of u8 fields, then u32 fields up to it
 
 
 def open_client(target: SshTarget) -> Client:

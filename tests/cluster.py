@@ -255,6 +255,31 @@ def _shadow_password(name: str) -> Optional[str]:
     return None
 
 
+def _sshd_tree(root: int) -> List[int]:
+    """``root`` and its descendants that are sshd processes (from /proc)."""
+    children: Dict[int, List[int]] = {}
+    names: Dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+        names[int(entry)] = name
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if names.get(pid, "").startswith("sshd"):
+            found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
 # --------------------------------------------------------------------------
 
 class Cluster:
@@ -386,6 +411,22 @@ class Cluster:
         self._procs[i] = None
         self._spawn(i)
         self._wait_ready([i], time.monotonic() + self.start_timeout)
+
+    def freeze_host(self, i: int, sig: int = signal.SIGSTOP) -> List[int]:
+        """Hang node i: SIGSTOP its listener and session sshd's (the kernel still
+        acknowledges TCP, so only a request that wants an answer notices).
+        ``thaw_host`` undoes it. Returns the pids signalled."""
+        proc = self._procs[self._index(i)]
+        pids = _sshd_tree(proc.pid) if proc is not None else []
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        return pids
+
+    def thaw_host(self, i: int) -> None:
+        self.freeze_host(i, signal.SIGCONT)
 
     def is_running(self, i: int) -> bool:
         p = self._procs[self._index(i)]

@@ -96,3 +96,51 @@ def _running(cluster, marker):
     """Whether a process with ``marker`` in its command line runs (nodes are local)."""
     res = subprocess.run(["pgrep", "-f", "[t]ouch %s" % marker], capture_output=True)
     return res.returncode == 0
+
+
+# ---------------------------------------------------------------- a host that hangs (item 3)
+
+def test_a_hung_host_is_said_within_45_s_and_the_others_finish(cluster, tmp_path):
+    """node-2's sshd's are SIGSTOPped mid-job: the kernel still acknowledges TCP, so
+    only keepalives that want a reply notice. The job there is reported lost; the
+    rest of the queue runs on node-1; Pegasus ends."""
+    started = scratch_file(cluster)
+    hung_job = "touch %s; echo started; sleep 300" % started
+    setup(tmp_path, "- node-1\n- node-2\n",
+          ["sleep 0.5; echo one", hung_job] + ["echo more %d" % i for i in range(3)])
+    peg = Pegasus(tmp_path, ["q", "--ssh-config", cluster.ssh_config])
+    index = cluster.host_index("node-2")
+    try:
+        wait_for(lambda: os.path.exists(started), what="the job on node-2 to start")
+        cluster.freeze_host(index)
+        try:
+            wait_for(peg.saw("host node-2: not responding"), timeout=45,
+                     what="Pegasus to say node-2 is not responding")
+            assert peg.wait(timeout=60) == 1, peg.said()
+        finally:
+            cluster.thaw_host(index)
+    finally:
+        peg.stop()
+    out = peg.out()
+    assert "its 1 running job(s) are reported lost" in out
+    assert yaml.safe_load(read(tmp_path / "interrupted.yaml")) == [{"command": hung_job}]
+    assert all("[node-1] more %d" % i in out for i in range(3)), out
+
+
+def test_sigterm_ends_pegasus_within_seconds_whatever_a_hung_host_does(cluster, tmp_path):
+    started = scratch_file(cluster)
+    job = "touch %s; echo started; sleep 300" % started
+    setup(tmp_path, "- node-2\n", [job])
+    peg = Pegasus(tmp_path, ["q", "--ssh-config", cluster.ssh_config])
+    index = cluster.host_index("node-2")
+    try:
+        wait_for(lambda: os.path.exists(started), what="the job to start")
+        cluster.freeze_host(index)
+        try:
+            peg.proc.send_signal(signal.SIGTERM)
+            assert peg.wait(timeout=20) == 143, peg.said()
+        finally:
+            cluster.thaw_host(index)
+    finally:
+        peg.stop()
+    assert yaml.safe_load(read(tmp_path / "interrupted.yaml")) == [{"command": job}]
