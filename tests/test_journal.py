@@ -134,7 +134,7 @@ def entries(path):
 
 def die(journal):
     """What a crash leaves: the file, unlocked (its tickets are still open)."""
-    assert journal.open_tickets, "a journal with every job settled is removed on close"
+    assert journal.live_tickets, "a journal with every job settled is removed on close"
     journal.close()
     assert os.path.exists(journal.path)
 
