@@ -39,7 +39,7 @@ def run_job(node: SubNode, job: Job, executor, sink: Sink, journal=None,
         rest = splitter.close()
         if rest:
             sink.lines(node, stream, rest)
-    _journal_end(journal, result)
+    _journal_end(journal, result, compact=launch_journaled)
     sink.job_done(node, result)
     return result
 
@@ -57,8 +57,10 @@ def _execute(node, job, rendered, executor, emit, launching) -> Result:
     return Result(node, job, rendered, exit_status=status)
 
 
-def _journal_end(journal, result: Result) -> None:
+def _journal_end(journal, result: Result, compact: bool = False) -> None:
     if journal is None or result.job.ticket is None or result.exit_status is None:
         return
     journal.finished(result.job.ticket, result.node.label, result.exit_status)
     faults.point("finish-journaled")
+    if compact:  # queue mode: finished() settled the ticket (broadcast: Journal.settled)
+        journal.compact_if_large()
