@@ -43,10 +43,6 @@ GONE = ".queue.yaml.partial-gone"  # a queue rewrite that was renamed long ago
 SMALL = 2048  # bytes: compactions every few dozen jobs
 
 
-class Crash(Exception):
-    pass
-
-
 # ---------------------------------------------------------------- helpers
 
 def new_journal(folder, monkeypatch, limit=SMALL):
@@ -316,8 +312,8 @@ def test_close_keeps_the_journal_of_an_unsettled_ticket(tmp_path, monkeypatch):
 def test_a_ticket_still_running_somewhere_is_not_settled(tmp_path, monkeypatch):
     """finish with last=True (the default) or settled() while another sub-node
     still runs it: it stays live, so a compaction keeps it."""
-    journal, _ = busy_journal(tmp_path, monkeypatch)
-    journal.finished(_, "[n1]", 0)
+    journal, first = busy_journal(tmp_path, monkeypatch)
+    journal.finished(first, "[n1]", 0)
     ticket = journal.new_ticket()
     journal.taken([(ticket, entry(1), "broadcast to 2 sub-nodes")], GONE)
     journal.launched(ticket, "[n1]")
