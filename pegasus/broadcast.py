@@ -40,6 +40,8 @@ class BroadcastLoop(Loop):
 
     def step_done(self) -> None:
         results, number = self.step, self.table.steps + 1
+        if results:
+            self.run.records.step_done(results[0].job)
         self.table.add(results)
         self.run.sink.step_report(number, results)
         if any(not r.ok for r in results) and self.run.error_aborts:

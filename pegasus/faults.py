@@ -13,6 +13,15 @@ the order a job passes them:
 - ``exec-sent``: the command was sent (or the local process started)
 - ``job-finished``: the command finished; its end is not journaled yet
 - ``finish-journaled``: the journal has its exit status
+
+A journal compaction (``journal.Journal.compact_if_large``) has its own
+steps, ``COMPACT_STEPS``, reached only once a journal outgrows its limit
+(``PEGASUS_JOURNAL_LIMIT``), so they are not in ``STEPS``:
+
+- ``compact-started``: the new file is created and locked, still empty
+- ``compact-written``: it holds the live tickets' lines, fsynced; not renamed
+- ``compact-renamed``: it replaced the journal, folder fsynced; the old file's
+  descriptor not closed yet
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import os
 EXIT_STATUS = 86
 STEPS = ("taken-journaled", "queue-rewritten", "consumed-appended", "launch-journaled",
          "exec-sent", "job-finished", "finish-journaled")
+COMPACT_STEPS = ("compact-started", "compact-written", "compact-renamed")
 
 
 def point(step: str) -> None:

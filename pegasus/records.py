@@ -133,9 +133,23 @@ class Records:
             self.lost(job, node, result.error, to_user=outcome is not Outcome.NOT_STARTED)
         elif self.journal is not None and job.ticket is not None:
             with _journal_errors(self.journal):
-                self.journal.finished(job.ticket, node, result.exit_status or 0)
+                self.journal.finished(job.ticket, node, result.exit_status or 0,
+                                      last=self.launch_with_take)
             faults.point("finish-journaled")
+        self._compact()
         return result
+
+    def step_done(self, job: Job) -> None:
+        """Broadcast: every sub-node's record of this job is in; its ticket is done."""
+        if self.journal is not None and job.ticket is not None:
+            self.journal.settled(job.ticket)
+        self._compact()
+
+    def _compact(self) -> None:
+        """Keep the journal small; only between whole operations (see journal)."""
+        if self.journal is not None:
+            with _journal_errors(self.journal):
+                self.journal.compact_if_large()
 
     def put_back(self, jobs: Sequence[Job]) -> None:
         """Jobs that were never sent go back to the head of the queue."""
@@ -157,7 +171,7 @@ class Records:
                 _interrupted_once(self.queue, job.canonical(), node, reason)
             if self.journal is not None and job.ticket is not None:
                 with _journal_errors(self.journal):
-                    self.journal.lost(job.ticket, node, reason)
+                    self.journal.lost(job.ticket, node, reason, last=self.launch_with_take)
 
     def close(self) -> None:
         if self.journal is not None:

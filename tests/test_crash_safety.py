@@ -114,9 +114,9 @@ class Folder:
                 f.write("- '%secho %s >> %s'\n" % (pause, job_id, self.marker))
         return self.ids
 
-    def run(self, *args, fault=None, timeout=60):
+    def run(self, *args, fault=None, timeout=60, env=None):
         res = self.run_pegasus(self.args + list(args), self.path, timeout=timeout,
-                               env={"PEGASUS_FAULT": fault, "NO_COLOR": "1"})
+                               env=dict(env or {}, PEGASUS_FAULT=fault, NO_COLOR="1"))
         res.output = res.stdout + res.stderr
         return res
 
@@ -159,6 +159,10 @@ class Folder:
 
     def journals(self):
         return glob.glob(os.path.join(glob.escape(self.path), ".queue.yaml.journal-*"))
+
+    def compactions(self):
+        """A journal compaction's new files (none once it is renamed or recovered)."""
+        return glob.glob(os.path.join(glob.escape(self.path), ".queue.yaml.jcompact-*"))
 
     def check_unrecovered(self, state=""):
         """What a crash left, before any recovery: the files parse, nothing ran twice,
@@ -341,6 +345,37 @@ def test_broadcast_job_taken_but_not_launched_goes_back_to_the_queue(step, tmp_p
     assert f.ran() == collections.Counter(ids)
     assert f.queue() == collections.Counter()
     assert f.journals() == []
+
+
+# ---------------------------------------------------------------- a crash while compacting
+
+@pytest.mark.parametrize("step", faults.COMPACT_STEPS)
+def test_fault_while_compacting_the_journal(step, tmp_path, run_pegasus):
+    """The journal outgrows a tiny limit (``PEGASUS_JOURNAL_LIMIT``) after a few jobs
+    and is compacted as a job finishes, the other slot's job maybe in flight; Pegasus
+    dies at each step of that compaction. The next run recovers: every job ran once
+    or is in interrupted.yaml, none is lost, no journal and no new file is left."""
+    f = Folder(tmp_path / "run", "- hostname: localhost\n  slot: [a, b]\n", str(tmp_path),
+               run_pegasus)
+    f.write_queue(12)
+    limit = {"PEGASUS_JOURNAL_LIMIT": "1000"}
+    first = f.run(fault=step, env=limit)
+    assert first.returncode == faults.EXIT_STATUS, first.output
+    f.check_unrecovered("after a crash at " + step)
+    assert len(f.journals()) == 1
+    assert len(f.compactions()) == (0 if step == "compact-renamed" else 1)
+    (journal,) = f.journals()
+    assert (os.path.getsize(journal) <= 1000) == (step == "compact-renamed")
+    assert sum(f.ran().values()) >= 2  # compaction came after some jobs
+
+    second = f.run(env=limit)
+    assert second.returncode == 0, second.output
+    ran, interrupted = f.check("after the run that recovered from " + step)
+    assert f.queue() == collections.Counter()
+    assert f.journals() == [] and f.compactions() == []
+    assert set(ran) | set(interrupted) == set(f.ids)
+    assert len(interrupted) <= 2  # at most the jobs in flight on the two slots
+    assert all(reason == STOPPED for _, reason, _ in f.interrupted())
 
 
 # ---------------------------------------------------------------- the void rule's window

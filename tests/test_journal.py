@@ -142,7 +142,7 @@ def entries(path):
 
 def die(journal):
     """What a crash leaves: the file, unlocked (its tickets are still open)."""
-    assert journal.open_tickets, "a journal with every job settled is removed on close"
+    assert journal.live_tickets, "a journal with every job settled is removed on close"
     journal.close()
     assert os.path.exists(journal.path)
 
@@ -993,7 +993,7 @@ def test_crash_while_recording_a_lost_job_does_not_record_it_twice(tmp_path, mon
     (job,) = take(q, ["[n1]"], journal).jobs
     journal.launched(job.ticket, "[n1]")
 
-    def crash(ticket, node, reason):
+    def crash(ticket, node, reason, last=True):
         raise Crash()
 
     monkeypatch.setattr(journal, "lost", crash)
