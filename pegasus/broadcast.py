@@ -28,6 +28,9 @@ class BroadcastLoop(Loop):
     def targets(self) -> List[SubNode]:
         return [] if self.scheduler.running else self.scheduler.free()
 
+    def has_targets(self) -> bool:
+        return not self.scheduler.running and self.scheduler.has_free()
+
     def labels(self, targets: List[SubNode]) -> List[str]:
         return [f"broadcast to {len(targets)} sub-node" + ("s" if len(targets) != 1 else "")]
 

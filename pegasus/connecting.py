@@ -20,7 +20,7 @@ from gevent.threadpool import ThreadPool
 from pegasus import executor, ssh, sshconfig
 from pegasus.local import LocalExecutor
 from pegasus.errors import HostError
-from pegasus.events import HostBack, HostRefused
+from pegasus.events import HostBack, HostRefused, HostSilent
 from pegasus.model import SubNode
 
 CONNECTS_PER_HOST = 8
@@ -104,6 +104,15 @@ class Hosts:
     def executor(self, node: SubNode):
         return self.executors[node]
 
+    def watch(self, busy: Callable[[], List[SubNode]]) -> None:
+        """Remote jobs hear from Pegasus; hosts that stopped answering are found
+        (``HostSilent``). Runs in its own greenlet while the loop runs."""
+        while True:
+            gevent.sleep(executor.HEARTBEAT)
+            self.heartbeat(busy())
+            for host, seconds in self.silent_hosts():
+                self.post(HostSilent(host, seconds))
+
     def heartbeat(self, busy: Sequence[SubNode]) -> None:
         """Tell the remote watchdogs of these sub-nodes' jobs that Pegasus is there."""
         for node in busy:
@@ -116,7 +125,7 @@ class Hosts:
         """Connected hosts that sent nothing for ``NOT_RESPONDING`` s: (host, seconds)."""
         found = []
         for host, nodes in self.by_host.items():
-            if host in self.reconnecting:
+            if host in self.reconnecting or all(self.scheduler.is_down(n) for n in nodes):
                 continue
             heard = [self.executors[n].silent_for() for n in nodes if n in self.executors]
             heard = [s for s in heard if s is not None]
@@ -134,6 +143,8 @@ class Hosts:
 
     def lose_sub_node(self, node: SubNode) -> None:
         """Lock-step: a lost sub-node stays out for the rest of the run."""
+        if self.scheduler.is_down(node):
+            return
         self.scheduler.take_down(node)
         self.sink.message(f"{node.label}: connection lost; it takes no further steps")
 

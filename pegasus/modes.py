@@ -24,7 +24,7 @@ from pegasus.connecting import Hosts
 from pegasus.errors import ExitStatus, InputError, StorageError
 from pegasus.events import (HostBack, HostRefused, HostSilent, JobDone, OutputLost, Signal,
                             Signalled)
-from pegasus.executor import HEARTBEAT, KILL_AFTER, ConnectionLost
+from pegasus.executor import KILL_AFTER, ConnectionLost
 from pegasus.job import run_job
 from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.outlet import describe
@@ -181,6 +181,10 @@ class Loop:
         """The sub-nodes the next take is for, in order."""
         raise NotImplementedError
 
+    def has_targets(self) -> bool:
+        """Whether ``targets()`` would name any (cheaply)."""
+        raise NotImplementedError
+
     def labels(self, targets: List[SubNode]) -> List[str]:
         """One consumed.yaml label per job to take."""
         raise NotImplementedError
@@ -206,14 +210,6 @@ class Loop:
     def signalled(self, which: Signal) -> None:
         self.run.stop.requested = True  # seen at once, even while waiting for the lock
         self.events.put(Signalled(which))
-
-    def heartbeats(self) -> None:
-        """Remote jobs hear from Pegasus; hosts that stopped answering are found."""
-        while True:
-            gevent.sleep(HEARTBEAT)
-            self.hosts.heartbeat(list(self.scheduler.busy))
-            for host, seconds in self.hosts.silent_hosts():
-                self.events.put(HostSilent(host, seconds))
 
     def reap(self, block: bool) -> None:
         timeout = self.wait_seconds() if block else 0
@@ -257,12 +253,14 @@ class Loop:
         self.hosts.not_responding(event.hostname, event.seconds, len(running))
         for node in running:
             self.jobs.abandon(node, f"host not responding for {event.seconds:.0f} s")
-        self.host_lost(nodes[0])
+        for node in nodes:
+            if not self.scheduler.is_down(node):
+                self.host_lost(node)
 
     def may_take(self) -> bool:
         if self.state is not State.RUNNING or self.run.stop.requested:
             return False
-        return self.head.may_have_jobs() and bool(self.targets())
+        return self.has_targets() and self.head.may_have_jobs()
 
     def take(self) -> None:
         targets = self.targets()
@@ -290,13 +288,13 @@ class Loop:
             return True
         if self.head.done():
             return True
-        if not self.scheduler.free() and not self.hosts.reconnecting:
+        if not self.scheduler.has_free() and not self.hosts.reconnecting:
             self.run.sink.message("no usable sub-node is left; stopping")
             return True
         return False
 
     def wait_seconds(self) -> Optional[float]:
-        if self.state is not State.RUNNING or not self.targets():
+        if self.state is not State.RUNNING or not self.has_targets():
             return None  # only a finishing job can change anything
         return POLL_SECONDS
 
@@ -365,7 +363,7 @@ def _side_tasks(loop: Loop):
     """While the loop runs: signal handlers, heartbeats, stdout's writer, reconnects."""
     handlers = [gevent.signal_handler(signal.SIGINT, loop.signalled, Signal.CTRL_C),
                 gevent.signal_handler(signal.SIGTERM, loop.signalled, Signal.SIGTERM)]
-    beating = gevent.spawn(loop.heartbeats)
+    beating = gevent.spawn(loop.hosts.watch, lambda: list(loop.scheduler.busy))
     outlet = loop.run.sink.outlet
     draining = gevent.spawn(outlet.drain, lambda err: loop.events.put(OutputLost(err)))
     try:
@@ -404,6 +402,9 @@ class QueueLoop(Loop):
 
     def targets(self) -> List[SubNode]:
         return self.scheduler.free()
+
+    def has_targets(self) -> bool:
+        return self.scheduler.has_free()
 
     def labels(self, targets: List[SubNode]) -> List[str]:
         return [node.label for node in targets]

@@ -87,3 +87,16 @@ def test_a_command_over_the_exec_limit_fails_once_and_the_queue_goes_on(tmp_path
     assert helpers.queue_entries(tmp_path / "queue.yaml") == []
     assert len(helpers.queue_entries(tmp_path / "consumed.yaml")) == 2  # each taken once
     assert not (tmp_path / "interrupted.yaml").exists()
+
+
+def test_ten_thousand_sub_nodes_work(tmp_path):
+    """Issue 10: choosing free sub-nodes was O(n^2) (10,000 sub-nodes: 50 jobs in 43 s,
+    the loop blocked for seconds). The subprocess's deadline is the check."""
+    (tmp_path / "hosts.yaml").write_text(
+        "- hostname: localhost\n  i: [%s]\n" % ", ".join(str(i) for i in range(10000)))
+    (tmp_path / "queue.yaml").write_text("- echo {{i}}\n" * 100)
+    res = subprocess.run([sys.executable, "-m", "pegasus", "q", "-p", "0"],
+                         cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "100 jobs, all succeeded" in res.stdout
+    assert helpers.queue_entries(tmp_path / "queue.yaml") == []
