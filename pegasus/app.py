@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import sys
 
-from pegasus import broadcast, expand, hostsfile, modes, records
+import gevent
+
+from pegasus import broadcast, expand, hostsfile, modes, records, running
 from pegasus.connecting import Connector, close_all
-from pegasus.errors import ExitStatus, HostsUnreachable, InputError
+from pegasus.errors import ExitStatus, HostsUnreachable, InputError, unreachable_lines
 from pegasus.options import Options
 from pegasus.output import Sink
 from pegasus.queuefile import QueueFile
+
+FIRST_ANSWER = 2.0  # seconds queue mode waits for every host's first answer
 
 
 def run(opts: Options) -> ExitStatus:
@@ -28,7 +32,7 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
     """Queue or broadcast mode: everything is built before the loop starts."""
     broadcasting = opts.mode == "b"
     nodes = hostsfile.load(opts.hosts_file)
-    stop = modes.StopFlag()
+    stop = running.StopFlag()
     queue = QueueFile(opts.queue_file, wait=stop.wait, on_lock_wait=lambda path: sink.message(
         f"waiting for the queue lock {path} (someone is editing the queue)"))
     job_records = _open_records(queue, sink, broadcasting)
@@ -36,12 +40,12 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
         check = expand.checker(nodes)
         _check_queue(queue, check, sink, opts.daemon)
         connector = Connector(nodes, opts.ssh_config, opts.orphan_timeout)
-        executors = _connect(connector, nodes, sink, broadcasting)
+        executors, failed, connecting = _connect(connector, nodes, sink, broadcasting)
     except BaseException:
         job_records.close()
         raise
-    run = modes.Run(nodes, executors, connector, queue, job_records, sink, stop,
-                    check, opts.daemon, opts.error_aborts)
+    run = running.Run(nodes, executors, connecting, failed, connector, queue, job_records,
+                    sink, stop, check, opts.daemon, opts.error_aborts)
     mode = broadcast.broadcast_mode if broadcasting else modes.queue_mode
     try:
         return mode(run)  # closes the connections
@@ -65,20 +69,34 @@ def _open_records(queue: QueueFile, sink: Sink, broadcasting: bool) -> records.R
 
 
 def _connect(connector: Connector, nodes, sink: Sink, broadcasting: bool):
-    """Broadcast needs every host; queue mode starts with those it can reach.
+    """Broadcast needs every host; queue mode starts with those that answer.
 
-    A changed host key or a refused login is never worked around: it stops
-    the run before anything is taken, in every mode.
+    Queue mode waits ``FIRST_ANSWER`` seconds at most: a host still
+    connecting then is waited for in the background (the others start), so
+    that a changed host key or a refused login, never worked around, stops
+    the run before anything is taken, and a dead host delays nothing.
+    Returns (executors, errors, first connections still being made).
     """
-    executors, failed = connector.connect_all(nodes)
+    executors, failed, connecting = connector.connect_all(
+        nodes, wait=None if broadcasting else FIRST_ANSWER)
     fatal = any(err.fatal for err in failed)
-    if failed and (broadcasting or not executors or fatal):
+    if failed and (broadcasting or fatal or not (executors or connecting)):
         close_all(executors.values())
+        gevent.killall(list(connecting.values()))
         raise HostsUnreachable(failed)
-    for err in failed:
-        sink.message(f"{err}; running on the other hosts and retrying this one "
-                     "in the background")
-    return executors
+    others = "running on the other hosts and " if executors else ""
+    for line in unreachable_lines(failed, f"; {others}retrying in the background"):
+        sink.message(line)
+    if connecting:
+        names = sorted({node.hostname for node in connecting})
+        sink.message(f"connecting: {_some(names)} ({FIRST_ANSWER:g} s)...; jobs start on "
+                     "the hosts that answered, these take jobs once connected")
+    return executors, failed, connecting
+
+
+def _some(names, shown: int = 5) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def _check_queue(queue: QueueFile, check, sink: Sink, daemon: bool) -> None:

@@ -20,7 +20,7 @@ from gevent.threadpool import ThreadPool
 from pegasus import executor, ssh, sshconfig
 from pegasus.local import LocalExecutor
 from pegasus.errors import HostError
-from pegasus.events import HostBack, HostRefused, HostSilent
+from pegasus.events import HostBack, HostFailed, HostRefused, HostSilent
 from pegasus.model import SubNode
 
 CONNECTS_PER_HOST = 8
@@ -42,15 +42,20 @@ class Connector:
         with self.limits[node.hostname]:
             return ssh.connect(self.targets[node.hostname], self.orphan_timeout)
 
-    def connect_all(self, nodes: Sequence[SubNode]) -> Tuple[Dict[SubNode, object],
-                                                             List[HostError]]:
-        """Executors for the sub-nodes that could be reached, and the errors."""
+    def connect_all(self, nodes: Sequence[SubNode], wait: Optional[float] = None):
+        """Connect every sub-node at once; wait for all, or ``wait`` seconds at most.
+
+        Returns (executors of the sub-nodes reached, the errors (one per
+        message), the greenlets of the connections still being made).
+        """
         greenlets = {node: gevent.spawn(self._try, node) for node in nodes}
-        gevent.joinall(list(greenlets.values()))
-        made = {node: g.value for node, g in greenlets.items()}
+        gevent.joinall(list(greenlets.values()), timeout=wait)
+        made = {node: g.value for node, g in greenlets.items() if g.ready()}
         failed = [v for v in made.values() if isinstance(v, HostError)]
         unique = list({str(err): err for err in failed}.values())
-        return {n: v for n, v in made.items() if not isinstance(v, HostError)}, unique
+        pending = {node: g for node, g in greenlets.items() if not g.ready()}
+        return ({n: v for n, v in made.items() if not isinstance(v, HostError)}, unique,
+                pending)
 
     def _try(self, node: SubNode):
         try:
@@ -89,17 +94,34 @@ class Hosts:
     """
 
     def __init__(self, nodes: Sequence[SubNode], executors: Dict[SubNode, object],
+                 connecting: Dict[SubNode, gevent.Greenlet], failed: Sequence[HostError],
                  connector, scheduler, sink, post: Callable[[object], None]):
         self.nodes, self.executors = list(nodes), dict(executors)
+        self.connecting = dict(connecting)  # first connections still being made
         self.connector, self.scheduler, self.sink, self.post = connector, scheduler, sink, post
-        self.reconnecting: Dict[str, gevent.Greenlet] = {}
+        self.reconnecting: Dict[str, List[gevent.Greenlet]] = {}  # hosts not all up yet
+        self.errors = {err.host: err for err in failed}  # the failure said for each host
+        self.refused: List[HostError] = []  # hosts that refuse us for good
         self.by_host: Dict[str, List[SubNode]] = {}
         for node in self.nodes:
             self.by_host.setdefault(node.hostname, []).append(node)
 
     def start(self) -> None:
-        """Keep trying the sub-nodes that could not be reached at start."""
-        self._reconnect([n for n in self.nodes if n not in self.executors])
+        """Wait in the background for the first connections still being made;
+        keep trying the sub-nodes that could not be reached at start."""
+        for node, greenlet in self.connecting.items():
+            self.scheduler.take_down(node)
+            self.reconnecting.setdefault(node.hostname, []).append(greenlet)
+            greenlet.rawlink(lambda g, node=node: self._first(node, g.value))
+        self._reconnect([n for n in self.nodes
+                         if n not in self.executors and n not in self.connecting])
+
+    def failed_errors(self) -> List[HostError]:
+        return list(self.errors.values()) + self.refused
+
+    def hopeless(self) -> bool:
+        """No sub-node was ever reached and no first connection is still being made."""
+        return not self.executors and not self.connecting
 
     def executor(self, node: SubNode):
         return self.executors[node]
@@ -135,11 +157,13 @@ class Hosts:
 
     def lose_host(self, node: SubNode) -> None:
         """Its host gives no more jobs until a new connection is made."""
-        if node.is_local or node.hostname in self.reconnecting:
+        up = [n for n in self.by_host[node.hostname] if not self.scheduler.is_down(n)]
+        if node.is_local or not up:
             return
-        self.sink.message(f"host {node.hostname}: connection lost; its sub-nodes "
-                          "take no more jobs; reconnecting in the background")
-        self._reconnect(self.by_host[node.hostname])
+        if node.hostname not in self.reconnecting:
+            self.sink.message(f"host {node.hostname}: connection lost; its sub-nodes "
+                              "take no more jobs; reconnecting in the background")
+        self._reconnect(up)
 
     def lose_sub_node(self, node: SubNode) -> None:
         """Lock-step: a lost sub-node stays out for the rest of the run."""
@@ -149,10 +173,14 @@ class Hosts:
         self.sink.message(f"{node.label}: connection lost; it takes no further steps")
 
     def back(self, event) -> None:
-        """A ``HostBack`` or ``HostRefused`` from a reconnecting greenlet."""
+        """A ``HostBack``, ``HostFailed`` or ``HostRefused`` from a connecting greenlet."""
         node = event.node
+        self.connecting.pop(node, None)
+        if isinstance(event, HostFailed):
+            return self._failed(node, event.error)
         if isinstance(event, HostRefused):
-            self.reconnecting.pop(node.hostname, None)
+            self.stop_host(node.hostname)
+            self.refused.append(event.error)
             return self.sink.message(f"{event.error}; it is left out for the rest "
                                      "of the run")
         old = self.executors.get(node)
@@ -161,11 +189,26 @@ class Hosts:
         self.executors[node] = event.executor
         self.scheduler.bring_up(node)
         if not any(self.scheduler.is_down(n) for n in self.by_host[node.hostname]):
-            self.reconnecting.pop(node.hostname, None)
-            self.sink.message(f"host {node.hostname}: connected; taking jobs again")
+            self.stop_host(node.hostname)
+            self.sink.message(f"host {node.hostname}: connected; taking jobs")
+
+    def _failed(self, node: SubNode, error: HostError) -> None:
+        """A first connection failed: say so once per host, and keep trying."""
+        host = node.hostname
+        if host not in self.errors:
+            self.errors[host] = error
+            others = "running on the other hosts and " if self.executors else ""
+            self.sink.message(f"{error}; {others}retrying in the background")
+        self.reconnecting.setdefault(host, []).append(gevent.spawn(
+            self.connector.reconnect, [node], self._idle, self._report))
+
+    def stop_host(self, host: str) -> None:
+        """No more connecting to this host."""
+        gevent.killall([g for g in self.reconnecting.pop(host, []) if g is not gevent.getcurrent()],
+                       block=False)
 
     def stop(self) -> None:
-        gevent.killall(list(self.reconnecting.values()))
+        gevent.killall([g for gs in self.reconnecting.values() for g in gs])
 
     def close(self) -> None:
         close_all(self.executors.values())
@@ -181,8 +224,8 @@ class Hosts:
             self.scheduler.take_down(node)
             by_host.setdefault(node.hostname, []).append(node)
         for host, group in by_host.items():
-            self.reconnecting[host] = gevent.spawn(
-                self.connector.reconnect, group, self._idle, self._report)
+            self.reconnecting.setdefault(host, []).append(gevent.spawn(
+                self.connector.reconnect, group, self._idle, self._report))
 
     def _idle(self, node: SubNode) -> bool:
         return not self.scheduler.is_busy(node)
@@ -190,6 +233,14 @@ class Hosts:
     def _report(self, node: SubNode, made) -> None:
         self.post(HostRefused(node, made) if isinstance(made, HostError)
                   else HostBack(node, made))
+
+    def _first(self, node: SubNode, made) -> None:
+        """A first connection made in the background has ended."""
+        if made is None:  # killed: the run is over
+            return
+        if isinstance(made, HostError) and not made.fatal:
+            return self.post(HostFailed(node, made))
+        self._report(node, made)
 
 
 def _resolve_all(names: List[str], ssh_config: Optional[str]) -> Dict[str, object]:

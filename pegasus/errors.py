@@ -100,6 +100,16 @@ class HostsUnreachable(PegasusError):
 
     def __init__(self, errors):
         self.errors = list(errors)
-        lines = "\n  ".join(str(err) for err in self.errors)
+        lines = "\n  ".join(unreachable_lines(self.errors))
         super().__init__(f"cannot use {len(self.errors)} host(s), so nothing was "
                          f"taken from the queue:\n  {lines}")
+
+
+def unreachable_lines(errors, tail: str = "", shown: int = 10):
+    """One line per host error; past ``shown`` of them, a count and the first few."""
+    errors = list(errors)
+    lines = [f"{err}{tail}" for err in errors[:shown]]
+    if len(errors) > shown:
+        lines.append(f"... and {len(errors) - shown} more host(s) that cannot be "
+                     f"reached{tail}")
+    return lines

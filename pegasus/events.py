@@ -25,6 +25,14 @@ class HostBack:
 
 
 @dataclass(frozen=True)
+class HostFailed:
+    """A sub-node's first connection failed; it will be tried again."""
+
+    node: SubNode
+    error: HostError
+
+
+@dataclass(frozen=True)
 class HostRefused:
     """A lost host refuses us for good (changed host key, login refused)."""
 

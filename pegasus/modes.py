@@ -13,57 +13,23 @@ from __future__ import annotations
 
 import signal
 from contextlib import contextmanager
-from dataclasses import dataclass
 from enum import Enum
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import gevent
 import gevent.queue
 
 from pegasus.connecting import Hosts
-from pegasus.errors import ExitStatus, InputError, StorageError
-from pegasus.events import (HostBack, HostRefused, HostSilent, JobDone, OutputLost, Signal,
-                            Signalled)
-from pegasus.executor import KILL_AFTER, ConnectionLost
-from pegasus.job import run_job
+from pegasus.errors import ExitStatus, HostsUnreachable, InputError, StorageError
+from pegasus.events import (HostBack, HostFailed, HostRefused, HostSilent, OutputLost,
+                            Signal, Signalled)
 from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.outlet import describe
-from pegasus.output import Sink
-from pegasus.queuefile import Check, LockWaitAborted, QueueFile
-from pegasus.records import Records
+from pegasus.queuefile import LockWaitAborted
+from pegasus.running import Jobs, QueueHead, Run
 from pegasus.scheduler import Scheduler
 
 POLL_SECONDS = 0.25  # how often an idle or blocked queue file is looked at
-GIVE_UP_AFTER = 3  # seconds after a stopped job's KILL before Pegasus stops waiting for it
-
-
-class StopFlag:
-    """Set by a signal handler at once, even while the loop waits for the lock."""
-
-    def __init__(self):
-        self.requested = False
-
-    def wait(self, seconds: float) -> None:
-        """Waiting for the queue lock (someone edits): give up on a signal."""
-        if self.requested:
-            raise LockWaitAborted()
-        gevent.sleep(seconds)
-
-
-@dataclass(frozen=True)
-class Run:
-    """Everything a loop needs, built whole before it starts."""
-
-    nodes: List[SubNode]
-    executors: Dict[SubNode, object]  # the sub-nodes reached at start
-    connector: object  # connecting.Connector (or a fake): reconnects lost hosts
-    queue: QueueFile  # built with ``wait=stop.wait``
-    records: Records
-    sink: Sink
-    stop: StopFlag
-    check: Check  # expand.checker(nodes): raises InputError for a job that cannot run
-    daemon: bool = False
-    error_aborts: bool = False
 
 
 class State(Enum):
@@ -73,109 +39,8 @@ class State(Enum):
     TERMINATING = "second Ctrl-c or SIGTERM: running jobs are being stopped"
 
 
-class QueueHead:
-    """What the loop knows of the queue's head: empty, blocked by a bad entry.
-
-    An empty or blocked queue is looked at again only once the file changed.
-    """
-
-    def __init__(self, queue: QueueFile, sink: Sink, daemon: bool):
-        self.queue, self.sink, self.daemon = queue, sink, daemon
-        self.blocked: Optional[InputError] = None  # the bad entry at the head
-        self.empty = False
-        self.seen_signature = None  # the file as last found empty or blocked
-
-    def may_have_jobs(self) -> bool:
-        if self.blocked is not None and not self.daemon:
-            return False
-        return self.seen_signature is None or self.queue.signature() != self.seen_signature
-
-    def took(self, emptied: bool, error: Optional[InputError]) -> None:
-        """After a take: fewer jobs than asked for means the queue is empty."""
-        if error is not None:
-            return self.block(error)
-        self.blocked, self.empty = None, emptied
-        self.seen_signature = self.queue.signature() if emptied else None
-
-    def block(self, err: InputError) -> None:
-        """A bad entry at the head: say so once; a daemon waits for the fix."""
-        if self.blocked is None or str(err) != str(self.blocked):
-            tail = ("waiting for it to be fixed" if self.daemon else
-                    "no more entries are taken; fix it and run Pegasus again")
-            self.sink.message(f"{err}\n(this entry stays in the queue; {tail})")
-        self.blocked = err
-        self.seen_signature = self.queue.signature()
-
-    def done(self) -> bool:
-        """Nothing more to take, for a run that is not a daemon."""
-        return not self.daemon and (self.blocked is not None or self.empty)
-
-
-class Jobs:
-    """The running jobs: one greenlet each, stopped or given up on by sub-node."""
-
-    def __init__(self, hosts: Hosts, records: Records, sink: Sink, post):
-        self.hosts, self.records, self.sink, self.post = hosts, records, sink, post
-        self.greenlets: Dict[SubNode, gevent.Greenlet] = {}
-
-    def start(self, node: SubNode, job: Job) -> None:
-        self.greenlets[node] = gevent.spawn(self._run, node, job)
-
-    def _run(self, node: SubNode, job: Job) -> None:
-        try:
-            result = run_job(node, job, self.hosts.executor(node), self.sink,
-                             lambda: self.records.launching(job, node.label))
-        except Exception as err:  # noqa: BLE001 - a bug must not hang the loop
-            result = Result(node, job, job.command, error=f"internal error: {err!r}")
-        self.post(JobDone(result))
-
-    def ended(self, node: SubNode) -> None:
-        self.greenlets.pop(node, None)
-
-    def stop(self, nodes: List[SubNode]) -> None:
-        """TERM to each job's process group, KILL later; then stop waiting for it."""
-        for node in nodes:
-            executor = self.hosts.executor(node)
-            gevent.spawn(executor.cancel)
-            gevent.spawn_later(KILL_AFTER, executor.kill)  # local; remote watchdogs do their own
-            gevent.spawn_later(KILL_AFTER + GIVE_UP_AFTER, self.abandon, node,
-                               f"no answer {KILL_AFTER + GIVE_UP_AFTER} s after it was stopped")
-
-    def abandon(self, node: SubNode, why: str) -> None:
-        """Stop waiting for a job: it ends as lost (outcome unknown)."""
-        greenlet = self.greenlets.get(node)
-        if greenlet is not None:
-            greenlet.kill(ConnectionLost(why), block=False)
-
-
-class Loop:
-    """What both modes share: events, taking, stopping, the exit status."""
-
-    def __init__(self, run: Run):
-        self.run = run
-        self.events: gevent.queue.Queue = gevent.queue.Queue()
-        self.scheduler = Scheduler(run.nodes)
-        self.hosts = Hosts(run.nodes, run.executors, run.connector, self.scheduler,
-                           run.sink, self.events.put)
-        self.state = State.RUNNING
-        self.stop_signal = Signal.CTRL_C  # the signal that stopped the run
-        self.abort_status = ExitStatus.JOB_FAILED  # why ABORTING: a failed step, lost output
-        self.failed = 0  # jobs that did not succeed
-        self.head = QueueHead(run.queue, run.sink, run.daemon)
-        self.jobs = Jobs(self.hosts, run.records, run.sink, self.events.put)
-
-    def loop(self) -> ExitStatus:
-        with _side_tasks(self):
-            while True:
-                self.reap(block=False)
-                if self.may_take():
-                    self.take()
-                if self.finished():
-                    break
-                self.reap(block=True)
-        return self.report()
-
-    # -- what the modes define
+class Mode:
+    """What queue mode and broadcast mode each define (the loop calls these)."""
 
     def targets(self) -> List[SubNode]:
         """The sub-nodes the next take is for, in order."""
@@ -203,6 +68,38 @@ class Loop:
         raise NotImplementedError
 
     def host_lost(self, node: SubNode) -> None:
+        """A job's connection was lost (or never made) on ``node``."""
+        raise NotImplementedError
+
+
+class Loop(Mode):
+    """What both modes share: events, taking, stopping, the exit status."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.events: gevent.queue.Queue = gevent.queue.Queue()
+        self.scheduler = Scheduler(run.nodes)
+        self.hosts = Hosts(run.nodes, run.executors, run.connecting, run.failed,
+                           run.connector, self.scheduler, run.sink, self.events.put)
+        self.state = State.RUNNING
+        self.stop_signal = Signal.CTRL_C  # the signal that stopped the run
+        self.abort_status = ExitStatus.JOB_FAILED  # why ABORTING: a failed step, lost output
+        self.failed = 0  # jobs that did not succeed
+        self.head = QueueHead(run.queue, run.sink, run.daemon)
+        self.jobs = Jobs(self.hosts, run.records, run.sink, self.events.put)
+
+    def loop(self) -> ExitStatus:
+        with _side_tasks(self):
+            while True:
+                self.reap(block=False)
+                if self.may_take():
+                    self.take()
+                if self.finished():
+                    break
+                self.reap(block=True)
+        return self.report()
+
+    def host_lost(self, node: SubNode) -> None:
         self.hosts.lose_host(node)
 
     # -- steps
@@ -224,8 +121,12 @@ class Loop:
     def handle(self, event) -> None:
         if isinstance(event, Signalled):
             return self.on_signal(event.signal)
-        if isinstance(event, (HostBack, HostRefused)):
-            return self.hosts.back(event)
+        if isinstance(event, (HostBack, HostFailed, HostRefused)):
+            self.hosts.back(event)
+            if self.hosts.hopeless():
+                self.abort(str(HostsUnreachable(self.hosts.failed_errors())),
+                           ExitStatus.UNREACHABLE)
+            return None
         if isinstance(event, OutputLost):
             return self.output_lost(event.error)
         if isinstance(event, HostSilent):
@@ -355,7 +256,9 @@ def _exit_status(loop: Loop) -> ExitStatus:
         return ExitStatus.BAD_INPUT
     if loop.state is State.ABORTING:
         return loop.abort_status
-    return ExitStatus.JOB_FAILED if loop.failed else ExitStatus.OK
+    if loop.failed:
+        return ExitStatus.JOB_FAILED
+    return ExitStatus.UNREACHABLE if loop.hosts.refused else ExitStatus.OK
 
 
 @contextmanager

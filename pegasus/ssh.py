@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import time
 from typing import Callable, Optional
 
@@ -42,17 +43,37 @@ def connect(target: SshTarget, silence: int = ORPHAN_TIMEOUT) -> "SshExecutor":
             raise
         except TimeoutError:
             raise HostError(target.alias, f"no answer from {target.hostname}:"
-                            f"{target.port} within {timeout:g} s") from None
+                            f"{target.port} (timed out after {timeout:g} s)") from None
         except AuthenticationError as err:
-            raise HostAuthError(target.alias, f"authentication as '{target.user}' "
-                            f"failed: {words(err)}") from None
+            raise HostAuthError(target.alias, f"authentication refused for user "
+                                f"'{target.user}': {words(err)}") from None
         except Exception as err:  # noqa: BLE001 - turned into words below
-            if attempt == CONNECT_TRIES or isinstance(err, HostError):
+            why, final = _why(err, timeout)
+            if final or attempt == CONNECT_TRIES or isinstance(err, HostError):
                 raise HostError(target.alias, f"cannot connect to {target.hostname}:"
-                                f"{target.port}: {words(err)}") from None
+                                f"{target.port}: {why}") from None
             gevent.sleep(delay * (1 + random.random()))
             delay *= 2
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _why(err: Exception, timeout: float):
+    """(the error in a user's words, whether trying again at once is pointless).
+
+    A handshake dropped under load (sshd's MaxStartups) is worth another
+    try; a refused port or an unknown name is not.
+    """
+    text = words(err)
+    if isinstance(err, ConnectionRefusedError) or "Connection refused" in text:
+        return "connection refused", True
+    if isinstance(err, socket.gaierror) or "Name or service not known" in text \
+            or "Unknown host" in text:
+        return "host name not found", True
+    if "Timeout" in type(err).__name__ or "timed out" in text.lower():
+        return f"no answer (timed out after {timeout:g} s)", True
+    if type(err).__name__ == "SocketDisconnectError" or text == type(err).__name__:
+        return "the connection was closed before the SSH handshake ended", False
+    return text, False
 
 
 def _posix_login_shell(client: Client) -> bool:

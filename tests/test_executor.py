@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from pegasus import executor, local, ssh
+from pegasus import local, ssh
 from pegasus.executor import Executor
 
 IMPLEMENTATIONS = [local.LocalExecutor, ssh.SshExecutor]

@@ -1,0 +1,131 @@
+"""The parts of a run that the loop (``modes``) drives, each with one job.
+
+``Run`` is everything a loop needs, built whole before it starts;
+``StopFlag`` lets a signal interrupt a wait for the queue lock; ``QueueHead``
+is what the loop knows of the queue's head; ``Jobs`` holds the running jobs'
+greenlets (with ``modes`` and ``connecting``, the only code that spawns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import gevent
+
+from pegasus.errors import HostError, InputError
+from pegasus.events import JobDone
+from pegasus.executor import KILL_AFTER, ConnectionLost
+from pegasus.job import run_job
+from pegasus.model import Job, Result, SubNode
+from pegasus.output import Sink
+from pegasus.queuefile import Check, LockWaitAborted, QueueFile
+from pegasus.records import Records
+
+GIVE_UP_AFTER = 3  # seconds after a stopped job's KILL before Pegasus stops waiting for it
+
+
+class StopFlag:
+    """Set by a signal handler at once, even while the loop waits for the lock."""
+
+    def __init__(self):
+        self.requested = False
+
+    def wait(self, seconds: float) -> None:
+        """Waiting for the queue lock (someone edits): give up on a signal."""
+        if self.requested:
+            raise LockWaitAborted()
+        gevent.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class Run:
+    """Everything a loop needs, built whole before it starts."""
+
+    nodes: List[SubNode]
+    executors: Dict[SubNode, object]  # the sub-nodes reached at start
+    connecting: Dict[SubNode, gevent.Greenlet]  # first connections still being made
+    failed: List[HostError]  # the first connections that failed (being retried)
+    connector: object  # connecting.Connector (or a fake): reconnects lost hosts
+    queue: QueueFile  # built with ``wait=stop.wait``
+    records: Records
+    sink: Sink
+    stop: StopFlag
+    check: Check  # expand.checker(nodes): raises InputError for a job that cannot run
+    daemon: bool = False
+    error_aborts: bool = False
+
+
+class QueueHead:
+    """What the loop knows of the queue's head: empty, blocked by a bad entry.
+
+    An empty or blocked queue is looked at again only once the file changed.
+    """
+
+    def __init__(self, queue: QueueFile, sink: Sink, daemon: bool):
+        self.queue, self.sink, self.daemon = queue, sink, daemon
+        self.blocked: Optional[InputError] = None  # the bad entry at the head
+        self.empty = False
+        self.seen_signature = None  # the file as last found empty or blocked
+
+    def may_have_jobs(self) -> bool:
+        if self.blocked is not None and not self.daemon:
+            return False
+        return self.seen_signature is None or self.queue.signature() != self.seen_signature
+
+    def took(self, emptied: bool, error: Optional[InputError]) -> None:
+        """After a take: fewer jobs than asked for means the queue is empty."""
+        if error is not None:
+            return self.block(error)
+        self.blocked, self.empty = None, emptied
+        self.seen_signature = self.queue.signature() if emptied else None
+
+    def block(self, err: InputError) -> None:
+        """A bad entry at the head: say so once; a daemon waits for the fix."""
+        if self.blocked is None or str(err) != str(self.blocked):
+            tail = ("waiting for it to be fixed" if self.daemon else
+                    "no more entries are taken; fix it and run Pegasus again")
+            self.sink.message(f"{err}\n(this entry stays in the queue; {tail})")
+        self.blocked = err
+        self.seen_signature = self.queue.signature()
+
+    def done(self) -> bool:
+        """Nothing more to take, for a run that is not a daemon."""
+        return not self.daemon and (self.blocked is not None or self.empty)
+
+
+class Jobs:
+    """The running jobs: one greenlet each, stopped or given up on by sub-node."""
+
+    def __init__(self, hosts, records: Records, sink: Sink, post):
+        self.hosts, self.records, self.sink, self.post = hosts, records, sink, post
+        self.greenlets: Dict[SubNode, gevent.Greenlet] = {}
+
+    def start(self, node: SubNode, job: Job) -> None:
+        self.greenlets[node] = gevent.spawn(self._run, node, job)
+
+    def _run(self, node: SubNode, job: Job) -> None:
+        try:
+            result = run_job(node, job, self.hosts.executor(node), self.sink,
+                             lambda: self.records.launching(job, node.label))
+        except Exception as err:  # noqa: BLE001 - a bug must not hang the loop
+            result = Result(node, job, job.command, error=f"internal error: {err!r}")
+        self.post(JobDone(result))
+
+    def ended(self, node: SubNode) -> None:
+        self.greenlets.pop(node, None)
+
+    def stop(self, nodes: List[SubNode]) -> None:
+        """TERM to each job's process group, KILL later; then stop waiting for it."""
+        for node in nodes:
+            executor = self.hosts.executor(node)
+            gevent.spawn(executor.cancel)
+            gevent.spawn_later(KILL_AFTER, executor.kill)  # local; remote watchdogs do their own
+            gevent.spawn_later(KILL_AFTER + GIVE_UP_AFTER, self.abandon, node,
+                               f"no answer {KILL_AFTER + GIVE_UP_AFTER} s after it was stopped")
+
+    def abandon(self, node: SubNode, why: str) -> None:
+        """Stop waiting for a job: it ends as lost (outcome unknown)."""
+        greenlet = self.greenlets.get(node)
+        if greenlet is not None:
+            greenlet.kill(ConnectionLost(why), block=False)
