@@ -101,6 +101,7 @@ class Hosts:
         self.connector, self.scheduler, self.sink, self.post = connector, scheduler, sink, post
         self.reconnecting: Dict[str, List[gevent.Greenlet]] = {}  # hosts not all up yet
         self.errors = {err.host: err for err in failed}  # the failure said for each host
+        self.was_up = {node.hostname for node in executors}  # hosts connected before
         self.refused: List[HostError] = []  # hosts that refuse us for good
         self.by_host: Dict[str, List[SubNode]] = {}
         for node in self.nodes:
@@ -190,7 +191,9 @@ class Hosts:
         self.scheduler.bring_up(node)
         if not any(self.scheduler.is_down(n) for n in self.by_host[node.hostname]):
             self.stop_host(node.hostname)
-            self.sink.message(f"host {node.hostname}: connected; taking jobs")
+            again = " again" if node.hostname in self.was_up else ""
+            self.sink.message(f"host {node.hostname}: connected; taking jobs{again}")
+        self.was_up.add(node.hostname)
 
     def _failed(self, node: SubNode, error: HostError) -> None:
         """A first connection failed: say so once per host, and keep trying."""
