@@ -13,7 +13,7 @@ from pegasus import expand, faults
 from pegasus.errors import TemplateError
 from pegasus.executor import ConnectionLost, NotStarted, Orphaned
 from pegasus.model import Job, Outcome, Result, SubNode
-from pegasus.output import LineSplitter, Sink
+from pegasus.output import LineSplitter, ProgressFilter, Sink
 
 
 def run_job(node: SubNode, job: Job, executor, sink: Sink,
@@ -24,15 +24,17 @@ def run_job(node: SubNode, job: Job, executor, sink: Sink,
         return Result(node, job, job.command, error=f"not rendered: {err}")
     sink.job_started(node, rendered)
     splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
+    progress = {"stdout": ProgressFilter(), "stderr": ProgressFilter()}
 
     def emit(stream: str, data: bytes) -> None:
-        lines = splitters[stream].feed(data)
+        splitter = splitters[stream]
+        lines = progress[stream].pick(splitter.feed(data), splitter.cr_ended)
         if lines:
             sink.lines(node, stream, lines)
 
     result = _execute(node, job, rendered, executor, emit, launching)
     for stream, splitter in splitters.items():
-        rest = splitter.close()
+        rest = progress[stream].pick(splitter.close(), None) or progress[stream].close()
         if rest:
             sink.lines(node, stream, rest)
     sink.job_done(node, result)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pegasus.model import Job, Result, SubNode
-from pegasus.output import LineSplitter, Sink, StepTable, one_line, wrap_text
+from pegasus.output import LineSplitter, ProgressFilter, Sink, StepTable, one_line, wrap_text
 
 ESC = b"\x1b["
 N1 = SubNode(1, "node-1")
@@ -466,3 +466,43 @@ def test_summary_counts_jobs_it_was_not_given():
     out = io.BytesIO()
     Sink(out, color=False, width=None).summary([], total=5)
     assert out.getvalue().decode() == "pegasus: 5 jobs, all succeeded\n"
+
+
+# ---------------------------------------------------------------- progress bars (issue 10)
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def progress_run(chunks_at):
+    """Feed (time, chunk) pairs through a splitter and a filter; the lines shown."""
+    clock, splitter = Clock(), LineSplitter()
+    shown_filter = ProgressFilter(every=2.0, clock=clock)
+    shown = []
+    for at, chunk in chunks_at:
+        clock.now = at
+        shown += shown_filter.pick(splitter.feed(chunk), splitter.cr_ended)
+    shown += shown_filter.pick(splitter.close(), None) or shown_filter.close()
+    return shown
+
+
+def test_progress_updates_show_at_most_every_2_s_and_the_final_state_always():
+    ticks = [(i * 0.1, b"\r%3d%%" % i) for i in range(101)]  # tqdm: \r before each state
+    shown = progress_run(ticks + [(10.1, b"\n"), (10.2, b"after\n")])
+    assert shown[0] == b"  0%"  # the first update at once
+    assert shown[-2:] == [b"100%", b"after"]  # the final state, then the rest
+    assert len(shown) == 1 + 4 + 1 + 1  # 0%, one every 2 s after it, 100%, after: not 101
+    assert all(b"%" in line for line in shown[:-1])
+
+
+def test_a_held_update_is_shown_when_the_job_ends_without_a_newline():
+    assert progress_run([(0, b"10%\r"), (0.5, b"50%\r"), (1.0, b"90%\r")]) == [b"10%", b"90%"]
+
+
+def test_lines_ending_in_newline_are_never_held():
+    lines = [(i * 0.01, b"line %d\r\n" % i) for i in range(50)]
+    assert progress_run(lines) == [b"line %d" % i for i in range(50)]
