@@ -20,7 +20,7 @@ import gevent
 import gevent.queue
 
 from pegasus.connecting import Hosts
-from pegasus.errors import ExitStatus, HostsUnreachable, InputError, StorageError
+from pegasus.errors import ExitStatus, HostsUnreachable, InputError, PegasusError
 from pegasus.events import (HostBack, HostFailed, HostRefused, HostSilent, OutputLost,
                             Signal, Signalled)
 from pegasus.model import Job, Outcome, Result, SubNode
@@ -138,7 +138,7 @@ class Loop(Mode):
         self.jobs.ended(result.node)
         try:
             result = self.run.records.settle(result)
-        except StorageError as err:
+        except PegasusError as err:
             self.storage_failed(err)
         self.failed += not result.ok
         self.record(result)
@@ -170,7 +170,7 @@ class Loop(Mode):
             taken = self.run.records.take(labels, self.run.check)
         except InputError as err:
             return self.head.block(err)
-        except StorageError as err:
+        except PegasusError as err:  # a full disk, a folder made unwritable
             return self.storage_failed(err)
         except LockWaitAborted:
             return None
@@ -229,7 +229,7 @@ class Loop(Mode):
             self.state, self.abort_status = State.ABORTING, status
             self.run.sink.message(why)
 
-    def storage_failed(self, err: StorageError) -> None:
+    def storage_failed(self, err: PegasusError) -> None:
         self.abort(f"{err}\n(no new jobs will start; running jobs finish: their records "
                    "are kept where they can still be written)", ExitStatus.IO_ERROR)
 

@@ -329,10 +329,13 @@ def _fsync_folder(folder: str) -> None:
 def _io_error(path: str, action: str, err: OSError) -> PegasusError:
     if err.errno == errno.EISDIR:
         return InputError("is a directory, not a file; give the path of a YAML file", path)
-    if action != "read":
+    if err.errno in _STORAGE_FAULTS:
         return storage_error(path, action, err)
     return PegasusError(f"{path}: cannot {action} it: {err.strerror}; check the "
                         "path and its permissions")
+
+
+_STORAGE_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG)  # not the path's fault
 
 
 def storage_error(path: str, action: str, err: OSError) -> StorageError:
