@@ -176,6 +176,8 @@ class Loop(Mode):
             return None
         for node, job in self.assign(targets, taken.jobs):
             self.start(node, job)
+        if taken.fault is not None:
+            self.storage_failed(taken.fault)
         self.head.took(len(taken.jobs) < len(labels), taken.error)
 
     def start(self, node: SubNode, job: Job) -> None:

@@ -36,6 +36,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from pegasus import expand, faults, yamltree
 from pegasus import journal as journals
+from pegasus.errors import PegasusError
 from pegasus.model import Job, Outcome, Result
 from pegasus.queuefile import (Check, QueueFile, append, read_text, refuse_symlink,
                                storage_error)
@@ -50,7 +51,8 @@ class Taken:
     """What one take took, and the error that stopped it early, if any."""
 
     jobs: Tuple[Job, ...]
-    error: Optional[Exception] = None
+    error: Optional[Exception] = None  # the bad entry that stopped the take early
+    fault: Optional[Exception] = None  # consumed.yaml could not be written (jobs taken)
 
 
 class Records:
@@ -75,15 +77,18 @@ class Records:
         queue = self.queue
         with queue.locked():
             popped = queue.pop(len(targets), check)
-            jobs = list(popped.jobs)
+            jobs, fault = list(popped.jobs), None
             if jobs:
                 refuse_symlink(queue.consumed_path)  # before anything changes
                 jobs = self._ticketed(jobs)
                 queue.cut(popped, self._announce_taken(jobs, targets))
                 faults.point("queue-rewritten")
-                append(queue.consumed_path, _records("taken", jobs, targets))
+                try:  # the jobs are taken now: they run even if this fails
+                    append(queue.consumed_path, _records("taken", jobs, targets))
+                except PegasusError as err:
+                    fault = err
                 faults.point("consumed-appended")
-        return Taken(tuple(jobs), popped.error)
+        return Taken(tuple(jobs), popped.error, fault)
 
     def _ticketed(self, jobs: List[Job]) -> List[Job]:
         if self.journal is None:

@@ -100,3 +100,38 @@ def test_a_job_whose_output_floods_a_stalled_reader_is_not_cut_short(tmp_path):
     lines = out.decode().splitlines()
     assert sum(1 for line in lines if line == "[localhost] " + "x" * 100) == 30000
     assert "[localhost] after" in lines
+
+
+# ---------------------------------------------------------------- a full disk (item 6)
+
+def test_a_full_disk_stops_taking_and_loses_nothing(tmp_path):
+    """The queue's own disk fills up mid-run (a job fills it): Pegasus says so, takes
+    nothing more, lets running jobs finish, exits 74; nothing is lost or run twice
+    and no temporary file is left behind."""
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        import pytest
+        pytest.skip("cannot mount a tmpfs here: " + mounted.stderr)
+    try:
+        n = 30
+        setup(disk, "- hostname: localhost\n  slot: [1, 2]\n",
+              ["head -c 400000 /dev/zero > fill 2>/dev/null; echo filled"] +
+              ["echo job %d" % i for i in range(2, n + 1)])
+        res = subprocess.run([sys.executable, "-m", "pegasus", "q"], cwd=str(disk),
+                             capture_output=True, text=True, timeout=60)
+        said = res.stdout + res.stderr
+        assert res.returncode == 74, said
+        assert "no space left" in said and "Traceback" not in said
+        left = queue_entries(disk / "queue.yaml")
+        ran = [line for line in res.stdout.splitlines() if line.endswith("=== done (exit 0) ===")]
+        assert len(left) + len(ran) == n, said  # every entry ran once or is still queued
+        assert left == ["echo job %d" % i for i in range(n - len(left) + 1, n + 1)]
+        assert not [p for p in os.listdir(str(disk)) if ".partial" in p]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
