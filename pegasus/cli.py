@@ -34,8 +34,9 @@ Options:
   --version                   Show the version.
 
 Exit status: 0 every job succeeded, 1 some job failed or was lost, 2 bad usage
-or bad input, 3 no host could be reached (broadcast: some host), 130 stopped
-by Ctrl-c, 143 stopped by SIGTERM.
+or bad input, 3 no host could be reached (broadcast: some host), 74 Pegasus's
+output or files could not be written, 130 stopped by Ctrl-c, 143 stopped by
+SIGTERM.
 """
 
 from __future__ import annotations
