@@ -34,13 +34,13 @@ from gevent.event import AsyncResult
 
 from helpers import queue_entries, read
 from pegasus import app, broadcast, cli, connecting, expand, modes
-from pegasus.errors import HostAuthError, HostError, HostKeyError
+from pegasus.errors import HostAuthError, HostError, HostKeyError, InputError
 from pegasus.executor import ConnectionLost, NotStarted
 from pegasus.output import Sink
 from pegasus.queuefile import QueueFile
 
-_RECORD = re.compile(r"^# (\w+) \S+ \S+ for (\[[^\]]*\])(?:: (.*))?$", re.M)
-RUN_TIMEOUT = 5.0  # a run still going after this is a hung loop: fail with its output
+_RECORD = re.compile(r"^# (\w+) \S+ \S+ for (\[[^\]]*\]|[^:\n]*)(?:: (.*))?$", re.M)
+RUN_TIMEOUT = 30.0  # a run still going after this is a hung loop (generous: a loaded CI)
 
 # Loop and connector timers while a run lasts (seconds).
 _FAST = ((modes, "POLL_SECONDS", 0.005), (modes, "HEARTBEAT", 0.005),
@@ -206,7 +206,8 @@ class Outcome:
 
     @property
     def taken_for(self) -> List[str]:
-        """The sub-node of each ``# taken ... for [node]`` record of consumed.yaml."""
+        """What each ``# taken ... for X`` record of consumed.yaml names: a
+        sub-node (``[node-1]``), or ``broadcast to 3 sub-nodes``."""
         return [m.group(2) for m in _RECORD.finditer(self.consumed_text)]
 
     @property
@@ -328,7 +329,7 @@ class _WatchedQueue(QueueFile):
     def take(self, targets, *args, **kwargs):
         try:
             taken = super().take(targets, *args, **kwargs)
-        except Exception:
+        except InputError:
             self.fake.reached("bad entry")
             raise
         if taken.error is not None:
