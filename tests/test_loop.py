@@ -95,7 +95,7 @@ def test_daemon_runs_an_entry_added_while_it_waits(tmp_path):
                    "releases the lock; an entry written in between (pegasus requeue, "
                    "another writer) is taken for 'seen' and never run")
 def test_daemon_runs_an_entry_added_just_as_it_found_the_queue_empty(tmp_path):
-    out = run_loop(tmp_path, queue=["a"], daemon=True, timeout=0.5,
+    out = run_loop(tmp_path, queue=["a"], daemon=True, timeout=0.3,
                    actions=[when_queue_empty(append("- late\n")),
                             when_finished("late", ctrl_c)])
 
@@ -286,7 +286,7 @@ def test_a_job_put_back_and_then_run_is_not_a_failure(tmp_path):
                    "(fork or pipe fails) puts it back and takes it again at once, "
                    "forever, appending to consumed.yaml each time")
 def test_a_local_sub_node_that_cannot_start_jobs_does_not_spin(tmp_path):
-    out = run_loop(tmp_path, nodes=["localhost"], queue=["a"], timeout=0.5,
+    out = run_loop(tmp_path, nodes=["localhost"], queue=["a"], timeout=0.3,
                    scripts={"a": FakeJob(not_started=True)})
 
     assert out.queue == ["a"]
