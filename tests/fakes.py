@@ -24,7 +24,7 @@ import itertools
 import os
 import re
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -87,9 +87,17 @@ class Answer(Enum):
 
 # ---------------------------------------------------------------- points and actions
 
+class Point(Enum):
+    STARTED = "a job started"
+    FINISHED = "a job finished"
+    PRINTED = "Pegasus printed"
+    QUEUE_EMPTY = "a take found the queue empty"
+    BAD_ENTRY = "a take stopped at a bad entry"
+
+
 @dataclass(frozen=True)
 class Trigger:
-    point: str  # "started", "finished", "printed", "queue empty", "bad entry"
+    point: Point
     key: str  # the command, the printed text, or "" for the queue points
     actions: Tuple[Callable, ...]
     nth: int = 1  # fire at the nth time the point is reached
@@ -97,27 +105,32 @@ class Trigger:
 
 def when_started(command: str, *actions, nth: int = 1) -> Trigger:
     """Just after ``command`` was launched on some sub-node."""
-    return Trigger("started", command, actions, nth)
+    return Trigger(Point.STARTED, command, actions, nth)
 
 
 def when_finished(command: str, *actions, nth: int = 1) -> Trigger:
     """When ``command`` ends on some sub-node, before the loop hears of it."""
-    return Trigger("finished", command, actions, nth)
+    return Trigger(Point.FINISHED, command, actions, nth)
 
 
 def when_printed(text: str, *actions, nth: int = 1) -> Trigger:
     """When Pegasus prints something containing ``text``."""
-    return Trigger("printed", text, actions, nth)
+    return Trigger(Point.PRINTED, text, actions, nth)
 
 
 def when_queue_empty(*actions, nth: int = 1) -> Trigger:
-    """When a take finds fewer entries than it had sub-nodes for."""
-    return Trigger("queue empty", "", actions, nth)
+    """When a take finds fewer entries than it had sub-nodes for.
+
+    The queue points come just after the take released the queue lock,
+    before the loop looks at the file again: wrap an action in ``deferred``
+    to act once the loop waits instead.
+    """
+    return Trigger(Point.QUEUE_EMPTY, "", actions, nth)
 
 
 def when_bad_entry(*actions, nth: int = 1) -> Trigger:
     """When a take stops at a bad entry."""
-    return Trigger("bad entry", "", actions, nth)
+    return Trigger(Point.BAD_ENTRY, "", actions, nth)
 
 
 def ctrl_c(fake: "FakeRun") -> None:
@@ -330,12 +343,12 @@ class _WatchedQueue(QueueFile):
         try:
             taken = super().take(targets, *args, **kwargs)
         except InputError:
-            self.fake.reached("bad entry")
+            self.fake.reached(Point.BAD_ENTRY)
             raise
         if taken.error is not None:
-            self.fake.reached("bad entry")
+            self.fake.reached(Point.BAD_ENTRY)
         elif len(taken.jobs) < len(targets):
-            self.fake.reached("queue empty")
+            self.fake.reached(Point.QUEUE_EMPTY)
         return taken
 
 
@@ -397,21 +410,21 @@ class FakeRun:
 
     def started(self, node, command: str) -> None:
         self.jobs.append(Ran(node.label, command, next(self.clock)))
-        self.reached("started", command)
+        self.reached(Point.STARTED, command)
 
     def finished(self, node, command: str, status: Optional[int]) -> None:
         job = next(j for j in reversed(self.jobs) if j.node == node.label)
         job.end, job.status = next(self.clock), status
-        self.reached("finished", command)
+        self.reached(Point.FINISHED, command)
 
     def printed(self, text: str) -> None:
         for trigger in self.triggers:
-            if trigger.point == "printed" and trigger.key in text:
+            if trigger.point is Point.PRINTED and trigger.key in text:
                 self._count(trigger)
 
-    def reached(self, point: str, key: str = "") -> None:
+    def reached(self, point: Point, key: str = "") -> None:
         for trigger in self.triggers:
-            if trigger.point == point and trigger.key == key:
+            if trigger.point is point and trigger.key == key:
                 self._count(trigger)
 
     def _count(self, trigger: Trigger) -> None:
