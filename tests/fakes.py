@@ -33,9 +33,11 @@ import yaml
 from gevent.event import AsyncResult
 
 from helpers import queue_entries, read
-from pegasus import app, broadcast, cli, connecting, expand, modes
+from pegasus import app, broadcast, cli, connecting, executor, expand, modes, output, records
 from pegasus.errors import HostAuthError, HostError, HostKeyError, InputError
+from pegasus.events import Signal
 from pegasus.executor import ConnectionLost, NotStarted
+from pegasus.outlet import Outlet
 from pegasus.output import Sink
 from pegasus.queuefile import QueueFile
 
@@ -43,9 +45,9 @@ _RECORD = re.compile(r"^# (\w+) \S+ \S+ for (\[[^\]]*\]|[^:\n]*)(?:: (.*))?$", r
 RUN_TIMEOUT = 30.0  # a run still going after this is a hung loop (generous: a loaded CI)
 
 # Loop and connector timers while a run lasts (seconds).
-_FAST = ((modes, "POLL_SECONDS", 0.005), (modes, "HEARTBEAT", 0.005),
-         (modes, "KILL_AFTER", 0.01), (connecting, "RETRY_FIRST", 0.001),
-         (connecting, "RETRY_MAX", 0.004))
+_FAST = ((modes, "POLL_SECONDS", 0.005), (executor, "HEARTBEAT", 0.005),
+         (modes, "KILL_AFTER", 0.01), (modes, "GIVE_UP_AFTER", 0.02),
+         (connecting, "RETRY_FIRST", 0.001), (connecting, "RETRY_MAX", 0.004))
 
 
 # ---------------------------------------------------------------- scripts
@@ -135,12 +137,12 @@ def when_bad_entry(*actions, nth: int = 1) -> Trigger:
 
 def ctrl_c(fake: "FakeRun") -> None:
     """What Pegasus gets from the terminal's Ctrl-c."""
-    fake.loop.signalled("cancel")
+    fake.loop.signalled(Signal.CTRL_C)
 
 
 def sigterm(fake: "FakeRun") -> None:
     """What Pegasus gets from ``kill PID``."""
-    fake.loop.signalled("terminate")
+    fake.loop.signalled(Signal.SIGTERM)
 
 
 def append(text: str) -> Callable:
@@ -164,9 +166,9 @@ def rewrite(entries: Sequence) -> Callable:
 def release(command: str) -> Callable:
     """A hanging ``command`` ends now, with its scripted status."""
     def act(fake: "FakeRun") -> None:
-        for executor in fake.executors:
-            if executor.running == command:
-                executor.end(executor.script.status)
+        for running in fake.executors:
+            if running.running == command:
+                running.end(running.script.status)
     return act
 
 
@@ -311,6 +313,9 @@ class FakeExecutor:
         self.fake.call(self.node, "kill", self.running or "")
         self.end(128 + signal.SIGKILL)
 
+    def silent_for(self) -> Optional[float]:
+        return None  # never "not responding"
+
     def close(self) -> None:
         self.fake.call(self.node, "close", "")
 
@@ -332,37 +337,39 @@ class FakeConnector(connecting.Connector):
         raise error(node.hostname, f"fake: {answer.value}")
 
 
-class _WatchedQueue(QueueFile):
-    """The real queue file; tells the fake run when a take finds it empty or bad."""
+def _watch_takes(job_records, fake: "FakeRun"):
+    """The real records; the fake run hears when a take finds the queue empty or bad."""
+    take = job_records.take
 
-    def __init__(self, path: str, fake: "FakeRun"):
-        super().__init__(path)
-        self.fake = fake
-
-    def take(self, targets, *args, **kwargs):
+    def watched(targets, *args, **kwargs):
         try:
-            taken = super().take(targets, *args, **kwargs)
+            taken = take(targets, *args, **kwargs)
         except InputError:
-            self.fake.reached(Point.BAD_ENTRY)
+            fake.reached(Point.BAD_ENTRY)
             raise
         if taken.error is not None:
-            self.fake.reached(Point.BAD_ENTRY)
+            fake.reached(Point.BAD_ENTRY)
         elif len(taken.jobs) < len(targets):
-            self.fake.reached(Point.QUEUE_EMPTY)
+            fake.reached(Point.QUEUE_EMPTY)
         return taken
+    job_records.take = watched
+    return job_records
+
+
+class _WatchedOutlet(Outlet):
+    """Pegasus's stdout: the fake run hears what is printed, in the writing greenlet."""
+
+    def __init__(self, fake: "FakeRun", stream, *args, **kwargs):
+        super().__init__(stream, *args, **kwargs)
+        self.fake = fake
+
+    def write(self, data: bytes, wait: bool = False) -> None:
+        super().write(data, wait)
+        self.fake.printed(bytes(data).decode("utf-8", "replace"))
 
 
 class _Screen(io.BytesIO):
-    """Pegasus's stdout: kept, and watched for ``when_printed`` points."""
-
-    def __init__(self, fake: "FakeRun"):
-        super().__init__()
-        self.fake = fake
-
-    def write(self, data) -> int:
-        written = super().write(data)
-        self.fake.printed(bytes(data).decode("utf-8", "replace"))
-        return written
+    """Pegasus's stdout, kept (an outlet thread may write it)."""
 
     def isatty(self) -> bool:
         return False
@@ -389,7 +396,7 @@ class FakeRun:
         self.connects: List[Tuple[str, Answer]] = []
         self.snapshots: Dict[str, list] = {}
         self.executors: List[FakeExecutor] = []
-        self.screen = _Screen(self)
+        self.screen = _Screen()
         self.loop = None
 
     # -- what the fakes ask and tell
@@ -436,19 +443,27 @@ class FakeRun:
     # -- running
 
     def run_loop(self, mode: str, nodes, daemon: bool, error_aborts: bool) -> int:
-        queue = _WatchedQueue(self.queue_path, self)
-        journal, _, _ = queue.open_journal()
+        stop = modes.StopFlag()
+        queue = QueueFile(self.queue_path, wait=stop.wait)
+        job_records, _, _ = records.open_run(queue, mode == "b")
         try:
             subnodes = expand.expand_hosts(list(nodes))
             connector = FakeConnector(self)
             executors, _ = connector.connect_all(subnodes)
-            sink = Sink(self.screen, color=False, width=None)
-            run = modes.Run(subnodes, executors, queue, sink, daemon, error_aborts,
-                            journal, connector)
+            with self._watched_output():
+                sink = Sink(self.screen, color=False, width=None)
+            run = modes.Run(subnodes, executors, connector, queue,
+                            _watch_takes(job_records, self), sink, stop,
+                            expand.checker(subnodes), daemon, error_aborts)
             self.loop = (broadcast.BroadcastLoop if mode == "b" else modes.QueueLoop)(run)
             return self._bounded(self.loop.loop)
         finally:
-            journal.close()
+            job_records.close()
+
+    def _watched_output(self):
+        return _patched(((output, "Outlet",
+                          lambda stream, *args, **kwargs: _WatchedOutlet(self, stream, *args,
+                                                                         **kwargs)),))
 
     def run_app(self, mode: str, nodes, daemon: bool, error_aborts: bool) -> int:
         hosts_path = os.path.join(self.folder, "hosts.yaml")
@@ -462,8 +477,14 @@ class FakeRun:
         def loop(this):
             self.loop = this
             return original_loop(this)
-        with _patched(((app, "Connector", lambda nodes, config: FakeConnector(self)),
-                       (modes.Loop, "loop", loop))), \
+        original_open_run = records.open_run
+
+        def open_run(*args):
+            job_records, *rest = original_open_run(*args)
+            return (_watch_takes(job_records, self), *rest)
+        with _patched(((app, "Connector", lambda *args: FakeConnector(self)),
+                       (records, "open_run", open_run),
+                       (modes.Loop, "loop", loop))), self._watched_output(), \
                 contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stdout):
             try:
                 return self._bounded(lambda: cli.main(argv))
