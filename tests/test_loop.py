@@ -283,9 +283,6 @@ def test_a_job_put_back_and_then_run_is_not_a_failure(tmp_path):
     assert out.status == 0
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a local sub-node that cannot start a job "
-                   "(fork or pipe fails) puts it back and takes it again at once, "
-                   "forever, appending to consumed.yaml each time")
 def test_a_local_sub_node_that_cannot_start_jobs_does_not_spin(tmp_path):
     out = run_loop(tmp_path, nodes=["localhost"], queue=["a"], timeout=0.3,
                    scripts={"a": FakeJob(not_started=True)})
