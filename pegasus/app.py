@@ -84,8 +84,9 @@ def _connect(connector: Connector, nodes, sink: Sink, broadcasting: bool):
         close_all(executors.values())
         gevent.killall(list(connecting.values()))
         raise HostsUnreachable(failed)
-    others = "running on the other hosts and " if executors else ""
-    for line in unreachable_lines(failed, f"; {others}retrying in the background"):
+    tail = ("; running on the other hosts and retrying this one in the background"
+            if executors else "; retrying in the background")
+    for line in unreachable_lines(failed, tail):
         sink.message(line)
     if connecting:
         names = sorted({node.hostname for node in connecting})

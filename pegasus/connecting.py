@@ -200,8 +200,8 @@ class Hosts:
         host = node.hostname
         if host not in self.errors:
             self.errors[host] = error
-            others = "running on the other hosts and " if self.executors else ""
-            self.sink.message(f"{error}; {others}retrying in the background")
+            self.sink.message(f"{error}; " + ("running on the other hosts and retrying this "
+                              "one" if self.executors else "retrying") + " in the background")
         self.reconnecting.setdefault(host, []).append(gevent.spawn(
             self.connector.reconnect, [node], self._idle, self._report))
 

@@ -33,7 +33,8 @@ import yaml
 from gevent.event import AsyncResult
 
 from helpers import queue_entries, read
-from pegasus import app, broadcast, cli, connecting, executor, expand, modes, output, records
+from pegasus import (app, broadcast, cli, connecting, executor, expand, modes, output, records,
+                     running)
 from pegasus.errors import HostAuthError, HostError, HostKeyError, InputError
 from pegasus.events import Signal
 from pegasus.executor import ConnectionLost, NotStarted
@@ -46,7 +47,7 @@ RUN_TIMEOUT = 30.0  # a run still going after this is a hung loop (generous: a l
 
 # Loop and connector timers while a run lasts (seconds).
 _FAST = ((modes, "POLL_SECONDS", 0.005), (executor, "HEARTBEAT", 0.005),
-         (modes, "KILL_AFTER", 0.01), (modes, "GIVE_UP_AFTER", 0.02),
+         (running, "KILL_AFTER", 0.01), (running, "GIVE_UP_AFTER", 0.02),
          (connecting, "RETRY_FIRST", 0.001), (connecting, "RETRY_MAX", 0.004))
 
 
@@ -443,18 +444,18 @@ class FakeRun:
     # -- running
 
     def run_loop(self, mode: str, nodes, daemon: bool, error_aborts: bool) -> int:
-        stop = modes.StopFlag()
+        stop = running.StopFlag()
         queue = QueueFile(self.queue_path, wait=stop.wait)
         job_records, _, _ = records.open_run(queue, mode == "b")
         try:
             subnodes = expand.expand_hosts(list(nodes))
             connector = FakeConnector(self)
-            executors, _ = connector.connect_all(subnodes)
+            executors, failed, connecting = connector.connect_all(subnodes)
             with self._watched_output():
                 sink = Sink(self.screen, color=False, width=None)
-            run = modes.Run(subnodes, executors, connector, queue,
-                            _watch_takes(job_records, self), sink, stop,
-                            expand.checker(subnodes), daemon, error_aborts)
+            run = running.Run(subnodes, executors, connecting, failed, connector, queue,
+                              _watch_takes(job_records, self), sink, stop,
+                              expand.checker(subnodes), daemon, error_aborts)
             self.loop = (broadcast.BroadcastLoop if mode == "b" else modes.QueueLoop)(run)
             return self._bounded(self.loop.loop)
         finally:

@@ -236,7 +236,7 @@ def test_a_host_down_at_start_joins_when_it_answers(tmp_path):
     out = run_loop(tmp_path, nodes=TWO, queue=["a", "b"],
                    scripts={"a": FakeJob(hang=True)},
                    hosts={"node-1": [Answer.DOWN, Answer.OK]},
-                   actions=[when_printed("host node-1: connected; taking jobs again",
+                   actions=[when_printed("host node-1: connected; taking jobs",
                                          deferred(release("a")))])
 
     assert out.ran("[node-2]") == ["a"]
