@@ -45,7 +45,7 @@ def _execute(node, job, rendered, executor, emit, launching) -> Result:
     try:
         status = executor.run(rendered, emit, launching)
     except NotStarted as err:
-        return Result(node, job, rendered, error=f"not started ({err}); put back in the queue",
+        return Result(node, job, rendered, error=f"not started ({err})",
                       outcome_hint=Outcome.NOT_STARTED)
     except Orphaned as err:
         return Result(node, job, rendered, error=str(err), outcome_hint=Outcome.ORPHANED)

@@ -86,6 +86,7 @@ class Result:
     exit_status: Optional[int] = None
     error: Optional[str] = None
     outcome_hint: Optional[Outcome] = None  # LOST or NOT_STARTED, with error
+    put_back: bool = False  # not started, and back in the queue: it runs later
 
     @property
     def outcome(self) -> Outcome:

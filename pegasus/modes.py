@@ -140,8 +140,9 @@ class Loop(Mode):
             result = self.run.records.settle(result)
         except PegasusError as err:
             self.storage_failed(err)
-        self.failed += not result.ok
-        self.record(result)
+        if not result.put_back:  # it will run again: not an outcome yet
+            self.failed += not result.ok
+            self.record(result)
         if result.outcome in (Outcome.NOT_STARTED, Outcome.LOST):
             self.host_lost(result.node)
         if not self.scheduler.running:
@@ -178,7 +179,7 @@ class Loop(Mode):
             self.start(node, job)
         if taken.fault is not None:
             self.storage_failed(taken.fault)
-        self.head.took(len(taken.jobs) < len(labels), taken.error)
+        self.head.took(len(taken.jobs) < len(labels), taken.error, taken.signature)
 
     def start(self, node: SubNode, job: Job) -> None:
         self.scheduler.start([node])

@@ -53,6 +53,7 @@ class Taken:
     jobs: Tuple[Job, ...]
     error: Optional[Exception] = None  # the bad entry that stopped the take early
     fault: Optional[Exception] = None  # consumed.yaml could not be written (jobs taken)
+    signature: Optional[tuple] = None  # the queue file as left by this take, under the lock
 
 
 class Records:
@@ -88,7 +89,8 @@ class Records:
                 except PegasusError as err:
                     fault = err
                 faults.point("consumed-appended")
-        return Taken(tuple(jobs), popped.error, fault)
+            signature = queue.signature()  # an entry written after it is new
+        return Taken(tuple(jobs), popped.error, fault, signature)
 
     def _ticketed(self, jobs: List[Job]) -> List[Job]:
         if self.journal is None:
@@ -129,7 +131,7 @@ class Records:
             self.put_backs[key] += 1
             if self.put_backs[key] <= MAX_PUT_BACKS:
                 self.put_back([job])
-                return result
+                return replace(result, put_back=True)
             result = replace(result, outcome_hint=Outcome.CANNOT_START,
                              error=f"could not be sent {MAX_PUT_BACKS + 1} times: "
                                    f"{result.error}")

@@ -73,21 +73,25 @@ class QueueHead:
             return False
         return self.seen_signature is None or self.queue.signature() != self.seen_signature
 
-    def took(self, emptied: bool, error: Optional[InputError]) -> None:
-        """After a take: fewer jobs than asked for means the queue is empty."""
-        if error is not None:
-            return self.block(error)
-        self.blocked, self.empty = None, emptied
-        self.seen_signature = self.queue.signature() if emptied else None
+    def took(self, emptied: bool, error: Optional[InputError], signature) -> None:
+        """After a take: fewer jobs than asked for means the queue is empty.
 
-    def block(self, err: InputError) -> None:
+        ``signature``: the file as the take left it, read under the lock, so
+        an entry written after the take is never taken for seen.
+        """
+        if error is not None:
+            return self.block(error, signature)
+        self.blocked, self.empty = None, emptied
+        self.seen_signature = signature if emptied else None
+
+    def block(self, err: InputError, signature=None) -> None:
         """A bad entry at the head: say so once; a daemon waits for the fix."""
         if self.blocked is None or str(err) != str(self.blocked):
             tail = ("waiting for it to be fixed" if self.daemon else
                     "no more entries are taken; fix it and run Pegasus again")
             self.sink.message(f"{err}\n(this entry stays in the queue; {tail})")
         self.blocked = err
-        self.seen_signature = self.queue.signature()
+        self.seen_signature = signature or self.queue.signature()
 
     def done(self) -> bool:
         """Nothing more to take, for a run that is not a daemon."""

@@ -167,9 +167,9 @@ def rewrite(entries: Sequence) -> Callable:
 def release(command: str) -> Callable:
     """A hanging ``command`` ends now, with its scripted status."""
     def act(fake: "FakeRun") -> None:
-        for running in fake.executors:
-            if running.running == command:
-                running.end(running.script.status)
+        for executor_ in fake.executors:
+            if executor_.running == command:
+                executor_.end(executor_.script.status)
     return act
 
 

@@ -17,7 +17,6 @@ TWO = ["node-1", "node-2"]
 GRID = [{"hostname": ["node-1", "node-2"], "gpu": ["0", "1"]}]  # two hosts, two slots each
 BAD = "echo {{ nope }}"  # names a parameter no sub-node defines
 LOST = "connection lost, outcome unknown (fake: connection reset by peer)"
-NOT_SENT = "not started (fake: the command could not be sent); put back in the queue"
 
 
 def entries(*commands):
@@ -92,9 +91,6 @@ def test_daemon_runs_an_entry_added_while_it_waits(tmp_path):
     assert out.status == 130
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the loop stats queue.yaml after the take "
-                   "releases the lock; an entry written in between (pegasus requeue, "
-                   "another writer) is taken for 'seen' and never run")
 def test_daemon_runs_an_entry_added_just_as_it_found_the_queue_empty(tmp_path):
     out = run_loop(tmp_path, queue=["a"], daemon=True, timeout=0.3,
                    actions=[when_queue_empty(append("- late\n")),
@@ -271,9 +267,6 @@ def test_a_job_that_could_not_be_sent_goes_back_to_the_head(tmp_path):
     assert out.interrupted == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a job put back and then run is counted "
-                   "twice, once as failed ('not started ...; put back in the queue'): "
-                   "exit 1 though every job succeeded")
 def test_a_job_put_back_and_then_run_is_not_a_failure(tmp_path):
     out = run_loop(tmp_path, nodes=TWO, queue=["a", "b"],
                    scripts={("node-1", "a"): FakeJob(not_started=True)},

@@ -3,7 +3,6 @@
 As in ``test_loop``: scripted jobs and hosts, actions at points of the run,
 and only what a user would check. Only ``fakes`` knows how a loop is built.
 """
-import pytest
 
 from fakes import (Answer, FakeJob, append, ctrl_c, deferred, release, run_loop, sigterm,
                    when_finished, when_printed, when_queue_empty, when_started)
@@ -110,9 +109,6 @@ def test_a_step_that_could_not_be_sent_to_a_sub_node_fails_there(tmp_path):
     assert out.status == 1
 
 
-@pytest.mark.xfail(strict=True, reason="bug: broadcast says a step it could not send "
-                   "to a sub-node was 'put back in the queue'; it is not (the others "
-                   "ran it), and queue.yaml does not have it")
 def test_a_step_that_could_not_be_sent_is_not_said_to_be_put_back(tmp_path):
     out = broadcast(tmp_path, queue=["s1"],
                     scripts={("node-1", "s1"): FakeJob(not_started=True)})
