@@ -97,9 +97,9 @@ class _Session:
     """One lock-mode run: the editor, the checks, the answer."""
 
     def __init__(self, opts: Options, sink: Sink, editor, ask: Optional[Ask]):
-        self.path, self.ask, self.say = opts.queue_file, ask, sink.message
+        self.queue = QueueFile(opts.queue_file)
+        self.path, self.ask, self.say = self.queue.path, ask, sink.message  # a link's target
         self.argv, self.given, self.source = editor
-        self.queue = QueueFile(self.path)
         self.before, self.mode = snapshot(self.path)
         self.check, self.note = _checker(opts.hosts_file)
 

@@ -191,6 +191,22 @@ def test_an_editor_that_saves_by_renaming_a_new_file_over_the_queue(tmp_path, ru
     assert lock_is_free(queue)
 
 
+def test_a_symlinked_queue_is_edited_at_its_target_and_stays_a_link(tmp_path, run_pegasus):
+    (tmp_path / "b").mkdir()
+    target = tmp_path / "b" / "jobs.yaml"
+    target.write_text("- echo one\n")
+    link = tmp_path / "queue.yaml"
+    os.symlink("b/jobs.yaml", str(link))
+    ed = editor(tmp_path, LOCKSTATE + 'cp "$1" "$1.swp" && printf -- "- echo two\\n" >> "$1.swp"'
+                          ' && mv "$1.swp" "$1"\n')  # saves by renaming over the file
+    res = run_pegasus(["l", "--editor", ed], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"pegasus: {target}: 2 entries, 2 jobs" in res.stdout
+    assert os.path.islink(str(link)) and target.read_text() == "- echo one\n- echo two\n"
+    assert (tmp_path / "b" / "lockstate.txt").read_text() == "held\n"
+    assert lock_is_free(target)
+
+
 # ---------------------------------------------------------------- bad edits
 
 ORIGINAL = "# the queue\n- echo one    # keep this spacing\n\n- command: echo {{ x }}\n  x: [a, b]\n"
