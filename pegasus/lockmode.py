@@ -57,6 +57,7 @@ from pegasus.queuefile import QueueFile, snapshot
 
 Ask = Callable[[str], str]  # shows a question, returns the answer typed
 QUESTION = "Reopen the editor? [Y/n/u] "
+RUN_AGAIN = "; fix the file and run again"  # yamltree's advice after a syntax error
 KILL_AFTER = 3.0  # seconds between TERM and KILL to an editor that must end
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -156,7 +157,7 @@ class _Session:
         return None
 
     def answer(self, err: InputError) -> str:
-        print(f"pegasus: {err}", file=sys.stderr, flush=True)
+        print(f"pegasus: {_without_advice(err)}", file=sys.stderr, flush=True)
         while True:
             try:
                 answer = self.ask(QUESTION).strip().lower()[:1] or "y"
@@ -182,6 +183,11 @@ class _Session:
             self.say(self.note)
         self.say(f"{self.path}: {_plural(entries, 'entry', 'entries')}, "
              f"{_plural(jobs, 'job', 'jobs')}")
+
+
+def _without_advice(err: InputError) -> InputError:
+    """The error without its advice to run again: the question says what to do."""
+    return InputError(err.what.replace(RUN_AGAIN, ""), err.path, err.line, err.entry)
 
 
 def _undo_edit(queue: QueueFile, before: Optional[bytes], mode: Optional[int]) -> str:

@@ -341,6 +341,17 @@ def test_the_reopen_question_repeats_on_a_bad_answer_and_defaults_to_yes(tmp_pat
     assert lock_is_free(tmp_path / "queue.yaml")
 
 
+def test_the_reopen_question_does_not_say_to_run_again(tmp_path, capsys):
+    (tmp_path / "queue.yaml").write_text("- echo one\n")
+    ed = editor(tmp_path, 'n=$(cat "$1.count" 2>/dev/null || echo 0); echo $((n+1)) > "$1.count"\n'
+                          'if [ "$n" = 0 ]; then printf -- "- [\\n" >> "$1";\n'
+                          'else printf -- "- echo fixed\\n" > "$1"; fi\n')
+    assert lockmode.edit(options(tmp_path, "--editor", ed), sink(), lambda q: "y\n") == 0
+    err = capsys.readouterr().err
+    assert "queue.yaml:2 (entry 2): YAML syntax error: " in err, err
+    assert "run again" not in err
+
+
 def test_end_of_input_at_the_question_undoes_the_edit(tmp_path, capsys):
     (tmp_path / "queue.yaml").write_text("- echo one\n")
     ed = editor(tmp_path, 'printf -- "- [\\n" >> "$1"\n')
