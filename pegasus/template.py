@@ -21,7 +21,7 @@ import inspect
 import re
 import shlex
 import threading
-from typing import Callable, Iterable, List, Mapping
+from typing import Callable, Iterable, Mapping, Tuple
 
 from pegasus.errors import TemplateError
 
@@ -238,7 +238,8 @@ def _compile(chunk: str) -> Callable:
     return namespace["render"]
 
 
-def _chunks(template: str) -> List[str]:
+@functools.lru_cache(maxsize=4096)
+def _chunks(template: str) -> Tuple[str, ...]:
     """`template` cut at its escaped ``\\{{``; rendered, they are joined by ``{{``.
 
     As in Handlebars: ``\\{{`` is a literal ``{{`` (what follows up to the next
@@ -259,7 +260,7 @@ def _chunks(template: str) -> List[str]:
         chunks.append("".join(pieces))
         pieces, start, at = [], at + 2, at + 2
     pieces.append(template[start:])
-    return chunks + ["".join(pieces)]
+    return tuple(chunks) + ("".join(pieces),)
 
 
 def _mustache_end(text: str, at: int) -> int:
