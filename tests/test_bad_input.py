@@ -258,7 +258,10 @@ def test_the_queue_is_named_as_given_on_the_command_line(work, run_pegasus):
 
 HOST_CASES = [
     ("no-hostname-key", "- name: node-1\n", 0, ["no 'hostname' key", "add one"], True),
-    ("hostname-renders-empty", '- hostname: "{{h}}"\n  h: " "\n', 0, ["empty"], True),
+    ("hostname-renders-empty", '- hostname: \'{{replace h "x" ""}}\'\n  h: x\n', 0, ["empty"],
+     True),
+    ("host-value-only-whitespace", '- hostname: "{{h}}"\n  h: " "\n', 0,
+     ["'h' has a value of only whitespace"], True),
     ("hostname-is-blank", '- " "\n', 0, ["empty"], True),
     ("hostname-starts-with-dash", "- -oProxyCommand=touch {m}\n", 0,
      ["starts with '-'"], True),
