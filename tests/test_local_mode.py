@@ -97,4 +97,3 @@ def test_output_goes_through_a_pipe_unwrapped_and_uncoloured(tmp_path):
     assert res.returncode == 0
     assert f"[localhost] {long}\n" in res.stdout
     assert "\x1b[" not in res.stdout
-
