@@ -18,7 +18,10 @@ Python minor version.  Build one per Python version you need:
 
 Needs ``shiv`` and pip >= 22.3 in the interpreter that runs this script
 (``pip install shiv``), and PyPI (or a pip cache/index) to fetch the
-dependencies.  On first run the .pyz extracts itself into ``~/.shiv``
+dependencies.  pip's ``--python`` runs that same pip's code under the target
+interpreter, so the pip must also support the target's Python version (for
+Python 3.12, pip 23.1.2 or later: Debian 12's pip 23.0 fails there with
+``pkgutil.ImpImporter``); the script checks this first and says what to do.  On first run the .pyz extracts itself into ``~/.shiv``
 (``SHIV_ROOT`` picks another folder).
 """
 from __future__ import annotations
@@ -143,6 +146,32 @@ def check_tools() -> None:
                          % (pip.__version__, sys.executable))
 
 
+# The first pip whose code runs under a Python version, where an older one fails.
+FIRST_PIP_FOR = {"3.12": "23.1.2"}  # older ones need pkgutil.ImpImporter
+
+
+def check_pip_runs_under(python: str, target: dict) -> None:
+    """pip --python runs this pip's own code with the target: it must work there."""
+    import pip
+
+    res = subprocess.run([sys.executable, "-m", "pip", "--python", target["executable"],
+                          "--version"], capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, timeout=120)
+    if res.returncode == 0:
+        return
+    said = (res.stderr.strip() or res.stdout.strip() or "no message").splitlines()[-1]
+    first = FIRST_PIP_FOR.get(target["version"])
+    raise BuildError(
+        "pip %s (of %s) cannot run under --python %s (%s): pip --python runs this pip's "
+        "own code there, so it must be a pip that supports Python %s%s. Build with a newer "
+        "pip ('python3 -m venv /tmp/zb && /tmp/zb/bin/pip install -U pip shiv && "
+        "/tmp/zb/bin/python build_zipapp.py --python %s'), or with the target itself "
+        "('%s -m venv /tmp/zb && /tmp/zb/bin/pip install shiv && /tmp/zb/bin/python "
+        "build_zipapp.py'). pip said: %s"
+        % (pip.__version__, sys.executable, python, describe(target), target["version"],
+           " (pip %s or later)" % first if first else "", python, python, said))
+
+
 def copy_sources(dest: Path) -> Path:
     """A clean copy of what the project wheel is built from."""
     src = dest / "src"
@@ -186,6 +215,7 @@ def build(python: str, output: Path, constraints: List[str], shebang: str = SHEB
     """Build the zipapp for the interpreter ``python``; return the bundled distributions."""
     check_tools()
     target = probe_target(python)
+    check_pip_runs_under(python, target)
     print("building %s for %s" % (output, describe(target)), flush=True)
     with tempfile.TemporaryDirectory(prefix="pegasus-zipapp-") as tmp:
         tmp_path = Path(tmp)

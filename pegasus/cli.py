@@ -14,8 +14,8 @@ Modes:
            or a lost connection) back to the head of the queue.
 
 Options:
-  -d --daemon                 Keep running when the queue is empty and run
-                              entries added to it later.
+  -d --daemon                 Queue and broadcast modes: keep running when the
+                              queue is empty and run entries added to it later.
   -e --error-aborts           Broadcast mode: stop after a step in which any
                               sub-node failed.
   --editor=EDITOR             Lock mode: the editor to open (default: $EDITOR,
@@ -64,7 +64,9 @@ def parse_args(argv: List[str]) -> Options:
 def _usage_problem(err) -> str:
     """docopt's complaint in a user's words (it names its own classes)."""
     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    names = re.findall(r"(?:Argument|Option|Command)\(None, '([^']+)'", first)
+    found = re.findall(r"(?:Argument|Option|Command)\((?:None|'([^']*)'), "
+                       r"(?:None|'([^']*)')", first)
+    names = [short or long for short, long in found]
     if names:
         return "unknown mode or option: " + " ".join(names)
     return first if first and not first.lower().startswith("usage") else "bad usage"
@@ -75,8 +77,19 @@ def _usage() -> str:
     return "usage:" + usage.rstrip() + "\n(run 'pegasus --help' for the options)"
 
 
+# Options that only one mode or two use: elsewhere they are usage errors, as
+# their absence would be silent (-e in queue mode would abort nothing).
+_MODE_OPTIONS = (("--error-aborts", "b", "-e/--error-aborts is for broadcast mode (b)"),
+                 ("--editor", "l", "--editor is for lock mode (l)"),
+                 ("--daemon", "qb", "-d/--daemon is for queue and broadcast modes (q, b)"))
+
+
 def _options(args) -> Options:
     mode = next(m for m in ("q", "b", "l", "requeue") if args[m])
+    for option, modes, words in _MODE_OPTIONS:
+        if args[option] and mode not in modes:
+            raise UsageError(f"{words}\n{_usage()}")
+    _check_queue_folder(args["--queue-file"])
     period = args["--print-period"]
     if not period.isdigit():
         raise UsageError(f"--print-period must be a whole number >= 0, not '{period}'")
@@ -91,6 +104,16 @@ def _options(args) -> Options:
     return Options(mode, args["--daemon"], args["--error-aborts"], args["--editor"],
                    int(period), args["--queue-file"], args["--hosts-file"],
                    args["--ssh-config"], int(orphan))
+
+
+def _check_queue_folder(path: str) -> None:
+    """Before anything: the folder of -Q, where its lock and records go, exists."""
+    folder = os.path.dirname(path)
+    if not folder or os.path.isdir(folder):
+        return
+    what = (f"{folder} is not a folder" if os.path.exists(folder)
+            else f"the folder {folder} does not exist")
+    raise UsageError(f"-Q {path}: {what}; create it or give another path")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

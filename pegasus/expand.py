@@ -37,7 +37,19 @@ def _values(name: str, raw, where: str) -> List[str]:
         if value == "":
             raise InputError(f"{where}: '{name}' has an empty value; give it a "
                              "value or remove it")
+        if not value.strip():
+            raise InputError(f"{where}: '{name}' has a value of only whitespace "
+                             f"({value!r}); give it a value or remove it")
+        _refuse_nul(value, "this entry's command" if (where, name) == ("this entry", "command")
+                    else f"the value {value!r} of '{name}'")
     return values
+
+
+def _refuse_nul(text: str, what: str) -> None:
+    """A NUL cannot reach a command: ssh dropped it, a local exec refused it."""
+    if "\0" in text:
+        raise InputError(f"{what} holds a NUL character ('\\0'), and a command cannot "
+                         "carry it; remove it")
 
 
 def _product(axes: Dict[str, List[str]], where: str) -> Iterable[Dict[str, str]]:
@@ -89,6 +101,7 @@ def _render_hostname(raw: str, params: Dict[str, str]) -> str:
 
 
 def _hostname(name: str) -> str:
+    _refuse_nul(name, f"hostname {name!r}")
     name = name.strip()
     if not name:
         raise InputError("a hostname is empty")
@@ -105,6 +118,7 @@ def expand_entry(entry, line: Optional[int] = None) -> List[Job]:
     if isinstance(entry, str):
         if not entry.strip():
             raise InputError("this entry's command is empty")
+        _refuse_nul(entry, "this entry's command")
         return [Job(entry, (), line)]
     if not isinstance(entry, dict):
         raise InputError("an entry must be a command or a mapping with a "

@@ -15,6 +15,12 @@ Decisions:
   editor never holds it, and ``kill -9`` of Pegasus never leaves it stale.
 - While the editor runs Pegasus ignores SIGINT and SIGQUIT (as git does), so
   Ctrl-c reaches only the editor; the handlers are restored afterwards.
+- The editor never outlives the lock unnoticed: its save would write back the
+  queue as it was locked, entries taken since included, and they would run
+  twice. SIGTERM or SIGHUP to Pegasus ends the editor first (TERM, KILL 3 s
+  later), then the file is checked as after a Ctrl-c and the lock released
+  (exit 128 + the signal). On Linux the editor is also started with
+  PR_SET_PDEATHSIG, so a ``kill -9`` of Pegasus sends it TERM at once.
 - However the editor ends, the file is checked before the lock is released:
   YAML, every entry's shape and, when a hosts file is found, every template
   against its sub-nodes (otherwise Pegasus says templates were not checked).
@@ -27,12 +33,14 @@ Decisions:
   queue as it was when the lock was taken is restored atomically, mode kept.
 - Exit status: 0 the queue is valid (a one-line preview is printed); 2 the
   edit was undone or kept invalid, or the editor could not start; 130 the
-  editor was ended by Ctrl-c (killed by SIGINT or exit status 130): the file
-  is still checked, and kept if valid, undone if not.
+  editor was ended by Ctrl-c (killed by SIGINT or exit status 130), 143 or
+  129 Pegasus got SIGTERM or SIGHUP: the file is still checked, and kept if
+  valid, undone if not.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import signal
@@ -49,6 +57,13 @@ from pegasus.queuefile import QueueFile, snapshot
 
 Ask = Callable[[str], str]  # shows a question, returns the answer typed
 QUESTION = "Reopen the editor? [Y/n/u] "
+RUN_AGAIN = "; fix the file and run again"  # yamltree's advice after a syntax error
+KILL_AFTER = 3.0  # seconds between TERM and KILL to an editor that must end
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+class _EndEditor(Exception):
+    """Raised by the SIGTERM/SIGHUP handler to stop waiting for the editor."""
 
 
 class EditRejected(PegasusError):
@@ -59,11 +74,11 @@ class EditRejected(PegasusError):
         self.exit_status = exit_status
 
 
-def run(opts: Options, sink: Sink) -> ExitStatus:
+def run(opts: Options, sink: Sink) -> int:
     return edit(opts, sink, _ask_terminal if _stdin_is_terminal() else None)
 
 
-def edit(opts: Options, sink: Sink, ask: Optional[Ask]) -> ExitStatus:
+def edit(opts: Options, sink: Sink, ask: Optional[Ask]) -> int:
     """Lock mode; ``ask`` answers the reopen question (None: undo, no question)."""
     editor = editor_command(opts.editor, os.environ)
     queue = QueueFile(opts.queue_file, on_lock_wait=lambda path: sink.message(
@@ -97,47 +112,52 @@ class _Session:
     """One lock-mode run: the editor, the checks, the answer."""
 
     def __init__(self, opts: Options, sink: Sink, editor, ask: Optional[Ask]):
-        self.path, self.ask, self.say = opts.queue_file, ask, sink.message
+        self.queue = QueueFile(opts.queue_file)
+        self.path, self.ask, self.say = self.queue.path, ask, sink.message  # a link's target
         self.argv, self.given, self.source = editor
-        self.queue = QueueFile(self.path)
         self.before, self.mode = snapshot(self.path)
         self.check, self.note = _checker(opts.hosts_file)
 
-    def loop(self) -> ExitStatus:
+    def loop(self) -> int:
         while True:
-            interrupted = self.open_editor()
+            stopped = self.open_editor()
             try:
                 entries, jobs = self.queue.check_all(self.check, lock=False)
             except InputError as err:
-                if interrupted or self.ask is None:
-                    raise self.undo(err, interrupted)
+                if stopped or self.ask is None:
+                    raise self.undo(err, stopped)
                 answer = self.answer(err)
                 if answer == "y":
                     continue
                 if answer == "n":
                     return self.keep()
-                raise self.undo(err, False)
+                raise self.undo(err, None)
             self.preview(entries, jobs)
-            return ExitStatus.INTERRUPTED if interrupted else ExitStatus.OK
+            return stopped or ExitStatus.OK
 
-    def open_editor(self) -> bool:
-        """Run the editor to its end; True if it was ended by Ctrl-c."""
+    def open_editor(self) -> Optional[int]:
+        """Run the editor to its end; the exit status it calls for if it was
+        stopped (Ctrl-c in the editor, SIGTERM or SIGHUP to Pegasus), else None."""
         try:
-            child = subprocess.Popen(self.argv + [self.path])
+            child = subprocess.Popen(self.argv + [self.path], preexec_fn=_dies_with_parent())
         except OSError as err:
             raise UsageError(f"cannot start the editor {self.given!r} ({self.source}): "
                              f"{err.strerror}; give another with --editor or "
                              "$EDITOR") from None
-        with _signals_ignored():
-            status = child.wait()
-        interrupted = status in (-signal.SIGINT, 128 + signal.SIGINT)
-        if status:
-            self.say(f"the editor {self.given!r} {_ending(status)}; checking "
-                 f"{self.path} anyway")
-        return interrupted
+        signum = _wait_for_editor(child)
+        if signum is not None:
+            self.say(f"{signal.Signals(signum).name}: ended the editor {self.given!r}; "
+                     f"checking {self.path} before releasing the lock")
+            return 128 + signum
+        if child.returncode:
+            self.say(f"the editor {self.given!r} {_ending(child.returncode)}; checking "
+                     f"{self.path} anyway")
+        if child.returncode in (-signal.SIGINT, 128 + signal.SIGINT):
+            return ExitStatus.INTERRUPTED
+        return None
 
     def answer(self, err: InputError) -> str:
-        print(f"pegasus: {err}", file=sys.stderr, flush=True)
+        print(f"pegasus: {_without_advice(err)}", file=sys.stderr, flush=True)
         while True:
             try:
                 answer = self.ask(QUESTION).strip().lower()[:1] or "y"
@@ -151,9 +171,9 @@ class _Session:
              "at that entry and reports it until it is fixed")
         return ExitStatus.BAD_INPUT
 
-    def undo(self, err: InputError, interrupted: bool) -> EditRejected:
+    def undo(self, err: InputError, stopped: Optional[int]) -> EditRejected:
         rejected = _undo_edit(self.queue, self.before, self.mode)
-        status = ExitStatus.INTERRUPTED if interrupted else ExitStatus.BAD_INPUT
+        status = stopped or ExitStatus.BAD_INPUT
         return EditRejected(f"{err}\n(the edit was undone: {self.path} is back as it "
                             f"was before; the rejected version is in {rejected})",
                             status)
@@ -163,6 +183,11 @@ class _Session:
             self.say(self.note)
         self.say(f"{self.path}: {_plural(entries, 'entry', 'entries')}, "
              f"{_plural(jobs, 'job', 'jobs')}")
+
+
+def _without_advice(err: InputError) -> InputError:
+    """The error without its advice to run again: the question says what to do."""
+    return InputError(err.what.replace(RUN_AGAIN, ""), err.path, err.line, err.entry)
 
 
 def _undo_edit(queue: QueueFile, before: Optional[bytes], mode: Optional[int]) -> str:
@@ -201,18 +226,69 @@ def _shape_only(job) -> None:
     """Without hosts only the YAML and the entries' shape are checked."""
 
 
-# ---------------------------------------------------------------- terminal
+# ---------------------------------------------------------------- the editor's process
+
+def _wait_for_editor(child: subprocess.Popen) -> Optional[int]:
+    """Wait for the editor to exit; SIGTERM or SIGHUP to Pegasus end it first.
+
+    Returns that signal's number, or None when the editor ended by itself.
+    """
+    ended: list = []
+
+    def end(signum, _frame):
+        ended.append(signum)
+        if len(ended) == 1 and child.returncode is None:
+            raise _EndEditor
+
+    with _handlers({signal.SIGINT: signal.SIG_IGN, signal.SIGQUIT: signal.SIG_IGN,
+                    signal.SIGTERM: end, signal.SIGHUP: end}):
+        try:
+            child.wait()
+        except _EndEditor:
+            _end(child)
+    return ended[0] if ended else None
+
+
+def _end(child: subprocess.Popen) -> None:
+    """TERM to the editor, KILL if it still runs KILL_AFTER seconds later."""
+    child.terminate()
+    try:
+        child.wait(timeout=KILL_AFTER)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def _dies_with_parent() -> Optional[Callable[[], None]]:
+    """A preexec_fn asking Linux to send the editor TERM when Pegasus dies
+    (even by ``kill -9``); None elsewhere. prctl is looked up before the fork."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != parent:  # Pegasus died before the line above
+            os.kill(os.getpid(), signal.SIGTERM)
+    return preexec
+
 
 @contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """Ctrl-c and Ctrl-\\ go to the editor only (Pegasus ignores them)."""
-    saved = {sig: signal.signal(sig, signal.SIG_IGN)
-             for sig in (signal.SIGINT, signal.SIGQUIT)}
+def _handlers(handlers: dict) -> Iterator[None]:
+    """Signal handlers while the editor runs; Ctrl-c and Ctrl-\\ go to it only."""
+    saved = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     try:
         yield
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+# ---------------------------------------------------------------- terminal
 
 
 def _ending(status: int) -> str:

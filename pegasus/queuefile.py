@@ -58,12 +58,18 @@ def _no_wait_notice(lock_path: str) -> None:
 
 
 class QueueFile:
-    """One queue file and its lock; paths of the files kept beside it."""
+    """One queue file and its lock; paths of the files kept beside it.
+
+    A queue file that is a symbolic link is its target: ``path`` and every
+    file kept beside it are in the target's folder.
+    """
 
     def __init__(self, path: str, wait: Callable[[float], None] = time.sleep,
                  on_lock_wait: Callable[[str], None] = _no_wait_notice):
-        self.path = path
-        folder, name = os.path.split(os.path.abspath(path))
+        # A link is followed once, here: lock, journal, temporary files and
+        # rewrites all use the target's folder (a rename would replace the link).
+        self.path = os.path.realpath(path) if os.path.islink(path) else path
+        folder, name = os.path.split(os.path.abspath(self.path))
         self.folder = folder
         self.consumed_path = os.path.join(folder, "consumed.yaml")
         self.interrupted_path = os.path.join(folder, "interrupted.yaml")

@@ -3,12 +3,15 @@
 This module owns turning a template such as ``train.py --lr={{lr}} {{shq tag}}``
 plus one point's parameters into the exact text handed to ``sh``. It wraps
 pybars3 and removes its traps: values and helper results go in verbatim, never
-HTML-escaped; unknown names are errors (also in blocks, helper arguments and
-dotted paths); an unclosed ``{{`` or block is an error, where pybars drops the
-rest of the template; ``[...]`` segments with quotes, which pybars would paste
-into the Python it generates, are refused. Helpers: the string helpers of
-handlebars_misc_helpers (as in the Rust Pegasus), ``lower``, ``upper`` and
-``shq`` (POSIX sh quoting, as shlex.quote).
+HTML-escaped; unknown names are errors (also in helper arguments and dotted
+paths); an unclosed ``{{`` is an error, where pybars drops the rest of the
+template; ``[...]`` segments with quotes, which pybars would paste into the
+Python it generates, are refused. Only the documented helpers exist: the
+string helpers of handlebars_misc_helpers (as in the Rust Pegasus), ``lower``,
+``upper`` and ``shq`` (POSIX sh quoting, as shlex.quote). pybars' own helpers
+(``each``, ``if``, ``with``, ``lookup``, ``helperMissing``...) and blocks are
+refused before anything renders: they turned unknown names into nothing.
+Handlebars' escape ``\\{{`` writes a literal ``{{``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import inspect
 import re
 import shlex
 import threading
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Tuple
 
 from pegasus.errors import TemplateError
 
@@ -115,28 +118,12 @@ def _as_helper(name: str, fn: Callable) -> Callable:
     return helper
 
 
-def _block(block: str, explore: bool = False) -> Callable:
-    """Block helper if, unless, with or section (``{{#name}}``), with {{else}}.
-
-    For check(), `explore` renders both branches, so that both are checked.
-    """
-    def helper(this, options, *values):
-        if len(values) != 1:
-            raise _Problem("'{{#%s}}' takes one value (got %d)" % (block, len(values)))
-        inner = this if block in ("if", "unless") else values[0]
-        taken = bool(values[0]) != (block == "unless")  # unknown names fail here
-        if not explore:
-            return options["fn"](inner) if taken else options["inverse"](this)
-        options["fn"](inner)
-        options["inverse"](this)
-    return helper
-
-
-_RENDER_HELPERS = {name: _as_helper(name, fn) for name, fn in _HELPERS.items()}
-_RENDER_HELPERS.update({block: _block(block) for block in ("if", "unless", "with")},
-                       log=None)  # pybars' log would swallow unknown names
-_CHECK_HELPERS = dict(_RENDER_HELPERS, blockHelperMissing=_block("section", True),
-                      **{block: _block(block, True) for block in ("if", "unless", "with")})
+# pybars' own helpers, shadowed: their names are plain names ({{each}} is the
+# parameter 'each'); as helpers they rendered unknown names to nothing.
+_PYBARS_HELPERS = ("blockHelperMissing", "each", "if", "helperMissing", "log",
+                   "lookup", "unless", "with")
+_RENDER_HELPERS = dict(dict.fromkeys(_PYBARS_HELPERS),
+                       **{name: _as_helper(name, fn) for name, fn in _HELPERS.items()})
 
 _LOCK = threading.Lock()  # pybars' code builder is shared by every Compiler
 
@@ -179,49 +166,106 @@ def _unsafe_segment(node) -> str | None:
     return next(filter(None, map(_unsafe_segment, node)), None)
 
 
-def _parse(template: str) -> None:
-    """Raise TemplateError unless pybars' parser reads the whole template safely.
+def _parse(chunk: str) -> None:
+    """Raise _Problem unless pybars' parser reads the whole chunk safely.
 
     pybars compares its furthest *failure* with the end of the text, so it
     drops the rest after an unclosed ``{{`` or block: we see how far it got.
     """
     compiler = _compiler()
-    text = compiler.whitespace_control(template)
+    text = compiler.whitespace_control(chunk)
     parser = type(compiler)._handlebars(text)
     try:
         tree, err = parser.apply("template")
     except RecursionError:
-        raise TemplateError(f"nested too deeply in template {_shown(template)}") from None
+        raise _Problem("nested too deeply") from None
     except Exception:  # noqa: BLE001 - pybars' grammar fails in odd ways (e.g. '²')
-        raise TemplateError(f"cannot parse template {_shown(template)}") from None
+        raise _Problem("cannot parse") from None
     if parser.input.position < len(text):
         far = parser.input.position if err.position is None else err.position
-        what = _syntax(text, parser.input.position, far)
-        raise TemplateError(f"{what} in template {_shown(template)}")
+        raise _Problem(_syntax(text, parser.input.position, far))
     bad = _unsafe_segment(tree)
     if bad is not None:
-        raise TemplateError(f"quotes and backslashes are not allowed in "
-                            f"[{bad}] in template {_shown(template)}")
+        raise _Problem(f"quotes and backslashes are not allowed in [{bad}]")
+    _refuse_unsupported(tree)
+
+
+def _refuse_unsupported(tree: list) -> None:
+    """Blocks, partials and helpers other than ours: refused before rendering."""
+    for node in tree[1:]:
+        kind = node[0]
+        if kind in ("block", "invertedblock", "rawblock"):
+            if node[1] in _HELPERS:
+                raise _Problem("blocks ('{{#...}}', '{{^...}}') are not supported: "
+                               "use helpers inline, as in '{{%s x}}'" % node[1])
+            raise _Problem(f"unknown helper {node[1]!r} (there are no blocks such as "
+                           f"'{{{{#{node[1]}}}}}')", "helper")
+        if kind == "partial":
+            raise _Problem("partials ('{{> name}}') are not supported")
+        if kind in ("expand", "escapedexpand"):
+            _refuse_unknown_helper(node[1], node[2], bool(node[2]))
+
+
+def _refuse_unknown_helper(path: tuple, args: list, call: bool) -> None:
+    """A call (``{{name args}}``, ``(name ...)``) must name one of our helpers."""
+    name = ".".join(segment for segment in path[1] if segment)
+    if call and (len(path[1]) != 1 or name not in _HELPERS):
+        raise _Problem(f"unknown helper {name!r}", "helper")
+    for arg in args:
+        if arg[0] == "kwparam":
+            raise _Problem(f"helper {name!r} takes no key=value arguments")
+        if arg[0] == "subexpr":
+            _refuse_unknown_helper(arg[1], arg[2], True)
 
 
 @functools.lru_cache(maxsize=4096)
-def _compile(template: str) -> Callable:
-    """The render function of `template`, compiled once; never HTML-escapes."""
+def _compile(chunk: str) -> Callable:
+    """The render function of `chunk`, compiled once; never HTML-escapes."""
     with _LOCK:
-        _parse(template)
+        _parse(chunk)
         try:
-            code = _compiler().precompile(template)
+            code = _compiler().precompile(chunk)
             namespace: dict = {}
             exec(compile(code, "<pegasus template>", "exec"), namespace)
         except RecursionError:
-            raise TemplateError(f"nested too deeply in template {_shown(template)}") from None
+            raise _Problem("nested too deeply") from None
         except Exception as err:  # noqa: BLE001 - pybars' compiler, in words
-            raise TemplateError(f"cannot parse template {_shown(template)}") from err
+            raise _Problem("cannot parse") from err
     # The generated code escapes via its own global `prepare`: replace it in
     # this template's namespace only (pybars itself stays untouched).
     escaping = namespace["prepare"]
     namespace["prepare"] = lambda value, _escape: escaping(value, False)
     return namespace["render"]
+
+
+@functools.lru_cache(maxsize=4096)
+def _chunks(template: str) -> Tuple[str, ...]:
+    """`template` cut at its escaped ``\\{{``; rendered, they are joined by ``{{``.
+
+    As in Handlebars: ``\\{{`` is a literal ``{{`` (what follows up to the next
+    ``{{`` is text), ``\\\\{{`` a backslash and a real ``{{``; backslashes
+    elsewhere, and inside a ``{{...}}``, are text.
+    """
+    chunks, pieces, start, at = [], [], 0, 0
+    while True:
+        at = template.find("{{", at)
+        if at < 0:
+            break
+        before = template[start:at]
+        if before.endswith("\\\\") or not before.endswith("\\"):
+            pieces.append(before[:-1] if before.endswith("\\") else before)
+            start, at = at, _mustache_end(template, at)
+            continue
+        pieces.append(before[:-1])
+        chunks.append("".join(pieces))
+        pieces, start, at = [], at + 2, at + 2
+    pieces.append(template[start:])
+    return tuple(chunks) + ("".join(pieces),)
+
+
+def _mustache_end(text: str, at: int) -> int:
+    end = text.find("}}", at + 2)
+    return len(text) if end < 0 else end + 2
 
 
 def _problem(err: Exception) -> _Problem:
@@ -230,38 +274,34 @@ def _problem(err: Exception) -> _Problem:
         return err
     if isinstance(err, RecursionError):
         return _Problem("nested too deeply")
-    found = re.match(r"Could not find property (\S+)", str(err))
-    if found:  # pybars' words for an unknown helper in a (subexpression)
-        return _Problem(f"unknown helper {found[1]!r}", "helper")
-    if "partial" in str(err):
-        return _Problem("partials ('{{> name}}') are not supported")
     return _Problem("cannot render")
 
 
-def _run(template: str, values: _Names, helpers: dict) -> str:
-    render_fn = _compile(template)
+def _run(template: str, values: _Names) -> str:
     try:
-        return render_fn(values, helpers=helpers)
+        return "{{".join(_render_chunk(chunk, values) for chunk in _chunks(template))
     except Exception as err:  # ours, pybars' own errors, anything odd
         problem = _problem(err)
         hints = {"name": f" (defined here: {', '.join(sorted(values)) or 'none'})",
-                 "helper": f" (helpers: {', '.join(sorted(_HELPERS))})"}
+                 "helper": f" (helpers: {', '.join(_HELPERS)})"}
         raise TemplateError(f"{problem} in template {_shown(template)}"
                             f"{hints.get(problem.hint, '')}") from err
 
 
-def check(template: str, names: Iterable[str]) -> None:
-    """Raise TemplateError if `template` cannot render with exactly `names` defined.
+def _render_chunk(chunk: str, values: _Names) -> str:
+    if "{{" not in chunk:
+        return chunk
+    return _compile(chunk)(values, helpers=_RENDER_HELPERS)
 
-    Both branches of every if/unless/with block are checked.
-    """
+
+def check(template: str, names: Iterable[str]) -> None:
+    """Raise TemplateError if `template` cannot render with exactly `names` defined."""
     if "{{" in template:
-        _run(template, _Names((n, _Value(n, "x")) for n in names), _CHECK_HELPERS)
+        _run(template, _Names((n, _Value(n, "x")) for n in names))
 
 
 def render(template: str, context: Mapping[str, str]) -> str:
     """`template` with `context`'s values inserted verbatim, never escaped."""
     if "{{" not in template:
         return template
-    values = _Names((name, _Value(name, text)) for name, text in context.items())
-    return _run(template, values, _RENDER_HELPERS)
+    return _run(template, _Names((name, _Value(name, text)) for name, text in context.items()))

@@ -70,3 +70,57 @@ def test_usage_error_names_the_unknown_word(argv, name, capsys):
     assert main(argv) == 2
     first = capsys.readouterr().err.splitlines()[0]
     assert first == f"pegasus: unknown mode or option: {name}"
+
+
+# ---------------------------------------------------------------- issue 10 §7: messages
+
+@pytest.mark.parametrize("argv, names", [(["q", "-x"], "-x"), (["q", "-xyz"], "-x -y -z"),
+                                         (["b", "-x", "--bogus"], "-x --bogus")])
+def test_an_unknown_option_is_named_without_docopt_internals(argv, names, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == f"pegasus: unknown mode or option: {names}", err
+    assert "Option(" not in err and "Warning" not in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["q", "-e"], "-e/--error-aborts is for broadcast mode (b)"),
+    (["q", "--error-aborts"], "-e/--error-aborts is for broadcast mode (b)"),
+    (["l", "-e"], "-e/--error-aborts is for broadcast mode (b)"),
+    (["requeue", "-e"], "-e/--error-aborts is for broadcast mode (b)"),
+    (["q", "--editor", "vim"], "--editor is for lock mode (l)"),
+    (["b", "--editor", "vim"], "--editor is for lock mode (l)"),
+    (["l", "-d"], "-d/--daemon is for queue and broadcast modes (q, b)"),
+    (["requeue", "--daemon"], "-d/--daemon is for queue and broadcast modes (q, b)"),
+])
+def test_an_option_of_another_mode_is_a_usage_error(argv, words, tmp_path, monkeypatch,
+                                                    capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hosts.yaml").write_text("- localhost\n")
+    (tmp_path / "queue.yaml").write_text(f"- touch {tmp_path / 'ran'}\n")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == f"pegasus: {words}", err
+    assert "usage:" in err
+    assert (tmp_path / "queue.yaml").read_text() == f"- touch {tmp_path / 'ran'}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hosts.yaml", "queue.yaml"]
+
+
+@pytest.mark.parametrize("mode", ["q", "b", "l", "requeue"])
+def test_a_queue_file_in_a_missing_folder_names_the_folder(mode, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hosts.yaml").write_text("- localhost\n")
+    assert main([mode, "-Q", "nosuch/queue.yaml", "--editor", "true"][:3 + 2 * (mode == "l")]) \
+        == 2
+    err = capsys.readouterr().err
+    assert err == ("pegasus: -Q nosuch/queue.yaml: the folder nosuch does not exist; "
+                   "create it or give another path\n"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hosts.yaml"]
+
+
+def test_a_queue_file_in_a_folder_that_is_a_file_names_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notdir").write_text("x\n")
+    assert main(["q", "-Q", "notdir/queue.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pegasus: -Q notdir/queue.yaml: notdir is not a folder"), err

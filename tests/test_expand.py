@@ -111,3 +111,34 @@ def test_canonical_form_round_trips_exactly():
     back = [j for i in read_all(text, "c")[1] for j in expand.expand_entry(i.value)]
     assert back == originals
     assert all(isinstance(e, dict) and "command" in e for e in yaml.safe_load(text))
+
+
+# -- whitespace values and NUL (issue 10 §5) --------------------------------------
+
+@pytest.mark.parametrize("value", [" ", "\t", "  \t ", "\n", "' \u3000'"[1:-1]])
+def test_a_value_of_only_whitespace_is_refused_like_an_empty_one(value):
+    entry = {"command": "rm -rf /data/{{dir}}", "dir": ["a", value]}
+    with pytest.raises(InputError) as err:
+        expand.expand_entry(entry)
+    assert str(err.value) == ("this entry: 'dir' has a value of only whitespace "
+                              f"({value!r}); give it a value or remove it")
+    with pytest.raises(InputError, match="'rack' has a value of only whitespace"):
+        expand.expand_hosts([{"hostname": "n{{rack}}", "rack": value}])
+
+
+@pytest.mark.parametrize("entry, words", [
+    ("touch a\0b", "this entry's command holds a NUL character"),
+    ({"command": "touch a\0{{x}}", "x": "1"}, "this entry's command holds a NUL character"),
+    ({"command": "touch {{x}}", "x": ["1", "a\0b"]}, "the value 'a\\x00b' of 'x' holds a NUL"),
+])
+def test_a_nul_character_is_refused(entry, words):
+    with pytest.raises(InputError) as err:
+        expand.expand_entry(entry)
+    assert str(err.value).startswith(words), str(err.value)
+    assert "a command cannot carry it" in str(err.value)
+
+
+def test_a_nul_character_in_a_host_entry_is_refused():
+    for entry in ("node\0-1", {"hostname": "node", "x": "a\0"}):
+        with pytest.raises(InputError, match="NUL character"):
+            expand.expand_hosts([entry])

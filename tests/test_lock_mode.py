@@ -191,6 +191,22 @@ def test_an_editor_that_saves_by_renaming_a_new_file_over_the_queue(tmp_path, ru
     assert lock_is_free(queue)
 
 
+def test_a_symlinked_queue_is_edited_at_its_target_and_stays_a_link(tmp_path, run_pegasus):
+    (tmp_path / "b").mkdir()
+    target = tmp_path / "b" / "jobs.yaml"
+    target.write_text("- echo one\n")
+    link = tmp_path / "queue.yaml"
+    os.symlink("b/jobs.yaml", str(link))
+    ed = editor(tmp_path, LOCKSTATE + 'cp "$1" "$1.swp" && printf -- "- echo two\\n" >> "$1.swp"'
+                          ' && mv "$1.swp" "$1"\n')  # saves by renaming over the file
+    res = run_pegasus(["l", "--editor", ed], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"pegasus: {target}: 2 entries, 2 jobs" in res.stdout
+    assert os.path.islink(str(link)) and target.read_text() == "- echo one\n- echo two\n"
+    assert (tmp_path / "b" / "lockstate.txt").read_text() == "held\n"
+    assert lock_is_free(target)
+
+
 # ---------------------------------------------------------------- bad edits
 
 ORIGINAL = "# the queue\n- echo one    # keep this spacing\n\n- command: echo {{ x }}\n  x: [a, b]\n"
@@ -323,6 +339,17 @@ def test_the_reopen_question_repeats_on_a_bad_answer_and_defaults_to_yes(tmp_pat
     assert asked == [lockmode.QUESTION] * 3
     assert (tmp_path / "queue.yaml").read_text() == "- echo fixed\n"
     assert lock_is_free(tmp_path / "queue.yaml")
+
+
+def test_the_reopen_question_does_not_say_to_run_again(tmp_path, capsys):
+    (tmp_path / "queue.yaml").write_text("- echo one\n")
+    ed = editor(tmp_path, 'n=$(cat "$1.count" 2>/dev/null || echo 0); echo $((n+1)) > "$1.count"\n'
+                          'if [ "$n" = 0 ]; then printf -- "- [\\n" >> "$1";\n'
+                          'else printf -- "- echo fixed\\n" > "$1"; fi\n')
+    assert lockmode.edit(options(tmp_path, "--editor", ed), sink(), lambda q: "y\n") == 0
+    err = capsys.readouterr().err
+    assert "queue.yaml:2 (entry 2): YAML syntax error: " in err, err
+    assert "run again" not in err
 
 
 def test_end_of_input_at_the_question_undoes_the_edit(tmp_path, capsys):
@@ -507,6 +534,74 @@ def test_two_queue_runs_share_one_queue_and_run_every_entry_once(tmp_path, runni
     assert first.output.count("=== run") + second.output.count("=== run") == 60
 
 
+def process_gone(pid):
+    """``pid`` has exited (or is a zombie nobody has reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP],
+                         ids=["kill-9", "sigterm", "sighup"])
+def test_lock_mode_ended_with_its_editor_open_never_lets_the_editor_write_back(
+        tmp_path, running, sig):
+    """The editor dies with lock mode: its save (of the queue as locked) would run
+    every entry a daemon took meanwhile a second time."""
+    (tmp_path / "hosts.yaml").write_text("- hostname: localhost\n  slot: [a, b]\n")
+    ids = tmp_path / "ids.txt"
+    expected = {f"id{i}": 1 for i in range(12)}
+    (tmp_path / "queue.yaml").write_text("".join(f"- echo {i} >> {ids}\n" for i in expected))
+    pid_file, written = tmp_path / "editor.pid", tmp_path / "written.flag"
+    ed, flag, release = waiting_editor(tmp_path, (
+        f'echo $$ > {shlex.quote(str(pid_file))}\n'
+        f'cp "$1" {shlex.quote(str(tmp_path / "as-locked.yaml"))}\n'))
+    with open(ed.split()[1], "a") as f:  # the user's save, once released
+        f.write(f'cp {shlex.quote(str(tmp_path / "as-locked.yaml"))} "$1"\n'
+                f'touch {shlex.quote(str(written))}\n')
+    lock = running(["l", "--editor", ed], tmp_path)
+    daemon = None
+    try:
+        wait_for(flag.exists, what="the editor to open")
+        editor_pid = int(pid_file.read_text())
+        daemon = running(["q", "--daemon"], tmp_path)
+        wait_for(lambda: WAITING in daemon.output, what="the daemon to wait for the lock")
+        os.kill(lock.proc.pid, sig)  # lock mode only, not its process group
+        wait_for(lambda: process_gone(editor_pid), timeout=10, what="the editor to end")
+        status = lock.finish(timeout=30)
+        wait_for(lambda: count_ids(ids) == expected, what=f"every job once: {count_ids(ids)}")
+    finally:
+        release.touch()  # an editor still alive would now write the locked queue back
+    assert not written.exists()
+    assert yaml.safe_load((tmp_path / "queue.yaml").read_text()) in (None, [])
+    daemon.signal_group(signal.SIGINT)
+    assert daemon.finish() == 130, daemon.output
+    assert count_ids(ids) == expected
+    if sig != signal.SIGKILL:
+        name = signal.Signals(sig).name
+        assert status == 128 + sig, lock.output
+        assert f"pegasus: {name}: ended the editor " in lock.output, lock.output
+        assert "pegasus: queue.yaml: 12 entries, 12 jobs" in lock.output
+
+
+def test_lock_mode_ended_by_sigterm_undoes_an_invalid_edit(tmp_path, running):
+    queue = tmp_path / "queue.yaml"
+    queue.write_text("- echo one\n")
+    ed, flag, release = waiting_editor(tmp_path, 'printf -- "- [\\n" >> "$1"\n')
+    lock = running(["l", "--editor", ed], tmp_path)
+    try:
+        wait_for(flag.exists, what="the editor to open")
+        lock.proc.send_signal(signal.SIGTERM)
+        assert lock.finish() == 143, lock.output
+    finally:
+        release.touch()
+    assert queue.read_text() == "- echo one\n"
+    assert "the edit was undone" in lock.output
+    assert lock_is_free(queue)
+
+
 # ---------------------------------------------------------------- the lock itself
 
 def test_no_stale_lock_after_kill_9_of_lock_mode(tmp_path, running, run_pegasus):
@@ -517,7 +612,7 @@ def test_no_stale_lock_after_kill_9_of_lock_mode(tmp_path, running, run_pegasus)
     try:
         wait_for(flag.exists, what="the editor to open")
         assert not lock_is_free(queue)
-        os.kill(lock.proc.pid, signal.SIGKILL)  # the editor lives on
+        os.kill(lock.proc.pid, signal.SIGKILL)  # the editor gets SIGTERM
         lock.proc.wait(timeout=30)
         assert lock_is_free(queue)
         res = run_pegasus(["l", "--editor", editor(tmp_path, APPEND, "append.sh")], tmp_path,

@@ -209,3 +209,55 @@ def test_pop_cost_does_not_parse_the_tail(tmp_path):
     # a syntax error far down the file does not stop taking the head
     q, path = make(tmp_path, "- a\n" + "- x\n" * 1000 + "- [broken\n")
     assert commands(take(q, ["[n]"])) == [("a", ())]
+
+
+# ---------------------------------------------------------------- a symlinked queue file
+
+def linked_queue(tmp_path, text):
+    """Folder a/ whose queue.yaml is a link to b/jobs.yaml; returns (a, b, link)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (b / "jobs.yaml").write_text(text)
+    link = a / "queue.yaml"
+    os.symlink(os.path.join("..", "b", "jobs.yaml"), str(link))
+    return a, b, link
+
+
+def test_a_symlinked_queue_file_is_worked_on_at_its_target(tmp_path):
+    a, b, link = linked_queue(tmp_path, "- one\n- two\n")
+    queue = QueueFile(str(link))
+    assert queue.path == str(b / "jobs.yaml")
+    assert queue.lock_path == str(b / ".jobs.yaml.lock")
+    assert queue.consumed_path == str(b / "consumed.yaml")
+    assert queue.interrupted_path == str(b / "interrupted.yaml")
+    assert os.path.dirname(queue.new_partial()) == str(b)
+    assert commands(take(queue, ["n"])) == [("one", ())]
+    assert os.path.islink(str(link))
+    assert link.read_text() == "- two\n"
+    assert sorted(os.listdir(str(a))) == ["queue.yaml"]
+
+
+def test_two_runs_through_a_link_and_at_its_target_run_every_entry_once(tmp_path):
+    """One ``pegasus q`` in a/ (its queue.yaml a link) and one in b/, at once."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "ran.log"
+    ids = ["id%d" % i for i in range(6)]
+    a, b, link = linked_queue(tmp_path, "".join(
+        "- sleep 0.3; echo %s >> %s\n" % (i, log) for i in ids))
+    for folder in (a, b):
+        (folder / "hosts.yaml").write_text("- localhost\n")
+    runs = [subprocess.Popen([sys.executable, "-m", "pegasus", "q", "-Q", queue],
+                             cwd=str(folder), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for folder, queue in ((a, "queue.yaml"), (b, "jobs.yaml"))]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert sorted(log.read_text().split()) == ids, outputs  # each exactly once
+    assert all(out.count("=== run") for out in outputs), "both runs took entries"
+    assert os.path.islink(str(link)) and os.readlink(str(link)) == "../b/jobs.yaml"
+    assert yaml.safe_load(link.read_text()) is None
+    assert len(yaml.safe_load((b / "consumed.yaml").read_text())) == 6
+    assert not (a / "consumed.yaml").exists()

@@ -7,6 +7,7 @@ none of Pegasus's dependencies can be imported there, so everything comes
 from the .pyz.  shiv extracts the .pyz into SHIV_ROOT, a temporary folder.
 """
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # build_zipapp
 IN_CI = os.environ.get("CI", "").lower() == "true"
 BUILD_TIMEOUT = 600
 
@@ -62,12 +64,12 @@ def bare(zipapp_dir):
     """
     python = zipapp_dir / "bare" / "bin" / "python"
     pyz = zipapp_dir / "pegasus.pyz"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
-    env.update(SHIV_ROOT=str(zipapp_dir / "shiv-root"), NO_COLOR="1",
-               PATH=str(python.parent) + os.pathsep + env.get("PATH", ""))
 
     def run(args, cwd, direct=False, timeout=120):
+        env = {k: v for k, v in os.environ.items()  # as it is now (a test may set HOME)
+               if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
+        env.update(SHIV_ROOT=str(zipapp_dir / "shiv-root"), NO_COLOR="1",
+                   PATH=str(python.parent) + os.pathsep + env.get("PATH", ""))
         cmd = [str(pyz)] if direct else [str(python), str(pyz)]
         return subprocess.run(cmd + [str(a) for a in args], cwd=str(cwd), env=env,
                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -126,6 +128,17 @@ def test_version_from_bare_interpreter(bare, tmp_path):
         assert res.stdout.strip() == "pegasus %s" % __version__
 
 
+def test_the_pyz_unpacks_only_into_its_shiv_root(bare, zipapp_dir, tmp_path, monkeypatch):
+    """Issue 10 §7: a test suite that filled ~/.shiv; here HOME stays empty."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    res = bare(["--version"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert list(home.iterdir()) == []
+    assert any((zipapp_dir / "shiv-root").iterdir())
+
+
 def test_queue_mode_against_cluster(bare, cluster, remote_dir, tmp_path):
     """``python pegasus.pyz q`` runs every job once on the cluster's nodes."""
     jobs = 8
@@ -154,3 +167,42 @@ def test_broadcast_mode_against_cluster(bare, cluster, remote_dir, tmp_path):
     assert entries(tmp_path / "queue.yaml") == []
     markers = remote_markers(cluster, remote_dir)
     assert markers == {alias: "step2" for alias in cluster.aliases}
+
+
+# ---------------------------------------------------------------- the pip that builds
+
+def _fake_target(folder, pip_error):
+    """An interpreter that is this python for build_zipapp's probe (naming itself
+    as the target) and fails as an old pip does when pip's --python runs pip in it."""
+    path = folder / "python3.99"
+    path.write_text(f"""#!{sys.executable}
+import contextlib, io, json, sys
+if sys.argv[1].endswith("__pip-runner__.py"):
+    sys.exit("Traceback (most recent call last):\\n" + {pip_error!r})
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    exec(sys.argv[2])
+print(json.dumps(dict(json.loads(out.getvalue()), executable={str(path)!r})))
+""")
+    path.chmod(0o755)
+    return path
+
+
+def test_a_pip_that_cannot_run_under_the_target_is_named_before_anything_is_fetched(
+        tmp_path, capsys):
+    """Debian 12's pip 23.0 with --python python3.12: pip runs its own code under the
+    target, and that pip's vendored pkg_resources needs pkgutil.ImpImporter."""
+    import build_zipapp
+    import pip
+
+    error = "AttributeError: module 'pkgutil' has no attribute 'ImpImporter'"
+    target = _fake_target(tmp_path, error)
+    out = tmp_path / "pegasus.pyz"
+    assert build_zipapp.main(["--python", str(target), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"build_zipapp: pip {pip.__version__} (of {sys.executable}) cannot "
+                          f"run under --python {target}"), err
+    assert error in err
+    assert f"pip install -U pip shiv && /tmp/zb/bin/python build_zipapp.py --python {target}" \
+        in err, err
+    assert not out.exists()
