@@ -11,10 +11,11 @@ which sub-nodes a taken job goes to and in what a finished step means:
 
 from __future__ import annotations
 
+import itertools
 import signal
 from contextlib import contextmanager
 from enum import Enum
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import gevent
 import gevent.queue
@@ -294,17 +295,26 @@ class QueueLoop(Loop):
 
     def __init__(self, run: Run):
         super().__init__(run)
-        self.failures: List[Result] = []  # the others are counted, not kept
-        self.succeeded = 0
+        self.failures: List[Tuple[int, Result]] = []  # (take number, result); the
+        self.succeeded = 0                              # others are counted, not kept
+        self.takes = itertools.count()
+        self.taken: Dict[SubNode, int] = {}  # each running job's take number
+
+    def start(self, node: SubNode, job: Job) -> None:
+        self.taken[node] = next(self.takes)
+        super().start(node, job)
 
     def record(self, result: Result) -> None:
+        number = self.taken.pop(result.node, 0)
         if result.ok:
             self.succeeded += 1
         else:
-            self.failures.append(result)
+            self.failures.append((number, result))
 
     def summary(self, extra: Optional[str]) -> None:
-        self.run.sink.summary(self.failures, extra, len(self.failures) + self.succeeded)
+        """Failed jobs in queue order (the order they were taken)."""
+        failed = [result for _, result in sorted(self.failures, key=lambda f: f[0])]
+        self.run.sink.summary(failed, extra, len(failed) + self.succeeded)
 
     def targets(self) -> List[SubNode]:
         return self.scheduler.free()

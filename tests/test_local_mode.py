@@ -14,9 +14,7 @@ wait_for = partial(helpers.wait_for, interval=0.02)  # this file polls every 20 
 
 
 # Issue 10 §7: the failed-job summary lists jobs in queue order, not in the order
-# they finished. The fix is in modes.QueueLoop (not this branch's to edit): keep a
-# take number per started job and sort the failures by it before the summary.
-@pytest.mark.xfail(strict=True, reason="modes.QueueLoop lists failures as they finish")
+# they finished (modes.QueueLoop keeps a take number per started job).
 def test_the_summary_lists_failed_jobs_in_queue_order(tmp_path):
     # Each job ends only once Pegasus has printed the next one's end: they end, and
     # are recorded, in the reverse of their queue order.

@@ -313,3 +313,14 @@ def test_queue_mode_starts_on_the_hosts_it_reaches(tmp_path):
             "this one in the background") in out.messages
     assert out.ran("[node-2]") == ["a", "b"]
     assert out.status == 0
+
+
+def test_the_summary_lists_failed_jobs_in_queue_order(tmp_path):
+    out = run_loop(tmp_path, nodes=("n1", "n2", "n3"), queue=["a", "b", "c"],
+                   scripts={"a": FakeJob(hang=True, exit=3), "b": FakeJob(hang=True, exit=4),
+                            "c": FakeJob(exit=5)},
+                   actions=[when_finished("c", release("b")),
+                            when_finished("b", release("a"))])
+
+    summary = out.messages[out.messages.index("3 jobs, 3 failed:") + 1:]
+    assert [row.split("'")[1] for row in summary] == ["a", "b", "c"]
