@@ -12,7 +12,7 @@ from pegasus.connecting import Connector, close_all
 from pegasus.errors import ExitStatus, HostsUnreachable, InputError, unreachable_lines
 from pegasus.options import Options
 from pegasus.output import Sink
-from pegasus.queuefile import QueueFile
+from pegasus.queuefile import QueueFile, refuse_symlink
 
 FIRST_ANSWER = 2.0  # seconds queue mode waits for every host's first answer
 
@@ -109,6 +109,7 @@ def _check_queue(queue: QueueFile, check, sink: Sink, daemon: bool) -> None:
     if not os.path.exists(queue.path):
         sink.message(f"{queue.path} does not exist: an empty queue" +
                      (" (entries written to it will run)" if daemon else ""))
+    refuse_symlink(queue.consumed_path)  # never written through, so never started
     try:
         queue.check_all(check)
     except InputError as err:

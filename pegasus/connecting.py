@@ -191,7 +191,8 @@ class Hosts:
         self.scheduler.bring_up(node)
         if not any(self.scheduler.is_down(n) for n in self.by_host[node.hostname]):
             self.stop_host(node.hostname)
-            again = " again" if node.hostname in self.was_up else ""
+            again = " again" if node.hostname in self.was_up or node.hostname in self.errors \
+                else ""
             self.sink.message(f"host {node.hostname}: connected; taking jobs{again}")
         self.was_up.add(node.hostname)
 

@@ -21,7 +21,8 @@ import gevent
 import gevent.queue
 
 from pegasus.connecting import Hosts
-from pegasus.errors import ExitStatus, HostsUnreachable, InputError, PegasusError
+from pegasus.errors import (ExitStatus, HostsUnreachable, InputError, PegasusError,
+                            StorageError)
 from pegasus.events import (HostBack, HostFailed, HostRefused, HostSilent, OutputLost,
                             Signal, Signalled)
 from pegasus.model import Job, Outcome, Result, SubNode
@@ -172,8 +173,10 @@ class Loop(Mode):
             taken = self.run.records.take(labels, self.run.check)
         except InputError as err:
             return self.head.block(err)
-        except PegasusError as err:  # a full disk, a folder made unwritable
+        except StorageError as err:  # a full disk
             return self.storage_failed(err)
+        except PegasusError as err:  # a folder made unwritable, a link planted
+            return self.abort(str(err), err.exit_status)
         except LockWaitAborted:
             return None
         for node, job in self.assign(targets, taken.jobs):
