@@ -1,6 +1,6 @@
 """The run loop that queue mode and broadcast mode (``broadcast``) share.
 
-With ``connecting``, the only code that spawns greenlets. A loop is a tick of
+With ``running`` and ``connecting``, the only code that spawns greenlets. A loop is a tick of
 small named steps (reap what happened, take entries for the free sub-nodes
 and start them, wait for the next event), driven by typed events (``events``)
 that job greenlets, reconnecting greenlets and the signal handlers put on one
