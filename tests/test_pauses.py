@@ -144,3 +144,53 @@ def test_sigterm_ends_pegasus_within_seconds_whatever_a_hung_host_does(cluster, 
     finally:
         peg.stop()
     assert yaml.safe_load(read(tmp_path / "interrupted.yaml")) == [{"command": job}]
+
+
+def test_sigint_twice_ends_pegasus_within_seconds_whatever_a_hung_host_does(cluster, tmp_path):
+    started = scratch_file(cluster)
+    job = "touch %s; echo started; sleep 300" % started
+    setup(tmp_path, "- node-2\n", [job])
+    peg = Pegasus(tmp_path, ["q", "--ssh-config", cluster.ssh_config])
+    index = cluster.host_index("node-2")
+    try:
+        wait_for(lambda: os.path.exists(started), what="the job to start")
+        cluster.freeze_host(index)
+        try:
+            peg.ctrl_c()
+            wait_for(peg.saw("Ctrl-c again stops them"), what="the first Ctrl-c's answer")
+            peg.ctrl_c()
+            assert peg.wait(timeout=20) == 130, peg.said()
+        finally:
+            cluster.thaw_host(index)
+    finally:
+        peg.stop()
+    assert yaml.safe_load(read(tmp_path / "interrupted.yaml")) == [{"command": job}]
+
+
+# ---------------------------------------------------------------- start at once (item 4)
+
+def test_a_host_that_accepts_tcp_and_never_answers_delays_no_one(cluster, tmp_path):
+    """A listener that never speaks SSH: jobs start on node-1 without waiting for
+    the silent host's 20 s connect timeout, and the run ends without it."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.9", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    config = tmp_path / "ssh_config"
+    config.write_text(open(cluster.ssh_config).read() +
+                      "\nHost silent\n  HostName 127.0.0.9\n  Port %d\n  ConnectTimeout 20\n"
+                      % port)
+    setup(tmp_path, "- node-1\n- silent\n", ["echo one", "echo two", "echo three"])
+    try:
+        res = subprocess.run([sys.executable, "-m", "pegasus", "q", "--ssh-config",
+                              str(config)], cwd=str(tmp_path), capture_output=True,
+                             text=True, timeout=120)
+    finally:
+        listener.close()
+    out = res.stdout
+    assert res.returncode == 0, out + res.stderr
+    assert "pegasus: connecting: silent (2 s)..." in out
+    assert "3 jobs, all succeeded" in out
+    assert "no answer" not in out  # it ended before the silent host's timeout
