@@ -1,5 +1,11 @@
 """Shared pytest fixtures: an isolated HOME, the real-SSH cluster, run_pegasus.
 
+Two tiers: a test that needs root or real sshd processes is marked ``sshd``;
+``python -m pytest -m "not sshd"`` runs the others. Every test that uses the
+``cluster`` fixture (directly or through another fixture) is marked here; a
+test that starts sshd another way says so with ``pytest.mark.sshd``, and if it
+does not, ``cluster_or_skip`` fails it (see ``helpers.require_sshd_mark``).
+
 Does not import the ``pegasus`` package, so the fixture tests run even while
 the package is incomplete.
 """
@@ -14,7 +20,20 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cluster import Cluster  # noqa: E402
-from helpers import cluster_or_skip  # noqa: E402
+from helpers import cluster_or_skip, require_sshd_mark, running_test  # noqa: E402
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items):
+    """Mark ``sshd`` every test that uses the ``cluster`` fixture."""
+    for item in items:
+        if "cluster" in item.fixturenames:
+            item.add_marker(pytest.mark.sshd)
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures are set up
+def pytest_runtest_setup(item):
+    running_test(item.nodeid, item.get_closest_marker("sshd") is not None)
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +54,7 @@ def cluster():
     (not root, no /usr/sbin/sshd) the tests are skipped -- except under
     CI=true, where that is an error.
     """
+    require_sshd_mark()
     external = Cluster.external()
     if external is not None:
         yield external
