@@ -27,6 +27,8 @@ from cluster import SSHD, Cluster, _descendants, _proc_table, _sshd_preexec
 from helpers import (IN_CI, Pegasus, cluster_or_skip, jobs_of, kill_all, queue_entries, read,
                      setup, wait_for, write)
 
+pytestmark = pytest.mark.sshd  # its own sshd nodes, a network namespace: root
+
 LOST = "connection lost, outcome unknown"
 
 
