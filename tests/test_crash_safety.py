@@ -409,6 +409,7 @@ CRASHES = 5
 JOBS = 40
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", [CLUSTER, "local"])
 def test_random_sigkill_during_a_run(where, request, tmp_path):
     """kill -9 Pegasus at random instants, restart, and check the invariants each time.
@@ -474,6 +475,7 @@ def test_random_sigkill_during_a_run(where, request, tmp_path):
 
 # ---------------------------------------------------------------- the long version runs
 
+@pytest.mark.slow
 def test_crash_soak_smoke(lc):
     """benchmarks/crash_soak.py (the 100-crash version) runs and reports no loss."""
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

@@ -151,11 +151,13 @@ def cancel(shell, command):
         _kill_group(proc.pid)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shell", SHELLS)
 def test_closing_stdin_terminates_the_job_and_its_children(shell):
     assert cancel(shell, "sleep 300 & sleep 301") == 128 + signal.SIGTERM
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shell", SHELLS)
 def test_a_job_that_ignores_term_is_killed_and_reported_as_killed(shell):
     assert cancel(shell, "trap '' TERM; sleep 300") == 128 + signal.SIGKILL
