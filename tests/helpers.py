@@ -104,17 +104,19 @@ def require_sshd_mark():
     (``-m "not sshd"``), which must need neither root nor sshd.
     """
     if not _RUNNING["sshd"]:
-        pytest.fail("%s starts sshd but is not marked sshd: add @pytest.mark.sshd (or use "
+        pytest.fail("%s uses sshd but is not marked sshd: add @pytest.mark.sshd (or use "
                     "the cluster fixture, which marks its tests)" % _RUNNING["test"],
                     pytrace=False)
 
 
 def cluster_or_skip():
-    """Skip unless this machine can run the sshd test cluster (under CI=true: fail).
-
-    The running test must be marked sshd (see require_sshd_mark).
-    """
+    """For a test that starts sshd itself: it must be marked sshd, and sshd able to run."""
     require_sshd_mark()
+    can_run_cluster_or_skip()
+
+
+def can_run_cluster_or_skip():
+    """Skip unless this machine can run the sshd test cluster (under CI=true: fail)."""
     try:
         Cluster.check_available()
     except ClusterUnavailable as e:
