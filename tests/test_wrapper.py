@@ -383,6 +383,7 @@ def test_heartbeats_keep_a_job_alive_past_the_orphan_timeout_and_leave_no_sleeps
     wait_for(lambda: not sleeps_of(787), what="the watchdog's sleeps to be gone")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shell", SHELLS)
 def test_a_job_outlives_a_silence_shorter_than_the_orphan_timeout(shell):
     """Pegasus paused (Ctrl-z, a stalled stdout) for a while: nothing happens."""
