@@ -1,5 +1,12 @@
 """Shared pytest fixtures: an isolated HOME, the real-SSH cluster, run_pegasus.
 
+Two tiers: a test that needs root or real sshd processes is marked ``sshd``;
+``python -m pytest -m "not sshd"`` runs the others. Every test that uses the
+``cluster`` fixture (directly or through another fixture) is marked here; a
+test that gets sshd another way says so with ``pytest.mark.sshd``. An unmarked
+test that reaches sshd all the same fails, wherever it runs: through
+``helpers.cluster_or_skip``, or the cluster by ``request.getfixturevalue``.
+
 Does not import the ``pegasus`` package, so the fixture tests run even while
 the package is incomplete.
 """
@@ -14,7 +21,20 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cluster import Cluster  # noqa: E402
-from helpers import cluster_or_skip  # noqa: E402
+from helpers import can_run_cluster_or_skip, require_sshd_mark, running_test  # noqa: E402
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items):
+    """Mark ``sshd`` every test that uses the ``cluster`` fixture."""
+    for item in items:
+        if "cluster" in item.fixturenames:
+            item.add_marker(pytest.mark.sshd)
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures are set up
+def pytest_runtest_setup(item):
+    running_test(item.nodeid, item.get_closest_marker("sshd") is not None)
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +44,14 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _sshd_needs_its_mark(request):
+    """Fail an unmarked test that got the cluster with request.getfixturevalue."""
+    yield
+    if "cluster" in request.fixturenames:
+        require_sshd_mark()
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +67,9 @@ def cluster():
     if external is not None:
         yield external
         return
-    cluster_or_skip()
+    # Not require_sshd_mark() here: this fixture's failure would be cached and
+    # blamed on every later test; _sshd_needs_its_mark checks each test.
+    can_run_cluster_or_skip()
     # Not under pytest's tmp_path: the test user must be able to read the
     # authorized_keys file, and pytest's base temp dir is mode 0700.
     workdir = tempfile.mkdtemp(prefix="pegasus-cluster-")

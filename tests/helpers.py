@@ -21,6 +21,8 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 LABELED = re.compile(r"^(\[[^\]]*\]) (.*)$")
 RUN_FRAME = re.compile(r"^=== run '(.*)' ===$")
 DONE_FRAME = re.compile(r"^=== done \((.*)\) ===$")
+# The test being run and whether it is marked sshd (conftest.py sets it).
+_RUNNING = {"test": None, "sshd": True}
 
 
 def wait_for(predicate, timeout=30.0, interval=0.05, what="condition"):
@@ -90,7 +92,30 @@ def kill_all(pids):
             pass
 
 
+def running_test(nodeid, marked_sshd):
+    """Record the test about to run: conftest.py calls it before each test's set-up."""
+    _RUNNING.update(test=nodeid, sshd=marked_sshd)
+
+
+def require_sshd_mark():
+    """Fail the running test unless it is marked sshd, wherever it runs.
+
+    An unmarked test that starts sshd would run in the fast tier
+    (``-m "not sshd"``), which must need neither root nor sshd.
+    """
+    if not _RUNNING["sshd"]:
+        pytest.fail("%s uses sshd but is not marked sshd: add @pytest.mark.sshd (or use "
+                    "the cluster fixture, which marks its tests)" % _RUNNING["test"],
+                    pytrace=False)
+
+
 def cluster_or_skip():
+    """For a test that starts sshd itself: it must be marked sshd, and sshd able to run."""
+    require_sshd_mark()
+    can_run_cluster_or_skip()
+
+
+def can_run_cluster_or_skip():
     """Skip unless this machine can run the sshd test cluster (under CI=true: fail)."""
     try:
         Cluster.check_available()

@@ -462,6 +462,7 @@ def _can_unshare():
     return res.returncode == 0
 
 
+@pytest.mark.sshd  # root
 def test_queue_on_a_read_only_mount(work):
     """As root, permissions do not stop writes: a read-only bind mount does."""
     if not _can_unshare():
@@ -487,6 +488,7 @@ def test_queue_on_a_read_only_mount(work):
     assert not work.marker.exists()
 
 
+@pytest.mark.sshd  # root
 def test_queue_in_an_immutable_folder_is_refused_at_the_first_write(work, run_pegasus):
     """The lock file can be opened, but no file can be created beside the queue."""
     if os.geteuid() != 0 or not shutil.which("chattr"):

@@ -12,6 +12,8 @@ import pytest
 
 from helpers import cluster_or_skip
 
+pytestmark = [pytest.mark.sshd, pytest.mark.slow]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks", "bench_queue.py")
 

@@ -130,6 +130,7 @@ def test_parametrized_entry_is_broadcast_job_by_job(cluster, shared_dir, run_peg
     assert values == ["a", "a", "b", "b", "c", "c"]
 
 
+@pytest.mark.slow
 def test_unreachable_host_means_nothing_is_taken(cluster, run_pegasus, tmp_path):
     config = tmp_path / "ssh_config"
     config.write_text(open(cluster.ssh_config).read()

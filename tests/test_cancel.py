@@ -131,6 +131,7 @@ def wait_gone(marker, since, record_property, name):
 
 # ---------------------------------------------------------------- 1. remote jobs
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["second-ctrl-c", "sigterm"])
 def test_second_ctrl_c_or_sigterm_stops_every_remote_job(nodes, tmp_path, record_property,
                                                          how):
@@ -173,6 +174,7 @@ def test_second_ctrl_c_or_sigterm_stops_every_remote_job(nodes, tmp_path, record
     assert queue_entries(tmp_path / "queue.yaml") == [never]
 
 
+@pytest.mark.slow
 def test_pegasus_killed_with_sigkill_leaves_no_remote_job(nodes, tmp_path, record_property):
     cluster, aliases, run_sh = nodes
     marker = Marker(run_sh)
@@ -193,6 +195,7 @@ def test_pegasus_killed_with_sigkill_leaves_no_remote_job(nodes, tmp_path, recor
 
 # ---------------------------------------------------------------- 2. local jobs
 
+@pytest.mark.slow
 def test_second_ctrl_c_stops_local_jobs_too(tmp_path, record_property):
     marker = Marker(local_sh)
     jobs = {"plain": marker.job("plain", "sleep 300"),

@@ -143,19 +143,15 @@ def test_kill_host_and_start_host(local_cluster):
     assert res.stdout.strip() == c.user
 
 
+@pytest.mark.sshd
 def test_stop_is_idempotent_and_kills_sessions(tmp_path_factory):
     # A second, private cluster on other addresses, so the session one is untouched.
     import shutil
     import tempfile
 
-    from cluster import Cluster, ClusterUnavailable
+    from cluster import Cluster
 
-    try:
-        Cluster.check_available()
-    except ClusterUnavailable as e:
-        if os.environ.get("CI", "").lower() == "true":
-            raise
-        pytest.skip(str(e))
+    helpers.cluster_or_skip()
     workdir = tempfile.mkdtemp(prefix="pegasus-cluster-")
     try:
         with Cluster(workdir, n_hosts=2, first_ip=101) as c:

@@ -60,6 +60,7 @@ ID = re.compile(r"echo (\S+) >> ")
 INTERRUPTED = re.compile(r"^# interrupted \S+ \S+ for (\[[^\]]*\]): (.*)$")
 PUT_BACK_MSG = "a previous Pegasus stopped before starting"
 INTERRUPTED_MSG = "a previous Pegasus stopped while"
+CLUSTER = pytest.param("cluster", marks=pytest.mark.sshd)  # "where": reached by getfixturevalue
 
 
 # ---------------------------------------------------------------- a run folder
@@ -223,7 +224,7 @@ def folder_for(where, request, tmp_path, run_pegasus, hosts=None):
 # ---------------------------------------------------------------- one fault, one sub-node
 
 @pytest.mark.parametrize("step", faults.STEPS)
-@pytest.mark.parametrize("where", ["local", "cluster"])
+@pytest.mark.parametrize("where", ["local", CLUSTER])
 def test_fault_at_each_step_one_sub_node(where, step, request, tmp_path, run_pegasus):
     f = folder_for(where, request, tmp_path, run_pegasus)
     node = "[localhost]" if where == "local" else "[node-1]"
@@ -269,7 +270,7 @@ def test_fault_at_each_step_one_sub_node(where, step, request, tmp_path, run_peg
         assert PUT_BACK_MSG not in second.output, second.output
 
 
-@pytest.mark.parametrize("where", ["local", "cluster"])
+@pytest.mark.parametrize("where", ["local", CLUSTER])
 def test_requeue_runs_the_interrupted_job(where, request, tmp_path, run_pegasus):
     f = folder_for(where, request, tmp_path, run_pegasus)
     ids = f.write_queue(3)
@@ -298,6 +299,7 @@ def test_requeue_runs_the_interrupted_job(where, request, tmp_path, run_pegasus)
 
 # ---------------------------------------------------------------- one fault, two nodes
 
+@pytest.mark.sshd
 @pytest.mark.parametrize("step", faults.STEPS)
 def test_fault_at_each_step_two_nodes(step, request, tmp_path, run_pegasus):
     """Two jobs in flight at once: the crash may catch the other one too."""
@@ -407,7 +409,8 @@ CRASHES = 5
 JOBS = 40
 
 
-@pytest.mark.parametrize("where", ["cluster", "local"])
+@pytest.mark.slow
+@pytest.mark.parametrize("where", [CLUSTER, "local"])
 def test_random_sigkill_during_a_run(where, request, tmp_path):
     """kill -9 Pegasus at random instants, restart, and check the invariants each time.
 
@@ -472,6 +475,7 @@ def test_random_sigkill_during_a_run(where, request, tmp_path):
 
 # ---------------------------------------------------------------- the long version runs
 
+@pytest.mark.slow
 def test_crash_soak_smoke(lc):
     """benchmarks/crash_soak.py (the 100-crash version) runs and reports no loss."""
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster import SHARED_SSHD_CONFIG, SSHD, TEST_USER, Cluster, ClusterUnavailable, ensure_test_user
+from cluster import SHARED_SSHD_CONFIG, SSHD, TEST_USER, ensure_test_user
+from helpers import cluster_or_skip
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
 NODES = ["node-1", "node-2", "node-3", "node-4"]
@@ -181,12 +182,10 @@ def node_config_for_host(setup_copy, service, listen):
     return text
 
 
+@pytest.mark.sshd
 def test_node_sshd_config_accepts_the_generated_client_key(setup_copy):
     """sshd runs the node's configuration and lets the client key of setup.sh in."""
-    try:
-        Cluster.check_available()
-    except ClusterUnavailable as err:
-        pytest.skip("cannot run sshd here: %s" % err)
+    cluster_or_skip()
     ensure_test_user()
     (setup_copy / "run").mkdir()
     listen = ("127.0.0.9", 22000 + os.getpid() % 5000)

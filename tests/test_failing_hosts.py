@@ -27,6 +27,8 @@ from cluster import SSHD, Cluster, _descendants, _proc_table, _sshd_preexec
 from helpers import (IN_CI, Pegasus, cluster_or_skip, jobs_of, kill_all, queue_entries, read,
                      setup, wait_for, write)
 
+pytestmark = pytest.mark.sshd  # its own sshd nodes, a network namespace: root
+
 LOST = "connection lost, outcome unknown"
 
 
@@ -150,6 +152,7 @@ def flags(failing):
 
 # ---------------------------------------------------------------- 1. sshd killed mid-job
 
+@pytest.mark.slow
 def test_sshd_killed_mid_job_loses_that_job_and_the_queue_goes_on(fc, flags, tmp_path):
     """Two sub-nodes per host; A runs on host X, B on host Y, the others are idle.
 
@@ -207,6 +210,7 @@ def test_sshd_killed_mid_job_loses_that_job_and_the_queue_goes_on(fc, flags, tmp
 
 # ---------------------------------------------------------------- 2. sshd stopped before start
 
+@pytest.mark.slow
 def test_sshd_stopped_before_start_warns_runs_elsewhere_and_takes_the_host_back(
         fc, flags, tmp_path):
     """Start with node-2 down; it is retried in the background and used once back.
@@ -418,6 +422,7 @@ def partitioned(netns_host):
     kill_all(marked_pids(marker))
 
 
+@pytest.mark.slow
 def test_partition_mid_job_is_noticed_and_the_host_taken_back(partitioned, tmp_path,
                                                                record_property):
     host, marker = partitioned
@@ -447,6 +452,7 @@ def test_partition_mid_job_is_noticed_and_the_host_taken_back(partitioned, tmp_p
         {"command": job}]
 
 
+@pytest.mark.slow
 def test_partition_mid_job_terminates_the_remote_job(partitioned, tmp_path, record_property):
     """A lost connection (laptop gone) does not leave the job running on the host
     past --orphan-timeout (4 s here; 10 minutes by default); this allows 15 s."""

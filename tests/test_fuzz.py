@@ -223,7 +223,7 @@ def test_deeply_nested_yaml_is_a_pegasus_error_or_fine(text):
     "{{#with x}}" * 100 + "y" + "{{/with}}" * 100,
     "{{lower " + "(lower " * 200 + "x" + ")" * 200 + "}}",
     "{{" * 5000,
-    "{{x}}" * 5000,
+    pytest.param("{{x}}" * 5000, marks=pytest.mark.slow),
     "{{x \u00b2}}",
     "{{#if \u00b2}}y{{/if}}",
     "{{lower x k=\u0663}}",
@@ -291,6 +291,7 @@ def _try_everything(tmpl):
     return outcome
 
 
+@pytest.mark.slow
 def test_no_bracket_segment_runs_python(tmp_path):
     marker = str(tmp_path / "injected")
     ran, escaped = [], []
@@ -305,6 +306,7 @@ def test_no_bracket_segment_runs_python(tmp_path):
         + "\nnon-Pegasus errors escaped:\n" + "\n".join(escaped))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(place=st.sampled_from(PLACES), breakout=st.sampled_from(BREAKOUTS),
        before=templates, after=templates)

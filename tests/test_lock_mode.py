@@ -474,6 +474,7 @@ def test_entries_taken_just_before_the_lock_are_not_written_back(tmp_path, runni
     assert len(consumed_entries(tmp_path)) == len(expected)
 
 
+@pytest.mark.slow
 def test_a_daemon_on_the_ssh_cluster_takes_nothing_while_the_editor_is_open(
         tmp_path, running, cluster):
     node = cluster.aliases[0]

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from helpers import queue_entries, read, setup
@@ -104,12 +105,12 @@ def test_a_job_whose_output_floods_a_stalled_reader_is_not_cut_short(tmp_path):
 
 # ---------------------------------------------------------------- a full disk (item 6)
 
+@pytest.mark.sshd  # root: mounts a tmpfs
 def test_a_full_disk_stops_taking_and_loses_nothing(tmp_path):
     """The queue's own disk fills up mid-run (a job fills it): Pegasus says so, takes
     nothing more, lets running jobs finish, exits 74; nothing is lost or run twice
     and no temporary file is left behind."""
     if os.geteuid() != 0:
-        import pytest
         pytest.skip("mounting a small tmpfs needs root")
     disk = tmp_path / "disk"
     disk.mkdir()

@@ -14,9 +14,12 @@ import subprocess
 import sys
 import uuid
 
+import pytest
 import yaml
 
 from helpers import Pegasus, jobs_of, read, setup, wait_for
+
+pytestmark = pytest.mark.slow  # each waits out a pause of seconds (sshd: the cluster fixture)
 
 
 def scratch_file(cluster):

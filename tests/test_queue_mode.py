@@ -290,6 +290,7 @@ FOUR_LABELS = {"[node-1 (container=gpu0)]", "[node-1 (container=gpu1)]",
                "[node-2 (container=gpu0)]", "[node-2 (container=gpu1)]"}
 
 
+@pytest.mark.slow
 def test_parametrized_hosts_and_commands(pegasus_q, marker, tmp_path):
     template = "echo {{ container }} bs={{ bs }} %s >> %s" % (WHERE, marker.path)
     explicit = [template.replace("{{ bs }}", str(bs)) for bs in (8, 16, 32, 64)]
@@ -624,6 +625,7 @@ def test_bad_input_takes_nothing(case, pegasus_q, marker, lc, tmp_path):
 
 # ---------------------------------------------------------------- 10. unreachable hosts
 
+@pytest.mark.slow
 def test_unreachable_host_at_start_is_skipped_with_a_warning(pegasus_q, marker, lc,
                                                              tmp_path):
     dead_port = free_port(lc.address("node-2"))
@@ -642,6 +644,7 @@ def test_unreachable_host_at_start_is_skipped_with_a_warning(pegasus_q, marker, 
     assert sorted(marker.records()) == [("a", "node-1"), ("b", "node-1")]
 
 
+@pytest.mark.slow
 def test_no_reachable_host_at_start_takes_nothing(pegasus_q, marker, lc, tmp_path):
     dead_port = free_port(lc.address("node-2"))
     config = ssh_config(lc, tmp_path / "ssh_config", {
@@ -798,6 +801,7 @@ def test_daemon_runs_entries_added_later_and_stops_on_ctrl_c(lc, marker, tmp_pat
     assert [j["done"] for j in jobs_of(out)] == ["exit 0"]
 
 
+@pytest.mark.slow
 def test_daemon_reports_bad_head_entry_once_and_runs_it_when_fixed(lc, marker, tmp_path):
     setup(tmp_path, "- node-1\n", "")
     bad = "- echo {{ nope }} >> %s\n" % marker.path

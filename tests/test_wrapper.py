@@ -151,11 +151,13 @@ def cancel(shell, command):
         _kill_group(proc.pid)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shell", SHELLS)
 def test_closing_stdin_terminates_the_job_and_its_children(shell):
     assert cancel(shell, "sleep 300 & sleep 301") == 128 + signal.SIGTERM
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shell", SHELLS)
 def test_a_job_that_ignores_term_is_killed_and_reported_as_killed(shell):
     assert cancel(shell, "trap '' TERM; sleep 300") == 128 + signal.SIGKILL
@@ -381,6 +383,7 @@ def test_heartbeats_keep_a_job_alive_past_the_orphan_timeout_and_leave_no_sleeps
     wait_for(lambda: not sleeps_of(787), what="the watchdog's sleeps to be gone")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shell", SHELLS)
 def test_a_job_outlives_a_silence_shorter_than_the_orphan_timeout(shell):
     """Pegasus paused (Ctrl-z, a stalled stdout) for a while: nothing happens."""

@@ -22,6 +22,8 @@ sys.path.insert(0, str(ROOT))  # build_zipapp
 IN_CI = os.environ.get("CI", "").lower() == "true"
 BUILD_TIMEOUT = 600
 
+pytestmark = pytest.mark.slow  # every test needs the .pyz, built once (pip, shiv): 10 s or more
+
 
 def _unavailable(reason):
     if IN_CI:
