@@ -52,7 +52,7 @@ def test_every_node_answers_as_test_user_with_sh(cluster):
 
 def test_nodes_are_distinct_addresses(local_cluster):
     c = local_cluster
-    assert c.ips == ["127.0.0.%d" % (11 + i) for i in range(4)]
+    assert c.ips == ["127.0.0.%d" % (c.first_ip + i) for i in range(4)]
     seen = set()
     for alias, ip in zip(c.aliases, c.ips):
         res = c.ssh(alias, 'echo "$SSH_CONNECTION"')
