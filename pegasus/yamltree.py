@@ -151,7 +151,7 @@ class _Reader:
 
 
 def _syntax_error(err, path: str, lines: int) -> InputError:
-    mark = err.problem_mark or err.context_mark
+    mark = _mistake_mark(err)
     problem = err.problem or "syntax error"
     if err.context:
         problem = f"{problem} ({err.context})"
@@ -160,6 +160,24 @@ def _syntax_error(err, path: str, lines: int) -> InputError:
         line = lines
     return InputError(f"YAML syntax error: {problem}; fix the file and run again",
                       path, line)
+
+
+def _mistake_mark(err):
+    """The mark of the line the user must fix.
+
+    PyYAML's problem mark is where the parser noticed, often lines later:
+    after an unclosed quote or bracket, or a ``-echo`` read as a key that
+    never gets its ``:``. The context mark is where that token or flow
+    collection starts. A plain scalar's or a block collection's context is
+    only the enclosing value; there the problem mark is the line.
+    """
+    context = err.context or ""
+    token_start = (context.startswith("while scanning")
+                   and context != "while scanning a plain scalar")
+    if err.context_mark is not None and (token_start
+                                         or context.startswith("while parsing a flow")):
+        return err.context_mark
+    return err.problem_mark or err.context_mark
 
 
 def decode(data: bytes, path: str) -> str:
