@@ -11,10 +11,12 @@ rename: that is how the journal knows which rewrites happened (see
 ``records``, which owns the protocol, and ``journal``).
 
 Only the lines of the taken entries are cut out of the file, so everything
-else stays byte for byte as the user wrote it, comments included. Only the
-head entries are parsed, so a pop costs the same at any queue length. A
-flow-style list (``[a, b]``) cannot be cut by lines: it is rewritten whole,
-in block style, without its comments.
+else stays byte for byte as the user wrote it, comments included. A pop
+reads and parses only the head of the file, and a rewrite copies the rest in
+chunks, so memory does not grow with the queue (the copy's time does). The
+check at start reads the file a chunk at a time. A flow-style list
+(``[a, b]``) cannot be cut by lines: it is rewritten whole, in block style,
+without its comments.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import glob
+import io
 import os
 import secrets
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from pegasus import expand, yamledit, yamltree
 from pegasus.errors import InputError, PegasusError
@@ -35,6 +38,8 @@ from pegasus.model import Job
 
 Check = Callable[[Job], None]  # raises InputError for a job that cannot run
 Announce = Callable[[str], None]  # told a rewrite's temporary file name before its rename
+Data = Union[str, bytes, Callable[[int], None]]  # what write_atomic writes (or how)
+COPY_CHUNK = 1024 * 1024  # the rest of the file is copied this much at a time
 
 
 class LockWaitAborted(Exception):
@@ -47,7 +52,7 @@ class Popped:
 
     jobs: Tuple[Job, ...]
     error: Optional[InputError]  # the bad entry that stopped the pop early
-    text: str
+    head: str  # the file's text up to the end of the last used entry's lines, at least
     layout: yamltree.Layout
     used: Tuple[yamltree.Item, ...]  # the entries the jobs come from
     leftovers: Tuple[Job, ...]  # jobs of the last used entry not taken
@@ -88,13 +93,13 @@ class QueueFile:
         if lock:
             with self.locked():
                 return self.check_all(check, lock=False)
-        _, items = yamltree.read_all(self.read(), self.path)
-        jobs = 0
-        for number, item in enumerate(items, 1):
-            for job in self._expand(item, number):
-                self._check(check, job, item, number)
-                jobs += 1
-        return len(items), jobs
+        entries = jobs = 0
+        with self._stream() as stream:  # one entry in memory at a time
+            for entries, item in enumerate(yamltree.read_list(stream, self.path)[1], 1):
+                for job in self._expand(item, entries):
+                    self._check(check, job, item, entries)
+                    jobs += 1
+        return entries, jobs
 
     # ------------------------------------------------------------ popping (hold the lock)
 
@@ -104,54 +109,110 @@ class QueueFile:
         Raises InputError when the very first job is bad; a bad entry after
         some jobs ends the pop early and is returned as ``error``.
         """
-        text = self.read()
-        layout, items = yamltree.read_list(text, self.path)
         jobs: List[Job] = []
         used: List[yamltree.Item] = []
         leftovers: List[Job] = []
         error = None
-        try:
-            for number, item in enumerate(items, 1):
-                expanded = self._expand(item, number)
-                for job in expanded:
-                    self._check(check, job, item, number)
-                room = want - len(jobs)
-                jobs.extend(expanded[:room])
-                leftovers = expanded[room:]
-                used.append(item)
-                if len(jobs) == want:
-                    break
-        except InputError as err:
-            if not jobs:
-                raise
-            error = err
-        return Popped(tuple(jobs), error, text, layout, tuple(used), tuple(leftovers))
+        with self._stream(keep=True) as stream:
+            layout, items = yamltree.read_list(stream, self.path)
+            try:
+                for number, item in enumerate(items, 1):
+                    expanded = self._expand(item, number)
+                    for job in expanded:
+                        self._check(check, job, item, number)
+                    room = want - len(jobs)
+                    jobs.extend(expanded[:room])
+                    leftovers = expanded[room:]
+                    used.append(item)
+                    if len(jobs) == want:
+                        break
+            except InputError as err:
+                if not jobs:
+                    raise
+                error = err
+            if used:
+                stream.read_through_line(used[-1].last_line)
+            head = stream.head()
+        return Popped(tuple(jobs), error, head, layout, tuple(used), tuple(leftovers))
 
     def cut(self, popped: Popped, announce: Optional[Announce] = None) -> None:
         """Rewrite the file without the popped entries (leftovers stay at the head)."""
-        text, layout, used = popped.text, popped.layout, popped.used
+        head, layout, used = popped.head, popped.layout, popped.used
         middle = expand.canonical_yaml(list(popped.leftovers), layout.column)
-        new = yamledit.replace_head(text, layout, used[0].first_line, used[-1].last_line,
+        new = yamledit.replace_head(head, layout, used[0].first_line, used[-1].last_line,
                                     middle)
-        if new is None:  # flow style or an odd layout: write the rest whole
-            rest = [item.value for item in yamltree.read_all(text, self.path)[1]]
-            new = (expand.canonical_yaml(list(popped.leftovers))
-                   + expand.entries_yaml(rest[len(used):]))
-        self.write_atomic(self.path, new, announce)
+        if new is not None:
+            self._replace_head(head, new, announce)
+            return
+        # flow style or an odd layout: write the rest whole
+        rest = [item.value for item in yamltree.read_all(self.read(), self.path)[1]]
+        self.write_atomic(self.path, expand.canonical_yaml(list(popped.leftovers))
+                          + expand.entries_yaml(rest[len(used):]), announce)
 
     def insert_head(self, entries: Sequence[dict], announce: Optional[Announce] = None) -> None:
         """Put entries (canonical form) before the first entry."""
         if not entries:
             return
+        with self._stream(keep=True) as stream:
+            layout, items = yamltree.read_list(stream, self.path)
+            first = next(items, None)
+            if first is not None:
+                stream.read_through_line(first.first_line)
+            head = stream.head()
+        middle = expand.entries_yaml(entries, layout.column)
+        new = first and yamledit.insert_head(head, layout, first.first_line, middle)
+        if new:
+            self._replace_head(head, new, announce)
+        else:  # no entry (the file is only comments: small) or a flow-style list
+            self._insert_whole(entries, middle, announce)
+
+    def _insert_whole(self, entries: Sequence[dict], middle: str,
+                      announce: Optional[Announce]) -> None:
         text = self.read()
-        layout, items = yamltree.read_list(text, self.path)
-        first = next(items, None)
-        new = yamledit.insert_head(text, layout, first and first.first_line,
-                                   expand.entries_yaml(entries, layout.column))
+        layout, items = yamltree.read_all(text, self.path)
+        new = yamledit.insert_head(text, layout, items[0].first_line if items else None,
+                                   middle)
         if new is None:
-            rest = [item.value for item in yamltree.read_all(text, self.path)[1]]
-            new = expand.entries_yaml(entries) + expand.entries_yaml(rest)
+            new = expand.entries_yaml(entries) + expand.entries_yaml(
+                [item.value for item in items])
         self.write_atomic(self.path, new, announce)
+
+    def _replace_head(self, old: str, new: str, announce: Optional[Announce]) -> None:
+        """Rewrite the file as ``new`` + what follows ``old``, its head, in chunks."""
+        old_bytes = old.encode("utf-8")
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            raise self._changed() from None
+        except OSError as err:
+            raise _io_error(self.path, "read", err) from None
+        with f:
+            if _read_prefix(f, len(old_bytes), self.path) != old_bytes:
+                raise self._changed()
+            head = new.encode("utf-8")
+            self.write_atomic(self.path, lambda fd: _write_head_copy_rest(fd, head, f),
+                              announce)
+
+    def _changed(self) -> PegasusError:
+        return PegasusError(f"{self.path}: changed while Pegasus was rewriting it, by a "
+                            "program that does not take its lock; Pegasus left it as that "
+                            "program wrote it. To edit the queue while Pegasus runs, use "
+                            "`pegasus l`")
+
+    @contextmanager
+    def _stream(self, keep: bool = False) -> Iterator[yamltree.TextStream]:
+        """The file for the YAML reader, a chunk at a time (no file: no text)."""
+        try:
+            f: BinaryIO = open(self.path, "rb")
+        except FileNotFoundError:
+            f = io.BytesIO()
+        except OSError as err:
+            raise _io_error(self.path, "read", err) from None
+        with f:
+            try:
+                yield yamltree.TextStream(f, self.path, keep)
+            except OSError as err:  # a read that failed half-way
+                raise _io_error(self.path, "read", err) from None
 
     def _expand(self, item, number: int) -> List[Job]:
         line = yamltree.entry_line(item)
@@ -168,13 +229,15 @@ class QueueFile:
 
     # ------------------------------------------------------------ files
 
-    def write_atomic(self, path: str, text, announce: Optional[Announce] = None,
+    def write_atomic(self, path: str, text: Data, announce: Optional[Announce] = None,
                      mode: Optional[int] = None) -> None:
         """Temporary file, fsync, ``announce(its name)``, rename, fsync folder.
 
-        The file keeps its mode (or gets ``mode``); a new one follows the umask.
+        ``text``: a str, bytes, or a function that writes to the file's
+        descriptor. The file keeps its mode (or gets ``mode``); a new one
+        follows the umask.
         """
-        data = text.encode("utf-8") if isinstance(text, str) else text
+        write = text if callable(text) else _writer(text)
         try:
             mode = _mode_of(path) if mode is None else mode
             partial = self.new_partial()
@@ -183,7 +246,7 @@ class QueueFile:
             try:
                 if mode is not None:
                     os.fchmod(fd, mode)  # the old file's mode, whatever the umask
-                _write_all(fd, data)
+                write(fd)
                 os.fsync(fd)
                 if announce is not None:
                     announce(os.path.basename(partial))
@@ -293,6 +356,37 @@ def refuse_symlink(path: str) -> None:
 
 
 # ---------------------------------------------------------------- helpers
+
+def _writer(text: Union[str, bytes]) -> Callable[[int], None]:
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return lambda fd: _write_all(fd, data)
+
+
+def _write_head_copy_rest(fd: int, head: bytes, source: BinaryIO) -> None:
+    """``head``, then ``source`` from its position on: in the kernel where it can."""
+    _write_all(fd, head)
+    offset = source.tell()
+    try:
+        while True:
+            copied = os.copy_file_range(source.fileno(), fd, COPY_CHUNK, offset)
+            if not copied:
+                return
+            offset += copied
+    except (AttributeError, OSError):  # not Linux, or not this filesystem: by hand
+        source.seek(offset)
+        while True:
+            chunk = source.read(COPY_CHUNK)
+            if not chunk:
+                return
+            _write_all(fd, chunk)
+
+
+def _read_prefix(f: BinaryIO, size: int, path: str) -> bytes:
+    try:
+        return f.read(size)
+    except OSError as err:
+        raise _io_error(path, "read", err) from None
+
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
