@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -112,6 +113,7 @@ def download_pip_wheel(folder: Path) -> Path:
     say(f"asking {PIP_JSON} for pip")
     releases = json.loads(_fetch(PIP_JSON))["releases"]
     name, url, sha256 = pick_pip_wheel(releases, sys.version_info[:3])
+    url = urllib.parse.urljoin(PIP_JSON, url)  # a mirror may give it relative
     data = _fetch(url)
     if hashlib.sha256(data).hexdigest() != sha256:
         raise InstallError(f"{url}: the download does not match PyPI's SHA-256; try again")
@@ -160,7 +162,7 @@ def _fetch(url: str) -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
             return response.read()
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise InstallError(f"cannot download {url}: {err}; check the network, or give "
                            "a pip wheel with --pip-wheel FILE") from None
 
