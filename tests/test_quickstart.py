@@ -141,6 +141,8 @@ def test_the_readme_quick_start_runs_as_written(user_home, variant):
     took = time.monotonic() - start
     assert_quick_start_ran(first)
     assert (user_home / ".local" / "bin" / "pegasus").is_symlink()
+    bootstrapped = "bootstrapping pip from its wheel" in first.stdout
+    assert bootstrapped == (variant == "stock"), first.stdout
     sys.stderr.write(f"\nquick start ({variant}): {took:.0f} s\n")
     if variant != "stock":
         return
