@@ -211,10 +211,12 @@ def report(link: Path) -> None:
     version = subprocess.run([str(link), "--version"], capture_output=True, text=True)
     say(f"installed {version.stdout.strip() or 'Pegasus'}: {link}")
     folders = [os.path.realpath(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p]
-    if os.path.realpath(link.parent) not in folders:
-        say(f"{link.parent} is not on your PATH: run {link}, or add the folder to PATH "
-            f"(export PATH=\"{link.parent}:$PATH\" in ~/.profile; Debian and Ubuntu's "
-            "~/.profile adds ~/.local/bin at your next login once it exists)")
+    if os.path.realpath(link.parent) in folders:
+        return
+    say(f"{link.parent} is not on your PATH: run {link}, or add "
+        f"'export PATH=\"{link.parent}:$PATH\"' to ~/.profile")
+    if link.parent == Path.home() / ".local" / "bin":
+        say("(Debian's and Ubuntu's ~/.profile adds ~/.local/bin at your next login)")
 
 
 # ------------------------------------------------------------ helpers

@@ -5,8 +5,10 @@ Run: python benchmarks/bench_big_queue.py [--mb 100] [--takes 20] [--seconds 10]
 Writes a queue of one-line entries (``- echo job 17``) of about ``--mb`` MB
 in a scratch folder, then measures, each in a fresh process:
 
-- check: ``QueueFile.check_all`` over the whole file (what ``pegasus q`` does
-  before its first job): wall time and peak RSS;
+- check: ``QueueFile.check_all`` over the whole file with a check that
+  accepts every job (the reading alone), and "with templates": with the
+  check ``pegasus q`` makes before its first job (``expand.checker`` of one
+  ``localhost`` sub-node); wall time and peak RSS;
 - take: ``Records.take`` of one job at the head, ``--takes`` times (lock,
   parse the head, rewrite the file atomically, append to consumed.yaml):
   takes per second and peak RSS;
@@ -60,6 +62,17 @@ def child_check(path: str) -> None:
     print(f"{time.perf_counter() - start:.3f} {entries} {jobs}")
 
 
+def child_check_templates(path: str) -> None:
+    """The check ``pegasus q`` makes: every job's template on a localhost sub-node."""
+    from pegasus import expand
+    from pegasus.model import SubNode
+    from pegasus.queuefile import QueueFile
+    check = expand.checker([SubNode(0, "localhost")])
+    start = time.perf_counter()
+    entries, jobs = QueueFile(path).check_all(check)
+    print(f"{time.perf_counter() - start:.3f} {entries} {jobs}")
+
+
 def child_take(path: str, takes: int) -> None:
     from pegasus.queuefile import QueueFile
     from pegasus.records import Records
@@ -74,7 +87,8 @@ def child_take(path: str, takes: int) -> None:
     print(" ".join(f"{t:.4f}" for t in times))
 
 
-CHILDREN = {"idle": child_idle, "check": child_check, "take": child_take}
+CHILDREN = {"idle": child_idle, "check": child_check, "templates": child_check_templates,
+            "take": child_take}
 
 
 def in_child(kind: str, path: str, *args) -> tuple:
@@ -156,10 +170,11 @@ def measure(folder: str, args) -> None:
     shutil.copyfile(queue, pristine)
     _, idle = in_child("idle", queue)
     print(f"idle: a process that imports Pegasus: {idle:.0f} MB")
-    out, peak = in_child("check", queue)
-    seconds, n, jobs = out.split()
-    print(f"check: {float(seconds):.2f} s for {n} entries ({jobs} jobs), "
-          f"peak RSS {peak:.0f} MB (+{peak - idle:.0f} MB)")
+    for kind, what in (("check", "check"), ("templates", "check with templates")):
+        out, peak = in_child(kind, queue)
+        seconds, n, jobs = out.split()
+        print(f"{what}: {float(seconds):.2f} s for {n} entries ({jobs} jobs), "
+              f"peak RSS {peak:.0f} MB (+{peak - idle:.0f} MB)")
     out, peak = in_child("take", queue, args.takes)
     times = [float(t) for t in out.split()]
     median = times[len(times) // 2]
