@@ -40,6 +40,9 @@ Check = Callable[[Job], None]  # raises InputError for a job that cannot run
 Announce = Callable[[str], None]  # told a rewrite's temporary file name before its rename
 Data = Union[str, bytes, Callable[[int], None]]  # what write_atomic writes (or how)
 COPY_CHUNK = 1024 * 1024  # the rest of the file is copied this much at a time
+# copy_file_range refused by this kernel, filesystem or sandbox (not a failed write)
+_NO_COPY_FILE_RANGE = {errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP,
+                       errno.EPERM, errno.EBADF}
 
 
 class LockWaitAborted(Exception):
@@ -94,11 +97,9 @@ class QueueFile:
             with self.locked():
                 return self.check_all(check, lock=False)
         entries = jobs = 0
-        with self._stream() as stream:  # one entry in memory at a time
+        with _stream(self.path) as stream:  # one entry in memory at a time
             for entries, item in enumerate(yamltree.read_list(stream, self.path)[1], 1):
-                for job in self._expand(item, entries):
-                    self._check(check, job, item, entries)
-                    jobs += 1
+                jobs += len(self._checked(item, entries, check))
         return entries, jobs
 
     # ------------------------------------------------------------ popping (hold the lock)
@@ -109,27 +110,10 @@ class QueueFile:
         Raises InputError when the very first job is bad; a bad entry after
         some jobs ends the pop early and is returned as ``error``.
         """
-        jobs: List[Job] = []
-        used: List[yamltree.Item] = []
-        leftovers: List[Job] = []
-        error = None
-        with self._stream(keep=True) as stream:
+        with _stream(self.path, keep=True) as stream:
             layout, items = yamltree.read_list(stream, self.path)
-            try:
-                for number, item in enumerate(items, 1):
-                    expanded = self._expand(item, number)
-                    for job in expanded:
-                        self._check(check, job, item, number)
-                    room = want - len(jobs)
-                    jobs.extend(expanded[:room])
-                    leftovers = expanded[room:]
-                    used.append(item)
-                    if len(jobs) == want:
-                        break
-            except InputError as err:
-                if not jobs:
-                    raise
-                error = err
+            jobs, used, leftovers, error = _take_jobs(
+                items, want, lambda item, number: self._checked(item, number, check))
             if used:
                 stream.read_through_line(used[-1].last_line)
             head = stream.head()
@@ -143,76 +127,36 @@ class QueueFile:
                                     middle)
         if new is not None:
             self._replace_head(head, new, announce)
-            return
-        # flow style or an odd layout: write the rest whole
-        rest = [item.value for item in yamltree.read_all(self.read(), self.path)[1]]
-        self.write_atomic(self.path, expand.canonical_yaml(list(popped.leftovers))
-                          + expand.entries_yaml(rest[len(used):]), announce)
+        else:  # flow style or an odd layout: write the rest whole
+            self.write_atomic(self.path, _cut_whole(self.read(), self.path, popped),
+                              announce)
 
     def insert_head(self, entries: Sequence[dict], announce: Optional[Announce] = None) -> None:
         """Put entries (canonical form) before the first entry."""
         if not entries:
             return
-        with self._stream(keep=True) as stream:
-            layout, items = yamltree.read_list(stream, self.path)
-            first = next(items, None)
-            if first is not None:
-                stream.read_through_line(first.first_line)
-            head = stream.head()
+        head, layout, first = _first_entry(self.path)
         middle = expand.entries_yaml(entries, layout.column)
         new = first and yamledit.insert_head(head, layout, first.first_line, middle)
         if new:
             self._replace_head(head, new, announce)
         else:  # no entry (the file is only comments: small) or a flow-style list
-            self._insert_whole(entries, middle, announce)
-
-    def _insert_whole(self, entries: Sequence[dict], middle: str,
-                      announce: Optional[Announce]) -> None:
-        text = self.read()
-        layout, items = yamltree.read_all(text, self.path)
-        new = yamledit.insert_head(text, layout, items[0].first_line if items else None,
-                                   middle)
-        if new is None:
-            new = expand.entries_yaml(entries) + expand.entries_yaml(
-                [item.value for item in items])
-        self.write_atomic(self.path, new, announce)
+            self.write_atomic(self.path, _inserted_whole(self.read(), self.path, entries,
+                                                         middle), announce)
 
     def _replace_head(self, old: str, new: str, announce: Optional[Announce]) -> None:
         """Rewrite the file as ``new`` + what follows ``old``, its head, in chunks."""
-        old_bytes = old.encode("utf-8")
-        try:
-            f = open(self.path, "rb")
-        except FileNotFoundError:
-            raise self._changed() from None
-        except OSError as err:
-            raise _io_error(self.path, "read", err) from None
-        with f:
-            if _read_prefix(f, len(old_bytes), self.path) != old_bytes:
-                raise self._changed()
-            head = new.encode("utf-8")
-            self.write_atomic(self.path, lambda fd: _write_head_copy_rest(fd, head, f),
+        head = new.encode("utf-8")
+        with _rest_after(self.path, old.encode("utf-8")) as rest:
+            self.write_atomic(self.path, lambda fd: _write_head_copy_rest(fd, head, rest),
                               announce)
 
-    def _changed(self) -> PegasusError:
-        return PegasusError(f"{self.path}: changed while Pegasus was rewriting it, by a "
-                            "program that does not take its lock; Pegasus left it as that "
-                            "program wrote it. To edit the queue while Pegasus runs, use "
-                            "`pegasus l`")
-
-    @contextmanager
-    def _stream(self, keep: bool = False) -> Iterator[yamltree.TextStream]:
-        """The file for the YAML reader, a chunk at a time (no file: no text)."""
-        try:
-            f: BinaryIO = open(self.path, "rb")
-        except FileNotFoundError:
-            f = io.BytesIO()
-        except OSError as err:
-            raise _io_error(self.path, "read", err) from None
-        with f:
-            try:
-                yield yamltree.TextStream(f, self.path, keep)
-            except OSError as err:  # a read that failed half-way
-                raise _io_error(self.path, "read", err) from None
+    def _checked(self, item, number: int, check: Check) -> List[Job]:
+        """The entry's jobs, each checked; InputError naming the entry."""
+        expanded = self._expand(item, number)
+        for job in expanded:
+            self._check(check, job, item, number)
+        return expanded
 
     def _expand(self, item, number: int) -> List[Job]:
         line = yamltree.entry_line(item)
@@ -355,6 +299,93 @@ def refuse_symlink(path: str) -> None:
                            "links: remove it or replace it by a plain file")
 
 
+# ---------------------------------------------------------------- the head and the rest
+
+def _take_jobs(items: Iterator[yamltree.Item], want: int,
+               checked: Callable[[yamltree.Item, int], List[Job]]):
+    """(jobs, entries used, jobs of the last one left over, the error that stopped it)."""
+    jobs: List[Job] = []
+    used: List[yamltree.Item] = []
+    leftovers: List[Job] = []
+    try:
+        for number, item in enumerate(items, 1):
+            expanded = checked(item, number)
+            room = want - len(jobs)
+            jobs.extend(expanded[:room])
+            leftovers = expanded[room:]
+            used.append(item)
+            if len(jobs) == want:
+                break
+    except InputError as err:
+        if not jobs:
+            raise
+        return jobs, used, leftovers, err
+    return jobs, used, leftovers, None
+
+
+@contextmanager
+def _stream(path: str, keep: bool = False) -> Iterator[yamltree.TextStream]:
+    """The file for the YAML reader, a chunk at a time (no file: no text)."""
+    try:
+        f: BinaryIO = open(path, "rb")
+    except FileNotFoundError:
+        f = io.BytesIO()
+    except OSError as err:
+        raise _io_error(path, "read", err) from None
+    with f:
+        try:
+            yield yamltree.TextStream(f, path, keep)
+        except OSError as err:  # a read that failed half-way
+            raise _io_error(path, "read", err) from None
+
+
+def _first_entry(path: str) -> Tuple[str, yamltree.Layout, Optional[yamltree.Item]]:
+    """The head of the file through its first entry's first line, and that entry."""
+    with _stream(path, keep=True) as stream:
+        layout, items = yamltree.read_list(stream, path)
+        first = next(items, None)
+        if first is not None:
+            stream.read_through_line(first.first_line)
+        return stream.head(), layout, first
+
+
+@contextmanager
+def _rest_after(path: str, head: bytes) -> Iterator[BinaryIO]:
+    """The file, positioned after ``head``, which it must still start with."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise _changed(path) from None
+    except OSError as err:
+        raise _io_error(path, "read", err) from None
+    with f:
+        if _read_prefix(f, len(head), path) != head:
+            raise _changed(path)
+        yield f
+
+
+def _changed(path: str) -> PegasusError:
+    return PegasusError(f"{path}: changed while Pegasus was rewriting it, by a program "
+                        "that does not take its lock; Pegasus left it as that program "
+                        "wrote it. To edit the queue while Pegasus runs, use `pegasus l`")
+
+
+def _cut_whole(text: str, path: str, popped: Popped) -> str:
+    """The whole new text without the popped entries (a flow-style list)."""
+    rest = [item.value for item in yamltree.read_all(text, path)[1]]
+    return (expand.canonical_yaml(list(popped.leftovers))
+            + expand.entries_yaml(rest[len(popped.used):]))
+
+
+def _inserted_whole(text: str, path: str, entries: Sequence[dict], middle: str) -> str:
+    """The whole new text with ``entries`` first (no entry yet, or a flow-style list)."""
+    layout, items = yamltree.read_all(text, path)
+    new = yamledit.insert_head(text, layout, items[0].first_line if items else None, middle)
+    if new is None:
+        new = expand.entries_yaml(entries) + expand.entries_yaml([i.value for i in items])
+    return new
+
+
 # ---------------------------------------------------------------- helpers
 
 def _writer(text: Union[str, bytes]) -> Callable[[int], None]:
@@ -365,20 +396,25 @@ def _writer(text: Union[str, bytes]) -> Callable[[int], None]:
 def _write_head_copy_rest(fd: int, head: bytes, source: BinaryIO) -> None:
     """``head``, then ``source`` from its position on: in the kernel where it can."""
     _write_all(fd, head)
-    offset = source.tell()
+    source.seek(_copy_in_kernel(source.fileno(), fd, source.tell()))
+    for chunk in iter(lambda: source.read(COPY_CHUNK), b""):  # what the kernel left
+        _write_all(fd, chunk)
+
+
+def _copy_in_kernel(source: int, fd: int, offset: int) -> int:
+    """Copy ``source`` from ``offset`` on with copy_file_range; where it stopped."""
     try:
         while True:
-            copied = os.copy_file_range(source.fileno(), fd, COPY_CHUNK, offset)
+            copied = os.copy_file_range(source, fd, COPY_CHUNK, offset)
             if not copied:
-                return
+                return offset
             offset += copied
-    except (AttributeError, OSError):  # not Linux, or not this filesystem: by hand
-        source.seek(offset)
-        while True:
-            chunk = source.read(COPY_CHUNK)
-            if not chunk:
-                return
-            _write_all(fd, chunk)
+    except AttributeError:  # not Linux
+        return offset
+    except OSError as err:
+        if err.errno not in _NO_COPY_FILE_RANGE:
+            raise
+        return offset
 
 
 def _read_prefix(f: BinaryIO, size: int, path: str) -> bytes:

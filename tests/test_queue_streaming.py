@@ -7,7 +7,9 @@ same entries, the same errors, the same file after a take, wherever the
 chunks end.
 """
 
+import errno
 import io
+import os
 import tracemalloc
 
 import pytest
@@ -175,3 +177,22 @@ def test_not_utf8_names_its_line_whatever_the_chunks(chunk):
         with pytest.raises(InputError) as err:
             yamltree.read_all(stream, "q")
         assert str(err.value).startswith(f"q:{line}: is not UTF-8 text"), str(err.value)
+
+
+@pytest.mark.parametrize("refuse_after", [0, 1])
+def test_the_copy_is_done_by_hand_where_the_kernel_refuses(tmp_path, monkeypatch, refuse_after):
+    path = tmp_path / "queue.yaml"
+    big_queue(path, entries=100_000)  # a few MiB: several copy_file_range calls
+    before = path.read_bytes()
+    real, calls = os.copy_file_range, []
+
+    def copy_file_range(*args):
+        calls.append(args)
+        if len(calls) > refuse_after:
+            raise OSError(errno.EXDEV, "refused")
+        return real(*args)
+
+    monkeypatch.setattr(os, "copy_file_range", copy_file_range)
+    Records(QueueFile(str(path))).take(["[n]"], ok)
+    assert path.read_bytes() == before[len(b"- echo job 0  # note 0\n"):]
+    assert len(calls) == refuse_after + 1
