@@ -57,7 +57,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         if sys.version_info < (3, 9):
-            raise InstallError(f"Pegasus needs Python 3.9 or later; this is {sys.version.split()[0]}")
+            raise InstallError("Pegasus needs Python 3.9 or later; this is "
+                               + sys.version.split()[0])
         python = make_venv(args.venv)
         ensure_pip(python, args.pip_wheel)
         install_pegasus(python)
