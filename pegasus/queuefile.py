@@ -11,10 +11,12 @@ rename: that is how the journal knows which rewrites happened (see
 ``records``, which owns the protocol, and ``journal``).
 
 Only the lines of the taken entries are cut out of the file, so everything
-else stays byte for byte as the user wrote it, comments included. Only the
-head entries are parsed, so a pop costs the same at any queue length. A
-flow-style list (``[a, b]``) cannot be cut by lines: it is rewritten whole,
-in block style, without its comments.
+else stays byte for byte as the user wrote it, comments included. A pop
+reads and parses only the head of the file, and a rewrite copies the rest in
+chunks, so memory does not grow with the queue (the copy's time does). The
+check at start reads the file a chunk at a time. A flow-style list
+(``[a, b]``) cannot be cut by lines: it is rewritten whole, in block style,
+without its comments.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import glob
+import io
 import os
 import secrets
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from pegasus import expand, yamledit, yamltree
 from pegasus.errors import InputError, PegasusError, StorageError
@@ -35,6 +38,11 @@ from pegasus.model import Job
 
 Check = Callable[[Job], None]  # raises InputError for a job that cannot run
 Announce = Callable[[str], None]  # told a rewrite's temporary file name before its rename
+Data = Union[str, bytes, Callable[[int], None]]  # what write_atomic writes (or how)
+COPY_CHUNK = 1024 * 1024  # the rest of the file is copied this much at a time
+# copy_file_range refused by this kernel, filesystem or sandbox (not a failed write)
+_NO_COPY_FILE_RANGE = {errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP,
+                       errno.EPERM, errno.EBADF}
 
 
 class LockWaitAborted(Exception):
@@ -47,7 +55,7 @@ class Popped:
 
     jobs: Tuple[Job, ...]
     error: Optional[InputError]  # the bad entry that stopped the pop early
-    text: str
+    head: str  # the file's text up to the end of the last used entry's lines, at least
     layout: yamltree.Layout
     used: Tuple[yamltree.Item, ...]  # the entries the jobs come from
     leftovers: Tuple[Job, ...]  # jobs of the last used entry not taken
@@ -94,13 +102,11 @@ class QueueFile:
         if lock:
             with self.locked():
                 return self.check_all(check, lock=False)
-        _, items = yamltree.read_all(self.read(), self.path)
-        jobs = 0
-        for number, item in enumerate(items, 1):
-            for job in self._expand(item, number):
-                self._check(check, job, item, number)
-                jobs += 1
-        return len(items), jobs
+        entries = jobs = 0
+        with _stream(self.path) as stream:  # one entry in memory at a time
+            for entries, item in enumerate(yamltree.read_list(stream, self.path)[1], 1):
+                jobs += len(self._checked(item, entries, check))
+        return entries, jobs
 
     # ------------------------------------------------------------ popping (hold the lock)
 
@@ -110,54 +116,53 @@ class QueueFile:
         Raises InputError when the very first job is bad; a bad entry after
         some jobs ends the pop early and is returned as ``error``.
         """
-        text = self.read()
-        layout, items = yamltree.read_list(text, self.path)
-        jobs: List[Job] = []
-        used: List[yamltree.Item] = []
-        leftovers: List[Job] = []
-        error = None
-        try:
-            for number, item in enumerate(items, 1):
-                expanded = self._expand(item, number)
-                for job in expanded:
-                    self._check(check, job, item, number)
-                room = want - len(jobs)
-                jobs.extend(expanded[:room])
-                leftovers = expanded[room:]
-                used.append(item)
-                if len(jobs) == want:
-                    break
-        except InputError as err:
-            if not jobs:
-                raise
-            error = err
-        return Popped(tuple(jobs), error, text, layout, tuple(used), tuple(leftovers))
+        with _stream(self.path, keep=True) as stream:
+            layout, items = yamltree.read_list(stream, self.path)
+            jobs, used, leftovers, error = _take_jobs(
+                items, want, lambda item, number: self._checked(item, number, check))
+            if used:
+                stream.read_through_line(used[-1].last_line)
+            head = stream.head()
+        return Popped(tuple(jobs), error, head, layout, tuple(used), tuple(leftovers))
 
     def cut(self, popped: Popped, announce: Optional[Announce] = None) -> None:
         """Rewrite the file without the popped entries (leftovers stay at the head)."""
-        text, layout, used = popped.text, popped.layout, popped.used
+        head, layout, used = popped.head, popped.layout, popped.used
         middle = expand.canonical_yaml(list(popped.leftovers), layout.column)
-        new = yamledit.replace_head(text, layout, used[0].first_line, used[-1].last_line,
+        new = yamledit.replace_head(head, layout, used[0].first_line, used[-1].last_line,
                                     middle)
-        if new is None:  # flow style or an odd layout: write the rest whole
-            rest = [item.value for item in yamltree.read_all(text, self.path)[1]]
-            new = (expand.canonical_yaml(list(popped.leftovers))
-                   + expand.entries_yaml(rest[len(used):]))
-        self.write_atomic(self.path, new, announce)
+        if new is not None:
+            self._replace_head(head, new, announce)
+        else:  # flow style or an odd layout: write the rest whole
+            self.write_atomic(self.path, _cut_whole(self.read(), self.path, popped),
+                              announce)
 
     def insert_head(self, entries: Sequence[dict], announce: Optional[Announce] = None) -> None:
         """Put entries (canonical form) before the first entry."""
         if not entries:
             return
-        text = self.read()
-        layout, items = yamltree.read_list(text, self.path)
-        first = next(items, None)
-        new = yamledit.insert_head(text, layout, first and first.first_line,
-                                   expand.entries_yaml(entries, layout.column))
-        if new is None:
-            rest = [item.value for item in yamltree.read_all(text, self.path)[1]]
-            new = expand.entries_yaml(entries) + expand.entries_yaml(rest)
-        self.write_atomic(self.path, new, announce)
+        head, layout, first = _first_entry(self.path)
+        middle = expand.entries_yaml(entries, layout.column)
+        new = first and yamledit.insert_head(head, layout, first.first_line, middle)
+        if new:
+            self._replace_head(head, new, announce)
+        else:  # no entry (the file is only comments: small) or a flow-style list
+            self.write_atomic(self.path, _inserted_whole(self.read(), self.path, entries,
+                                                         middle), announce)
+
+    def _replace_head(self, old: str, new: str, announce: Optional[Announce]) -> None:
+        """Rewrite the file as ``new`` + what follows ``old``, its head, in chunks."""
+        head = new.encode("utf-8")
+        with _rest_after(self.path, old.encode("utf-8")) as rest:
+            self.write_atomic(self.path, lambda fd: _write_head_copy_rest(fd, head, rest),
+                              announce)
+
+    def _checked(self, item, number: int, check: Check) -> List[Job]:
+        """The entry's jobs, each checked; InputError naming the entry."""
+        expanded = self._expand(item, number)
+        for job in expanded:
+            self._check(check, job, item, number)
+        return expanded
 
     def _expand(self, item, number: int) -> List[Job]:
         line = yamltree.entry_line(item)
@@ -174,13 +179,15 @@ class QueueFile:
 
     # ------------------------------------------------------------ files
 
-    def write_atomic(self, path: str, text, announce: Optional[Announce] = None,
+    def write_atomic(self, path: str, text: Data, announce: Optional[Announce] = None,
                      mode: Optional[int] = None) -> None:
         """Temporary file, fsync, ``announce(its name)``, rename, fsync folder.
 
-        The file keeps its mode (or gets ``mode``); a new one follows the umask.
+        ``text``: a str, bytes, or a function that writes to the file's
+        descriptor. The file keeps its mode (or gets ``mode``); a new one
+        follows the umask.
         """
-        data = text.encode("utf-8") if isinstance(text, str) else text
+        write = text if callable(text) else _writer(text)
         partial, announced = None, False
         try:
             mode = _mode_of(path) if mode is None else mode
@@ -190,7 +197,7 @@ class QueueFile:
             try:
                 if mode is not None:
                     os.fchmod(fd, mode)  # the old file's mode, whatever the umask
-                _write_all(fd, data)
+                write(fd)
                 os.fsync(fd)
                 if announce is not None:
                     announced = True
@@ -302,7 +309,130 @@ def refuse_symlink(path: str) -> None:
                            "links: remove it or replace it by a plain file")
 
 
+# ---------------------------------------------------------------- the head and the rest
+
+def _take_jobs(items: Iterator[yamltree.Item], want: int,
+               checked: Callable[[yamltree.Item, int], List[Job]]):
+    """(jobs, entries used, jobs of the last one left over, the error that stopped it)."""
+    jobs: List[Job] = []
+    used: List[yamltree.Item] = []
+    leftovers: List[Job] = []
+    try:
+        for number, item in enumerate(items, 1):
+            expanded = checked(item, number)
+            room = want - len(jobs)
+            jobs.extend(expanded[:room])
+            leftovers = expanded[room:]
+            used.append(item)
+            if len(jobs) == want:
+                break
+    except InputError as err:
+        if not jobs:
+            raise
+        return jobs, used, leftovers, err
+    return jobs, used, leftovers, None
+
+
+@contextmanager
+def _stream(path: str, keep: bool = False) -> Iterator[yamltree.TextStream]:
+    """The file for the YAML reader, a chunk at a time (no file: no text)."""
+    try:
+        f: BinaryIO = open(path, "rb")
+    except FileNotFoundError:
+        f = io.BytesIO()
+    except OSError as err:
+        raise _io_error(path, "read", err) from None
+    with f:
+        try:
+            yield yamltree.TextStream(f, path, keep)
+        except OSError as err:  # a read that failed half-way
+            raise _io_error(path, "read", err) from None
+
+
+def _first_entry(path: str) -> Tuple[str, yamltree.Layout, Optional[yamltree.Item]]:
+    """The head of the file through its first entry's first line, and that entry."""
+    with _stream(path, keep=True) as stream:
+        layout, items = yamltree.read_list(stream, path)
+        first = next(items, None)
+        if first is not None:
+            stream.read_through_line(first.first_line)
+        return stream.head(), layout, first
+
+
+@contextmanager
+def _rest_after(path: str, head: bytes) -> Iterator[BinaryIO]:
+    """The file, positioned after ``head``, which it must still start with."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise _changed(path) from None
+    except OSError as err:
+        raise _io_error(path, "read", err) from None
+    with f:
+        if _read_prefix(f, len(head), path) != head:
+            raise _changed(path)
+        yield f
+
+
+def _changed(path: str) -> PegasusError:
+    return PegasusError(f"{path}: changed while Pegasus was rewriting it, by a program "
+                        "that does not take its lock; Pegasus left it as that program "
+                        "wrote it. To edit the queue while Pegasus runs, use `pegasus l`")
+
+
+def _cut_whole(text: str, path: str, popped: Popped) -> str:
+    """The whole new text without the popped entries (a flow-style list)."""
+    rest = [item.value for item in yamltree.read_all(text, path)[1]]
+    return (expand.canonical_yaml(list(popped.leftovers))
+            + expand.entries_yaml(rest[len(popped.used):]))
+
+
+def _inserted_whole(text: str, path: str, entries: Sequence[dict], middle: str) -> str:
+    """The whole new text with ``entries`` first (no entry yet, or a flow-style list)."""
+    layout, items = yamltree.read_all(text, path)
+    new = yamledit.insert_head(text, layout, items[0].first_line if items else None, middle)
+    if new is None:
+        new = expand.entries_yaml(entries) + expand.entries_yaml([i.value for i in items])
+    return new
+
+
 # ---------------------------------------------------------------- helpers
+
+def _writer(text: Union[str, bytes]) -> Callable[[int], None]:
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return lambda fd: _write_all(fd, data)
+
+
+def _write_head_copy_rest(fd: int, head: bytes, source: BinaryIO) -> None:
+    """``head``, then ``source`` from its position on: in the kernel where it can."""
+    _write_all(fd, head)
+    source.seek(_copy_in_kernel(source.fileno(), fd, source.tell()))
+    for chunk in iter(lambda: source.read(COPY_CHUNK), b""):  # what the kernel left
+        _write_all(fd, chunk)
+
+
+def _copy_in_kernel(source: int, fd: int, offset: int) -> int:
+    """Copy ``source`` from ``offset`` on with copy_file_range; where it stopped."""
+    try:
+        while True:
+            copied = os.copy_file_range(source, fd, COPY_CHUNK, offset)
+            if not copied:
+                return offset
+            offset += copied
+    except AttributeError:  # not Linux
+        return offset
+    except OSError as err:
+        if err.errno not in _NO_COPY_FILE_RANGE:
+            raise
+        return offset
+
+
+def _read_prefix(f: BinaryIO, size: int, path: str) -> bytes:
+    try:
+        return f.read(size)
+    except OSError as err:
+        raise _io_error(path, "read", err) from None
+
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)

@@ -4,13 +4,16 @@ Every scalar stays the string that was typed (YAML 1.1 would turn ``no``,
 ``0x10`` or ``1:30`` into other values); a duplicate key, an unknown tag or a
 second document is an error. Entries are read lazily, one at a time, with the
 lines they span, so the queue file can take its head entry without parsing
-the rest of the file. This module only reads: it never writes a file.
+the rest of the file; from a ``TextStream`` the file itself is read lazily
+too, a chunk at a time, so memory is bounded by the largest entry. This
+module only reads: it never writes a file.
 """
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import BinaryIO, Iterator, List, Optional, Tuple, Union
 
 import yaml
 
@@ -47,13 +50,88 @@ class Layout:
     empty: bool  # no list at all (empty file, only comments, ``~``)
 
 
+class BadText(InputError):
+    """Not UTF-8, or a character YAML forbids: found where a chunk is read, not in
+    an entry (so no entry number)."""
+
+
+class TextStream:
+    """A UTF-8 file read a chunk at a time, for the YAML reader.
+
+    Checks the encoding as it goes (InputError naming the line), counts the
+    lines read, and with ``keep`` keeps the text read (the head of the file).
+    """
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, binary: BinaryIO, path: str, keep: bool = False):
+        self.path, self._file = path, binary
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._kept: Optional[List[str]] = [] if keep else None
+        self.newlines = 0  # newline characters read so far
+        self.eof = False
+        self._last = ""  # the last character read
+
+    def read(self, size: int = -1) -> str:
+        """The next chunk of text ("" only at the end); ``size`` is a hint."""
+        while not self.eof:
+            data = self._file.read(self.CHUNK)
+            self.eof = not data
+            text = self._decode(data)
+            if text:
+                self.newlines += text.count("\n")
+                self._last = text[-1]
+                if self._kept is not None:
+                    self._kept.append(text)
+                return text
+        return ""
+
+    def _decode(self, data: bytes) -> str:
+        try:
+            return self._decoder.decode(data, final=not data)
+        except UnicodeDecodeError as err:  # err.object: bytes held back + data
+            line = self.newlines + err.object[:err.start].count(b"\n") + 1
+            raise BadText(f"is not UTF-8 text (byte {err.object[err.start]:#04x}); "
+                          "save it as UTF-8", self.path, line) from None
+
+    def read_through_line(self, line: int) -> None:
+        """Read on until line ``line`` (0-based) is whole, or to the end."""
+        while self.newlines <= line and self.read():
+            pass
+
+    def head(self) -> str:
+        """The text read so far (``keep`` only)."""
+        assert self._kept is not None
+        if len(self._kept) > 1:
+            self._kept = ["".join(self._kept)]
+        return self._kept[0] if self._kept else ""
+
+    def lines(self) -> int:
+        """Lines read so far (a last line without a newline counts)."""
+        return self.newlines + (self._last not in ("", "\n"))
+
+    def line_at(self, offset: int) -> int:
+        """The line of byte ``offset`` (reads the file again: for messages only)."""
+        self._file.seek(0)
+        newlines = 0
+        while offset > 0:
+            data = self._file.read(min(offset, self.CHUNK))
+            if not data:
+                break
+            newlines += data.count(b"\n")
+            offset -= len(data)
+        return newlines + 1
+
+
+Source = Union[str, TextStream]
+
+
 class _Reader:
     """Pulls YAML events and builds values, remembering where content ends."""
 
-    def __init__(self, text: str, path: str):
-        self.path = path
-        self.loader = _Loader(text)
-        self.lines = text.count("\n") + (not text.endswith("\n"))
+    def __init__(self, source: Source, path: str):
+        self.path, self.source = path, source
+        self.loader = _Loader(source)
         self.anchors: dict = {}
         self.end: Tuple[int, int] = (0, 0)
         self.depth = 0
@@ -68,7 +146,11 @@ class _Reader:
         try:
             return step()
         except yaml.MarkedYAMLError as err:
-            raise _syntax_error(err, self.path, self.lines) from None
+            raise _syntax_error(err, self.path, self.lines()) from None
+        except yaml.reader.ReaderError as err:
+            raise BadText(f"has a character YAML does not allow (U+{err.character:04X}: "
+                          f"{err.reason}); remove it", self.path,
+                          self.line_at(err.position)) from None
         except yaml.YAMLError as err:
             raise InputError(f"not valid YAML: {err}", self.path) from None
 
@@ -145,13 +227,27 @@ class _Reader:
     def _reach(self, mark) -> None:
         self.end = max(self.end, (mark.line, mark.column))
 
+    def lines(self) -> int:
+        """Lines of the text (a stream's: at an error at its end, all were read)."""
+        source = self.source
+        if isinstance(source, TextStream):
+            return source.lines()
+        return source.count("\n") + (not source.endswith("\n"))
+
+    def line_at(self, position: int) -> int:
+        """The line of a ReaderError's position (libyaml counts bytes)."""
+        source = self.source
+        if isinstance(source, TextStream):
+            return source.line_at(position)
+        return source.encode("utf-8")[:position].count(b"\n") + 1
+
     def take_end_line(self) -> int:
         line, column = self.end
         return line - 1 if column == 0 else line
 
 
 def _syntax_error(err, path: str, lines: int) -> InputError:
-    mark = err.problem_mark or err.context_mark
+    mark = _mistake_mark(err)
     problem = err.problem or "syntax error"
     if err.context:
         problem = f"{problem} ({err.context})"
@@ -160,6 +256,24 @@ def _syntax_error(err, path: str, lines: int) -> InputError:
         line = lines
     return InputError(f"YAML syntax error: {problem}; fix the file and run again",
                       path, line)
+
+
+def _mistake_mark(err):
+    """The mark of the line the user must fix.
+
+    PyYAML's problem mark is where the parser noticed, often lines later:
+    after an unclosed quote or bracket, or a ``-echo`` read as a key that
+    never gets its ``:``. The context mark is where that token or flow
+    collection starts. A plain scalar's or a block collection's context is
+    only the enclosing value; there the problem mark is the line.
+    """
+    context = err.context or ""
+    token_start = (context.startswith("while scanning")
+                   and context != "while scanning a plain scalar")
+    if err.context_mark is not None and (token_start
+                                         or context.startswith("while parsing a flow")):
+        return err.context_mark
+    return err.problem_mark or err.context_mark
 
 
 def decode(data: bytes, path: str) -> str:
@@ -172,9 +286,9 @@ def decode(data: bytes, path: str) -> str:
                          "as UTF-8", path, line) from None
 
 
-def read_list(text: str, path: str) -> Tuple[Layout, Iterator[Item]]:
+def read_list(source: Source, path: str) -> Tuple[Layout, Iterator[Item]]:
     """The layout of the top-level list and a lazy iterator over its items."""
-    reader = _Reader(text, path)
+    reader = _Reader(source, path)
     reader.event()  # StreamStart
     if isinstance(reader.peek(), yaml.StreamEndEvent):
         return Layout(True, 0, True), iter(())
@@ -200,6 +314,8 @@ def _items(reader: _Reader) -> Iterator[Item]:
             if isinstance(reader.peek(), yaml.SequenceEndEvent):
                 break
             item = _item(reader)
+        except BadText:
+            raise
         except InputError as err:
             raise err.at(entry=number) from None
         yield item

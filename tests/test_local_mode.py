@@ -5,7 +5,6 @@ import subprocess
 import sys
 from functools import partial
 
-import pytest
 
 import helpers
 from helpers import Running
