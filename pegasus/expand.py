@@ -135,6 +135,9 @@ def expand_entry(entry, line: Optional[int] = None) -> List[Job]:
             for p in _product(axes, "this entry")]
 
 
+CHECK_CACHE = 4096  # (template, names) pairs remembered as checked
+
+
 def check_job(job: Job, nodes: Sequence[SubNode], cache: Optional[dict] = None) -> None:
     """Raise TemplateError unless the job renders on every sub-node."""
     _check_names(job, _node_name_sets(nodes), cache)
@@ -154,6 +157,8 @@ def _check_names(job: Job, name_sets, cache: Optional[dict]) -> None:
             continue
         template.check(job.command, key[1])
         if cache is not None:
+            if len(cache) >= CHECK_CACHE:  # bounded: a 100 MB queue has millions
+                cache.clear()
             cache[key] = True
 
 

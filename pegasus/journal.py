@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from pegasus import faults
+from pegasus.diskio import fsync_folder, unlink_quietly, write_all
 from pegasus.errors import PegasusError
 
 DEFAULT_LIMIT = 256 * 1024  # bytes: compacted past this, a journal stays far below 1 MB
@@ -172,11 +173,11 @@ class Journal:
         """Remove the journal when every job it took is accounted for."""
         self._confirm_put_backs()
         if not self._live:
-            _unlink(self.path)
+            unlink_quietly(self.path)
         os.close(self.fd)
 
     def remove(self) -> None:
-        _unlink(self.path)
+        unlink_quietly(self.path)
         os.close(self.fd)
 
     # -- inside
@@ -216,7 +217,7 @@ class Journal:
         self._append(b"".join(lines), sync)
 
     def _append(self, data: bytes, sync: bool) -> None:
-        _write_all(self.fd, data)
+        write_all(self.fd, data)
         self.size += len(data)
         if sync:
             os.fsync(self.fd)
@@ -228,20 +229,20 @@ class Journal:
         fd = _create_locked(temp)  # locked before a recovery can take it for dead
         try:
             faults.point("compact-started")
-            _write_all(fd, self._live_lines())
+            write_all(fd, self._live_lines())
             os.fsync(fd)
             faults.point("compact-written")
             os.replace(temp, self.path)
         except OSError:
             os.close(fd)
-            _unlink(temp)
+            unlink_quietly(temp)
             raise
         return fd
 
     def _switch_to(self, fd: int) -> None:
         old, self.fd, self.size = self.fd, fd, self._live_bytes
         try:
-            _fsync_folder(os.path.dirname(self.path))
+            fsync_folder(os.path.dirname(self.path))
             faults.point("compact-renamed")
         finally:
             os.close(old)  # its lock goes: recovery checks it locked the file at the path
@@ -318,7 +319,7 @@ def _remove_dead_compactions(queue_path: str) -> None:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            _unlink(path)
+            unlink_quietly(path)
         except OSError:
             pass  # locked: a live Pegasus is compacting
         finally:
@@ -389,12 +390,6 @@ def _prefix(queue_path: str, kind: str = "journal") -> str:
     return os.path.join(folder, f".{name}.{kind}-")
 
 
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
 
 def _create_locked(path: str) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
@@ -411,11 +406,6 @@ def _line(record: dict) -> bytes:
     return (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
 
 def _read_all(fd: int) -> bytes:
     chunks, offset = [], 0
@@ -426,13 +416,6 @@ def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
         offset += len(chunk)
 
-
-def _fsync_folder(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _limit_from_environment() -> int:

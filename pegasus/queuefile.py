@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from pegasus import expand, yamledit, yamltree
+from pegasus.diskio import fsync_folder, unlink_quietly, write_all
 from pegasus.errors import InputError, PegasusError, StorageError
 from pegasus.model import Job
 
@@ -205,10 +206,10 @@ class QueueFile:
             finally:
                 os.close(fd)
             os.replace(partial, path)
-            _fsync_folder(self.folder)
+            fsync_folder(self.folder)
         except OSError as err:
             if partial is not None and not announced:  # nobody relies on it: tidy up
-                _unlink_quietly(partial)
+                unlink_quietly(partial)
             where = err.filename if str(err.filename).startswith(self._partial_prefix) else path
             raise _io_error(where, "write", err) from None
 
@@ -226,7 +227,7 @@ class QueueFile:
     def remove_partial_files(self) -> None:
         for leftover in self.partial_files():
             if os.path.isfile(leftover) and not os.path.islink(leftover):
-                _unlink_quietly(leftover)
+                unlink_quietly(leftover)
 
     def read(self) -> str:
         return read_text(self.path)
@@ -295,7 +296,7 @@ def append(path: str, text: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
                      | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         try:
-            _write_all(fd, text.encode("utf-8"))
+            write_all(fd, text.encode("utf-8"))
         finally:
             os.close(fd)
     except OSError as err:
@@ -400,15 +401,15 @@ def _inserted_whole(text: str, path: str, entries: Sequence[dict], middle: str) 
 
 def _writer(text: Union[str, bytes]) -> Callable[[int], None]:
     data = text.encode("utf-8") if isinstance(text, str) else text
-    return lambda fd: _write_all(fd, data)
+    return lambda fd: write_all(fd, data)
 
 
 def _write_head_copy_rest(fd: int, head: bytes, source: BinaryIO) -> None:
     """``head``, then ``source`` from its position on: in the kernel where it can."""
-    _write_all(fd, head)
+    write_all(fd, head)
     source.seek(_copy_in_kernel(source.fileno(), fd, source.tell()))
     for chunk in iter(lambda: source.read(COPY_CHUNK), b""):  # what the kernel left
-        _write_all(fd, chunk)
+        write_all(fd, chunk)
 
 
 def _copy_in_kernel(source: int, fd: int, offset: int) -> int:
@@ -434,11 +435,6 @@ def _read_prefix(f: BinaryIO, size: int, path: str) -> bytes:
         raise _io_error(path, "read", err) from None
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
 
 def _mode_of(path: str) -> Optional[int]:
     try:
@@ -447,19 +443,6 @@ def _mode_of(path: str) -> Optional[int]:
         return None
 
 
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _fsync_folder(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _io_error(path: str, action: str, err: OSError) -> PegasusError:
