@@ -11,6 +11,7 @@ greenlets. Failures are values: ``HostError``s, for the caller to report.
 from __future__ import annotations
 
 import random
+import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import gevent
@@ -25,6 +26,7 @@ from pegasus.model import SubNode
 
 CONNECTS_PER_HOST = 8
 RETRY_FIRST, RETRY_MAX = 2.0, 30.0  # seconds between reconnection attempts
+PAUSED = 5.0  # a watch step this late means Pegasus was paused (Ctrl-z, a laptop lid)
 
 
 class Connector:
@@ -130,11 +132,17 @@ class Hosts:
     def watch(self, busy: Callable[[], List[SubNode]]) -> None:
         """Remote jobs hear from Pegasus; hosts that stopped answering are found
         (``HostSilent``). Runs in its own greenlet while the loop runs."""
+        awake_since = last = time.monotonic()
         while True:
             gevent.sleep(executor.HEARTBEAT)
+            now = time.monotonic()
+            if now - last > PAUSED:  # Pegasus itself was stopped: hosts had no keepalive
+                awake_since = now    # to answer; judge them only once they have had time
+            last = now
             self.heartbeat(busy())
-            for host, seconds in self.silent_hosts():
-                self.post(HostSilent(host, seconds))
+            if now - awake_since >= executor.NOT_RESPONDING:
+                for host, seconds in self.silent_hosts():
+                    self.post(HostSilent(host, seconds))
 
     def heartbeat(self, busy: Sequence[SubNode]) -> None:
         """Tell the remote watchdogs of these sub-nodes' jobs that Pegasus is there."""

@@ -66,6 +66,8 @@ def _why(err: Exception, timeout: float):
     text = words(err)
     if isinstance(err, ConnectionRefusedError) or "Connection refused" in text:
         return "connection refused", True
+    if "No route to host" in text or "Network is unreachable" in text:
+        return "no route to host (is it on the network?)", True
     if isinstance(err, socket.gaierror) or "Name or service not known" in text \
             or "Unknown host" in text:
         return "host name not found", True

@@ -229,12 +229,22 @@ class Client(SSHClient):
 _LAST_DATA_RECV = 52  # struct tcp_info: 8 bytes of u8 fields, then u32 fields up to it
 
 
+def keepalive_every(target: SshTarget) -> int:
+    """Seconds between keepalives: ServerAliveInterval, but at most 10 s, so a host
+    that answers is heard from well within ``NOT_RESPONDING`` (30 s). BatchMode
+    alone makes ``ssh -G`` say 300 s on Debian; 60 s is common in configs."""
+    return min(target.server_alive_interval or KEEPALIVE_MAX, KEEPALIVE_MAX)
+
+
+KEEPALIVE_MAX = 10
+
+
 def open_client(target: SshTarget) -> Client:
     """Connect, check the host key and authenticate (parallel-ssh does it all at once)."""
     kwargs = dict(user=target.user, port=target.port, num_retries=1,
                   allow_agent=bool(os.environ.get("SSH_AUTH_SOCK"))
                   and not target.identities_only,
-                  identity_auth=False, keepalive_seconds=target.server_alive_interval or 10)
+                  identity_auth=False, keepalive_seconds=keepalive_every(target))
     if target.proxy_jump is not None:
         jump = target.proxy_jump
         kwargs.update(proxy_host=jump.hostname, proxy_port=jump.port, proxy_user=jump.user)

@@ -32,3 +32,16 @@ def test_a_local_executor_is_an_executor():
 def test_each_module_imports_first(module):
     """No import cycle: any of them can be the first one imported."""
     subprocess.run([sys.executable, "-c", "import " + module], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("error, words, final", [
+    (ConnectionRefusedError(111, "Connection refused"), "connection refused", True),
+    (Exception("Error connecting to host '169.254.1.2:22' - No route to host"),
+     "no route to host (is it on the network?)", True),
+    (Exception("Unknown host x.invalid - Name or service not known"), "host name not found",
+     True),
+    (type("SocketDisconnectError", (Exception,), {})(), "the connection was closed before "
+     "the SSH handshake ended", False),  # sshd's MaxStartups drops some: try again
+])
+def test_connection_errors_in_words(error, words, final):
+    assert ssh._why(error, 30) == (words, final)

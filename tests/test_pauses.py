@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -197,3 +198,29 @@ def test_a_host_that_accepts_tcp_and_never_answers_delays_no_one(cluster, tmp_pa
     assert "pegasus: connecting: silent (2 s)..." in out
     assert "3 jobs, all succeeded" in out
     assert "no answer" not in out  # it ended before the silent host's timeout
+
+
+def test_a_quiet_job_survives_a_long_pause_and_a_long_server_alive_interval(cluster, tmp_path):
+    """A job that prints nothing for 45 s, a ServerAliveInterval of 60 s (BatchMode alone
+    makes it 300 s on Debian), and Pegasus stopped for 35 s in the middle: the host
+    is not 'not responding' (it had no keepalive to answer), the job ends as it would."""
+    done = scratch_file(cluster)
+    config = tmp_path / "ssh_config"
+    config.write_text("Host *\n  ServerAliveInterval 60\n\n" + open(cluster.ssh_config).read())
+    setup(tmp_path, "- node-1\n", ["echo started; sleep 45; touch %s; echo finished" % done])
+    peg = Pegasus(tmp_path, ["q", "--ssh-config", str(config)])
+    try:
+        wait_for(peg.saw("[node-1] started"), what="the job to start")
+        os.kill(peg.proc.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            wait_for(lambda: time.monotonic() - stopped >= 35, timeout=60, interval=0.5,
+                     what="a 35 s pause (the scenario itself)")
+        finally:
+            os.kill(peg.proc.pid, signal.SIGCONT)
+        assert peg.wait(timeout=120) == 0, peg.said()
+    finally:
+        peg.stop()
+    assert os.path.exists(done)
+    assert "not responding" not in peg.said()
+    assert [j["done"] for j in jobs_of(peg.out())] == ["exit 0"]
