@@ -471,12 +471,13 @@ def cancel_with_hung_host(lab, how):
 def pause(lab, seconds, orphan_timeout=None):
     """Pegasus SIGSTOPped for ``seconds`` while a job that lasts 3 s longer runs
     (as Ctrl-z, a closed laptop lid), then SIGCONT. Returns when the node
-    stopped the job, counted from the SIGSTOP ('stopped on node', None: it
-    ran on), whether it ran to its end ('finished'), how Pegasus reported it
-    ('done', 'said': its own lines), when ('reported', after the SIGCONT)
-    and its exit status ('status')."""
-    m = new_marker()
-    d = lab.folder(["node-1"], [job(m, "echo started; sleep %g; echo finished" % (seconds + 3))])
+    stopped the job, counted from the SIGSTOP ('stopped on node', None: not
+    during the pause), whether it ran to its end on the node ('finished'),
+    how Pegasus reported it ('done', 'said': its own lines), when
+    ('reported', after the SIGCONT) and its exit status ('status')."""
+    m, finished = new_marker(), lab.flag()
+    d = lab.folder(["node-1"], [job(m, "echo started; sleep %g; echo finished; touch %s"
+                                    % (seconds + 3, finished))])
     args = ["--orphan-timeout", "%g" % orphan_timeout] if orphan_timeout else []
     peg = lab.pegasus(d, *args)
     try:
@@ -491,7 +492,8 @@ def pause(lab, seconds, orphan_timeout=None):
         resumed = time.monotonic()
         reported = since(resumed, lambda: ended(peg) and ended(peg)[0], seconds + 60)
         must(lambda: exited(peg), 60, "Pegasus to end after the pause")
-        return {"stopped on node": stopped, "finished": "[node-1] finished" in peg.out(),
+        must(lambda: not job_running(m), 30, "the job to end on the node")
+        return {"stopped on node": stopped, "finished": os.path.exists(finished),
                 "done": ended(peg)[0] if ended(peg) else None, "reported": reported,
                 "status": peg.proc.returncode,
                 "said": [line[len("pegasus: "):] for line in peg.said().splitlines()
@@ -500,6 +502,8 @@ def pause(lab, seconds, orphan_timeout=None):
         peg.stop()
         kill_all([m])
         shutil.rmtree(d, ignore_errors=True)
+        if os.path.exists(finished):
+            os.remove(finished)
 
 
 def partition_orphaned(lab, orphan_timeout):
@@ -536,7 +540,8 @@ def quiet_jobs(lab, seconds):
     flags = lab.flag()
     os.mkdir(flags)
     os.chmod(flags, 0o777)
-    body = "echo started; sleep %g; touch %s/{{ hostname }}" % (seconds, flags)
+    m = new_marker()
+    body = job(m, "echo started; sleep %g; touch %s/{{ hostname }}" % (seconds, flags))
     d = lab.folder(list(QUIET_HOSTS), [body] * len(QUIET_HOSTS))
     peg = lab.pegasus(d)
     try:
@@ -546,12 +551,14 @@ def quiet_jobs(lab, seconds):
                   for alias in QUIET_HOSTS}
         checks["exit"] = lambda: exited(peg)
         took = first_times(time.monotonic(), checks, seconds + 60, enough=["exit"])
+        must(lambda: not job_running(m), seconds + 30, "the jobs to end on the node")
         done = {j["label"]: j["done"] for j in jobs_of(peg.out())}
         return {alias: {"done": done.get("[%s]" % alias), "not responding": took[alias],
                         "finished": os.path.exists(os.path.join(flags, alias))}
                 for alias in QUIET_HOSTS}
     finally:
         peg.stop()
+        kill_all([m])
         shutil.rmtree(d, ignore_errors=True)
         shutil.rmtree(flags, ignore_errors=True)
 
@@ -660,6 +667,15 @@ def measure_cancel(lab, args):
             ", ".join(str(r["status"]) for r in runs), runs[0]["done"]))
 
 
+def verdict(finished, done):
+    """A job's fate in words: did it run to its end on the node, how was it reported."""
+    if finished and done == "exit 0":
+        return "survived: ran to its end, reported 'exit 0'"
+    if finished:
+        return "ran to its end on the node, but reported %r" % done
+    return "did NOT survive: stopped on the node, reported %r" % done
+
+
 def measure_pauses(lab, args):
     cases = [(5, None), (60, None), (15, 10)]
     for length, orphan in cases:
@@ -669,11 +685,12 @@ def measure_pauses(lab, args):
         name = "Pegasus paused %d s (%s)" % (
             length, "--orphan-timeout %d" % orphan if orphan else "default --orphan-timeout")
         r = pause(lab, length, orphan)
-        survived = r["finished"] and r["done"] == "exit 0" and r["stopped on node"] is None
-        say(name, "job %s" % ("SURVIVED" if survived else "did NOT survive"))
-        say("  ... job stopped on the node (after the SIGSTOP)", seconds(r["stopped on node"]))
+        say(name, verdict(r["finished"], r["done"]))
+        say("  ... job stopped on the node during the pause", "never" if r["stopped on node"]
+            is None else "%.2f s after the SIGSTOP" % r["stopped on node"])
         say("  ... reported (after the SIGCONT)", "%s: %r" % (seconds(r["reported"]), r["done"]))
-        say("  ... Pegasus said; exit status", "%s; %s" % (r["said"], r["status"]))
+        say("  ... Pegasus said; exit status", "%s; %s" % (
+            " / ".join(line for line in r["said"] if not line.startswith("  ")), r["status"]))
     if lab.netns is None:
         return say("partition, --orphan-timeout 10", "(skipped: no network namespace)")
     row("partition (--orphan-timeout 10): the node stopped the job",
@@ -684,10 +701,9 @@ def measure_quiet(lab, args):
     r = quiet_jobs(lab, 45)
     for alias, what in QUIET_HOSTS.items():
         got = r[alias]
-        said = "" if got["not responding"] is None \
-            else "'not responding' after %.1f s, " % got["not responding"]
-        say("quiet job, 45 s, healthy host, %s" % what, "%s%s; %r" % (
-            said, "ran to its end" if got["finished"] else "KILLED on the node", got["done"]))
+        say("quiet job, 45 s, healthy host, %s" % what, verdict(got["finished"], got["done"]) +
+            ("" if got["not responding"] is None
+             else " ('not responding' after %.1f s)" % got["not responding"]))
 
 
 MEASURE = {"hosts": measure_hosts, "start": measure_start, "cancel": measure_cancel,
