@@ -157,6 +157,11 @@ class QueueFile:
         with _rest_after(self.path, old.encode("utf-8")) as rest:
             self.write_atomic(self.path, lambda fd: _write_head_copy_rest(fd, head, rest),
                               announce)
+            # A writer that appends without the lock (``echo - x >> queue.yaml``) may
+            # have written to the old file after the copy: carry that over too.
+            late = rest.read()
+            if late:
+                append(self.path, late)
 
     def _checked(self, item, number: int, check: Check) -> List[Job]:
         """The entry's jobs, each checked; InputError naming the entry."""
@@ -288,15 +293,16 @@ def snapshot(path: str) -> Tuple[Optional[bytes], Optional[int]]:
         raise _io_error(path, "read", err) from None
 
 
-def append(path: str, text: str) -> None:
+def append(path: str, text: Union[str, bytes]) -> None:
     """One write at the end (O_APPEND: concurrent writers never interleave)."""
     if not text:
         return
+    data = text.encode("utf-8") if isinstance(text, str) else text
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
                      | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         try:
-            write_all(fd, text.encode("utf-8"))
+            write_all(fd, data)
         finally:
             os.close(fd)
     except OSError as err:

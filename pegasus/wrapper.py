@@ -1,8 +1,8 @@
 """The remote job wrapper (``wrapper.sh``) and what Pegasus sends it.
 
 ``script(silence)`` reads wrapper.sh once, on first use: without its comments
-and blank lines, with ``KILL_AFTER - 1``, ``ORPHANED`` and the silence (the
-orphan timeout, in seconds) filled in. Each job then costs one ``str.replace``
+and blank lines, with ``KILL_AFTER - 1``, ``ORPHANED`` and the clock of the
+silence (the orphan timeout, in seconds) filled in. Each job then costs one ``str.replace``
 for its nonce (``shell_command``). The wrapper reads
 its command from the channel's stdin (``command_input``), ended by a line with
 that nonce. Why and how it works is told beside its lines in wrapper.sh.
@@ -24,15 +24,18 @@ from pegasus.executor import KILL_AFTER, ORPHAN_TIMEOUT, ORPHANED
 POSIX_LOGIN_SHELLS = frozenset({"sh", "dash", "bash", "ksh", "mksh", "ash"})
 
 NONCE = "{nonce}"  # filled for each job
-SILENCE = "{SILENCE}"  # filled once per orphan timeout
+TICK, TICKS = "{TICK}", "{TICKS}"  # the watchdog's clock, filled per orphan timeout
 _FILLED_ONCE = {"{KILL_AFTER - 1}": str(KILL_AFTER - 1), "{ORPHANED}": str(ORPHANED)}
 _UNFILLED = re.compile(r"(?<!\$)\{[A-Za-z_][A-Za-z_0-9 +-]*\}")  # not ${name}
 
 
 @functools.lru_cache(maxsize=None)
 def script(silence: int) -> str:
-    """wrapper.sh as sent to the node, with ``{nonce}`` still in it."""
-    return _prepared().replace(SILENCE, str(silence))
+    """wrapper.sh as sent to the node, with ``{nonce}`` still in it: its clock ticks
+    every TICK s (5, or 1 below 10 s), TICKS times (the silence, rounded up)."""
+    tick = 5 if silence >= 10 else 1
+    return (_prepared().replace(TICK, str(tick))
+            .replace(TICKS, str(-(-silence // tick))))
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,12 +44,12 @@ def _prepared() -> str:
 
 
 def prepare(text: str) -> str:
-    """A script without its comments, its placeholders but ``{nonce}`` and
-    ``{SILENCE}`` filled in."""
+    """A script without its comments, its placeholders but ``{nonce}`` and the
+    clock's filled in."""
     code = "".join(line + "\n" for line in strip_comments(text.splitlines()))
     for placeholder, value in _FILLED_ONCE.items():
         code = code.replace(placeholder, value)
-    unfilled = set(_UNFILLED.findall(code)) - {NONCE, SILENCE}
+    unfilled = set(_UNFILLED.findall(code)) - {NONCE, TICK, TICKS}
     if unfilled:
         raise ValueError(f"wrapper.sh: unknown placeholder(s) {', '.join(sorted(unfilled))}")
     return code

@@ -4,7 +4,7 @@
 # group: the wrapper, its job and all the job starts are alone in that group.
 #
 # pegasus/wrapper.py reads this file once: it drops the comments and blank
-# lines, puts KILL_AFTER - 1 and SILENCE (pegasus/executor.py) in place of
+# lines, puts KILL_AFTER - 1, ORPHANED and the clock of the orphan timeout in place of
 # their braces, and each job's random nonce in place of {nonce}.
 # Comments stand beside the lines they explain, and never inside a quote.
 
@@ -21,15 +21,16 @@ done
 
 # The watchdog reads fd 3, where Pegasus writes a line now and then. At
 # end-of-file (a cancel, or Pegasus died) it sends TERM to the group, then
-# KILL. After SILENCE s without a line (Pegasus cut off or paused that long) it
+# KILL. After the orphan timeout without a line (Pegasus cut off or paused that long) it
 # first tells the wrapper (USR2), which then reports ORPHANED, not a signal.
 # Whoever stops the group ignores the TERM it sends; the others die of it.
 (stop() { trap '' TERM; kill -0 "$$" 2>/dev/null || exit 0  # job ended: spare its leftovers
    kill -s TERM -- "-$$"; sleep {KILL_AFTER - 1}; kill -s USR1 "$$"  # USR1: say 137 before KILL
    sleep 1; kill -s KILL -- "-$$"; }
- timer() { (trap 'kill "$s"; exit' TERM  # a restarted clock takes its sleep along
-   sleep {SILENCE} & s=$!; wait "$s"
+ timer() { (n=0; while [ "$n" -lt {TICKS} ]; do sleep {TICK}; n=$((n+1)); done
    kill -s USR2 "$$"; sleep 1; stop) & timer=$!; }  # bash may take a TERM sent at once first
+   # The clock ticks in short sleeps: a restarted one dies at once (TERM) and leaves
+   # at most one short sleep behind, never a sleep as long as the orphan timeout.
  timer
  while read -r _ <&3; do
    kill "$timer"; timer  # restart the silence clock
