@@ -17,12 +17,19 @@ import sys
 import tempfile
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cluster import Cluster  # noqa: E402
-from helpers import (can_run_cluster_or_skip, require_sshd_mark, run_in_process,  # noqa: E402
-                     running_test)
+from helpers import (HYPOTHESIS_PROFILE, can_run_cluster_or_skip,  # noqa: E402
+                     require_sshd_mark, run_in_process, running_test)
+
+# A property without its own count runs hypothesis's 100 examples under "ci";
+# those with one ask helpers.examples(full count), a fifth of it under "dev".
+settings.register_profile("ci", max_examples=100)
+settings.register_profile("dev", max_examples=20)
+settings.load_profile(HYPOTHESIS_PROFILE)
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker

@@ -23,6 +23,10 @@ import yaml
 from cluster import Cluster, ClusterUnavailable
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# Hypothesis profile (conftest.py loads it): "ci", every property's full count
+# of examples, under CI=true; "dev", a fifth of it, elsewhere. HYPOTHESIS_PROFILE=ci
+# runs the full count anywhere.
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI else "dev")
 LABELED = re.compile(r"^(\[[^\]]*\]) (.*)$")
 RUN_FRAME = re.compile(r"^=== run '(.*)' ===$")
 DONE_FRAME = re.compile(r"^=== done \((.*)\) ===$")
@@ -40,6 +44,11 @@ def wait_for(predicate, timeout=30.0, interval=0.05, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
         time.sleep(interval)
+
+
+def examples(full):
+    """A property's ``max_examples``: ``full`` under the "ci" profile, a fifth under "dev"."""
+    return full if HYPOTHESIS_PROFILE == "ci" else max(10, full // 5)
 
 
 def read(path):
