@@ -24,19 +24,26 @@ import helpers
 SHELLS = [s for s in sorted(wrapper.POSIX_LOGIN_SHELLS) if shutil.which(s)]
 
 wait_for = partial(helpers.wait_for, timeout=15.0)  # this file's default timeout
+# The cancel tests' TERM-to-KILL delay (Pegasus's is executor.KILL_AFTER, 3 s):
+# the same steps, TERM, then 1 s later the USR1 that makes a wrapper whose job
+# ignored TERM say 137, then KILL; 1 s sooner.
+KILL_AFTER = 2
 
 
-def start(shell, command, posix=True, silence=executor.ORPHAN_TIMEOUT):
+def start(shell, command, posix=True, silence=executor.ORPHAN_TIMEOUT,
+          kill_after=executor.KILL_AFTER):
     """The wrapper, started before its command is known, then sent it."""
-    proc = waiting(shell, posix, silence)
+    proc = waiting(shell, posix, silence, kill_after)
     proc.stdin.write(wrapper.command_input(command, proc.nonce))
     proc.stdin.flush()
     return proc
 
 
-def waiting(shell, posix=True, silence=executor.ORPHAN_TIMEOUT):
+def waiting(shell, posix=True, silence=executor.ORPHAN_TIMEOUT,
+            kill_after=executor.KILL_AFTER):
     nonce = wrapper.new_nonce()
-    proc = subprocess.Popen([shell, "-c", wrapper.shell_command(nonce, posix, silence)],
+    exec_string = wrapper.shell_command(nonce, posix, silence, kill_after)
+    proc = subprocess.Popen([shell, "-c", exec_string],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     proc.nonce = nonce
@@ -137,8 +144,9 @@ def test_the_wrapper_never_adds_words_to_the_job_s_stderr(shell):
 
 def cancel(shell, command):
     """Start ``command``, wait for its ``sleep 300``, close stdin as Pegasus
-    cancels; return the wrapper's status once every process of the group is gone."""
-    proc = start(shell, command)
+    cancels; return the wrapper's status once every process of the group is gone
+    (``KILL_AFTER`` s later)."""
+    proc = start(shell, command, kill_after=KILL_AFTER)
     try:
         wait_for(lambda: any("sleep 300" in _cmdline(p) for p in _group(proc.pid)),
                  what="the job to start")
@@ -197,6 +205,7 @@ def test_the_script_sent_is_wrapper_sh_without_its_comments():
     assert sent.count(wrapper.NONCE) == 1 and "{SILENCE}" not in sent
     assert "sleep 600 &" in sent and "{ORPHANED}" not in sent
     assert "sleep %d;" % (executor.KILL_AFTER - 1) in sent
+    assert "sleep 1;" in wrapper.script(600, kill_after=2)  # the tests' shorter delay
     assert wrapper.script(600) is sent  # read once, not for every job
 
 
