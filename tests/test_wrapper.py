@@ -5,7 +5,8 @@ each shell of the sh family found on this machine runs the exec string the
 same way (``start_new_session``), with a pipe as the channel's stdin that stays
 open until the test closes it, as Pegasus does to cancel. The same wrapper over
 real SSH is exercised by test_cancel.py, test_failing_hosts.py and the rest;
-the last tests here run it through the SSH test cluster itself.
+the last tests here run it through the SSH test cluster itself. The tests
+that wait seconds run the wrappers of every shell side by side (``SideBySide``).
 """
 import os
 import shutil
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import pytest
@@ -63,6 +65,22 @@ def finish(proc, timeout=30):
 
 def run(shell, command, posix=True):
     return finish(start(shell, command, posix))
+
+
+class SideBySide:
+    """``fn(shell)`` for every shell at once, the first time a test asks for one;
+    each test then gets its own shell's result (or exception). For the tests
+    that wait seconds (a silence, a TERM-to-KILL delay): the waits overlap."""
+
+    def __init__(self, fn):
+        self.fn, self.futures = fn, None
+
+    def __call__(self, shell):
+        if self.futures is None:
+            pool = ThreadPoolExecutor(len(SHELLS))
+            self.futures = {each: pool.submit(self.fn, each) for each in SHELLS}
+            pool.shutdown(wait=False)
+        return self.futures[shell].result(timeout=60)
 
 
 def reference(command):
@@ -159,16 +177,20 @@ def cancel(shell, command):
         _kill_group(proc.pid)
 
 
+cancelled = SideBySide(lambda shell: cancel(shell, "sleep 300 & sleep 301"))
+cancelled_term_deaf = SideBySide(lambda shell: cancel(shell, "trap '' TERM; sleep 300"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("shell", SHELLS)
 def test_closing_stdin_terminates_the_job_and_its_children(shell):
-    assert cancel(shell, "sleep 300 & sleep 301") == 128 + signal.SIGTERM
+    assert cancelled(shell) == 128 + signal.SIGTERM
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("shell", SHELLS)
 def test_a_job_that_ignores_term_is_killed_and_reported_as_killed(shell):
-    assert cancel(shell, "trap '' TERM; sleep 300") == 128 + signal.SIGKILL
+    assert cancelled_term_deaf(shell) == 128 + signal.SIGKILL
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -360,12 +382,16 @@ def sleeps_of(seconds):
     return out.split()
 
 
+# stdin stays open and silent
+orphaned = SideBySide(lambda shell: finish(start(shell, "echo started; sleep 300", silence=1),
+                                           timeout=30))
+
+
 @pytest.mark.parametrize("shell", SHELLS)
 def test_silence_past_the_orphan_timeout_stops_the_job_and_says_so(shell):
     """No line for ``silence`` seconds: the job is stopped and the wrapper reports
     ORPHANED (not a signal), so Pegasus can tell a watchdog's stop from a kill."""
-    proc = start(shell, "echo started; sleep 300", silence=1)
-    status, out, _ = finish(proc, timeout=30)  # stdin stays open and silent
+    status, out, _ = orphaned(shell)
     assert out == "started\n"
     assert status == executor.ORPHANED
 
@@ -392,10 +418,14 @@ def test_heartbeats_keep_a_job_alive_past_the_orphan_timeout_and_leave_no_sleeps
     wait_for(lambda: not sleeps_of(787), what="the watchdog's sleeps to be gone")
 
 
+# 3 s without a single heartbeat
+outlived = SideBySide(lambda shell: finish(start(shell, "sleep 3; echo still here", silence=60),
+                                           timeout=30))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("shell", SHELLS)
 def test_a_job_outlives_a_silence_shorter_than_the_orphan_timeout(shell):
     """Pegasus paused (Ctrl-z, a stalled stdout) for a while: nothing happens."""
-    proc = start(shell, "sleep 3; echo still here", silence=60)
-    status, out, _ = finish(proc, timeout=30)  # 3 s without a single heartbeat
+    status, out, _ = outlived(shell)
     assert (status, out) == (0, "still here\n")
