@@ -311,6 +311,8 @@ def _as_the_process(cwd, env, umask, fds):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = str(value)
+        if os.environ.get("PEGASUS_FAULT"):
+            raise ValueError("PEGASUS_FAULT ends the process (os._exit): use run_pegasus")
         os.chdir(str(cwd))
         with _std_fds(fds):
             yield
