@@ -18,13 +18,13 @@ from pegasus import app
 TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # consumed.yaml's
 LOCK_EDITOR = ("sh -c 'echo editor-out; echo editor-err >&2; "
                "printf -- \"- echo two\\n\" >> \"$0\"'")
-CASES = [  # (id, hosts.yaml, queue.yaml, arguments)
+# (id, hosts.yaml, queue.yaml, arguments). No templates: a real command that
+# meets one spends 0.7 s of CPU loading pybars.
+CASES = [
     ("queue", "- localhost\n",
-     "- printf 'a\\r\\nb\\rc\\n'\n- echo err >&2\n- command: echo {{x}}\n  x: [1, 2]\n"
+     "- printf 'a\\r\\nb\\rc\\n'\n- echo err >&2\n- command: [echo 1, echo 2]\n"
      "- exit 3\n", ["q"]),
-    ("bad-input", "- localhost\n", "- echo one\n- echo {{nope}}\n", ["q"]),
-    ("broadcast", "- localhost\n- 127.0.0.1\n", "- echo hi\n- test {{hostname}} = localhost\n- echo never\n",
-     ["b", "-e"]),
+    ("bad-input", "- localhost\n", "- echo one\n- [unclosed\n", ["q"]),
     ("lock", "- localhost\n", "- echo one\n", ["l", "--editor", LOCK_EDITOR]),
 ]
 
