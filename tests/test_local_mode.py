@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from functools import partial
 
 import pytest
@@ -123,3 +124,23 @@ def test_ten_thousand_sub_nodes_work(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "100 jobs, all succeeded" in res.stdout
     assert helpers.queue_entries(tmp_path / "queue.yaml") == []
+
+
+def test_ten_thousand_sub_nodes_whose_first_connections_end_late(tmp_path, monkeypatch,
+                                                                run_in_process):
+    """The same when the first connections outlast app.FIRST_ANSWER (a busy
+    machine): each sub-node that came up looked at every sub-node of its host,
+    O(n^2), 20 s of CPU. Here every first connection ends in the background."""
+    from pegasus import app
+
+    monkeypatch.setattr(app, "FIRST_ANSWER", 0)
+    (tmp_path / "hosts.yaml").write_text(
+        "- hostname: localhost\n  i: [%s]\n" % ", ".join(str(i) for i in range(10000)))
+    (tmp_path / "queue.yaml").write_text("- echo {{i}}\n" * 10)
+    cpu = time.process_time()
+    res = run_in_process(["q", "-p", "0"], tmp_path)
+    cpu = time.process_time() - cpu
+    assert res.returncode == 0, res.stderr
+    assert "connecting: localhost" in res.stdout, res.stdout  # the late path was taken
+    assert "10 jobs, all succeeded" in res.stdout
+    assert cpu < 10, "%.1f s of CPU: quadratic again?" % cpu
