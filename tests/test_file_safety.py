@@ -10,9 +10,10 @@
 - Template values reach the shell verbatim (no HTML escaping).
 
 Pegasus runs on ``localhost`` sub-nodes (no SSH), except in the known_hosts
-tests, which need the local sshd test cluster: mostly through ``cli.main`` in
-this process (``in_process``), the first umask test, the known_hosts tests and
-the issue's example as the real command, its umask set in the child before exec (``pegasus``).
+tests, which need the local sshd test cluster; mostly through ``cli.main`` in
+this process (``in_process``), but the created files' umask test, the
+known_hosts tests and the issue's example run the real command (``pegasus``,
+its umask set in the child before exec).
 """
 
 import os
