@@ -1,4 +1,5 @@
-"""Queue mode on localhost sub-nodes: the real CLI, no SSH needed."""
+"""Queue mode on localhost sub-nodes: the real CLI, no SSH needed (the exec limit's
+and the late connections' tests run it in this process: ``run_in_process``)."""
 
 import os
 import subprocess
@@ -98,12 +99,12 @@ def test_output_goes_through_a_pipe_unwrapped_and_uncoloured(tmp_path):
     assert "\x1b[" not in res.stdout
 
 
-def test_a_command_over_the_exec_limit_fails_once_and_the_queue_goes_on(tmp_path):
+def test_a_command_over_the_exec_limit_fails_once_and_the_queue_goes_on(tmp_path,
+                                                                        run_in_process):
     """Issue 10: it was put back and taken again forever (consumed.yaml grew 65 MB in 10 s)."""
     (tmp_path / "hosts.yaml").write_text("- localhost\n")
     (tmp_path / "queue.yaml").write_text("- echo %s\n- echo next\n" % ("x" * 140000))
-    res = subprocess.run([sys.executable, "-m", "pegasus", "q"], cwd=str(tmp_path),
-                         capture_output=True, text=True, timeout=60)
+    res = run_in_process(["q"], tmp_path)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "cannot start the command: Argument list too long" in res.stdout
     assert "=== done (exit 126) ===" in res.stdout
