@@ -112,8 +112,8 @@ class Hosts:
     def start(self) -> None:
         """Wait in the background for the first connections still being made;
         keep trying the sub-nodes that could not be reached at start."""
+        self.scheduler.take_down_all(self.connecting)
         for node, greenlet in self.connecting.items():
-            self.scheduler.take_down(node)
             self.reconnecting.setdefault(node.hostname, []).append(greenlet)
             greenlet.rawlink(lambda g, node=node: self._first(node, g.value))
         self._reconnect([n for n in self.nodes
@@ -197,7 +197,7 @@ class Hosts:
             old.close()
         self.executors[node] = event.executor
         self.scheduler.bring_up(node)
-        if not any(self.scheduler.is_down(n) for n in self.by_host[node.hostname]):
+        if not self.scheduler.has_down(node.hostname):
             self.stop_host(node.hostname)
             again = " again" if node.hostname in self.was_up or node.hostname in self.errors \
                 else ""
@@ -231,9 +231,9 @@ class Hosts:
                            "unknown)" if running else ""))
 
     def _reconnect(self, nodes: Sequence[SubNode]) -> None:
+        self.scheduler.take_down_all(nodes)
         by_host: Dict[str, List[SubNode]] = {}
         for node in nodes:
-            self.scheduler.take_down(node)
             by_host.setdefault(node.hostname, []).append(node)
         for host, group in by_host.items():
             self.reconnecting.setdefault(host, []).append(gevent.spawn(

@@ -3,7 +3,8 @@
 Each host keeps a heap of its idle sub-nodes (by hosts.yaml order), so
 starting, finishing and taking a sub-node down cost O(log n), and ordering
 the k idle sub-nodes costs O(k log h) for h hosts: a hosts file of 10,000
-sub-nodes schedules as fast as one of 10.
+sub-nodes schedules as fast as one of 10. Taking many sub-nodes down at once
+(a host still connecting, a host lost) is one O(k) pass over each host's heap.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class Scheduler:
         self.nodes = list(nodes)
         self.busy: Set[SubNode] = set()
         self.down: Set[SubNode] = set()
+        self.down_on: Dict[str, int] = {}  # down sub-nodes per host
         self.load: Dict[str, int] = {}  # running jobs per host
         self.idle: Dict[str, List[Tuple[int, SubNode]]] = {}  # per host: heap by index
         for node in self.nodes:
@@ -63,16 +65,35 @@ class Scheduler:
     def take_down(self, node: SubNode) -> None:
         """The sub-node's host is unusable: give it no more jobs."""
         if node not in self.down:
-            self.down.add(node)
+            self._set_down(node, True)
             if node not in self.busy:
                 self._leave_idle(node)
+
+    def take_down_all(self, nodes: Iterable[SubNode]) -> None:
+        """``take_down`` each: O(k) for a host's k idle sub-nodes, not O(k) each."""
+        leaving = [node for node in dict.fromkeys(nodes) if node not in self.down]
+        for node in leaving:
+            self._set_down(node, True)
+        idle: Dict[str, Set[SubNode]] = {}
+        for node in leaving:
+            if node not in self.busy:
+                idle.setdefault(node.hostname, set()).add(node)
+        for host, gone in idle.items():
+            self.idle[host] = [entry for entry in self.idle[host] if entry[1] not in gone]
+            heapq.heapify(self.idle[host])
+            self.idle_count -= len(gone)
+            self._free = None
 
     def bring_up(self, node: SubNode) -> None:
         """The sub-node can take jobs again."""
         if node in self.down:
-            self.down.discard(node)
+            self._set_down(node, False)
             if node not in self.busy:
                 self._enter_idle(node)
+
+    def has_down(self, host: str) -> bool:
+        """Whether a sub-node of ``host`` is down (O(1))."""
+        return self.down_on.get(host, 0) > 0
 
     def is_busy(self, node: SubNode) -> bool:
         return node in self.busy
@@ -83,6 +104,13 @@ class Scheduler:
     @property
     def running(self) -> int:
         return len(self.busy)
+
+    def _set_down(self, node: SubNode, down: bool) -> None:
+        if down:
+            self.down.add(node)
+        else:
+            self.down.discard(node)
+        self.down_on[node.hostname] = self.down_on.get(node.hostname, 0) + (1 if down else -1)
 
     def _enter_idle(self, node: SubNode) -> None:
         heapq.heappush(self.idle[node.hostname], (node.index, node))

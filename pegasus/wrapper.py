@@ -6,6 +6,10 @@ silence (the orphan timeout, in seconds) filled in. Each job then costs one ``st
 for its nonce (``shell_command``). The wrapper reads
 its command from the channel's stdin (``command_input``), ended by a line with
 that nonce. Why and how it works is told beside its lines in wrapper.sh.
+
+The ``kill_after`` arguments (seconds from TERM to KILL, default
+``KILL_AFTER``) are for tests, which wait for a shorter delay; Pegasus never
+gives them.
 """
 
 from __future__ import annotations
@@ -25,29 +29,30 @@ POSIX_LOGIN_SHELLS = frozenset({"sh", "dash", "bash", "ksh", "mksh", "ash"})
 
 NONCE = "{nonce}"  # filled for each job
 TICK, TICKS = "{TICK}", "{TICKS}"  # the watchdog's clock, filled per orphan timeout
-_FILLED_ONCE = {"{KILL_AFTER - 1}": str(KILL_AFTER - 1), "{ORPHANED}": str(ORPHANED)}
 _UNFILLED = re.compile(r"(?<!\$)\{[A-Za-z_][A-Za-z_0-9 +-]*\}")  # not ${name}
 
 
 @functools.lru_cache(maxsize=None)
-def script(silence: int) -> str:
+def script(silence: int, kill_after: int = KILL_AFTER) -> str:
     """wrapper.sh as sent to the node, with ``{nonce}`` still in it: its clock ticks
     every TICK s (5, or 1 below 10 s), TICKS times (the silence, rounded up)."""
     tick = 5 if silence >= 10 else 1
-    return (_prepared().replace(TICK, str(tick))
+    return (_prepared(kill_after).replace(TICK, str(tick))
             .replace(TICKS, str(-(-silence // tick))))
 
 
 @functools.lru_cache(maxsize=None)
-def _prepared() -> str:
-    return prepare(resources.files("pegasus").joinpath("wrapper.sh").read_text(encoding="utf-8"))
+def _prepared(kill_after: int) -> str:
+    text = resources.files("pegasus").joinpath("wrapper.sh").read_text(encoding="utf-8")
+    return prepare(text, kill_after)
 
 
-def prepare(text: str) -> str:
+def prepare(text: str, kill_after: int = KILL_AFTER) -> str:
     """A script without its comments, its placeholders but ``{nonce}`` and the
     clock's filled in."""
     code = "".join(line + "\n" for line in strip_comments(text.splitlines()))
-    for placeholder, value in _FILLED_ONCE.items():
+    for placeholder, value in (("{KILL_AFTER - 1}", str(kill_after - 1)),
+                               ("{ORPHANED}", str(ORPHANED))):
         code = code.replace(placeholder, value)
     unfilled = set(_UNFILLED.findall(code)) - {NONCE, TICK, TICKS}
     if unfilled:
@@ -89,9 +94,9 @@ def _code_of(line: str, quote: str):
 
 
 def shell_command(nonce: str, posix_login_shell: bool = False,
-                  silence: int = ORPHAN_TIMEOUT) -> str:
+                  silence: int = ORPHAN_TIMEOUT, kill_after: int = KILL_AFTER) -> str:
     """The exec string of a wrapper that waits for its command (``command_input``)."""
-    code = script(silence).replace(NONCE, nonce)
+    code = script(silence, kill_after).replace(NONCE, nonce)
     if posix_login_shell:
         return code
     return f"exec sh -c {shlex.quote(code)}"

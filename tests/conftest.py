@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: an isolated HOME, the real-SSH cluster, run_pegasus.
+"""Shared pytest fixtures: an isolated HOME, the real-SSH cluster, run_pegasus, run_in_process.
 
 Two tiers: a test that needs root or real sshd processes is marked ``sshd``;
 ``python -m pytest -m "not sshd"`` runs the others. Every test that uses the
@@ -17,11 +17,19 @@ import sys
 import tempfile
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cluster import Cluster  # noqa: E402
-from helpers import can_run_cluster_or_skip, require_sshd_mark, running_test  # noqa: E402
+from helpers import (HYPOTHESIS_PROFILE, can_run_cluster_or_skip,  # noqa: E402
+                     require_sshd_mark, run_in_process, running_test)
+
+# A property without its own count runs hypothesis's 100 examples under "ci";
+# those with one ask helpers.examples(full count), a fifth of it under "dev".
+settings.register_profile("ci", max_examples=100)
+settings.register_profile("dev", max_examples=20)
+settings.load_profile(HYPOTHESIS_PROFILE)
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
@@ -115,3 +123,14 @@ def run_pegasus():
         )
 
     return run
+
+
+@pytest.fixture(name="run_in_process")
+def _run_in_process():
+    """``run_pegasus`` without a process: ``pegasus.cli.main`` run in this one.
+
+    The same call and result (see ``helpers.run_in_process``), some 0.5 s of
+    CPU less a run. For runs checked by their exit status, messages and files;
+    each file keeps some ``run_pegasus`` tests, so the real command stays covered.
+    """
+    return run_in_process

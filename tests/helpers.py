@@ -2,15 +2,20 @@
 
 The test files import it as ``from helpers import ...`` (conftest.py puts this
 folder on sys.path). Like conftest.py, it does not import the ``pegasus``
-package.
+package at import time (``run_in_process`` imports it when called).
 """
+import contextlib
+import io
+import locale
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import traceback
 
 import pytest
 import yaml
@@ -18,6 +23,10 @@ import yaml
 from cluster import Cluster, ClusterUnavailable
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# Hypothesis profile (conftest.py loads it): "ci", every property's full count
+# of examples, under CI=true; "dev", a fifth of it, elsewhere. HYPOTHESIS_PROFILE=ci
+# runs the full count anywhere.
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI else "dev")
 LABELED = re.compile(r"^(\[[^\]]*\]) (.*)$")
 RUN_FRAME = re.compile(r"^=== run '(.*)' ===$")
 DONE_FRAME = re.compile(r"^=== done \((.*)\) ===$")
@@ -35,6 +44,11 @@ def wait_for(predicate, timeout=30.0, interval=0.05, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
         time.sleep(interval)
+
+
+def examples(full):
+    """A property's ``max_examples``: ``full`` under the "ci" profile, a fifth under "dev"."""
+    return full if HYPOTHESIS_PROFILE == "ci" else max(10, full // 5)
 
 
 def read(path):
@@ -207,3 +221,157 @@ class Running:
                 self.proc.wait()
         self.reader.join(timeout)
         return self.proc.returncode
+
+
+# ---------------------------------------------------------------- pegasus in this process
+
+# What a run may change in the process and run_in_process puts back.
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD)
+
+
+def run_in_process(args, cwd, timeout=60, env=None, input=None, umask=None, text=True):
+    """``pegasus ARGS`` as ``run_pegasus`` runs it, but by ``pegasus.cli.main`` in
+    this process: no interpreter start-up, no gevent and pybars loading per run.
+
+    Same arguments and result as ``run_pegasus`` (a ``CompletedProcess``; with
+    ``text`` its output decoded as ``subprocess.run(text=True)`` does), plus
+    ``umask``. For the time of the run the process is the command's: file
+    descriptors 0, 1 and 2 are /dev/null (or ``input``) and two files, which
+    jobs and editors inherit, and ``sys.stdin``/``stdout``/``stderr`` are
+    opened on them as Python opens them (not terminals: no colour, no
+    question); cwd, ``os.environ`` (``env`` as for ``run_pegasus``) and the
+    umask are the run's. Afterwards all of that, and the signal handlers the
+    run installs (gevent's leave SIG_DFL behind, its SIGCHLD handler reaps
+    every child), are put back. An exception that escapes ``main`` becomes a
+    traceback on stderr and exit status 1, as Python does; ``timeout`` raises
+    ``subprocess.TimeoutExpired`` (at the run's next wait: gevent's timeout).
+
+    Not for a run that dies on purpose (``PEGASUS_FAULT``: ``os._exit``), that
+    is signalled, or that runs while this test has other children whose exit
+    status it reads (the run's SIGCHLD handler may reap them): those need
+    ``run_pegasus``.
+    """
+    argv = [str(a) for a in args]
+    with contextlib.ExitStack() as files:
+        out, err = (files.enter_context(tempfile.TemporaryFile()) for _ in range(2))
+        stdin = files.enter_context(open(os.devnull, "rb") if input is None
+                                    else tempfile.TemporaryFile())
+        if input is not None:
+            stdin.write(input.encode(locale.getpreferredencoding(False))
+                        if isinstance(input, str) else input)
+            stdin.seek(0)
+        with _as_the_process(cwd, env, umask, (stdin.fileno(), out.fileno(), err.fileno())):
+            status = _main(argv, timeout)
+        said = [_read_all(f) for f in (out, err)]
+    if text:
+        said = [_decoded(data) for data in said]
+    if status is None:
+        raise subprocess.TimeoutExpired(["pegasus", *argv], timeout, *said)
+    return subprocess.CompletedProcess(["pegasus", *argv], status, *said)
+
+
+def _main(argv, timeout):
+    """``cli.run()``'s work: the exit status, or None after ``timeout`` seconds."""
+    import gevent
+    from pegasus import cli
+
+    timer = gevent.Timeout(timeout)
+    timer.start()
+    try:
+        status = cli.main(argv)
+    except gevent.Timeout as expired:
+        if expired is not timer:
+            raise
+        return None
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else 1
+    except Exception:  # noqa: BLE001 - what Python prints before it exits 1
+        sys.stderr.write(traceback.format_exc())
+        status = 1
+    finally:
+        timer.close()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # as cli.run() does
+            stream.flush()
+    return int(status)
+
+
+@contextlib.contextmanager
+def _as_the_process(cwd, env, umask, fds):
+    """The run's cwd, environment, umask, fds 0-2 and sys streams; then ours back."""
+    import gevent
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    saved_signals = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    saved_umask = os.umask(0)
+    os.umask(saved_umask if umask is None else umask)
+    try:
+        for key, value in (env or {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = str(value)
+        if os.environ.get("PEGASUS_FAULT"):
+            raise ValueError("PEGASUS_FAULT ends the process (os._exit): use run_pegasus")
+        os.chdir(str(cwd))
+        with _std_fds(fds):
+            yield
+    finally:
+        for sig, handler in saved_signals.items():
+            if handler is not None:  # None: not set from Python, nothing to put back
+                signal.signal(sig, handler)
+        gevent.get_hub().loop.reset_sigchld()  # the next gevent child installs it again
+        os.umask(saved_umask)
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+@contextlib.contextmanager
+def _std_fds(fds):
+    """fds 0, 1, 2 made copies of ``fds``, sys.stdin/stdout/stderr opened on them."""
+    saved_streams = (sys.stdin, sys.stdout, sys.stderr)
+    for stream in saved_streams[1:]:
+        stream.flush()
+    saved_fds = [os.dup(fd) for fd in (0, 1, 2)]
+    try:
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        streams = _std_streams()
+        sys.stdin, sys.stdout, sys.stderr = streams
+        try:
+            yield
+        finally:
+            sys.stdin, sys.stdout, sys.stderr = saved_streams
+            for stream in streams:
+                with contextlib.suppress(OSError, ValueError):
+                    stream.close()
+    finally:
+        for target, fd in enumerate(saved_fds):
+            os.dup2(fd, target)
+            os.close(fd)
+
+
+def _std_streams():
+    """sys.stdin, stdout and stderr on fds 0-2, as Python opens them for a pipe."""
+    like = [sys.__stdin__, sys.__stdout__, sys.__stderr__]
+    streams = []
+    for fd, original in enumerate(like):
+        raw = io.FileIO(os.dup(fd), "r" if fd == 0 else "w")
+        buffered = io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw)
+        streams.append(io.TextIOWrapper(
+            buffered, encoding=getattr(original, "encoding", None) or "utf-8",
+            errors=getattr(original, "errors", None) or "strict",
+            line_buffering=fd == 2))  # stderr is line-buffered since Python 3.9
+    return streams
+
+
+def _read_all(f):
+    f.seek(0)
+    return f.read()
+
+
+def _decoded(data):
+    """As ``subprocess.run(text=True)`` decodes a child's output."""
+    text = data.decode(locale.getpreferredencoding(False))
+    return text.replace("\r\n", "\n").replace("\r", "\n")

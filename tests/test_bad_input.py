@@ -1,6 +1,8 @@
 """Bad input: one clear message, exit status 2, nothing consumed, nothing run.
 
-Every test runs the real ``pegasus q`` CLI on ``localhost`` sub-nodes (no SSH).
+Every test runs ``pegasus q`` on ``localhost`` sub-nodes (no SSH): most
+through ``cli.main`` in this process (``run_in_process``), a few as the real
+command (``run_pegasus``).
 The queue always holds valid entries that would create a marker file if they
 ran, so "nothing ran" is checked by the marker's absence; "nothing consumed"
 by the queue being byte for byte unchanged and no consumed.yaml.
@@ -196,14 +198,14 @@ def _entry_text(case, w):
 @pytest.mark.parametrize("case_id,entry,offset,words,entry_required", QUEUE_CASES,
                          ids=[c[0] for c in QUEUE_CASES])
 def test_bad_queue_entry_stops_pegasus_before_anything_runs(
-        work, run_pegasus, pos_id, before, after, case_id, entry, offset, words,
+        work, run_in_process, pos_id, before, after, case_id, entry, offset, words,
         entry_required):
     bad = _entry_text(entry, work)
     bad = bad if isinstance(bad, bytes) else bad.encode("utf-8")
     queue = work.good(before).encode() + bad + work.good(after).encode()
     work.setup("- localhost\n", queue)
 
-    res = run_pegasus(["q"], work.folder, timeout=60)
+    res = run_in_process(["q"], work.folder, timeout=60)
 
     assert res.returncode == 2, res.stdout + res.stderr
     work.assert_nothing_happened(res)
@@ -214,23 +216,23 @@ def test_bad_queue_entry_stops_pegasus_before_anything_runs(
     assert len(head) > len("pegasus: queue.yaml:1: ")
 
 
-def test_undefined_name_never_runs_with_the_name_left_out(work, run_pegasus):
+def test_undefined_name_never_runs_with_the_name_left_out(work, run_in_process):
     # `rm -rf data/{{dir}}` must not run as `rm -rf data/`.
     work.setup("- localhost\n", "- rm -rf %s/{{dir}}\n- rm -rf %s/{{ dir }}\n"
                % (work.data, work.data))
 
-    res = run_pegasus(["q"], work.folder)
+    res = run_in_process(["q"], work.folder)
 
     assert res.returncode == 2, res.stdout + res.stderr
     assert (work.data / "keep").read_text() == "keep\n"
     work.assert_nothing_happened(res)
 
 
-def test_name_defined_on_some_sub_nodes_only_is_refused(work, run_pegasus):
+def test_name_defined_on_some_sub_nodes_only_is_refused(work, run_in_process):
     work.setup("- localhost\n- hostname: localhost\n  dir: sub\n",
                "- touch %s\n- rm -rf %s/{{dir}}\n" % (work.marker, work.data))
 
-    res = run_pegasus(["q"], work.folder)
+    res = run_in_process(["q"], work.folder)
 
     assert res.returncode == 2, res.stdout + res.stderr
     work.assert_nothing_happened(res)
@@ -295,14 +297,14 @@ HOST_CASES = [
 @pytest.mark.parametrize("case_id,entry,offset,words,entry_required", HOST_CASES,
                          ids=[c[0] for c in HOST_CASES])
 def test_bad_hosts_entry_stops_pegasus_before_anything_runs(
-        work, run_pegasus, pos_id, before, after, case_id, entry, offset, words,
+        work, run_in_process, pos_id, before, after, case_id, entry, offset, words,
         entry_required):
     bad = entry if isinstance(entry, bytes) else \
         entry.replace("{m}", str(work.marker)).encode("utf-8")
     hosts = b"- localhost\n" * before + bad + b"- localhost\n" * after
     work.setup(hosts, work.good(3))
 
-    res = run_pegasus(["q"], work.folder, timeout=60)
+    res = run_in_process(["q"], work.folder, timeout=60)
 
     assert res.returncode == 2, res.stdout + res.stderr
     work.assert_nothing_happened(res)
@@ -314,10 +316,10 @@ def test_bad_hosts_entry_stops_pegasus_before_anything_runs(
 
 @pytest.mark.parametrize("hosts", ["", "\n", "# no hosts yet\n", "[]\n", "~\n"],
                          ids=["empty", "blank-line", "only-a-comment", "empty-list", "null"])
-def test_empty_hosts_file(work, run_pegasus, hosts):
+def test_empty_hosts_file(work, run_in_process, hosts):
     work.setup(hosts, work.good(2))
 
-    res = run_pegasus(["q"], work.folder)
+    res = run_in_process(["q"], work.folder)
 
     assert res.returncode == 2, res.stdout + res.stderr
     work.assert_nothing_happened(res)
@@ -326,10 +328,10 @@ def test_empty_hosts_file(work, run_pegasus, hosts):
     assert "no hosts" in head and "add at least one" in head, head
 
 
-def test_missing_hosts_file(work, run_pegasus):
+def test_missing_hosts_file(work, run_in_process):
     work.setup(None, work.good(2))
 
-    res = run_pegasus(["q"], work.folder)
+    res = run_in_process(["q"], work.folder)
 
     assert res.returncode == 2, res.stdout + res.stderr
     work.assert_nothing_happened(res)
@@ -338,10 +340,10 @@ def test_missing_hosts_file(work, run_pegasus):
     assert not (work.folder / "hosts.yaml").exists()
 
 
-def test_missing_hosts_file_given_with_an_option(work, run_pegasus):
+def test_missing_hosts_file_given_with_an_option(work, run_in_process):
     work.setup(None, work.good(2))
 
-    res = run_pegasus(["q", "-H", "cluster/hosts.yaml"], work.folder)
+    res = run_in_process(["q", "-H", "cluster/hosts.yaml"], work.folder)
 
     assert res.returncode == 2, res.stdout + res.stderr
     work.assert_nothing_happened(res)
@@ -350,10 +352,10 @@ def test_missing_hosts_file_given_with_an_option(work, run_pegasus):
 
 @pytest.mark.parametrize("line", ['- echo "tab:\tend"\n', '- echo "a: b"\n'],
                          ids=["colon-tab", "colon-space"])
-def test_a_command_that_yaml_reads_as_a_mapping_gets_a_hint(work, run_pegasus, line):
+def test_a_command_that_yaml_reads_as_a_mapping_gets_a_hint(work, run_in_process, line):
     work.setup("- localhost\n", work.good(1) + line)
 
-    res = run_pegasus(["q"], work.folder)
+    res = run_in_process(["q"], work.folder)
 
     assert res.returncode == 2, res.stdout + res.stderr
     work.assert_nothing_happened(res)
@@ -364,11 +366,11 @@ def test_a_command_that_yaml_reads_as_a_mapping_gets_a_hint(work, run_pegasus, l
 
 
 @pytest.mark.parametrize("end", ["\n", ""], ids=["newline", "no-newline"])
-def test_a_syntax_error_at_the_end_names_the_last_line(work, run_pegasus, end):
+def test_a_syntax_error_at_the_end_names_the_last_line(work, run_in_process, end):
     """libyaml puts the mark after the last newline: no line 4 in a 3-line file."""
     work.setup("- localhost\n", work.good(2) + "- [a, b" + end)
 
-    res = run_pegasus(["q"], work.folder)
+    res = run_in_process(["q"], work.folder)
 
     assert res.returncode == 2, res.stdout + res.stderr
     work.assert_nothing_happened(res)
@@ -389,11 +391,11 @@ def test_a_missing_queue_file_is_an_empty_queue_and_pegasus_says_so(work, run_pe
     assert not (work.folder / "typo.yaml").exists()
 
 
-def test_hosts_file_that_is_a_directory(work, run_pegasus):
+def test_hosts_file_that_is_a_directory(work, run_in_process):
     work.setup(None, work.good(2))
     (work.folder / "hosts.yaml").mkdir()
 
-    res = run_pegasus(["q"], work.folder)
+    res = run_in_process(["q"], work.folder)
 
     assert res.returncode == 2, res.stdout + res.stderr
     work.assert_nothing_happened(res)
@@ -403,11 +405,11 @@ def test_hosts_file_that_is_a_directory(work, run_pegasus):
 
 # ---------------------------------------------------------------- queue files that cannot be used
 
-def test_queue_file_that_is_a_directory(work, run_pegasus):
+def test_queue_file_that_is_a_directory(work, run_in_process):
     work.setup("- localhost\n", None)
     (work.folder / "queue.yaml").mkdir()
 
-    res = run_pegasus(["q"], work.folder)
+    res = run_in_process(["q"], work.folder)
 
     assert res.returncode == 2, res.stdout + res.stderr
     work.assert_nothing_happened(res)
@@ -416,12 +418,12 @@ def test_queue_file_that_is_a_directory(work, run_pegasus):
     assert os.listdir(str(work.folder / "queue.yaml")) == []
 
 
-def test_queue_whose_folder_is_a_file(work, run_pegasus):
+def test_queue_whose_folder_is_a_file(work, run_in_process):
     work.setup("- localhost\n", None)
     write(work.folder / "notdir", "- touch %s\n" % work.marker)
     before = read_bytes(work.folder / "notdir")
 
-    res = run_pegasus(["q", "-Q", "notdir/queue.yaml"], work.folder)
+    res = run_in_process(["q", "-Q", "notdir/queue.yaml"], work.folder)
 
     assert res.returncode == 2, res.stdout + res.stderr
     work.assert_nothing_happened(res)
@@ -429,10 +431,10 @@ def test_queue_whose_folder_is_a_file(work, run_pegasus):
     assert read_bytes(work.folder / "notdir") == before
 
 
-def test_queue_whose_folder_does_not_exist(work, run_pegasus):
+def test_queue_whose_folder_does_not_exist(work, run_in_process):
     work.setup("- localhost\n", None)
 
-    res = run_pegasus(["q", "-Q", "nosuch/queue.yaml"], work.folder)
+    res = run_in_process(["q", "-Q", "nosuch/queue.yaml"], work.folder)
 
     assert res.returncode == 2, res.stdout + res.stderr
     work.assert_nothing_happened(res)

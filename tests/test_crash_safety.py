@@ -16,6 +16,11 @@ Two kinds of crash, both through the real ``pegasus`` CLI:
   completion. ``benchmarks/crash_soak.py`` is the long version (a smoke run of
   it is here too).
 
+A crashed run is always the real command; on ``localhost`` most of the runs
+that recover from it run through ``cli.main`` in this process
+(``run_in_process``: what they find is in files), except in
+``test_requeue_runs_the_interrupted_job`` and the random kills.
+
 Every job appends its unique id to a marker file with one ``echo id >> file``
 as its last command, so "it ran" means the id is in the file. The nodes of the
 local test cluster share this machine's file system, so the marker is read
@@ -89,9 +94,11 @@ def ids_in(entries):
 
 
 class Folder:
-    """queue.yaml, hosts.yaml and a marker file; runs ``pegasus q`` there."""
+    """queue.yaml, hosts.yaml and a marker file; runs ``pegasus q`` there: a run
+    with a ``fault`` by ``run_pegasus``, the others by ``run_again`` (default:
+    ``run_pegasus`` too)."""
 
-    def __init__(self, path, hosts, marker_dir, run_pegasus, ssh_config=None):
+    def __init__(self, path, hosts, marker_dir, run_pegasus, ssh_config=None, run_again=None):
         self.path = str(path)
         os.makedirs(self.path, exist_ok=True)
         with open(self.file("hosts.yaml"), "w") as f:
@@ -100,6 +107,7 @@ class Folder:
         open(self.marker, "w").close()
         os.chmod(self.marker, 0o666)  # remote jobs run as the cluster's test user
         self.run_pegasus = run_pegasus
+        self.run_again = run_again or run_pegasus
         self.args = ["q"] + (["--ssh-config", ssh_config] if ssh_config else [])
         self.ids = []
 
@@ -116,13 +124,14 @@ class Folder:
         return self.ids
 
     def run(self, *args, fault=None, timeout=60, env=None):
-        res = self.run_pegasus(self.args + list(args), self.path, timeout=timeout,
-                               env=dict(env or {}, PEGASUS_FAULT=fault, NO_COLOR="1"))
+        run = self.run_pegasus if fault else self.run_again
+        res = run(self.args + list(args), self.path, timeout=timeout,
+                  env=dict(env or {}, PEGASUS_FAULT=fault, NO_COLOR="1"))
         res.output = res.stdout + res.stderr
         return res
 
     def requeue(self):
-        res = self.run_pegasus(["requeue"], self.path, env={"PEGASUS_FAULT": None})
+        res = self.run_again(["requeue"], self.path, env={"PEGASUS_FAULT": None})
         res.output = res.stdout + res.stderr
         return res
 
@@ -213,9 +222,12 @@ def lc(cluster):
     return cluster
 
 
-def folder_for(where, request, tmp_path, run_pegasus, hosts=None):
+def folder_for(where, request, tmp_path, run_pegasus, hosts=None, run_again=None):
+    """The run folder; ``run_again`` is for ``local`` only (the cluster's runs are
+    all the real command)."""
     if where == "local":
-        return Folder(tmp_path / "run", hosts or "- localhost\n", str(tmp_path), run_pegasus)
+        return Folder(tmp_path / "run", hosts or "- localhost\n", str(tmp_path), run_pegasus,
+                      run_again=run_again)
     cluster = request.getfixturevalue("lc")
     return Folder(tmp_path / "run", hosts or "- node-1\n", cluster.scratch, run_pegasus,
                   cluster.ssh_config)
@@ -225,8 +237,9 @@ def folder_for(where, request, tmp_path, run_pegasus, hosts=None):
 
 @pytest.mark.parametrize("step", faults.STEPS)
 @pytest.mark.parametrize("where", ["local", CLUSTER])
-def test_fault_at_each_step_one_sub_node(where, step, request, tmp_path, run_pegasus):
-    f = folder_for(where, request, tmp_path, run_pegasus)
+def test_fault_at_each_step_one_sub_node(where, step, request, tmp_path, run_pegasus,
+                                         run_in_process):
+    f = folder_for(where, request, tmp_path, run_pegasus, run_again=run_in_process)
     node = "[localhost]" if where == "local" else "[node-1]"
     ids = f.write_queue(3)
     crashed, rest = ids[0], ids[1:]
@@ -330,10 +343,12 @@ def test_fault_at_each_step_two_nodes(step, request, tmp_path, run_pegasus):
 
 @pytest.mark.parametrize("step", ["queue-rewritten", "consumed-appended"])
 def test_broadcast_job_taken_but_not_launched_goes_back_to_the_queue(step, tmp_path,
-                                                                     run_pegasus):
+                                                                     run_pegasus,
+                                                                     run_in_process):
     """Broadcast mode journals each sub-node's launch on its own: a job taken
     but launched nowhere yet is put back by the next start, and runs once."""
-    f = Folder(tmp_path / "run", "- localhost\n", str(tmp_path), run_pegasus)
+    f = Folder(tmp_path / "run", "- localhost\n", str(tmp_path), run_pegasus,
+               run_again=run_in_process)
     f.args = ["b"]
     ids = f.write_queue(2)
     first = f.run(fault=step)
@@ -352,13 +367,13 @@ def test_broadcast_job_taken_but_not_launched_goes_back_to_the_queue(step, tmp_p
 # ---------------------------------------------------------------- a crash while compacting
 
 @pytest.mark.parametrize("step", faults.COMPACT_STEPS)
-def test_fault_while_compacting_the_journal(step, tmp_path, run_pegasus):
+def test_fault_while_compacting_the_journal(step, tmp_path, run_pegasus, run_in_process):
     """The journal outgrows a tiny limit (``PEGASUS_JOURNAL_LIMIT``) after a few jobs
     and is compacted as a job finishes, the other slot's job maybe in flight; Pegasus
     dies at each step of that compaction. The next run recovers: every job ran once
     or is in interrupted.yaml, none is lost, no journal and no new file is left."""
     f = Folder(tmp_path / "run", "- hostname: localhost\n  slot: [a, b]\n", str(tmp_path),
-               run_pegasus)
+               run_pegasus, run_again=run_in_process)
     f.write_queue(12)
     limit = {"PEGASUS_JOURNAL_LIMIT": "1000"}
     first = f.run(fault=step, env=limit)
@@ -382,11 +397,12 @@ def test_fault_while_compacting_the_journal(step, tmp_path, run_pegasus):
 
 # ---------------------------------------------------------------- the void rule's window
 
-def test_queue_edited_between_a_crash_and_the_restart(tmp_path, run_pegasus):
+def test_queue_edited_between_a_crash_and_the_restart(tmp_path, run_pegasus, run_in_process):
     """Crash after journaling a take, before rewriting the queue; then the user adds
     an entry (as they may at any time) before restarting: the take never happened,
     so the job must still run exactly once."""
-    f = Folder(tmp_path / "run", "- localhost\n", str(tmp_path), run_pegasus)
+    f = Folder(tmp_path / "run", "- localhost\n", str(tmp_path), run_pegasus,
+               run_again=run_in_process)
     ids = list(f.write_queue(3))
     assert f.run(fault="taken-journaled").returncode == faults.EXIT_STATUS
     extra = "j99-" + uuid.uuid4().hex[:8]

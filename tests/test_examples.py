@@ -1,9 +1,11 @@
 """Every folder of examples/ runs on localhost sub-nodes and does its jobs.
 
-Each example is copied to tmp_path first (running consumes queue.yaml) and run
-with the real CLI; then the checks below look at the exit status, what is left
-in queue.yaml, what went to consumed.yaml and what the jobs printed or wrote.
-A new example folder without an entry in CHECKS fails the test.
+Each example is copied to tmp_path first (running consumes queue.yaml) and run,
+the quick start with the real CLI (``run_pegasus``: README's first command),
+the others through ``cli.main`` in this process (``run_in_process``); then the
+checks below look at the exit status, what is left in queue.yaml, what went to
+consumed.yaml and what the jobs printed or wrote. A new example folder without
+an entry in CHECKS fails the test.
 """
 import os
 import shutil
@@ -103,11 +105,12 @@ CHECKS = {
     "broadcast-terraforming": (["b", "-e"], check_broadcast_terraforming),
 }
 
+END_TO_END = {"quickstart"}  # run as the real command; the others in this process
 
 # ---------------------------------------------------------------- tests
 
 @pytest.mark.parametrize("name", sorted(set(example_folders()) | set(CHECKS)))
-def test_example_runs(name, tmp_path, run_pegasus):
+def test_example_runs(name, tmp_path, request):
     """The example runs in a scratch copy, exits 0, empties its queue, did its jobs."""
     assert name in CHECKS, "examples/%s has no check in tests/test_examples.py" % name
     assert (EXAMPLES / name / "hosts.yaml").is_file(), "examples/%s is gone" % name
@@ -116,7 +119,8 @@ def test_example_runs(name, tmp_path, run_pegasus):
     args, check = CHECKS[name]
     # `python3` in the examples is the interpreter running the tests.
     path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-    res = run_pegasus(args, cwd=folder, env={"PATH": path, "NO_COLOR": "1"}, timeout=60)
+    run = request.getfixturevalue("run_pegasus" if name in END_TO_END else "run_in_process")
+    res = run(args, cwd=folder, env={"PATH": path, "NO_COLOR": "1"}, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
     assert entries(folder / "queue.yaml") == []
     check(folder, res.stdout)

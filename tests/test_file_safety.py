@@ -9,8 +9,11 @@
   clean ``pegasus: ...`` message before anything is taken.
 - Template values reach the shell verbatim (no HTML escaping).
 
-The real CLI runs on ``localhost`` sub-nodes (no SSH), except the known_hosts
-test, which needs the local sshd test cluster.
+Pegasus runs on ``localhost`` sub-nodes (no SSH), except in the known_hosts
+tests, which need the local sshd test cluster; mostly through ``cli.main`` in
+this process (``in_process``), but the created files' umask test, the
+known_hosts tests and the issue's example run the real command (``pegasus``,
+its umask set in the child before exec).
 """
 
 import os
@@ -20,6 +23,8 @@ import sys
 
 import pytest
 import yaml
+
+from helpers import run_in_process
 
 UMASKS = [0o077, 0o022]
 
@@ -44,6 +49,11 @@ def pegasus(args, cwd, umask=None, timeout=60):
         [sys.executable, "-m", "pegasus", *[str(a) for a in args]], cwd=str(cwd),
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
         preexec_fn=None if umask is None else (lambda: os.umask(umask)))
+
+
+def in_process(args, cwd, umask=None, timeout=60):
+    """``pegasus`` run by ``cli.main`` in this process, under ``umask``."""
+    return run_in_process(args, cwd, timeout=timeout, umask=umask)
 
 
 # ---------------------------------------------------------------- umask and modes
@@ -71,8 +81,11 @@ def test_rewritten_queue_keeps_its_mode(tmp_path, umask, original):
           "- echo tail\n")
     os.chmod(str(tmp_path / "queue.yaml"), original)
     inode = os.stat(str(tmp_path / "queue.yaml")).st_ino
+    # A second link keeps that inode in use: ext4 gives a freed one to a later
+    # rewrite (1 run in 200), which then looked like no rewrite at all.
+    os.link(str(tmp_path / "queue.yaml"), str(tmp_path / "original-queue"))
 
-    res = pegasus(["q"], tmp_path, umask=umask)
+    res = in_process(["q"], tmp_path, umask=umask)
 
     assert res.returncode == 0, res.stdout + res.stderr
     assert os.stat(str(tmp_path / "queue.yaml")).st_ino != inode, "the queue was not rewritten"
@@ -196,7 +209,7 @@ DANGLING_IDS = ["to-a-file", "dangling"]
 def test_symlinked_consumed_yaml_is_refused_before_anything_is_taken(tmp_path, dangling):
     p = Planted(tmp_path, "consumed.yaml", dangling)
 
-    res = pegasus(["q"], p.work)
+    res = in_process(["q"], p.work)
 
     p.assert_victim_untouched(res)
     p.assert_refused_cleanly(res)
@@ -206,7 +219,7 @@ def test_symlinked_consumed_yaml_is_refused_before_anything_is_taken(tmp_path, d
 def test_symlinked_lock_file_is_refused_before_anything_is_taken(tmp_path, dangling):
     p = Planted(tmp_path, ".queue.yaml.lock", dangling)
 
-    res = pegasus(["q"], p.work)
+    res = in_process(["q"], p.work)
 
     p.assert_victim_untouched(res)
     p.assert_refused_cleanly(res)
@@ -216,7 +229,7 @@ def test_symlinked_lock_file_is_refused_before_anything_is_taken(tmp_path, dangl
 def test_symlink_at_the_temporary_queue_file_is_not_followed(tmp_path, dangling):
     p = Planted(tmp_path, ".queue.yaml.partial", dangling)
 
-    res = pegasus(["q"], p.work)
+    res = in_process(["q"], p.work)
 
     p.assert_victim_untouched(res)
     out = res.stdout + res.stderr
@@ -251,8 +264,7 @@ def test_values_are_inserted_verbatim(tmp_path, value):
     with open(str(tmp_path / "queue.yaml"), "w", encoding="utf-8") as f:
         f.write(queue)
 
-    res = subprocess.run([sys.executable, "-m", "pegasus", "q"], cwd=str(tmp_path),
-                         stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    res = run_in_process(["q"], tmp_path, text=False)
 
     out = res.stdout.decode("utf-8")
     assert res.returncode == 0, out + res.stderr.decode("utf-8", "replace")
@@ -281,7 +293,7 @@ def test_values_without_shq_are_not_escaped_either(tmp_path):
           "- command: printf '%s\\n' \"{{x}}\"\n"
           "  x: \"a=b <c> it's &d\"\n")
 
-    res = pegasus(["q"], tmp_path)
+    res = in_process(["q"], tmp_path)
 
     assert res.returncode == 0, res.stdout + res.stderr
     assert "[localhost] a=b <c> it's &d\n" in res.stdout, res.stdout

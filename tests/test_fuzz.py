@@ -11,7 +11,8 @@ Also: pybars compiles templates to Python source, pasting ``[...]`` path
 segments into it; no template may ever get Python run that way (a marker file
 made by the injected code must never appear).
 
-Runs are bounded (a few hundred examples each, no deadline).
+Runs are bounded (250 examples each under CI=true, 50 elsewhere: see
+``helpers.examples``; no deadline).
 """
 
 import itertools
@@ -29,7 +30,9 @@ from pegasus.model import SubNode
 from pegasus.queuefile import QueueFile
 from pegasus.records import Records
 
-FUZZ = settings(max_examples=250, deadline=None,
+from helpers import examples
+
+FUZZ = settings(max_examples=examples(250), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow,
                                        HealthCheck.function_scoped_fixture,
                                        HealthCheck.filter_too_much])

@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from pegasus.errors import HostKeyError
 from pegasus.knownhosts import check_host_key, key_type_of, known_key_types
 
+from helpers import examples
+
 POLICIES = ["yes", "accept-new", "no"]
 
 
@@ -336,7 +338,7 @@ _files = st.one_of(st.binary(max_size=300),
                        "utf-8", "surrogatepass")))
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=examples(150), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content=_files, policy=st.sampled_from(POLICIES), port=st.sampled_from([22, 2222]))
 def test_garbage_never_raises_anything_else(keys, content, policy, port):

@@ -1,4 +1,5 @@
-"""Queue mode on localhost sub-nodes: the real CLI, no SSH needed."""
+"""Queue mode on localhost sub-nodes: the real CLI, no SSH needed (the exec limit's
+and the late connections' tests run it in this process: ``run_in_process``)."""
 
 import os
 import subprocess
@@ -96,12 +97,12 @@ def test_output_goes_through_a_pipe_unwrapped_and_uncoloured(tmp_path):
     assert "\x1b[" not in res.stdout
 
 
-def test_a_command_over_the_exec_limit_fails_once_and_the_queue_goes_on(tmp_path):
+def test_a_command_over_the_exec_limit_fails_once_and_the_queue_goes_on(tmp_path,
+                                                                        run_in_process):
     """Issue 10: it was put back and taken again forever (consumed.yaml grew 65 MB in 10 s)."""
     (tmp_path / "hosts.yaml").write_text("- localhost\n")
     (tmp_path / "queue.yaml").write_text("- echo %s\n- echo next\n" % ("x" * 140000))
-    res = subprocess.run([sys.executable, "-m", "pegasus", "q"], cwd=str(tmp_path),
-                         capture_output=True, text=True, timeout=60)
+    res = run_in_process(["q"], tmp_path)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "cannot start the command: Argument list too long" in res.stdout
     assert "=== done (exit 126) ===" in res.stdout
@@ -147,3 +148,20 @@ def test_entries_appended_without_the_lock_while_a_daemon_takes_are_never_lost(t
     ran = sorted(line.split("'")[1] for line in run.output.splitlines()
                  if "=== run " in line)
     assert ran == sorted("echo job%d" % i for i in range(1, n + 1))
+
+
+def test_ten_thousand_sub_nodes_whose_first_connections_end_late(tmp_path, monkeypatch,
+                                                                run_in_process):
+    """The same when the first connections outlast app.FIRST_ANSWER (a busy
+    machine): each sub-node that came up looked at every sub-node of its host,
+    O(n^2), 20 s of CPU. Here every first connection ends in the background."""
+    from pegasus import app
+
+    monkeypatch.setattr(app, "FIRST_ANSWER", 0)
+    (tmp_path / "hosts.yaml").write_text(
+        "- hostname: localhost\n  i: [%s]\n" % ", ".join(str(i) for i in range(10000)))
+    (tmp_path / "queue.yaml").write_text("- echo {{i}}\n" * 10)
+    res = run_in_process(["q", "-p", "0"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "connecting: localhost" in res.stdout, res.stdout  # the late path was taken
+    assert "10 jobs, all succeeded" in res.stdout

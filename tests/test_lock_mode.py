@@ -1,5 +1,10 @@
 """Lock mode (``pegasus l``): scripted editors, the real CLI, concurrent Pegasus runs.
 
+A run that only needs its exit status, output and files runs through
+``cli.main`` in this process (``run_in_process``), its editor a child of this
+process; the first test and those that signal, kill or run Pegasus alongside
+others run the real command (``run_pegasus``, ``Running``).
+
 Editors are small sh scripts written into ``tmp_path`` and given with
 ``--editor "sh /path/editor.sh"`` (or ``$EDITOR``, or a fake ``vim`` on
 PATH). Editors that must stay open touch a flag file and wait for a release
@@ -126,8 +131,8 @@ def test_an_appended_entry_is_kept_previewed_and_the_lock_released(tmp_path, run
     assert not (tmp_path / "queue.yaml.rejected").exists()
 
 
-def test_a_missing_queue_file_is_created_by_the_editor(tmp_path, run_pegasus):
-    res = run_pegasus(["l", "--editor", editor(tmp_path, APPEND)], tmp_path)
+def test_a_missing_queue_file_is_created_by_the_editor(tmp_path, run_in_process):
+    res = run_in_process(["l", "--editor", editor(tmp_path, APPEND)], tmp_path)
     assert res.returncode == 0, res.stderr
     assert "pegasus: queue.yaml: 1 entry, 1 job" in res.stdout
     assert (tmp_path / "queue.yaml").read_text() == "- echo added\n"
@@ -155,34 +160,34 @@ def test_editor_priority_is_option_then_environment_then_vim(tmp_path, monkeypat
     assert lock_is_free(tmp_path / "queue.yaml")
 
 
-def test_an_editor_with_arguments_gets_them_before_the_queue_path(tmp_path, run_pegasus):
+def test_an_editor_with_arguments_gets_them_before_the_queue_path(tmp_path, run_in_process):
     folder = tmp_path / "a folder"
     folder.mkdir()
     script = folder / "ed it.sh"
     script.write_text('for a in "$@"; do echo "$a"; done > "$(dirname "$0")/args.txt"\n')
     given = f"sh {shlex.quote(str(script))} --wait -c 'two words'"
-    res = run_pegasus(["l", "--editor", given], tmp_path, env={"EDITOR": "false"})
+    res = run_in_process(["l", "--editor", given], tmp_path, env={"EDITOR": "false"})
     assert res.returncode == 0, res.stderr
     assert (folder / "args.txt").read_text().splitlines() == [
         "--wait", "-c", "two words", "queue.yaml"]
 
 
-def test_editor_from_environment_with_arguments(tmp_path, run_pegasus):
+def test_editor_from_environment_with_arguments(tmp_path, run_in_process):
     ed = editor(tmp_path, 'echo "$1" > "$(dirname "$0")/args.txt"; ' + APPEND.replace("$1", "$2"))
-    res = run_pegasus(["l"], tmp_path, env={"EDITOR": ed + " --flag"})
+    res = run_in_process(["l"], tmp_path, env={"EDITOR": ed + " --flag"})
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "args.txt").read_text() == "--flag\n"
     assert (tmp_path / "queue.yaml").read_text() == "- echo added\n"
 
 
-def test_an_editor_that_saves_by_renaming_a_new_file_over_the_queue(tmp_path, run_pegasus):
+def test_an_editor_that_saves_by_renaming_a_new_file_over_the_queue(tmp_path, run_in_process):
     queue = tmp_path / "queue.yaml"
     queue.write_text("- echo one\n")
     queue.chmod(0o600)
     inode = queue.stat().st_ino
     ed = editor(tmp_path, LOCKSTATE + 'cp "$1" "$1.swp" && printf -- "- echo two\\n" >> "$1.swp"'
                           ' && mv "$1.swp" "$1"\n')
-    res = run_pegasus(["l", "--editor", ed], tmp_path)
+    res = run_in_process(["l", "--editor", ed], tmp_path)
     assert res.returncode == 0, res.stderr
     assert "pegasus: queue.yaml: 2 entries, 2 jobs" in res.stdout
     assert queue.read_text() == "- echo one\n- echo two\n"
@@ -191,7 +196,7 @@ def test_an_editor_that_saves_by_renaming_a_new_file_over_the_queue(tmp_path, ru
     assert lock_is_free(queue)
 
 
-def test_a_symlinked_queue_is_edited_at_its_target_and_stays_a_link(tmp_path, run_pegasus):
+def test_a_symlinked_queue_is_edited_at_its_target_and_stays_a_link(tmp_path, run_in_process):
     (tmp_path / "b").mkdir()
     target = tmp_path / "b" / "jobs.yaml"
     target.write_text("- echo one\n")
@@ -199,7 +204,7 @@ def test_a_symlinked_queue_is_edited_at_its_target_and_stays_a_link(tmp_path, ru
     os.symlink("b/jobs.yaml", str(link))
     ed = editor(tmp_path, LOCKSTATE + 'cp "$1" "$1.swp" && printf -- "- echo two\\n" >> "$1.swp"'
                           ' && mv "$1.swp" "$1"\n')  # saves by renaming over the file
-    res = run_pegasus(["l", "--editor", ed], tmp_path)
+    res = run_in_process(["l", "--editor", ed], tmp_path)
     assert res.returncode == 0, res.stderr
     assert f"pegasus: {target}: 2 entries, 2 jobs" in res.stdout
     assert os.path.islink(str(link)) and target.read_text() == "- echo one\n- echo two\n"
@@ -217,7 +222,7 @@ ORIGINAL = "# the queue\n- echo one    # keep this spacing\n\n- command: echo {{
     ("- bs: 8\n", False, "queue.yaml:6 (entry 3)", "no 'command' key"),
     ("- echo {{ nope }}\n", True, "queue.yaml:6 (entry 3)", "nope"),
 ], ids=["syntax", "no-command", "unknown-name"])
-def test_a_bad_edit_without_a_terminal_is_undone(tmp_path, run_pegasus, added, hosts,
+def test_a_bad_edit_without_a_terminal_is_undone(tmp_path, run_in_process, added, hosts,
                                                  where, what):
     queue = tmp_path / "queue.yaml"
     queue.write_text(ORIGINAL)
@@ -225,7 +230,7 @@ def test_a_bad_edit_without_a_terminal_is_undone(tmp_path, run_pegasus, added, h
     if hosts:
         (tmp_path / "hosts.yaml").write_text("- hostname: localhost\n  slot: [1, 2]\n")
     ed = editor(tmp_path, f"printf -- {shlex.quote(added)} >> \"$1\"\n")
-    res = run_pegasus(["l", "--editor", ed], tmp_path)
+    res = run_in_process(["l", "--editor", ed], tmp_path)
     assert res.returncode == 2, res.stdout + res.stderr
     first = res.stderr.splitlines()[0]
     assert first.startswith(f"pegasus: {where}"), res.stderr
@@ -239,17 +244,17 @@ def test_a_bad_edit_without_a_terminal_is_undone(tmp_path, run_pegasus, added, h
 
 
 def test_without_a_hosts_file_templates_are_not_checked_and_that_is_said(tmp_path,
-                                                                        run_pegasus):
+                                                                        run_in_process):
     ed = editor(tmp_path, 'printf -- "- echo {{ nope }}\\n" >> "$1"\n')
-    res = run_pegasus(["l", "--editor", ed], tmp_path)
+    res = run_in_process(["l", "--editor", ed], tmp_path)
     assert res.returncode == 0, res.stderr
     assert "no hosts file at hosts.yaml: templates were not checked" in res.stdout
     assert "pegasus: queue.yaml: 1 entry, 1 job" in res.stdout
 
 
-def test_a_bad_hosts_file_is_reported_and_templates_not_checked(tmp_path, run_pegasus):
+def test_a_bad_hosts_file_is_reported_and_templates_not_checked(tmp_path, run_in_process):
     (tmp_path / "hosts.yaml").write_text("- port: 22\n")
-    res = run_pegasus(["l", "--editor", editor(tmp_path, APPEND)], tmp_path)
+    res = run_in_process(["l", "--editor", editor(tmp_path, APPEND)], tmp_path)
     assert res.returncode == 0, res.stderr
     assert "hosts.yaml:1 (entry 1)" in res.stdout and "hostname" in res.stdout
     assert "templates were not checked against hosts" in res.stdout
@@ -369,11 +374,11 @@ def test_end_of_input_at_the_question_undoes_the_edit(tmp_path, capsys):
 # ---------------------------------------------------------------- how the editor ends
 
 @pytest.mark.parametrize("added, status", [("- echo two\n", 0), ("- [\n", 2)])
-def test_an_editor_failing_is_reported_and_the_file_still_checked(tmp_path, run_pegasus,
+def test_an_editor_failing_is_reported_and_the_file_still_checked(tmp_path, run_in_process,
                                                                  added, status):
     (tmp_path / "queue.yaml").write_text("- echo one\n")
     ed = editor(tmp_path, f"printf -- {shlex.quote(added)} >> \"$1\"; exit 3\n")
-    res = run_pegasus(["l", "--editor", ed], tmp_path)
+    res = run_in_process(["l", "--editor", ed], tmp_path)
     assert res.returncode == status, res.stdout + res.stderr
     assert "exited with status 3; checking queue.yaml anyway" in res.stdout
     if status == 0:
@@ -386,9 +391,9 @@ def test_an_editor_failing_is_reported_and_the_file_still_checked(tmp_path, run_
 @pytest.mark.parametrize("args, env, source", [
     (["--editor", "nvimx-nowhere"], {}, "--editor"),
     ([], {"EDITOR": "nvimx-nowhere -f"}, "$EDITOR")])
-def test_an_editor_that_cannot_start_is_named(tmp_path, run_pegasus, args, env, source):
+def test_an_editor_that_cannot_start_is_named(tmp_path, run_in_process, args, env, source):
     (tmp_path / "queue.yaml").write_text("- echo one\n")
-    res = run_pegasus(["l", *args], tmp_path, env=env)
+    res = run_in_process(["l", *args], tmp_path, env=env)
     assert res.returncode == 2
     given = args[1] if args else env["EDITOR"]
     assert res.stderr.startswith(f"pegasus: cannot start the editor '{given}' ({source}): "
@@ -397,8 +402,8 @@ def test_an_editor_that_cannot_start_is_named(tmp_path, run_pegasus, args, env, 
     assert lock_is_free(tmp_path / "queue.yaml")
 
 
-def test_an_unreadable_editor_command_is_a_usage_error(tmp_path, run_pegasus):
-    res = run_pegasus(["l", "--editor", "vim 'unclosed"], tmp_path)
+def test_an_unreadable_editor_command_is_a_usage_error(tmp_path, run_in_process):
+    res = run_in_process(["l", "--editor", "vim 'unclosed"], tmp_path)
     assert res.returncode == 2
     assert "cannot read the editor command" in res.stderr
 

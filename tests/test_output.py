@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from pegasus.model import Job, Result, SubNode
 from pegasus.output import LineSplitter, ProgressFilter, Sink, StepTable, one_line, wrap_text
 
+from helpers import examples
+
 ESC = b"\x1b["
 N1 = SubNode(1, "node-1")
 N2 = SubNode(2, "node-1", (("container", "gpu0"),))
@@ -122,7 +124,7 @@ chunks_st = st.lists(
     max_size=30)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(chunks_st)
 def test_property_matches_splitlines_of_whole(chunks):
     data = b"".join(chunks)
@@ -131,7 +133,7 @@ def test_property_matches_splitlines_of_whole(chunks):
     assert b"".join(lines) == re.sub(rb"\r\n|\r|\n", b"", data)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(chunks_st, st.integers(min_value=1, max_value=8))
 def test_property_small_max_line(chunks, max_line):
     data = b"".join(chunks)

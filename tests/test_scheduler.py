@@ -1,5 +1,7 @@
 """The pure scheduler: which free sub-nodes get the next jobs."""
 
+import random
+
 import pytest
 
 from pegasus.model import SubNode
@@ -53,3 +55,39 @@ def test_every_free_node_is_listed_once():
     s.start(nodes[::2])
     free = s.free()
     assert sorted(n.index for n in free) == [n.index for n in nodes[1::2]]
+
+
+def test_taking_many_down_at_once_is_taking_each_down():
+    nodes = grid(["a", "b", "c"], 4)
+    rng = random.Random(7)
+    for _ in range(200):
+        one, many = Scheduler(nodes), Scheduler(nodes)
+        busy = rng.sample(nodes, rng.randint(0, 5))
+        one.start(busy)
+        many.start(busy)
+        for node in rng.sample(nodes, rng.randint(0, 3)):
+            one.take_down(node)
+            many.take_down(node)
+        leaving = [rng.choice(nodes) for _ in range(rng.randint(0, 12))]  # repeats too
+        for node in leaving:
+            one.take_down(node)
+        many.take_down_all(leaving)
+        assert (many.free(), many.down, many.idle_count) == (one.free(), one.down,
+                                                             one.idle_count)
+        for node in busy:
+            one.finish(node)
+            many.finish(node)
+        assert many.free() == one.free()
+
+
+def test_has_down_says_whether_a_host_has_a_sub_node_down():
+    nodes = grid(["a", "b"], 2)
+    s = Scheduler(nodes)
+    s.take_down_all(nodes[:2])
+    assert s.has_down("a") and not s.has_down("b")
+    s.bring_up(nodes[0])
+    assert s.has_down("a")
+    s.bring_up(nodes[1])
+    s.bring_up(nodes[1])  # already up
+    s.take_down(nodes[2])
+    assert not s.has_down("a") and s.has_down("b")

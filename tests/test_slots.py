@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 import pegasus.slots
 from pegasus.slots import Placement, Policy, allocate, count_of, place, policy_of, render, validate
 
+from helpers import examples
+
 POLICIES = ["first_fit", "buddy"]
 
 
@@ -341,7 +343,7 @@ operations = st.lists(st.tuples(st.booleans(), st.integers(0, 17), st.sampled_fr
                                 st.integers(0, 1000)), min_size=1, max_size=40)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(total=st.integers(1, 16), ops=operations)
 def test_random_allocations_and_releases_on_one_host(total, ops):
     live = []
@@ -362,7 +364,7 @@ def test_random_allocations_and_releases_on_one_host(total, ops):
         assert sum(map(len, live)) == len({slot for job in live for slot in job})
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(totals=st.lists(st.integers(1, 16), min_size=1, max_size=4), ops=operations)
 def test_random_placements_and_releases_across_hosts(totals, ops):
     live = []  # (host index, slots)

@@ -10,6 +10,8 @@ from pegasus import template
 from pegasus.errors import InputError, TemplateError
 from pegasus.template import check, render
 
+from helpers import examples
+
 NASTY = ["a&b", "it's", "<x>", "`id`", "a=b", '"q"', "&amp;", "$(id) $HOME", "\\n\\",
          "tab\there", "line\nbreak", "héllo ✓", "*?[a]", "-n", ";rm -rf /;", "%s%%", ""]
 
@@ -183,7 +185,7 @@ def test_unknown_helper_message_lists_helpers():
 
 
 @given(st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))))
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 def test_shq_round_trips_through_sh(value):
     assert run_sh(render("printf %s {{shq v}}", {"v": value})) == value
 

@@ -5,7 +5,8 @@ each shell of the sh family found on this machine runs the exec string the
 same way (``start_new_session``), with a pipe as the channel's stdin that stays
 open until the test closes it, as Pegasus does to cancel. The same wrapper over
 real SSH is exercised by test_cancel.py, test_failing_hosts.py and the rest;
-the last tests here run it through the SSH test cluster itself.
+the last tests here run it through the SSH test cluster itself. The tests
+that wait seconds run the wrappers of every shell side by side (``SideBySide``).
 """
 import os
 import shutil
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import pytest
@@ -24,19 +26,26 @@ import helpers
 SHELLS = [s for s in sorted(wrapper.POSIX_LOGIN_SHELLS) if shutil.which(s)]
 
 wait_for = partial(helpers.wait_for, timeout=15.0)  # this file's default timeout
+# The cancel tests' TERM-to-KILL delay (Pegasus's is executor.KILL_AFTER, 3 s):
+# the same steps, TERM, then 1 s later the USR1 that makes a wrapper whose job
+# ignored TERM say 137, then KILL; 1 s sooner.
+KILL_AFTER = 2
 
 
-def start(shell, command, posix=True, silence=executor.ORPHAN_TIMEOUT):
+def start(shell, command, posix=True, silence=executor.ORPHAN_TIMEOUT,
+          kill_after=executor.KILL_AFTER):
     """The wrapper, started before its command is known, then sent it."""
-    proc = waiting(shell, posix, silence)
+    proc = waiting(shell, posix, silence, kill_after)
     proc.stdin.write(wrapper.command_input(command, proc.nonce))
     proc.stdin.flush()
     return proc
 
 
-def waiting(shell, posix=True, silence=executor.ORPHAN_TIMEOUT):
+def waiting(shell, posix=True, silence=executor.ORPHAN_TIMEOUT,
+            kill_after=executor.KILL_AFTER):
     nonce = wrapper.new_nonce()
-    proc = subprocess.Popen([shell, "-c", wrapper.shell_command(nonce, posix, silence)],
+    exec_string = wrapper.shell_command(nonce, posix, silence, kill_after)
+    proc = subprocess.Popen([shell, "-c", exec_string],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     proc.nonce = nonce
@@ -56,6 +65,22 @@ def finish(proc, timeout=30):
 
 def run(shell, command, posix=True):
     return finish(start(shell, command, posix))
+
+
+class SideBySide:
+    """``fn(shell)`` for every shell at once, the first time a test asks for one;
+    each test then gets its own shell's result (or exception). For the tests
+    that wait seconds (a silence, a TERM-to-KILL delay): the waits overlap."""
+
+    def __init__(self, fn):
+        self.fn, self.futures = fn, None
+
+    def __call__(self, shell):
+        if self.futures is None:
+            pool = ThreadPoolExecutor(len(SHELLS))
+            self.futures = {each: pool.submit(self.fn, each) for each in SHELLS}
+            pool.shutdown(wait=False)
+        return self.futures[shell].result(timeout=60)
 
 
 def reference(command):
@@ -137,8 +162,9 @@ def test_the_wrapper_never_adds_words_to_the_job_s_stderr(shell):
 
 def cancel(shell, command):
     """Start ``command``, wait for its ``sleep 300``, close stdin as Pegasus
-    cancels; return the wrapper's status once every process of the group is gone."""
-    proc = start(shell, command)
+    cancels; return the wrapper's status once every process of the group is gone
+    (``KILL_AFTER`` s later)."""
+    proc = start(shell, command, kill_after=KILL_AFTER)
     try:
         wait_for(lambda: any("sleep 300" in _cmdline(p) for p in _group(proc.pid)),
                  what="the job to start")
@@ -151,16 +177,20 @@ def cancel(shell, command):
         _kill_group(proc.pid)
 
 
+cancelled = SideBySide(lambda shell: cancel(shell, "sleep 300 & sleep 301"))
+cancelled_term_deaf = SideBySide(lambda shell: cancel(shell, "trap '' TERM; sleep 300"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("shell", SHELLS)
 def test_closing_stdin_terminates_the_job_and_its_children(shell):
-    assert cancel(shell, "sleep 300 & sleep 301") == 128 + signal.SIGTERM
+    assert cancelled(shell) == 128 + signal.SIGTERM
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("shell", SHELLS)
 def test_a_job_that_ignores_term_is_killed_and_reported_as_killed(shell):
-    assert cancel(shell, "trap '' TERM; sleep 300") == 128 + signal.SIGKILL
+    assert cancelled_term_deaf(shell) == 128 + signal.SIGKILL
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -197,6 +227,7 @@ def test_the_script_sent_is_wrapper_sh_without_its_comments():
     assert sent.count(wrapper.NONCE) == 1 and "{SILENCE}" not in sent
     assert 'while [ "$n" -lt 120 ]; do sleep 5;' in sent and "{ORPHANED}" not in sent
     assert "sleep %d;" % (executor.KILL_AFTER - 1) in sent
+    assert "sleep 1;" in wrapper.script(600, kill_after=2)  # the tests' shorter delay
     assert wrapper.script(600) is sent  # read once, not for every job
 
 
@@ -350,12 +381,16 @@ def group_processes(pgid):
     return out.split()
 
 
+# stdin stays open and silent
+orphaned = SideBySide(lambda shell: finish(start(shell, "echo started; sleep 300", silence=1),
+                                           timeout=30))
+
+
 @pytest.mark.parametrize("shell", SHELLS)
 def test_silence_past_the_orphan_timeout_stops_the_job_and_says_so(shell):
     """No line for ``silence`` seconds: the job is stopped and the wrapper reports
     ORPHANED (not a signal), so Pegasus can tell a watchdog's stop from a kill."""
-    proc = start(shell, "echo started; sleep 300", silence=1)
-    status, out, _ = finish(proc, timeout=30)  # stdin stays open and silent
+    status, out, _ = orphaned(shell)
     assert out == "started\n"
     assert status == executor.ORPHANED
 
@@ -381,10 +416,14 @@ def test_heartbeats_keep_a_job_alive_and_leave_nothing_behind(shell):
              what="the wrapper's clocks to be gone")
 
 
+# 3 s without a single heartbeat
+outlived = SideBySide(lambda shell: finish(start(shell, "sleep 3; echo still here", silence=60),
+                                           timeout=30))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("shell", SHELLS)
 def test_a_job_outlives_a_silence_shorter_than_the_orphan_timeout(shell):
     """Pegasus paused (Ctrl-z, a stalled stdout) for a while: nothing happens."""
-    proc = start(shell, "sleep 3; echo still here", silence=60)
-    status, out, _ = finish(proc, timeout=30)  # 3 s without a single heartbeat
+    status, out, _ = outlived(shell)
     assert (status, out) == (0, "still here\n")
