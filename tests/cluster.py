@@ -243,6 +243,17 @@ def ensure_test_user(name: str = TEST_USER) -> pwd.struct_passwd:
     return pwd.getpwnam(name)
 
 
+def empty_test_home(name: str = TEST_USER) -> None:
+    """Remove what earlier runs left in the test user's home (jobs start there)."""
+    home = pwd.getpwnam(name).pw_dir
+    for entry in os.listdir(home):
+        path = os.path.join(home, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+
+
 def _shadow_password(name: str) -> Optional[str]:
     try:
         with open("/etc/shadow") as f:

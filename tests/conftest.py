@@ -21,7 +21,7 @@ from hypothesis import settings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from cluster import Cluster  # noqa: E402
+from cluster import Cluster, empty_test_home  # noqa: E402
 from helpers import (HYPOTHESIS_PROFILE, can_run_cluster_or_skip,  # noqa: E402
                      require_sshd_mark, run_in_process, running_test)
 
@@ -85,6 +85,7 @@ def cluster():
     c = Cluster(workdir, n_hosts=4, first_ip=int(os.environ.get("PEGASUS_TEST_FIRST_IP", "11")))
     try:
         c.start()
+        empty_test_home()  # the home jobs start in, as a fresh machine has it
         yield c
     finally:
         c.stop()
