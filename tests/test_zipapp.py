@@ -7,7 +7,6 @@ none of Pegasus's dependencies can be imported there, so everything comes
 from the .pyz.  shiv extracts the .pyz into SHIV_ROOT, a temporary folder.
 """
 import os
-import shlex
 import shutil
 import subprocess
 import sys
