@@ -131,7 +131,21 @@ def test_a_hung_host_is_said_within_45_s_and_the_others_finish(cluster, tmp_path
     assert all("[node-1] more %d" % i in out for i in range(3)), out
 
 
-def test_sigterm_ends_pegasus_within_seconds_whatever_a_hung_host_does(cluster, tmp_path):
+def _sigterm(peg):
+    peg.proc.send_signal(signal.SIGTERM)
+    return 143
+
+
+def _ctrl_c_twice(peg):
+    peg.ctrl_c()
+    wait_for(peg.saw("Ctrl-c again stops them"), what="the first Ctrl-c's answer")
+    peg.ctrl_c()
+    return 130
+
+
+@pytest.mark.parametrize("stop", [_sigterm, _ctrl_c_twice], ids=["sigterm", "ctrl-c-twice"])
+def test_a_stop_ends_pegasus_within_seconds_whatever_a_hung_host_does(cluster, tmp_path,
+                                                                       stop):
     started = scratch_file(cluster)
     job = "touch %s; echo started; sleep 300" % started
     setup(tmp_path, "- node-2\n", [job])
@@ -141,29 +155,8 @@ def test_sigterm_ends_pegasus_within_seconds_whatever_a_hung_host_does(cluster, 
         wait_for(lambda: os.path.exists(started), what="the job to start")
         cluster.freeze_host(index)
         try:
-            peg.proc.send_signal(signal.SIGTERM)
-            assert peg.wait(timeout=20) == 143, peg.said()
-        finally:
-            cluster.thaw_host(index)
-    finally:
-        peg.stop()
-    assert yaml.safe_load(read(tmp_path / "interrupted.yaml")) == [{"command": job}]
-
-
-def test_sigint_twice_ends_pegasus_within_seconds_whatever_a_hung_host_does(cluster, tmp_path):
-    started = scratch_file(cluster)
-    job = "touch %s; echo started; sleep 300" % started
-    setup(tmp_path, "- node-2\n", [job])
-    peg = Pegasus(tmp_path, ["q", "--ssh-config", cluster.ssh_config])
-    index = cluster.host_index("node-2")
-    try:
-        wait_for(lambda: os.path.exists(started), what="the job to start")
-        cluster.freeze_host(index)
-        try:
-            peg.ctrl_c()
-            wait_for(peg.saw("Ctrl-c again stops them"), what="the first Ctrl-c's answer")
-            peg.ctrl_c()
-            assert peg.wait(timeout=20) == 130, peg.said()
+            status = stop(peg)
+            assert peg.wait(timeout=20) == status, peg.said()
         finally:
             cluster.thaw_host(index)
     finally:
