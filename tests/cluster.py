@@ -59,7 +59,10 @@ __all__ = [
     "TEST_USER",
 ]
 
-TEST_USER = "pegasus-test"
+# Two suites at once (PEGASUS_TEST_FIRST_IP set) each get their own user, so one
+# suite emptying its user's home at start never deletes the other's files.
+TEST_USER = "pegasus-test" + ("" if os.environ.get("PEGASUS_TEST_FIRST_IP", "11") == "11"
+                              else "-" + os.environ["PEGASUS_TEST_FIRST_IP"])
 TEST_SHELL = "/bin/sh"
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = "/run/sshd"
