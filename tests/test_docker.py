@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster import SHARED_SSHD_CONFIG, SSHD, TEST_USER, ensure_test_user
+from cluster import SHARED_SSHD_CONFIG, SSHD, ensure_test_user
+
+TEST_USER = "pegasus-test"  # the image's login user (docker/Dockerfile), whatever the suite's
 from helpers import cluster_or_skip
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
@@ -186,7 +188,7 @@ def node_config_for_host(setup_copy, service, listen):
 def test_node_sshd_config_accepts_the_generated_client_key(setup_copy):
     """sshd runs the node's configuration and lets the client key of setup.sh in."""
     cluster_or_skip()
-    ensure_test_user()
+    ensure_test_user(TEST_USER)
     (setup_copy / "run").mkdir()
     listen = ("127.0.0.9", 22000 + os.getpid() % 5000)
     config = setup_copy / "run" / "sshd_config"
