@@ -32,6 +32,8 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
     """Queue or broadcast mode: everything is built before the loop starts."""
     broadcasting = opts.mode == "b"
     nodes = hostsfile.load(opts.hosts_file)
+    if broadcasting:  # each command once per host, holding all its slots
+        nodes = expand.whole_hosts(nodes)
     stop = running.StopFlag()
     queue = QueueFile(opts.queue_file, wait=stop.wait, on_lock_wait=lambda path: sink.message(
         f"waiting for the queue lock {path} (someone is editing the queue)"))

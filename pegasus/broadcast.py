@@ -9,10 +9,10 @@ stays out for the rest of the run (lock-step).
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from pegasus.errors import ExitStatus
-from pegasus.model import Result, SubNode
+from pegasus.model import Job, Result, SubNode
 from pegasus.modes import Loop, Run
 from pegasus.output import StepTable
 
@@ -25,24 +25,18 @@ class BroadcastLoop(Loop):
         self.table = StepTable()  # the summary's rows
         self.step: List[Result] = []  # the current step's results
 
-    def targets(self) -> List[SubNode]:
-        return [] if self.scheduler.running else self.scheduler.free()
+    def plan(self) -> "Step":
+        return Step([] if self.scheduler.running else self.scheduler.free())
 
     def has_targets(self) -> bool:
         return not self.scheduler.running and self.scheduler.has_free()
-
-    def labels(self, targets: List[SubNode]) -> List[str]:
-        return [f"broadcast to {len(targets)} sub-node" + ("s" if len(targets) != 1 else "")]
-
-    def assign(self, targets, jobs):
-        self.step = []
-        return [(node, job) for job in jobs for node in targets]  # at most one job
 
     def record(self, result: Result) -> None:
         self.step.append(result)
 
     def step_done(self) -> None:
         results, number = self.step, self.table.steps + 1
+        self.step = []
         if results:
             self.run.records.step_done(results[0].job)
         self.table.add(results)
@@ -55,6 +49,20 @@ class BroadcastLoop(Loop):
 
     def host_lost(self, node: SubNode) -> None:
         self.hosts.lose_sub_node(node)
+
+
+class Step:
+    """One job, on every free sub-node."""
+
+    def __init__(self, targets: List[SubNode]):
+        self.targets, self.want = targets, 1 if targets else 0
+
+    def place(self, job) -> str:
+        count = len(self.targets)
+        return f"broadcast to {count} sub-node" + ("s" if count != 1 else "")
+
+    def assign(self, jobs) -> List[Tuple[SubNode, Job]]:
+        return [(node, job) for job in jobs for node in self.targets]  # at most one job
 
 
 def broadcast_mode(run: Run) -> ExitStatus:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import yaml
 
-from pegasus import template
+from pegasus import slots, template
 from pegasus.errors import InputError
 from pegasus.model import Job, SubNode, params_of
 
@@ -65,14 +66,20 @@ def _product(axes: Dict[str, List[str]], where: str) -> Iterable[Dict[str, str]]
 # ---------------------------------------------------------------- hosts.yaml
 
 def expand_hosts(entries: Sequence, lines: Sequence[int] = ()) -> List[SubNode]:
-    """Sub-nodes of hosts.yaml entries, in file order. ``lines`` are 1-based."""
+    """Sub-nodes of hosts.yaml entries, in file order. ``lines`` are 1-based.
+
+    A host with ``slots: N`` gives N sub-nodes (its lanes, see ``SubNode``).
+    """
     nodes: List[SubNode] = []
+    slot_hosts: Dict[str, int] = {}  # hostname -> the entry that gave it slots
     for i, entry in enumerate(entries):
         line = lines[i] if i < len(lines) else None
         try:
-            nodes.extend(_host_entry(entry, len(nodes)))
+            made = _host_entry(entry, len(nodes))
+            _one_slot_entry_per_host(made, i + 1, slot_hosts, lines)
         except InputError as err:
             raise err.at(line=line, entry=i + 1) from None
+        nodes.extend(made)
     if not nodes:
         raise InputError("lists no hosts; add at least one, e.g. '- localhost'")
     return nodes
@@ -87,13 +94,55 @@ def _host_entry(entry, first_index: int) -> List[SubNode]:
     if "hostname" not in entry:
         raise InputError("this host entry has no 'hostname' key; add one "
                          "(e.g. 'hostname: node-1')")
-    axes = {name: _values(name, raw, "host entry") for name, raw in entry.items()}
+    count = _host_slots(entry["slots"]) if "slots" in entry else 0
+    axes = {name: _values(name, raw, "host entry") for name, raw in entry.items()
+            if name != "slots"}
     nodes = []
     for point in _product(axes, "this host entry"):
         params = {k: v for k, v in point.items() if k != "hostname"}
         name = _render_hostname(point["hostname"], params)
-        nodes.append(SubNode(first_index + len(nodes), name, params_of(params)))
+        for lane in range(max(count, 1)):
+            nodes.append(SubNode(first_index + len(nodes), name, params_of(params),
+                                 lane, count))
     return nodes
+
+
+def whole_hosts(nodes: Sequence[SubNode]) -> List[SubNode]:
+    """Broadcast's sub-nodes: one lane per host with slots, holding all its slots."""
+    return [replace(node, slots=tuple(range(node.slot_count))) if node.slot_count else node
+            for node in nodes if not node.lane]
+
+
+def _host_slots(raw) -> int:
+    """A host's ``slots``: one whole number >= 1 (a one-item list is tolerated)."""
+    value = raw[0] if isinstance(raw, list) and len(raw) == 1 else raw
+    if isinstance(value, str) and value.strip().isdigit() and int(value) >= 1:
+        return int(value)
+    if isinstance(raw, list):
+        shown = ", ".join(map(str, raw))
+        raise InputError(f"'slots' is a list ([{shown}]); a host has one number of "
+                         "slots, e.g. 'slots: 8'")
+    raise InputError(f"'slots: {value}' is not a number of slots; give a whole number "
+                     "of 1 or more, e.g. 'slots: 8' (one slot per GPU)")
+
+
+def _one_slot_entry_per_host(made: Sequence[SubNode], entry: int,
+                             slot_hosts: Dict[str, int], lines: Sequence[int]) -> None:
+    """Two sub-nodes giving slots to one machine would hand out its GPUs twice."""
+    for node in made:
+        if not node.slot_count or node.lane:
+            continue
+        first = slot_hosts.setdefault(node.hostname, entry)
+        if first == entry and sum(1 for n in made if n.hostname == node.hostname
+                                  and not n.lane) > 1:
+            raise InputError(f"this entry gives host {node.hostname} slots on several "
+                             "sub-nodes, which would hand out its slots (GPUs) twice; "
+                             "give 'slots' to a host without sub-node parameters")
+        if first != entry:
+            where = f" (line {lines[first - 1]})" if first - 1 < len(lines) else ""
+            raise InputError(f"host {node.hostname} is also given slots by entry {first}"
+                             f"{where}, which would hand out its slots (GPUs) twice; "
+                             "keep one entry with 'slots' for each host")
 
 
 def _render_hostname(raw: str, params: Dict[str, str]) -> str:
@@ -131,6 +180,8 @@ def expand_entry(entry, line: Optional[int] = None) -> List[Job]:
         raise InputError("this entry has no 'command' key; add one (e.g. "
                          "'command: echo {{ x }}')" + hint)
     axes = {name: _values(name, raw, "this entry") for name, raw in entry.items()}
+    if "allocation_policy" in axes:  # a setting, not a sweep: its first value (as the original)
+        axes["allocation_policy"] = axes["allocation_policy"][:1]
     return [Job(p.pop("command"), params_of(p), line)
             for p in _product(axes, "this entry")]
 
@@ -146,7 +197,23 @@ def check_job(job: Job, nodes: Sequence[SubNode], cache: Optional[dict] = None) 
 def checker(nodes: Sequence[SubNode]) -> Callable[[Job], None]:
     """``check_job`` for these sub-nodes: their name sets found once, checks cached."""
     name_sets, cache = _node_name_sets(nodes), {}
-    return lambda job: _check_names(job, name_sets, cache)
+    largest = max(nodes, key=lambda node: node.total_slots)
+
+    def check(job: Job) -> None:
+        _check_slots(job, largest)
+        _check_names(job, name_sets, cache)
+    return check
+
+
+def _check_slots(job: Job, largest: SubNode) -> None:
+    """A slot request that no host could ever run is bad input."""
+    params = dict(job.params)
+    if "slots" in params or "allocation_policy" in params:
+        try:
+            slots.validate(params.get("slots", "1"), params.get("allocation_policy"),
+                           (largest.hostname, largest.total_slots))
+        except ValueError as err:
+            raise InputError(str(err)) from None
 
 
 def _check_names(job: Job, name_sets, cache: Optional[dict]) -> None:

@@ -13,32 +13,58 @@ def params_of(mapping: Mapping[str, str]) -> Params:
     return tuple(sorted(mapping.items()))
 
 
+# allocation_policy as typed -> as rendered (the original's spellings)
+SPELLINGS = {"first_fit": "first_fit", "firstfit": "first_fit", "first-fit": "first_fit",
+             "buddy": "buddy"}
+
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 @dataclass(frozen=True)
 class SubNode:
-    """One slot that runs one job at a time: a host plus its parameters."""
+    """One lane that runs one job at a time: a host plus its parameters.
 
-    index: int  # position in hosts.yaml order, also picks the colour
+    A host with ``slots: N`` in hosts.yaml has N lanes (``lane`` 0..N-1, one
+    connection each) sharing its N slots; a job running on a lane holds the
+    slots it was given (``slots``, not part of the sub-node's identity: the
+    lane with a job's slots is the same lane). A host without ``slots`` is
+    one lane with one slot, slot 0 (``slot_count`` 0: none declared).
+    """
+
+    index: int  # position in hosts.yaml order (lanes included)
     hostname: str  # rendered; an ssh_config alias or a local name
     params: Params = ()
+    lane: int = 0
+    slot_count: int = 0  # the host's ``slots``; 0 when hosts.yaml gives none
+    slots: Tuple[int, ...] = field(default=(), compare=False)  # a running job's
 
     @property
     def label(self) -> str:
-        if not self.params:
-            return f"[{self.hostname}]"
         inner = ",".join(f"{k}={v}" for k, v in self.params)
-        return f"[{self.hostname} ({inner})]"
+        name = f"{self.hostname} ({inner})" if inner else self.hostname
+        if self.slot_count and self.slots:
+            return f"[{name} slots {','.join(map(str, self.slots))}]"
+        return f"[{name}]"
+
+    @property
+    def colour(self) -> int:
+        """Lanes of one host share their first lane's colour."""
+        return self.index - self.lane
 
     @property
     def is_local(self) -> bool:
         return self.hostname in LOCAL_HOSTS
 
+    @property
+    def total_slots(self) -> int:
+        return self.slot_count or 1
+
     def context(self) -> dict:
-        """Template names this sub-node defines (its params and hostname)."""
+        """Template names this sub-node defines (its params, hostname, slots)."""
         ctx = dict(self.params)
         ctx["hostname"] = self.hostname
+        ctx["slots"] = ",".join(map(str, self.slots or (0,)))
+        ctx["allocation_policy"] = "first_fit"  # the job's own, if any, wins
         return ctx
 
 
@@ -52,9 +78,12 @@ class Job:
     ticket: Optional[str] = field(default=None, compare=False)  # its journal id
 
     def context_on(self, node: SubNode) -> dict:
-        """Job params, then the sub-node's (they win), then hostname."""
+        """Job params, then the sub-node's (they win, with the job's slots)."""
         ctx = dict(self.params)
+        policy = ctx.get("allocation_policy")
         ctx.update(node.context())
+        if policy is not None:
+            ctx["allocation_policy"] = SPELLINGS.get(policy, policy)
         return ctx
 
     def canonical(self) -> dict:

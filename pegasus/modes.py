@@ -44,19 +44,12 @@ class State(Enum):
 class Mode:
     """What queue mode and broadcast mode each define (the loop calls these)."""
 
-    def targets(self) -> List[SubNode]:
-        """The sub-nodes the next take is for, in order."""
+    def plan(self) -> "Plan":
+        """Where the next jobs would go (see ``QueuePlan``)."""
         raise NotImplementedError
 
     def has_targets(self) -> bool:
-        """Whether ``targets()`` would name any (cheaply)."""
-        raise NotImplementedError
-
-    def labels(self, targets: List[SubNode]) -> List[str]:
-        """One consumed.yaml label per job to take."""
-        raise NotImplementedError
-
-    def assign(self, targets: List[SubNode], jobs) -> List[Tuple[SubNode, Job]]:
+        """Whether a plan could place any job now (cheaply)."""
         raise NotImplementedError
 
     def step_done(self) -> None:
@@ -125,6 +118,7 @@ class Loop(Mode):
             return self.on_signal(event.signal)
         if isinstance(event, (HostBack, HostFailed, HostRefused)):
             self.hosts.back(event)
+            self.head.wake()
             if self.hosts.hopeless():
                 self.abort(str(HostsUnreachable(self.hosts.failed_errors())),
                            ExitStatus.UNREACHABLE)
@@ -137,6 +131,7 @@ class Loop(Mode):
 
     def job_done(self, result: Result) -> None:
         self.scheduler.finish(result.node)
+        self.head.wake()
         self.jobs.ended(result.node)
         try:
             result = self.run.records.settle(result)
@@ -167,10 +162,9 @@ class Loop(Mode):
         return self.has_targets() and self.head.may_have_jobs()
 
     def take(self) -> None:
-        targets = self.targets()
-        labels = self.labels(targets)
+        plan = self.plan()
         try:
-            taken = self.run.records.take(labels, self.run.check)
+            taken = self.run.records.take_placed(plan.want, plan.place, self.run.check)
         except InputError as err:
             return self.head.block(err)
         except StorageError as err:  # a full disk
@@ -179,11 +173,11 @@ class Loop(Mode):
             return self.abort(str(err), err.exit_status)
         except LockWaitAborted:
             return None
-        for node, job in self.assign(targets, taken.jobs):
+        for node, job in plan.assign(taken.jobs):
             self.start(node, job)
         if taken.fault is not None:
             self.storage_failed(taken.fault)
-        self.head.took(len(taken.jobs) < len(labels), taken.error, taken.signature)
+        self.head.took(taken.emptied, taken.error, taken.signature, taken.waiting)
 
     def start(self, node: SubNode, job: Job) -> None:
         self.scheduler.start([node])
@@ -196,8 +190,14 @@ class Loop(Mode):
             return True
         if self.head.done():
             return True
-        if not self.scheduler.has_free() and not self.hosts.reconnecting:
+        if self.hosts.reconnecting:
+            return False
+        if not self.scheduler.has_free():
             self.run.sink.message("no usable sub-node is left; stopping")
+            return True
+        if self.head.waiting and not self.run.daemon:
+            self.run.sink.message("the job at the head of the queue needs more slots than "
+                                  "any host that is up has free; it stays in the queue")
             return True
         return False
 
@@ -319,17 +319,29 @@ class QueueLoop(Loop):
         failed = [result for _, result in sorted(self.failures, key=lambda f: f[0])]
         self.run.sink.summary(failed, extra, len(failed) + self.succeeded)
 
-    def targets(self) -> List[SubNode]:
-        return self.scheduler.free()
+    def plan(self) -> "QueuePlan":
+        return QueuePlan(self.scheduler.plan())
 
     def has_targets(self) -> bool:
         return self.scheduler.has_free()
 
-    def labels(self, targets: List[SubNode]) -> List[str]:
-        return [node.label for node in targets]
 
-    def assign(self, targets, jobs):
-        return list(zip(targets, jobs))
+class QueuePlan:
+    """Each job on the sub-node (and slots) the scheduler's plan gives it."""
+
+    def __init__(self, plan):
+        self.plan, self.want = plan, plan.want
+        self.nodes: List[SubNode] = []  # where each placed job goes, in order
+
+    def place(self, job: Job) -> Optional[str]:
+        node = self.plan.place(job)
+        if node is None:
+            return None
+        self.nodes.append(node)
+        return node.label
+
+    def assign(self, jobs) -> List[Tuple[SubNode, Job]]:
+        return list(zip(self.nodes, jobs))
 
 
 def queue_mode(run: Run) -> ExitStatus:

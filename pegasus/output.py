@@ -388,15 +388,16 @@ class Sink:
 
     def _prefix(self, node) -> Tuple[bytes, int]:
         """The cached prefix bytes of ``node`` and its width in characters."""
-        cached = self._prefixes.get(node)
+        key = (node, node.slots)  # a lane's label shows its job's slots
+        cached = self._prefixes.get(key)
         if cached is None:
             label = node.label
             if self.color:
-                code = _PALETTE[node.index % len(_PALETTE)]
+                code = _PALETTE[node.colour % len(_PALETTE)]
                 text = f"{_RESET}\x1b[{code}m{label}{_RESET} "
             else:
                 text = label + " "
-            cached = self._prefixes[node] = (text.encode(), len(label) + 1)
+            cached = self._prefixes[key] = (text.encode(), len(label) + 1)
         return cached
 
     def _wrap(self, lines: List[bytes], room: int) -> List[bytes]:

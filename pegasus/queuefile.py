@@ -38,6 +38,7 @@ from pegasus.errors import InputError, PegasusError, StorageError
 from pegasus.model import Job
 
 Check = Callable[[Job], None]  # raises InputError for a job that cannot run
+Place = Callable[[Job], Optional[str]]  # where a job would run (a label), None: it waits
 Announce = Callable[[str], None]  # told a rewrite's temporary file name before its rename
 Data = Union[str, bytes, Callable[[int], None]]  # what write_atomic writes (or how)
 COPY_CHUNK = 1024 * 1024  # the rest of the file is copied this much at a time
@@ -60,6 +61,8 @@ class Popped:
     layout: yamltree.Layout
     used: Tuple[yamltree.Item, ...]  # the entries the jobs come from
     leftovers: Tuple[Job, ...]  # jobs of the last used entry not taken
+    places: Tuple[str, ...] = ()  # where each job runs, as ``place`` said
+    waiting: bool = False  # stopped at a job that has no place yet (no free slots)
 
 
 def _no_wait_notice(lock_path: str) -> None:
@@ -111,20 +114,20 @@ class QueueFile:
 
     # ------------------------------------------------------------ popping (hold the lock)
 
-    def pop(self, want: int, check: Check) -> Popped:
+    def pop(self, want: int, check: Check, place: Place = lambda job: "") -> Popped:
         """Up to ``want`` checked jobs from the head; the file is not changed.
 
-        Raises InputError when the very first job is bad; a bad entry after
-        some jobs ends the pop early and is returned as ``error``.
+        The first job ``place`` has no place for, or a bad entry, ends the pop
+        (the error is returned; raised if it is the very first job).
         """
         with _stream(self.path, keep=True) as stream:
             layout, items = yamltree.read_list(stream, self.path)
-            jobs, used, leftovers, error = _take_jobs(
-                items, want, lambda item, number: self._checked(item, number, check))
+            jobs, places, used, leftovers, error, waiting = _take_jobs(
+                items, want, lambda item, n: self._checked(item, n, check), place)
             if used:
                 stream.read_through_line(used[-1].last_line)
             head = stream.head()
-        return Popped(tuple(jobs), error, head, layout, tuple(used), tuple(leftovers))
+        return Popped(jobs, error, head, layout, used, leftovers, places, waiting)
 
     def cut(self, popped: Popped, announce: Optional[Announce] = None) -> None:
         """Rewrite the file without the popped entries (leftovers stay at the head)."""
@@ -319,25 +322,42 @@ def refuse_symlink(path: str) -> None:
 # ---------------------------------------------------------------- the head and the rest
 
 def _take_jobs(items: Iterator[yamltree.Item], want: int,
-               checked: Callable[[yamltree.Item, int], List[Job]]):
-    """(jobs, entries used, jobs of the last one left over, the error that stopped it)."""
+               checked: Callable[[yamltree.Item, int], List[Job]], place: Place):
+    """(jobs, their places, entries used, jobs of the last one left over, the
+    error that stopped it, whether it stopped at a job with no place yet)."""
     jobs: List[Job] = []
+    places: List[str] = []
     used: List[yamltree.Item] = []
     leftovers: List[Job] = []
+    if want < 1:
+        return (), (), (), (), None, False
     try:
         for number, item in enumerate(items, 1):
             expanded = checked(item, number)
-            room = want - len(jobs)
-            jobs.extend(expanded[:room])
-            leftovers = expanded[room:]
+            fitting = _placed(expanded[:want - len(jobs)], place, places)
+            if not fitting:
+                return tuple(jobs), tuple(places), tuple(used), tuple(leftovers), None, True
+            jobs.extend(fitting)
+            leftovers = expanded[len(fitting):]
             used.append(item)
-            if len(jobs) == want:
+            if len(jobs) == want or leftovers:
                 break
     except InputError as err:
         if not jobs:
             raise
-        return jobs, used, leftovers, err
-    return jobs, used, leftovers, None
+        return tuple(jobs), tuple(places), tuple(used), tuple(leftovers), err, False
+    waiting = bool(leftovers) and len(jobs) < want
+    return tuple(jobs), tuple(places), tuple(used), tuple(leftovers), None, waiting
+
+
+def _placed(jobs: Sequence[Job], place: Place, places: List[str]) -> List[Job]:
+    """The first jobs that ``place`` finds a place for (their places appended)."""
+    for count, job in enumerate(jobs):
+        where = place(job)
+        if where is None:
+            return list(jobs[:count])
+        places.append(where)
+    return list(jobs)
 
 
 @contextmanager

@@ -38,7 +38,7 @@ from pegasus import expand, faults, yamltree
 from pegasus import journal as journals
 from pegasus.errors import PegasusError
 from pegasus.model import Job, Outcome, Result
-from pegasus.queuefile import (Check, QueueFile, append, read_text, refuse_symlink,
+from pegasus.queuefile import (Check, Place, QueueFile, append, read_text, refuse_symlink,
                                storage_error)
 
 STOPPED = "Pegasus stopped while it ran; outcome unknown"
@@ -54,6 +54,8 @@ class Taken:
     error: Optional[Exception] = None  # the bad entry that stopped the take early
     fault: Optional[Exception] = None  # consumed.yaml could not be written (jobs taken)
     signature: Optional[tuple] = None  # the queue file as left by this take, under the lock
+    waiting: bool = False  # the next job has no place yet (it waits for slots)
+    emptied: bool = False  # fewer jobs than wanted were there: the queue is empty
 
 
 class Records:
@@ -74,11 +76,20 @@ class Records:
     # -- 1. taken
 
     def take(self, targets: Sequence[str], check: Check) -> Taken:
-        """Take up to len(targets) jobs; job i is recorded as run on targets[i]."""
+        """Up to len(targets) jobs; job i is recorded as run on targets[i]."""
+        places = iter(targets)
+        return self.take_placed(len(targets), lambda job: next(places), check)
+
+    def take_placed(self, want: int, place: Place, check: Check) -> Taken:
+        """Up to ``want`` jobs, each recorded as run where ``place(job)`` says.
+
+        The first job ``place`` has no place for (None) stays in the queue,
+        and the jobs after it (it waits for slots: nothing jumps ahead).
+        """
         queue = self.queue
         with queue.locked():
-            popped = queue.pop(len(targets), check)
-            jobs, fault = list(popped.jobs), None
+            popped = queue.pop(want, check, place)
+            jobs, targets, fault = list(popped.jobs), popped.places, None
             if jobs:
                 refuse_symlink(queue.consumed_path)  # before anything changes
                 jobs = self._ticketed(jobs)
@@ -90,7 +101,8 @@ class Records:
                     fault = err
                 faults.point("consumed-appended")
             signature = queue.signature()  # an entry written after it is new
-        return Taken(tuple(jobs), popped.error, fault, signature)
+        return Taken(tuple(jobs), popped.error, fault, signature, popped.waiting,
+                     len(jobs) < want and not popped.waiting and popped.error is None)
 
     def _ticketed(self, jobs: List[Job]) -> List[Job]:
         if self.journal is None:

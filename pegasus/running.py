@@ -57,32 +57,42 @@ class Run:
 
 
 class QueueHead:
-    """What the loop knows of the queue's head: empty, blocked by a bad entry.
+    """What the loop knows of the queue's head: empty, blocked by a bad entry,
+    or waiting for slots to free up.
 
-    An empty or blocked queue is looked at again only once the file changed.
+    An empty or blocked queue is looked at again only once the file changed;
+    a head waiting for slots also once a job finished (``wake``).
     """
 
     def __init__(self, queue: QueueFile, sink: Sink, daemon: bool):
         self.queue, self.sink, self.daemon = queue, sink, daemon
         self.blocked: Optional[InputError] = None  # the bad entry at the head
         self.empty = False
-        self.seen_signature = None  # the file as last found empty or blocked
+        self.waiting = False  # the head job has no place yet (its slots are in use)
+        self.seen_signature = None  # the file as last found empty, blocked or waiting
 
     def may_have_jobs(self) -> bool:
         if self.blocked is not None and not self.daemon:
             return False
         return self.seen_signature is None or self.queue.signature() != self.seen_signature
 
-    def took(self, emptied: bool, error: Optional[InputError], signature) -> None:
-        """After a take: fewer jobs than asked for means the queue is empty.
+    def took(self, emptied: bool, error: Optional[InputError], signature,
+             waiting: bool = False) -> None:
+        """After a take: fewer jobs than asked for means the queue is empty,
+        unless the take stopped at a job with no place yet (``waiting``).
 
         ``signature``: the file as the take left it, read under the lock, so
         an entry written after the take is never taken for seen.
         """
         if error is not None:
             return self.block(error, signature)
-        self.blocked, self.empty = None, emptied
-        self.seen_signature = signature if emptied else None
+        self.blocked, self.empty, self.waiting = None, emptied, waiting
+        self.seen_signature = signature if emptied or waiting else None
+
+    def wake(self) -> None:
+        """Slots or sub-nodes freed up: a waiting head may have a place now."""
+        if self.waiting:
+            self.waiting, self.seen_signature = False, None
 
     def block(self, err: InputError, signature=None) -> None:
         """A bad entry at the head: say so once; a daemon waits for the fix."""

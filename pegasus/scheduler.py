@@ -1,10 +1,16 @@
-"""Which free sub-nodes get the next jobs. Pure: no I/O, no gevent.
+"""Which free sub-nodes get the next jobs, with which slots. Pure: no I/O, no gevent.
 
 Each host keeps a heap of its idle sub-nodes (by hosts.yaml order), so
 starting, finishing and taking a sub-node down cost O(log n), and ordering
 the k idle sub-nodes costs O(k log h) for h hosts: a hosts file of 10,000
 sub-nodes schedules as fast as one of 10. Taking many sub-nodes down at once
 (a host still connecting, a host lost) is one O(k) pass over each host's heap.
+
+Slots (``slots``): a job holds the slots it was given on its host until it
+finishes. A ``Plan`` places the next jobs one by one in queue order without
+changing anything; the loop starts the ones it took. When no host declares
+``slots``, a plan spreads jobs over hosts (least loaded first); when one
+does, it packs them: the first host in hosts.yaml order that can allocate.
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ from __future__ import annotations
 import heapq
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from pegasus.model import SubNode
+from dataclasses import replace
+
+from pegasus import slots
+from pegasus.model import Job, SubNode
 
 
 class Scheduler:
@@ -32,6 +41,9 @@ class Scheduler:
             heapq.heapify(heap)
         self.idle_count = len(self.nodes)
         self._free: Optional[List[SubNode]] = None  # free(), until something changes
+        self.packing = any(node.slot_count for node in self.nodes)
+        self.held: Dict[int, Set[int]] = {}  # per host (its first lane's index): slots in use
+        self._running: Dict[SubNode, Tuple[int, ...]] = {}  # each busy lane's slots
 
     def free(self) -> List[SubNode]:
         """Free sub-nodes, least loaded host first, then in hosts.yaml order.
@@ -47,18 +59,26 @@ class Scheduler:
     def has_free(self) -> bool:
         return self.idle_count > 0
 
+    def plan(self) -> "Plan":
+        return Plan(self)
+
     def start(self, nodes: Iterable[SubNode]) -> None:
+        """Each sub-node runs a job, holding the slots it carries (``node.slots``)."""
         for node in nodes:
-            if node in self.busy or node in self.down:
+            held = self.held.setdefault(node.colour, set())
+            if node in self.busy or node in self.down or held & set(node.slots):
                 raise ValueError(f"{node.label} is not free")
             self._leave_idle(node)
             self.busy.add(node)
             self.load[node.hostname] += 1
+            held.update(node.slots)
+            self._running[node] = node.slots
 
     def finish(self, node: SubNode) -> None:
         if node in self.busy:
             self.busy.discard(node)
             self.load[node.hostname] -= 1
+            self.held[node.colour].difference_update(self._running.pop(node, ()))
             if node not in self.down:
                 self._enter_idle(node)
 
@@ -147,3 +167,46 @@ def _spread(idle: Dict[str, List[Tuple[int, SubNode]]], load: Dict[str, int]) ->
         if at + 1 < len(entries):
             heapq.heappush(hosts, (used + 1, entries[at + 1][0], host, at + 1))
     return order
+
+
+class Plan:
+    """Where the next jobs would run, placed one by one in queue order.
+
+    Changes nothing: the scheduler only hears of the jobs the loop took
+    (``Scheduler.start`` with the sub-nodes ``place`` returned).
+    """
+
+    def __init__(self, scheduler: Scheduler):
+        self.scheduler = scheduler
+        free = scheduler.free()
+        self.want = len(free)
+        if scheduler.packing:  # hosts in hosts.yaml order, each with its free lanes
+            self.hosts: Dict[int, List[SubNode]] = {}
+            for node in sorted(free, key=lambda n: n.index):
+                self.hosts.setdefault(node.colour, []).append(node)
+            self.order = sorted(self.hosts)
+            self.held = {h: set(scheduler.held.get(h, ())) for h in self.order}
+            self.first = 0  # hosts before it have no free lane left
+        else:
+            self.free = iter(free)
+
+    def place(self, job: Job) -> Optional[SubNode]:
+        """The sub-node, with its slots, the job would run on; None: it waits."""
+        if not self.scheduler.packing:
+            node = next(self.free, None)  # every host has one slot, every job needs one
+            return None if node is None else replace(node, slots=(0,))
+        params = dict(job.params)
+        count = slots.count_of(params.get("slots", "1"))
+        policy = params.get("allocation_policy")
+        while self.first < len(self.order) and not self.hosts[self.order[self.first]]:
+            self.first += 1  # hosts with no free lane left are passed over once
+        for host in self.order[self.first:]:
+            lanes = self.hosts[host]
+            if not lanes:
+                continue
+            total = lanes[0].total_slots
+            chosen = slots.allocate(set(range(total)) - self.held[host], count, policy)
+            if chosen is not None:
+                self.held[host].update(chosen)
+                return replace(lanes.pop(0), slots=chosen)
+        return None

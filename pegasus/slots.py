@@ -20,6 +20,8 @@ from enum import Enum
 from typing import (FrozenSet, Iterable, List, Optional, Sequence, Tuple,
                     Union)
 
+from pegasus.model import SPELLINGS as POLICY_NAMES
+
 Slots = Tuple[int, ...]
 Free = Union[Sequence[bool], AbstractSet]  # a flag per slot, or the free indices
 
@@ -29,8 +31,7 @@ class Policy(str, Enum):
     BUDDY = "buddy"
 
 
-SPELLINGS = {"first_fit": Policy.FIRST_FIT, "firstfit": Policy.FIRST_FIT,
-             "first-fit": Policy.FIRST_FIT, "buddy": Policy.BUDDY}
+SPELLINGS = {typed: Policy(name) for typed, name in POLICY_NAMES.items()}
 
 
 @dataclass(frozen=True)

@@ -340,20 +340,20 @@ class FakeConnector(connecting.Connector):
 
 def _watch_takes(job_records, fake: "FakeRun"):
     """The real records; the fake run hears when a take finds the queue empty or bad."""
-    take = job_records.take
+    take = job_records.take_placed
 
-    def watched(targets, *args, **kwargs):
+    def watched(*args, **kwargs):
         try:
-            taken = take(targets, *args, **kwargs)
+            taken = take(*args, **kwargs)
         except InputError:
             fake.reached(Point.BAD_ENTRY)
             raise
         if taken.error is not None:
             fake.reached(Point.BAD_ENTRY)
-        elif len(taken.jobs) < len(targets):
+        elif taken.emptied:
             fake.reached(Point.QUEUE_EMPTY)
         return taken
-    job_records.take = watched
+    job_records.take_placed = watched
     return job_records
 
 
@@ -421,7 +421,8 @@ class FakeRun:
         self.reached(Point.STARTED, command)
 
     def finished(self, node, command: str, status: Optional[int]) -> None:
-        job = next(j for j in reversed(self.jobs) if j.node == node.label)
+        job = next(j for j in reversed(self.jobs)  # lanes of a host share a label
+                   if j.node == node.label and j.command == command and j.end is None)
         job.end, job.status = next(self.clock), status
         self.reached(Point.FINISHED, command)
 
