@@ -15,6 +15,7 @@ from pegasus.errors import ExitStatus
 from pegasus.model import Result, SubNode
 from pegasus.modes import Loop, Run
 from pegasus.output import StepTable
+from pegasus.words import plural
 
 
 class BroadcastLoop(Loop):
@@ -32,7 +33,7 @@ class BroadcastLoop(Loop):
         return not self.scheduler.running and self.scheduler.has_free()
 
     def labels(self, targets: List[SubNode]) -> List[str]:
-        return [f"broadcast to {len(targets)} sub-node" + ("s" if len(targets) != 1 else "")]
+        return [f"broadcast to {plural(len(targets), 'sub-node')}"]
 
     def assign(self, targets, jobs):
         self.step = []

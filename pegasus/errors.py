@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from pegasus.words import plural
+
 
 class ExitStatus(IntEnum):
     OK = 0
@@ -101,15 +103,15 @@ class HostsUnreachable(PegasusError):
     def __init__(self, errors):
         self.errors = list(errors)
         lines = "\n  ".join(unreachable_lines(self.errors))
-        super().__init__(f"cannot use {len(self.errors)} host(s), so nothing was "
+        super().__init__(f"cannot use {plural(len(self.errors), 'host')}, so nothing was "
                          f"taken from the queue:\n  {lines}")
 
 
-def unreachable_lines(errors, tail: str = "", shown: int = 10):
-    """One line per host error; past ``shown`` of them, a count and the first few."""
+def unreachable_lines(errors, shown: int = 10):
+    """One line per host error; past ``shown`` of them, the first few and a count."""
     errors = list(errors)
-    lines = [f"{err}{tail}" for err in errors[:shown]]
+    lines = [str(err) for err in errors[:shown]]
     if len(errors) > shown:
-        lines.append(f"... and {len(errors) - shown} more host(s) that cannot be "
-                     f"reached{tail}")
+        lines.append(f"... and {plural(len(errors) - shown, 'more host')} that cannot "
+                     "be reached")
     return lines

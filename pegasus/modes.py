@@ -30,6 +30,7 @@ from pegasus.outlet import describe
 from pegasus.queuefile import LockWaitAborted
 from pegasus.running import Jobs, QueueHead, Run
 from pegasus.scheduler import Scheduler
+from pegasus.words import plural
 
 POLL_SECONDS = 0.25  # how often an idle or blocked queue file is looked at
 
@@ -218,7 +219,8 @@ class Loop(Mode):
         running = self.scheduler.running
         self.run.sink.message(
             "Ctrl-c: no new jobs will start and the queue file is left as it is; " +
-            (f"waiting for {running} running job(s) to finish (Ctrl-c again stops them)"
+            (f"waiting for {plural(running, 'running job')} to finish (Ctrl-c again "
+             "stops them)"
              if running else "no job is running"))
 
     def terminate(self) -> None:
@@ -227,7 +229,8 @@ class Loop(Mode):
             return
         self.state = State.TERMINATING
         running = list(self.scheduler.busy)
-        self.run.sink.message(f"stopping {len(running)} running job(s)")
+        if running:  # nothing to say when none runs: the summary follows at once
+            self.run.sink.message(f"stopping {plural(len(running), 'running job')}")
         self.jobs.stop(running)
 
     def abort(self, why: str, status: ExitStatus = ExitStatus.JOB_FAILED) -> None:
@@ -244,7 +247,8 @@ class Loop(Mode):
         running = self.scheduler.running
         self.abort(f"cannot write to standard output ({describe(err)}): no new jobs will "
                    "start and the queue file is left as it is" +
-                   (f"; waiting for {running} running job(s) to finish" if running else ""),
+                   (f"; waiting for {plural(running, 'running job')} to finish"
+                    if running else ""),
                    ExitStatus.IO_ERROR)
 
     def report(self) -> ExitStatus:

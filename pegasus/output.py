@@ -33,6 +33,7 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from pegasus.outlet import Outlet
+from pegasus.words import plural
 
 _PALETTE = (31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96)
 _RESET = "\x1b[0m"
@@ -223,10 +224,6 @@ def wrap_text(text: str, room: int) -> List[str]:
     return pieces
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def _step_command(results: Sequence) -> str:
     """The step's command: rendered if every sub-node ran the same text."""
     if not results:
@@ -336,7 +333,7 @@ class Sink:
         """
         failed = [r for r in results if not r.ok]
         total = len(results) if total is None else total
-        jobs = _plural(total, "job")
+        jobs = plural(total, "job")
         if not total:
             head = ["no jobs ran"]
         elif not failed:
@@ -364,12 +361,12 @@ class Sink:
         if not table.steps:
             head = ["no steps ran"]
         else:
-            head = [f"{_plural(table.steps, 'step')}, " +
+            head = [f"{plural(table.steps, 'step')}, " +
                     (f"{table.failed} with failures:" if table.failed
                      else "all succeeded on every sub-node:")]
         rows = [row for row, _ in table.rows]
         if table.ok_uncounted:
-            rows.append(f"  and {_plural(table.ok_uncounted, 'other step')} that succeeded "
+            rows.append(f"  and {plural(table.ok_uncounted, 'other step')} that succeeded "
                         "on every sub-node")
         self._write(self._tagged(head + rows + ([extra] if extra else [])))
 
