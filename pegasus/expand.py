@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
+from dataclasses import replace
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import yaml
@@ -75,7 +77,22 @@ def expand_hosts(entries: Sequence, lines: Sequence[int] = ()) -> List[SubNode]:
             raise err.at(line=line, entry=i + 1) from None
     if not nodes:
         raise InputError("lists no hosts; add at least one, e.g. '- localhost'")
-    return nodes
+    return _numbered(nodes)
+
+
+def _numbered(nodes: List[SubNode]) -> List[SubNode]:
+    """A host listed again with the same parameters is one more sub-node (one more
+    job at a time there, as in the original); ``copy`` tells their labels apart."""
+    counts = Counter((n.hostname, n.params) for n in nodes)
+    seen: Counter = Counter()
+    numbered = []
+    for node in nodes:
+        key = (node.hostname, node.params)
+        if counts[key] > 1:
+            seen[key] += 1
+            node = replace(node, copy=seen[key])
+        numbered.append(node)
+    return numbered
 
 
 def _host_entry(entry, first_index: int) -> List[SubNode]:

@@ -23,13 +23,15 @@ class SubNode:
     index: int  # position in hosts.yaml order, also picks the colour
     hostname: str  # rendered; an ssh_config alias or a local name
     params: Params = ()
+    copy: int = 0  # the same host and params listed again: 1, 2, ... in file order
 
     @property
     def label(self) -> str:
+        name = f"{self.hostname}#{self.copy}" if self.copy else self.hostname
         if not self.params:
-            return f"[{self.hostname}]"
+            return f"[{name}]"
         inner = ",".join(f"{k}={v}" for k, v in self.params)
-        return f"[{self.hostname} ({inner})]"
+        return f"[{name} ({inner})]"
 
     @property
     def is_local(self) -> bool:

@@ -24,6 +24,32 @@ def entries(*commands):
     return [{"command": command} for command in commands]
 
 
+# ---------------------------------------------------------------- a host listed twice
+
+def test_a_host_listed_twice_runs_two_jobs_at_once_and_records_each(tmp_path):
+    """Two identical jobs lost at once on the two sub-nodes of `- node-1` listed
+    twice: both are in interrupted.yaml, each under its own label."""
+    out = run_loop(tmp_path, nodes=["node-1", "node-1"], queue=["a", "a"],
+                   scripts={"a": FakeJob(hang=True)},
+                   actions=[when_started("a", deferred(release("a")), nth=2)])
+
+    assert [(job.node, job.command) for job in out.jobs] == [
+        ("[node-1#1]", "a"), ("[node-1#2]", "a")]
+    assert out.runs_of("a")[1].start < out.runs_of("a")[0].end  # at once
+    assert out.taken_for == ["[node-1#1]", "[node-1#2]"]
+    assert out.lines("[node-1#2]")[0] == "=== run 'a' ==="
+    assert out.status == 0
+
+
+def test_identical_jobs_lost_on_a_host_listed_twice_are_both_interrupted(tmp_path):
+    out = run_loop(tmp_path, nodes=["node-1", "node-1"], queue=["a", "a"],
+                   scripts={"a": FakeJob(lost_after=0)})
+
+    assert out.interrupted == entries("a", "a")
+    assert sorted(node for node, _ in out.interrupted_for) == ["[node-1#1]", "[node-1#2]"]
+    assert out.status == 1
+
+
 # ---------------------------------------------------------------- order and spreading
 
 def test_each_entry_runs_once_in_queue_order(tmp_path):
