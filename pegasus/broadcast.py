@@ -25,6 +25,7 @@ class BroadcastLoop(Loop):
         super().__init__(run)
         self.table = StepTable()  # the summary's rows
         self.step: List[Result] = []  # the current step's results
+        self.in_step = False  # a step was started and has not ended yet
 
     def targets(self) -> List[SubNode]:
         return [] if self.scheduler.running else self.scheduler.free()
@@ -36,7 +37,7 @@ class BroadcastLoop(Loop):
         return [f"broadcast to {plural(len(targets), 'sub-node')}"]
 
     def assign(self, targets, jobs):
-        self.step = []
+        self.step, self.in_step = [], bool(jobs)
         return [(node, job) for job in jobs for node in targets]  # at most one job
 
     def record(self, result: Result) -> None:
@@ -46,16 +47,19 @@ class BroadcastLoop(Loop):
         results, number = self.step, self.table.steps + 1
         if results:
             self.run.records.step_done(results[0].job)
-        self.table.add(results)
-        self.run.sink.step_report(number, results)
+        missed = self.table.add(results, self.run.nodes)
+        self.in_step = False
+        self.failed += len(missed)  # a job a sub-node did not run has not succeeded
+        self.run.sink.step_report(number, results, missed)
         if any(not r.ok for r in results) and self.run.error_aborts:
             self.abort(f"--error-aborts: step {number} failed, so no more entries are taken")
 
     def summary(self, extra: Optional[str]) -> None:
         self.run.sink.broadcast_summary(self.table, extra)
 
-    def host_lost(self, node: SubNode) -> None:
-        self.hosts.lose_sub_node(node)
+    def host_lost(self, node: SubNode, why: str) -> None:
+        self.table.leave_out(node, why, self.in_step)
+        self.hosts.lose_sub_node(node, why)
 
 
 def broadcast_mode(run: Run) -> ExitStatus:

@@ -175,12 +175,12 @@ class Hosts:
                               "take no more jobs; reconnecting in the background")
         self._reconnect(up)
 
-    def lose_sub_node(self, node: SubNode) -> None:
+    def lose_sub_node(self, node: SubNode, why: str) -> None:
         """Lock-step: a lost sub-node stays out for the rest of the run."""
         if self.scheduler.is_down(node):
             return
         self.scheduler.take_down(node)
-        self.sink.message(f"{node.label}: connection lost; it takes no further steps")
+        self.sink.message(f"{node.label}: {why}; it takes no further steps")
 
     def back(self, event) -> None:
         """A ``HostBack``, ``HostFailed`` or ``HostRefused`` from a connecting greenlet."""

@@ -70,8 +70,9 @@ class Mode:
     def summary(self, extra: Optional[str]) -> None:
         raise NotImplementedError
 
-    def host_lost(self, node: SubNode) -> None:
-        """A job's connection was lost (or never made) on ``node``."""
+    def host_lost(self, node: SubNode, why: str) -> None:
+        """``node`` cannot take jobs now: ``why`` is ``connection lost``, ``not
+        reachable`` (a job could not be sent) or ``not responding``."""
         raise NotImplementedError
 
 
@@ -102,7 +103,7 @@ class Loop(Mode):
                 self.reap(block=True)
         return self.report()
 
-    def host_lost(self, node: SubNode) -> None:
+    def host_lost(self, node: SubNode, why: str) -> None:
         self.hosts.lose_host(node)
 
     # -- steps
@@ -147,7 +148,8 @@ class Loop(Mode):
             self.failed += not result.ok
             self.record(result)
         if result.outcome in (Outcome.NOT_STARTED, Outcome.LOST):
-            self.host_lost(result.node)
+            self.host_lost(result.node, "connection lost" if result.outcome is Outcome.LOST
+                           else "not reachable")
         if not self.scheduler.running:
             self.step_done()
 
@@ -160,7 +162,7 @@ class Loop(Mode):
             self.jobs.abandon(node, f"host not responding for {event.seconds:.0f} s")
         for node in nodes:
             if not self.scheduler.is_down(node):
-                self.host_lost(node)
+                self.host_lost(node, "not responding")
 
     def may_take(self) -> bool:
         if self.state is not State.RUNNING or self.run.stop.requested:
