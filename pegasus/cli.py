@@ -43,6 +43,7 @@ SIGTERM.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -50,7 +51,7 @@ import sys
 from typing import List, Optional
 
 from pegasus import __version__
-from pegasus.errors import ExitStatus, PegasusError, UsageError
+from pegasus.errors import ExitStatus, PegasusError, UsageError, output_failure
 from pegasus.options import MIN_ORPHAN_TIMEOUT, Options, parse_duration
 
 
@@ -148,12 +149,27 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _print(text: str) -> int:
-    """Help and version: a reader that went away (``| head -n 1``) is fine."""
+    """Help and version. Output that cannot be written is exit 74, as in a run."""
     try:
+        if sys.stdout is None:  # started with fd 1 closed (``>&-``)
+            raise OSError(errno.EBADF, "standard output is closed")
         print(text, flush=True)
-    except (OSError, AttributeError):  # a closed pipe; no stdout at all (``>&-``)
+    except (OSError, ValueError) as err:  # a closed pipe, a full disk, a closed file
         _silence_stdout()
+        _complain(output_failure(err if isinstance(err, OSError) else
+                                 OSError(errno.EBADF, str(err))))
+        return ExitStatus.IO_ERROR
     return ExitStatus.OK
+
+
+def _complain(text: str) -> None:
+    """``pegasus: text`` on stderr, while stderr is open."""
+    if sys.stderr is None:
+        return
+    try:
+        print(f"pegasus: {text}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _silence_stdout() -> None:

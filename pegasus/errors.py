@@ -7,6 +7,7 @@ returns ``exit_status``. Nothing else turns errors into words.
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 
 from pegasus.words import plural
@@ -105,6 +106,13 @@ class HostsUnreachable(PegasusError):
         lines = "\n  ".join(unreachable_lines(self.errors))
         super().__init__(f"cannot use {plural(len(self.errors), 'host')}, so nothing was "
                          f"taken from the queue:\n  {lines}")
+
+
+def output_failure(err: OSError) -> str:
+    """Pegasus's standard output could not be written, in words."""
+    if err.errno == errno.EBADF:
+        return "standard output is closed"
+    return f"cannot write to standard output ({err.strerror or err})"
 
 
 def unreachable_lines(errors, shown: int = 10):

@@ -22,11 +22,10 @@ import gevent.queue
 
 from pegasus.connecting import Hosts
 from pegasus.errors import (ExitStatus, HostsUnreachable, InputError, PegasusError,
-                            StorageError)
+                            StorageError, output_failure)
 from pegasus.events import (HostBack, HostFailed, HostRefused, HostSilent, OutputLost,
                             Signal, Signalled)
 from pegasus.model import Job, Outcome, Result, SubNode
-from pegasus.outlet import describe
 from pegasus.queuefile import LockWaitAborted
 from pegasus.running import Jobs, QueueHead, Run
 from pegasus.scheduler import Scheduler
@@ -247,7 +246,7 @@ class Loop(Mode):
 
     def output_lost(self, err: OSError) -> None:
         running = self.scheduler.running
-        self.abort(f"cannot write to standard output ({describe(err)}): no new jobs will "
+        self.abort(f"{output_failure(err)}: no new jobs will "
                    "start and the queue file is left as it is" +
                    (f"; waiting for {plural(running, 'running job')} to finish"
                     if running else ""),
