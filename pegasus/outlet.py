@@ -116,4 +116,3 @@ class Outlet:
 
 def _stderr():
     return getattr(sys.stderr, "buffer", None)
-
