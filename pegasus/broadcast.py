@@ -60,6 +60,9 @@ class BroadcastLoop(Loop):
     def host_lost(self, node: SubNode, why: str) -> None:
         self.table.leave_out(node, why, self.in_step)
         self.hosts.lose_sub_node(node, why)
+        if self.run.error_aborts:  # the next step would run without it, out of lock-step
+            self.abort(f"--error-aborts: {node.label} {self.table.out[node]}, so no more "
+                       "entries are taken")
 
 
 def broadcast_mode(run: Run) -> ExitStatus:

@@ -17,7 +17,7 @@ Options:
   -d --daemon                 Queue and broadcast modes: keep running when the
                               queue is empty and run entries added to it later.
   -e --error-aborts           Broadcast mode: stop after a step in which any
-                              sub-node failed.
+                              sub-node failed or was lost.
   --editor=EDITOR             Lock mode: the editor to open (default: $EDITOR,
                               else vim).
   -p N --print-period=N       Print every Nth line of job output; 0 prints no

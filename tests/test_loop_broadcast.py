@@ -129,6 +129,19 @@ def test_a_sub_node_that_stops_answering_between_steps_misses_the_rest(tmp_path)
     assert out.status == 1
 
 
+def test_error_aborts_stops_when_a_sub_node_is_left_out(tmp_path):
+    """-e: a sub-node that can take no further steps stops the run as a failed step
+    does; the next step is not taken (it would run out of lock-step)."""
+    out = broadcast(tmp_path, error_aborts=True,
+                    actions=[when_finished("s1", stops_answering("node-3"), nth=3)])
+
+    assert all(out.ran(label) == ["s1"] for label in LABELS)
+    assert ("--error-aborts: [node-3] not responding in step 1, so no more entries "
+            "are taken") in out.messages
+    assert out.queue == ["s2", "s3"]
+    assert out.status == 1
+
+
 def test_many_sub_nodes_left_out_are_grouped_by_why_and_counted(tmp_path):
     nodes = [{"hostname": "big", "gpu": [str(i) for i in range(7)]}, "node-1"]
     out = broadcast(tmp_path, nodes=nodes, queue=["s1", "s2"],
