@@ -214,10 +214,34 @@ def report(link: Path) -> None:
     folders = [os.path.realpath(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p]
     if os.path.realpath(link.parent) in folders:
         return
+    login = login_file()
+    if link.parent == Path.home() / ".local" / "bin" and _adds_local_bin(login):
+        say(f"{link.parent} is not on your PATH yet: {login} adds it at your next "
+            f"login; until then run {link}")
+        return
     say(f"{link.parent} is not on your PATH: run {link}, or add "
-        f"'export PATH=\"{link.parent}:$PATH\"' to ~/.profile")
-    if link.parent == Path.home() / ".local" / "bin":
-        say("(Debian's and Ubuntu's ~/.profile adds ~/.local/bin at your next login)")
+        f"'export PATH=\"{link.parent}:$PATH\"' to {login}")
+
+
+def login_file() -> Path:
+    """The file a login shell reads: bash reads the first of these that exists."""
+    home = Path.home()
+    if os.path.basename(os.environ.get("SHELL", "")) == "bash":
+        for name in (".bash_profile", ".bash_login"):
+            if (home / name).exists():
+                return home / name
+    return home / ".profile"
+
+
+def _adds_local_bin(login: Path) -> bool:
+    """Whether that file puts ~/.local/bin on the PATH (Debian's and Ubuntu's
+    ~/.profile for a new user does; root's does not)."""
+    try:
+        text = login.read_text(errors="replace")
+    except OSError:
+        return False
+    return any(".local/bin" in line and "PATH" in line and not line.lstrip().startswith("#")
+               for line in text.splitlines())
 
 
 # ------------------------------------------------------------ helpers

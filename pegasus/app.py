@@ -13,6 +13,7 @@ from pegasus.errors import ExitStatus, HostsUnreachable, InputError, unreachable
 from pegasus.options import Options
 from pegasus.output import Sink
 from pegasus.queuefile import QueueFile, refuse_symlink
+from pegasus.words import plural
 
 FIRST_ANSWER = 2.0  # seconds queue mode waits for every host's first answer
 
@@ -55,18 +56,23 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
         job_records.close()
 
 
+def _they(count: int) -> str:
+    return "it is" if count == 1 else "they are"
+
+
 def _open_records(queue: QueueFile, sink: Sink, broadcasting: bool) -> records.Records:
     """Settle what a Pegasus that died left behind (see records.py), say so."""
     job_records, put_back, interrupted = records.open_run(queue, broadcasting)
     if put_back:
-        sink.message(f"a previous Pegasus stopped before starting {put_back} job(s) it "
-                     f"had taken; they are back at the head of {queue.path}")
+        sink.message(f"a previous Pegasus stopped before starting {plural(put_back, 'job')} "
+                     f"it had taken; {_they(put_back)} back at the head of {queue.path}")
     if interrupted:
         nodes = ", ".join(sorted({node for _, node in interrupted}))
-        sink.message(f"a previous Pegasus stopped while {len(interrupted)} job(s) ran "
-                     f"(on {nodes}); their outcome is unknown, so they are not run "
-                     f"again: see {queue.interrupted_path}, and run 'pegasus requeue' "
-                     "to put them back in the queue")
+        them = "it" if len(interrupted) == 1 else "them"
+        sink.message(f"a previous Pegasus stopped while {plural(len(interrupted), 'job')} "
+                     f"ran (on {nodes}); outcome unknown, so not run again: see "
+                     f"{queue.interrupted_path}, and run 'pegasus requeue' to put {them} "
+                     "back in the queue")
     return job_records
 
 
@@ -86,15 +92,25 @@ def _connect(connector: Connector, nodes, sink: Sink, broadcasting: bool):
         close_all(executors.values())
         gevent.killall(list(connecting.values()))
         raise HostsUnreachable(failed)
-    tail = ("; running on the other hosts and retrying this one in the background"
-            if executors else "; retrying in the background")
-    for line in unreachable_lines(failed, tail):
+    for line in _retrying_words(failed, others=bool(executors)):
         sink.message(line)
     if connecting:
         names = sorted({node.hostname for node in connecting})
         sink.message(f"connecting: {_some(names)} ({FIRST_ANSWER:g} s)...; jobs start on "
                      "the hosts that answered, these take jobs once connected")
     return executors, failed, connecting
+
+
+def _retrying_words(failed, others: bool):
+    """Hosts not reached at start, and that they are retried while the others run."""
+    if not failed:
+        return []
+    doing = "running on the other hosts and retrying" if others else "retrying"
+    if len(failed) == 1:
+        return [f"{failed[0]}; {doing} this one in the background" if others
+                else f"{failed[0]}; {doing} in the background"]
+    return unreachable_lines(failed) + [
+        f"{doing} these {len(failed)} hosts in the background"]
 
 
 def _some(names, shown: int = 5) -> str:
@@ -125,6 +141,6 @@ def requeue(opts: Options, sink: Sink) -> ExitStatus:
     """Move interrupted.yaml's entries back to the head of the queue."""
     queue = QueueFile(opts.queue_file)
     moved = records.requeue(queue)
-    sink.message(f"{moved} interrupted job(s) moved from {queue.interrupted_path} "
+    sink.message(f"{plural(moved, 'interrupted job')} moved from {queue.interrupted_path} "
                  f"to the head of {queue.path}")
     return ExitStatus.OK

@@ -15,6 +15,7 @@ from pegasus.errors import ExitStatus
 from pegasus.model import Job, Result, SubNode
 from pegasus.modes import Loop, Run
 from pegasus.output import StepTable
+from pegasus.words import plural
 
 
 class BroadcastLoop(Loop):
@@ -24,12 +25,17 @@ class BroadcastLoop(Loop):
         super().__init__(run)
         self.table = StepTable()  # the summary's rows
         self.step: List[Result] = []  # the current step's results
+        self.in_step = False  # a step was started and has not ended yet
 
     def plan(self) -> "Step":
         return Step([] if self.scheduler.running else self.scheduler.free())
 
     def has_targets(self) -> bool:
         return not self.scheduler.running and self.scheduler.has_free()
+
+    def start(self, node: SubNode, job: Job) -> None:
+        self.in_step = True
+        super().start(node, job)
 
     def record(self, result: Result) -> None:
         self.step.append(result)
@@ -39,16 +45,22 @@ class BroadcastLoop(Loop):
         self.step = []
         if results:
             self.run.records.step_done(results[0].job)
-        self.table.add(results)
-        self.run.sink.step_report(number, results)
+        missed = self.table.add(results, self.run.nodes)
+        self.in_step = False
+        self.failed += len(missed)  # a job a sub-node did not run has not succeeded
+        self.run.sink.step_report(number, results, missed)
         if any(not r.ok for r in results) and self.run.error_aborts:
             self.abort(f"--error-aborts: step {number} failed, so no more entries are taken")
 
     def summary(self, extra: Optional[str]) -> None:
         self.run.sink.broadcast_summary(self.table, extra)
 
-    def host_lost(self, node: SubNode) -> None:
-        self.hosts.lose_sub_node(node)
+    def host_lost(self, node: SubNode, why: str) -> None:
+        self.table.leave_out(node, why, self.in_step)
+        self.hosts.lose_sub_node(node, why)
+        if self.run.error_aborts:  # the next step would run without it, out of lock-step
+            self.abort(f"--error-aborts: {node.label} {self.table.out[node]}, so no more "
+                       "entries are taken")
 
 
 class Step:
@@ -58,8 +70,7 @@ class Step:
         self.targets, self.want = targets, 1 if targets else 0
 
     def place(self, job) -> str:
-        count = len(self.targets)
-        return f"broadcast to {count} sub-node" + ("s" if count != 1 else "")
+        return f"broadcast to {plural(len(self.targets), 'sub-node')}"
 
     def assign(self, jobs) -> List[Tuple[SubNode, Job]]:
         return [(node, job) for job in jobs for node in self.targets]  # at most one job

@@ -17,7 +17,7 @@ Options:
   -d --daemon                 Queue and broadcast modes: keep running when the
                               queue is empty and run entries added to it later.
   -e --error-aborts           Broadcast mode: stop after a step in which any
-                              sub-node failed.
+                              sub-node failed or was lost.
   --editor=EDITOR             Lock mode: the editor to open (default: $EDITOR,
                               else vim).
   -p N --print-period=N       Print every Nth line of job output; 0 prints no
@@ -29,7 +29,9 @@ Options:
   --orphan-timeout=DURATION   How long a remote job runs on without a word
                               from Pegasus (it paused, slept or lost the
                               network) before the node stops it; when
-                              Pegasus dies its jobs stop at once [default: 10m].
+                              Pegasus dies its jobs stop at once. Seconds
+                              (90), or with a unit: 90s, 30m, 1.5h, 1d; at
+                              least 10s [default: 10m].
   -h --help                   Show this help.
   --version                   Show the version.
 
@@ -41,14 +43,16 @@ SIGTERM.
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import re
 import sys
 from typing import List, Optional
 
 from pegasus import __version__
-from pegasus.errors import ExitStatus, PegasusError, UsageError
-from pegasus.options import Options, parse_duration
+from pegasus.errors import ExitStatus, PegasusError, UsageError, output_failure
+from pegasus.options import MIN_ORPHAN_TIMEOUT, Options, parse_duration
 
 
 def parse_args(argv: List[str]) -> Options:
@@ -97,13 +101,22 @@ def _options(args) -> Options:
     if config is not None and not os.path.isfile(config):
         raise UsageError(f"--ssh-config {config}: no such file (give an OpenSSH "
                          "client config file, as for 'ssh -F')")
-    orphan = parse_duration(args["--orphan-timeout"])
-    if orphan is None or orphan < 1:
-        raise UsageError(f"--orphan-timeout must be a duration of at least 1 s (90, 90s, "
-                         f"30m, 2h), not '{args['--orphan-timeout']}'")
     return Options(mode, args["--daemon"], args["--error-aborts"], args["--editor"],
                    int(period), args["--queue-file"], args["--hosts-file"],
-                   args["--ssh-config"], int(orphan))
+                   args["--ssh-config"], _orphan_timeout(args["--orphan-timeout"]))
+
+
+def _orphan_timeout(text: str) -> int:
+    """--orphan-timeout in whole seconds (rounded up), at least MIN_ORPHAN_TIMEOUT."""
+    seconds = parse_duration(text)
+    if seconds is None:
+        raise UsageError(f"--orphan-timeout must be a duration (90, 90s, 30m, 2h, 1d; at "
+                         f"least {MIN_ORPHAN_TIMEOUT} s), not '{text}'")
+    if seconds < MIN_ORPHAN_TIMEOUT:
+        raise UsageError(f"--orphan-timeout {text}: too short; it must be at least "
+                         f"{MIN_ORPHAN_TIMEOUT} s, or the nodes would stop healthy jobs "
+                         "between two of Pegasus's heartbeats")
+    return math.ceil(seconds)
 
 
 def _check_queue_folder(path: str) -> None:
@@ -136,12 +149,27 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _print(text: str) -> int:
-    """Help and version: a reader that went away (``| head -n 1``) is fine."""
+    """Help and version. Output that cannot be written is exit 74, as in a run."""
     try:
+        if sys.stdout is None:  # started with fd 1 closed (``>&-``)
+            raise OSError(errno.EBADF, "standard output is closed")
         print(text, flush=True)
-    except (OSError, AttributeError):  # a closed pipe; no stdout at all (``>&-``)
+    except (OSError, ValueError) as err:  # a closed pipe, a full disk, a closed file
         _silence_stdout()
+        _complain(output_failure(err if isinstance(err, OSError) else
+                                 OSError(errno.EBADF, str(err))))
+        return ExitStatus.IO_ERROR
     return ExitStatus.OK
+
+
+def _complain(text: str) -> None:
+    """``pegasus: text`` on stderr, while stderr is open."""
+    if sys.stderr is None:
+        return
+    try:
+        print(f"pegasus: {text}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _silence_stdout() -> None:

@@ -23,6 +23,7 @@ from pegasus.local import LocalExecutor
 from pegasus.errors import HostError
 from pegasus.events import HostBack, HostFailed, HostRefused, HostSilent
 from pegasus.model import SubNode
+from pegasus.words import plural
 
 CONNECTS_PER_HOST = 8
 RETRY_FIRST, RETRY_MAX = 2.0, 30.0  # seconds between reconnection attempts
@@ -174,12 +175,12 @@ class Hosts:
                               "take no more jobs; reconnecting in the background")
         self._reconnect(up)
 
-    def lose_sub_node(self, node: SubNode) -> None:
+    def lose_sub_node(self, node: SubNode, why: str) -> None:
         """Lock-step: a lost sub-node stays out for the rest of the run."""
         if self.scheduler.is_down(node):
             return
         self.scheduler.take_down(node)
-        self.sink.message(f"{node.label}: connection lost; it takes no further steps")
+        self.sink.message(f"{node.label}: {why}; it takes no further steps")
 
     def back(self, event) -> None:
         """A ``HostBack``, ``HostFailed`` or ``HostRefused`` from a connecting greenlet."""
@@ -227,7 +228,8 @@ class Hosts:
 
     def not_responding(self, host: str, seconds: float, running: int) -> None:
         self.sink.message(f"host {host}: not responding for {seconds:.0f} s" +
-                          (f"; its {running} running job(s) are reported lost (outcome "
+                          (f"; its {plural(running, 'running job')} "
+                           f"{'is' if running == 1 else 'are'} reported lost (outcome "
                            "unknown)" if running else ""))
 
     def _reconnect(self, nodes: Sequence[SubNode]) -> None:

@@ -7,7 +7,10 @@ returns ``exit_status``. Nothing else turns errors into words.
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
+
+from pegasus.words import plural
 
 
 class ExitStatus(IntEnum):
@@ -101,15 +104,22 @@ class HostsUnreachable(PegasusError):
     def __init__(self, errors):
         self.errors = list(errors)
         lines = "\n  ".join(unreachable_lines(self.errors))
-        super().__init__(f"cannot use {len(self.errors)} host(s), so nothing was "
+        super().__init__(f"cannot use {plural(len(self.errors), 'host')}, so nothing was "
                          f"taken from the queue:\n  {lines}")
 
 
-def unreachable_lines(errors, tail: str = "", shown: int = 10):
-    """One line per host error; past ``shown`` of them, a count and the first few."""
+def output_failure(err: OSError) -> str:
+    """Pegasus's standard output could not be written, in words."""
+    if err.errno == errno.EBADF:
+        return "standard output is closed"
+    return f"cannot write to standard output ({err.strerror or err})"
+
+
+def unreachable_lines(errors, shown: int = 10):
+    """One line per host error; past ``shown`` of them, the first few and a count."""
     errors = list(errors)
-    lines = [f"{err}{tail}" for err in errors[:shown]]
+    lines = [str(err) for err in errors[:shown]]
     if len(errors) > shown:
-        lines.append(f"... and {len(errors) - shown} more host(s) that cannot be "
-                     f"reached{tail}")
+        lines.append(f"... and {plural(len(errors) - shown, 'more host')} that cannot "
+                     "be reached")
     return lines

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
 from dataclasses import replace
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -82,7 +83,22 @@ def expand_hosts(entries: Sequence, lines: Sequence[int] = ()) -> List[SubNode]:
         nodes.extend(made)
     if not nodes:
         raise InputError("lists no hosts; add at least one, e.g. '- localhost'")
-    return nodes
+    return _numbered(nodes)
+
+
+def _numbered(nodes: List[SubNode]) -> List[SubNode]:
+    """A host listed again with the same parameters is one more sub-node (one more
+    job at a time there, as in the original); ``copy`` tells their labels apart."""
+    counts = Counter((n.hostname, n.params, n.lane) for n in nodes)
+    seen: Counter = Counter()
+    numbered = []
+    for node in nodes:
+        key = (node.hostname, node.params, node.lane)
+        if counts[key] > 1:
+            seen[key] += 1
+            node = replace(node, copy=seen[key])
+        numbered.append(node)
+    return numbered
 
 
 def _host_entry(entry, first_index: int) -> List[SubNode]:

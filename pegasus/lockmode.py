@@ -54,6 +54,7 @@ from pegasus.options import Options
 from pegasus.errors import ExitStatus, InputError, PegasusError, UsageError
 from pegasus.output import Sink
 from pegasus.queuefile import QueueFile, snapshot
+from pegasus.words import plural
 
 Ask = Callable[[str], str]  # shows a question, returns the answer typed
 QUESTION = "Reopen the editor? [Y/n/u] "
@@ -181,8 +182,8 @@ class _Session:
     def preview(self, entries: int, jobs: int) -> None:
         if self.note:
             self.say(self.note)
-        self.say(f"{self.path}: {_plural(entries, 'entry', 'entries')}, "
-             f"{_plural(jobs, 'job', 'jobs')}")
+        self.say(f"{self.path}: {plural(entries, 'entry', 'entries')}, "
+             f"{plural(jobs, 'job')}")
 
 
 def _without_advice(err: InputError) -> InputError:
@@ -308,7 +309,3 @@ def _ask_terminal(question: str) -> str:
     if not line:
         raise EOFError
     return line
-
-
-def _plural(count: int, one: str, many: str) -> str:
-    return f"{count} {one if count == 1 else many}"

@@ -37,11 +37,13 @@ class SubNode:
     lane: int = 0
     slot_count: int = 0  # the host's ``slots``; 0 when hosts.yaml gives none
     slots: Tuple[int, ...] = field(default=(), compare=False)  # a running job's
+    copy: int = 0  # the same host and params listed again: 1, 2, ... in file order
 
     @property
     def label(self) -> str:
+        name = f"{self.hostname}#{self.copy}" if self.copy else self.hostname
         inner = ",".join(f"{k}={v}" for k, v in self.params)
-        name = f"{self.hostname} ({inner})" if inner else self.hostname
+        name = f"{name} ({inner})" if inner else name
         if self.slot_count and self.slots:
             return f"[{name} slots {','.join(map(str, self.slots))}]"
         return f"[{name}]"

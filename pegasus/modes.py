@@ -22,14 +22,14 @@ import gevent.queue
 
 from pegasus.connecting import Hosts
 from pegasus.errors import (ExitStatus, HostsUnreachable, InputError, PegasusError,
-                            StorageError)
+                            StorageError, output_failure)
 from pegasus.events import (HostBack, HostFailed, HostRefused, HostSilent, OutputLost,
                             Signal, Signalled)
 from pegasus.model import Job, Outcome, Result, SubNode
-from pegasus.outlet import describe
 from pegasus.queuefile import LockWaitAborted
 from pegasus.running import Jobs, QueueHead, Run
 from pegasus.scheduler import Scheduler
+from pegasus.words import plural
 
 POLL_SECONDS = 0.25  # how often an idle or blocked queue file is looked at
 
@@ -62,8 +62,9 @@ class Mode:
     def summary(self, extra: Optional[str]) -> None:
         raise NotImplementedError
 
-    def host_lost(self, node: SubNode) -> None:
-        """A job's connection was lost (or never made) on ``node``."""
+    def host_lost(self, node: SubNode, why: str) -> None:
+        """``node`` cannot take jobs now: ``why`` is ``connection lost``, ``not
+        reachable`` (a job could not be sent) or ``not responding``."""
         raise NotImplementedError
 
 
@@ -94,7 +95,7 @@ class Loop(Mode):
                 self.reap(block=True)
         return self.report()
 
-    def host_lost(self, node: SubNode) -> None:
+    def host_lost(self, node: SubNode, why: str) -> None:
         self.hosts.lose_host(node)
 
     # -- steps
@@ -141,7 +142,8 @@ class Loop(Mode):
             self.failed += not result.ok
             self.record(result)
         if result.outcome in (Outcome.NOT_STARTED, Outcome.LOST):
-            self.host_lost(result.node)
+            self.host_lost(result.node, "connection lost" if result.outcome is Outcome.LOST
+                           else "not reachable")
         if not self.scheduler.running:
             self.step_done()
 
@@ -154,7 +156,7 @@ class Loop(Mode):
             self.jobs.abandon(node, f"host not responding for {event.seconds:.0f} s")
         for node in nodes:
             if not self.scheduler.is_down(node):
-                self.host_lost(node)
+                self.host_lost(node, "not responding")
 
     def may_take(self) -> bool:
         if self.state is not State.RUNNING or self.run.stop.requested:
@@ -218,7 +220,8 @@ class Loop(Mode):
         running = self.scheduler.running
         self.run.sink.message(
             "Ctrl-c: no new jobs will start and the queue file is left as it is; " +
-            (f"waiting for {running} running job(s) to finish (Ctrl-c again stops them)"
+            (f"waiting for {plural(running, 'running job')} to finish (Ctrl-c again "
+             "stops them)"
              if running else "no job is running"))
 
     def terminate(self) -> None:
@@ -227,7 +230,8 @@ class Loop(Mode):
             return
         self.state = State.TERMINATING
         running = list(self.scheduler.busy)
-        self.run.sink.message(f"stopping {len(running)} running job(s)")
+        if running:  # nothing to say when none runs: the summary follows at once
+            self.run.sink.message(f"stopping {plural(len(running), 'running job')}")
         self.jobs.stop(running)
 
     def abort(self, why: str, status: ExitStatus = ExitStatus.JOB_FAILED) -> None:
@@ -242,9 +246,10 @@ class Loop(Mode):
 
     def output_lost(self, err: OSError) -> None:
         running = self.scheduler.running
-        self.abort(f"cannot write to standard output ({describe(err)}): no new jobs will "
+        self.abort(f"{output_failure(err)}: no new jobs will "
                    "start and the queue file is left as it is" +
-                   (f"; waiting for {running} running job(s) to finish" if running else ""),
+                   (f"; waiting for {plural(running, 'running job')} to finish"
+                    if running else ""),
                    ExitStatus.IO_ERROR)
 
     def report(self) -> ExitStatus:

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 ORPHAN_TIMEOUT = 600  # seconds: --orphan-timeout's default (10m)
+# Shortest --orphan-timeout: at 10 s, heartbeats go out every second (ssh.py's
+# beat_every, the loop's executor.HEARTBEAT), so the node's watchdog (ticking
+# every 5 s, wrapper.py) hears ten of them per period; at 1 s it fired between two.
+MIN_ORPHAN_TIMEOUT = 10
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -25,7 +29,8 @@ class Options:
 
 
 def parse_duration(text: str) -> Optional[float]:
-    """``90``, ``90s``, ``30m``, ``2h``, ``1d`` in seconds; None if not a duration."""
+    """``90``, ``90s``, ``30m``, ``1.5h``, ``1d`` in seconds (a unit may follow a
+    space and be in capitals); None if not a duration."""
     match = _DURATION.match(text.strip().lower())
     if not match:
         return None

@@ -116,8 +116,3 @@ class Outlet:
 
 def _stderr():
     return getattr(sys.stderr, "buffer", None)
-
-
-def describe(err: OSError) -> str:
-    """The error in words: 'Broken pipe', 'No space left on device'."""
-    return err.strerror or str(err)

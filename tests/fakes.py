@@ -36,7 +36,7 @@ from helpers import queue_entries, read
 from pegasus import (app, broadcast, cli, connecting, executor, expand, modes, output, records,
                      running)
 from pegasus.errors import HostAuthError, HostError, HostKeyError, InputError
-from pegasus.events import Signal
+from pegasus.events import HostSilent, Signal
 from pegasus.executor import ConnectionLost, NotStarted
 from pegasus.outlet import Outlet
 from pegasus.output import Sink
@@ -144,6 +144,13 @@ def ctrl_c(fake: "FakeRun") -> None:
 def sigterm(fake: "FakeRun") -> None:
     """What Pegasus gets from ``kill PID``."""
     fake.loop.signalled(Signal.SIGTERM)
+
+
+def stops_answering(host: str, seconds: float = 30.0) -> Callable:
+    """What the hosts' watch reports of a host silent that long (keepalives unanswered)."""
+    def act(fake: "FakeRun") -> None:
+        fake.loop.hosts.post(HostSilent(host, seconds))
+    return act
 
 
 def append(text: str) -> Callable:

@@ -39,6 +39,31 @@ def test_print_period_must_be_a_number(capsys):
     assert "--print-period" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("text, seconds", [
+    ("10", 10), ("10s", 10), ("90 s", 90), ("1m", 60), ("1.5m", 90), ("2H", 7200),
+    ("1d", 86400), ("10m", 600)])
+def test_orphan_timeout_takes_a_duration(text, seconds):
+    assert parse_args(["q", "--orphan-timeout", text]).orphan_timeout == seconds
+
+
+@pytest.mark.parametrize("text", ["1", "9", "9.9s", "0.1m", "0"])
+def test_an_orphan_timeout_shorter_than_10_s_is_refused(text, capsys):
+    """The node's watchdog would stop healthy jobs between two heartbeats."""
+    assert main(["q", "--orphan-timeout", text]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pegasus: --orphan-timeout {text}: too short; it must be at "
+                          "least 10 s"), err
+    assert "heartbeat" in err
+
+
+@pytest.mark.parametrize("text", ["soon", "-5", "10x", "1 h 2", ""])
+def test_an_orphan_timeout_that_is_not_a_duration_is_refused(text, capsys):
+    assert main(["q", f"--orphan-timeout={text}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pegasus: --orphan-timeout must be a duration (90, 90s, 30m, "
+                          f"2h, 1d; at least 10 s), not '{text}'"), err
+
+
 def test_options_are_parsed(tmp_path):
     cfg = tmp_path / "cfg"
     cfg.write_text("Host x\n")

@@ -30,6 +30,20 @@ def test_parametrized_hosts_expand_in_file_order_with_sorted_labels():
         "[node-2 (a=x,container=gpu0)]", "[node-2 (a=x,container=gpu1)]"]
 
 
+def test_a_host_listed_twice_is_two_sub_nodes_with_numbered_labels():
+    """The original ran one session per hosts.yaml line: listing a host twice is
+    how a user asks for two jobs at once on it. Labels must tell them apart."""
+    nodes = hosts("- node-1\n- node-2\n- node-1\n"
+                  "- hostname: [node-3, node-4]\n  gpu: '0'\n- hostname: node-3\n  gpu: '0'\n")
+    assert [n.label for n in nodes] == [
+        "[node-1#1]", "[node-2]", "[node-1#2]", "[node-3#1 (gpu=0)]", "[node-4 (gpu=0)]",
+        "[node-3#2 (gpu=0)]"]
+    assert len(set(nodes)) == 6
+    assert [n.hostname for n in nodes] == ["node-1", "node-2", "node-1", "node-3", "node-4",
+                                           "node-3"]
+    assert [n.context()["hostname"] for n in nodes][:3] == ["node-1", "node-2", "node-1"]
+
+
 def test_hostname_is_rendered_with_the_sub_node_parameters():
     nodes = hosts("- hostname: 'gpu-{{ rack }}'\n  rack: [a, b]\n")
     assert [n.hostname for n in nodes] == ["gpu-a", "gpu-b"]

@@ -56,3 +56,74 @@ def test_the_link_replaces_a_pegasus_link_but_never_another_program(tmp_path):
     with pytest.raises(install.InstallError, match="not a Pegasus command"):
         install.link_command(venv, bin_dir)
     assert link.read_text() == "#!/bin/sh\nexec some-other-pegasus\n"
+
+
+SKEL_PROFILE = """\
+# set PATH so it includes user's private bin if it exists
+if [ -d "$HOME/.local/bin" ] ; then
+    PATH="$HOME/.local/bin:$PATH"
+fi
+"""
+ROOT_PROFILE = """\
+if [ "$BASH" ]; then
+  if [ -f ~/.bashrc ]; then
+    . ~/.bashrc
+  fi
+fi
+mesg n 2> /dev/null || true
+"""
+
+
+def _installed(home, monkeypatch, profile=None, shell="/bin/bash", others=()):
+    """A home with this ~/.profile (and other login files) and a pegasus in ~/.local/bin."""
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("SHELL", shell)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    if profile is not None:
+        (home / ".profile").write_text(profile)
+    for name in others:
+        (home / name).write_text("# mine\n")
+    link = home / ".local" / "bin" / "pegasus"
+    link.parent.mkdir(parents=True)
+    link.write_text("#!/bin/sh\necho pegasus 9.9\n")
+    link.chmod(0o755)
+    return link
+
+
+def _hint(capsys):
+    return capsys.readouterr().out.splitlines()[1:]
+
+
+def test_the_path_hint_promises_the_next_login_only_when_the_profile_does_it(
+        tmp_path, monkeypatch, capsys):
+    link = _installed(tmp_path, monkeypatch, SKEL_PROFILE)
+    install.report(link)
+    assert _hint(capsys) == [
+        f"install.py: {link.parent} is not on your PATH yet: {tmp_path}/.profile adds it "
+        f"at your next login; until then run {link}"]
+
+
+def test_roots_profile_does_not_add_local_bin_so_the_hint_says_where_to_add_it(
+        tmp_path, monkeypatch, capsys):
+    """Debian's /root/.profile has no ~/.local/bin: no promise of the next login."""
+    link = _installed(tmp_path, monkeypatch, ROOT_PROFILE)
+    install.report(link)
+    said = _hint(capsys)
+    assert said == [
+        f"install.py: {link.parent} is not on your PATH: run {link}, or add "
+        f"'export PATH=\"{link.parent}:$PATH\"' to {tmp_path}/.profile"]
+
+
+def test_the_path_hint_names_the_file_bash_reads_at_login(tmp_path, monkeypatch, capsys):
+    link = _installed(tmp_path, monkeypatch, SKEL_PROFILE, others=[".bash_profile"])
+    install.report(link)
+    assert _hint(capsys) == [
+        f"install.py: {link.parent} is not on your PATH: run {link}, or add "
+        f"'export PATH=\"{link.parent}:$PATH\"' to {tmp_path}/.bash_profile"]
+
+
+def test_no_path_hint_when_the_folder_is_on_path(tmp_path, monkeypatch, capsys):
+    link = _installed(tmp_path, monkeypatch, ROOT_PROFILE)
+    monkeypatch.setenv("PATH", f"/usr/bin:{link.parent}")
+    install.report(link)
+    assert _hint(capsys) == []

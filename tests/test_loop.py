@@ -24,6 +24,32 @@ def entries(*commands):
     return [{"command": command} for command in commands]
 
 
+# ---------------------------------------------------------------- a host listed twice
+
+def test_a_host_listed_twice_runs_two_jobs_at_once_and_records_each(tmp_path):
+    """Two identical jobs lost at once on the two sub-nodes of `- node-1` listed
+    twice: both are in interrupted.yaml, each under its own label."""
+    out = run_loop(tmp_path, nodes=["node-1", "node-1"], queue=["a", "a"],
+                   scripts={"a": FakeJob(hang=True)},
+                   actions=[when_started("a", deferred(release("a")), nth=2)])
+
+    assert [(job.node, job.command) for job in out.jobs] == [
+        ("[node-1#1]", "a"), ("[node-1#2]", "a")]
+    assert out.runs_of("a")[1].start < out.runs_of("a")[0].end  # at once
+    assert out.taken_for == ["[node-1#1]", "[node-1#2]"]
+    assert out.lines("[node-1#2]")[0] == "=== run 'a' ==="
+    assert out.status == 0
+
+
+def test_identical_jobs_lost_on_a_host_listed_twice_are_both_interrupted(tmp_path):
+    out = run_loop(tmp_path, nodes=["node-1", "node-1"], queue=["a", "a"],
+                   scripts={"a": FakeJob(lost_after=0)})
+
+    assert out.interrupted == entries("a", "a")
+    assert sorted(node for node, _ in out.interrupted_for) == ["[node-1#1]", "[node-1#2]"]
+    assert out.status == 1
+
+
 # ---------------------------------------------------------------- order and spreading
 
 def test_each_entry_runs_once_in_queue_order(tmp_path):
@@ -159,7 +185,7 @@ def test_first_ctrl_c_lets_running_jobs_finish_and_takes_nothing_more(tmp_path):
     assert out.consumed == entries("a", "b")
     assert out.messages == [
         "Ctrl-c: no new jobs will start and the queue file is left as it is; waiting "
-        "for 2 running job(s) to finish (Ctrl-c again stops them)",
+        "for 2 running jobs to finish (Ctrl-c again stops them)",
         "2 jobs, all succeeded", "interrupted by Ctrl-c"]
     assert out.status == 130
 
@@ -172,7 +198,7 @@ def test_second_ctrl_c_terminates_running_jobs(tmp_path):
                             when_printed("Ctrl-c again stops them", ctrl_c)])
 
     assert [(job.command, job.status) for job in out.jobs] == [("a", 143), ("b", 137)]
-    assert "stopping 2 running job(s)" in out.messages
+    assert "stopping 2 running jobs" in out.messages
     assert out.messages[-4:] == ["2 jobs, 2 failed:",
                                  "  [node-1] 'a' (exit 143 (killed by SIGTERM))",
                                  "  [node-2] 'b' (exit 137 (killed by SIGKILL))",
@@ -189,7 +215,7 @@ def test_sigterm_terminates_running_jobs(tmp_path):
                    actions=[when_started("b", sigterm)])
 
     assert [(job.command, job.status) for job in out.jobs] == [("a", 143), ("b", 137)]
-    assert out.messages[0] == "stopping 2 running job(s)"
+    assert out.messages[0] == "stopping 2 running jobs"
     assert out.messages[-1] == "terminated by SIGTERM"
     assert out.queue == ["c"]
     assert out.status == 143
@@ -198,12 +224,13 @@ def test_sigterm_terminates_running_jobs(tmp_path):
 @pytest.mark.parametrize("signal, status, said", [
     (ctrl_c, 130, "Ctrl-c: no new jobs will start and the queue file is left as it is; "
                   "no job is running"),
-    (sigterm, 143, "stopping 0 running job(s)"),
+    (sigterm, 143, "no jobs ran"),  # nothing to stop: no "stopping 0 running jobs"
 ], ids=["ctrl-c", "sigterm"])
 def test_an_idle_daemon_stops_at_once(tmp_path, signal, status, said):
     out = run_loop(tmp_path, queue=[], daemon=True, actions=[when_queue_empty(signal)])
 
     assert out.messages[0] == said
+    assert not any("(s)" in line or " 0 running" in line for line in out.messages)
     assert out.jobs == []
     assert out.status == status
 
@@ -313,6 +340,27 @@ def test_queue_mode_starts_on_the_hosts_it_reaches(tmp_path):
             "this one in the background") in out.messages
     assert out.ran("[node-2]") == ["a", "b"]
     assert out.status == 0
+
+
+def test_many_unreachable_hosts_are_summed_up_in_proper_words(tmp_path):
+    down = [f"down-{i:02}" for i in range(1, 14)]
+    out = run_app(tmp_path, nodes=down + ["node-1"], queue=["a", "b"],
+                  hosts={host: [Answer.DOWN] for host in down})
+
+    assert out.messages[:12] == (
+        [f"host {host}: fake: no answer" for host in down[:10]] +
+        ["... and 3 more hosts that cannot be reached",
+         "running on the other hosts and retrying these 13 hosts in the background"])
+    assert not any("this one" in line or "(s)" in line for line in out.messages)
+    assert out.ran("[node-1]") == ["a", "b"]
+    assert out.status == 0
+
+
+def test_one_unreachable_host_in_broadcast_is_said_in_the_singular(tmp_path):
+    out = run_app(tmp_path, "b", nodes=TWO, queue=["a"], hosts={"node-2": [Answer.DOWN]})
+
+    assert out.messages[0] == "cannot use 1 host, so nothing was taken from the queue:"
+    assert out.status == 3
 
 
 def test_the_summary_lists_failed_jobs_in_queue_order(tmp_path):

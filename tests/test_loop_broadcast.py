@@ -5,7 +5,8 @@ and only what a user would check. Only ``fakes`` knows how a loop is built.
 """
 
 from fakes import (Answer, FakeJob, append, ctrl_c, deferred, release, run_loop, sigterm,
-                   when_finished, when_printed, when_queue_empty, when_started)
+                   stops_answering, when_finished, when_printed, when_queue_empty,
+                   when_started)
 
 THREE = ["node-1", "node-2", "node-3"]
 LABELS = ["[node-1]", "[node-2]", "[node-3]"]
@@ -92,9 +93,64 @@ def test_a_lost_sub_node_takes_no_further_steps(tmp_path):
     assert [node for node, _ in out.interrupted_for] == ["[node-2]"]
     assert out.ran("[node-2]") == ["s1"]
     assert out.ran("[node-1]") == out.ran("[node-3]") == STEPS
-    assert "step 2 's2': all 2 sub-nodes succeeded" in out.messages
+    assert ("step 2 's2': all 2 sub-nodes succeeded; not run on [node-2] (connection "
+            "lost in step 1)") in out.messages
     assert [host for host, _ in out.connects] == THREE  # lock-step: no reconnecting
     assert out.status == 1
+
+
+def test_the_summary_names_a_lost_sub_node_in_every_step_it_missed(tmp_path):
+    out = broadcast(tmp_path, scripts={("node-2", "s1"): FakeJob(lost_after=0)})
+
+    assert out.messages[-3:] == [
+        "3 steps, 1 with failures, 2 not run on every sub-node:",
+        "  step 1 's1': 2 ok, 1 failed: [node-2] connection lost, outcome unknown "
+        "(fake: connection reset by peer)",
+        "  steps 2-3 ('s2' ... 's3'): 2 ok each; not run on [node-2] (connection lost "
+        "in step 1)"]
+
+
+def test_a_sub_node_that_stops_answering_between_steps_misses_the_rest(tmp_path):
+    """It ran step 1 to its end; the summary says it did not run the later steps,
+    and why, beside the failures of the others."""
+    out = broadcast(tmp_path, nodes=THREE + ["node-4"], queue=STEPS + ["s4"],
+                    scripts={("node-4", "s3"): FakeJob(exit=1)},
+                    actions=[when_finished("s1", stops_answering("node-3"), nth=4)])
+
+    assert out.ran("[node-3]") == ["s1"]
+    assert "[node-3]: not responding; it takes no further steps" in out.messages
+    assert out.messages[-5:] == [
+        "4 steps, 1 with failures, 3 not run on every sub-node:",
+        "  step 1 's1': 4 ok",
+        "  step 2 's2': 3 ok; not run on [node-3] (not responding in step 1)",
+        "  step 3 's3': 2 ok, 1 failed: [node-4] exit 1; not run on [node-3] (not "
+        "responding in step 1)",
+        "  step 4 's4': 3 ok; not run on [node-3] (not responding in step 1)"]
+    assert out.status == 1
+
+
+def test_error_aborts_stops_when_a_sub_node_is_left_out(tmp_path):
+    """-e: a sub-node that can take no further steps stops the run as a failed step
+    does; the next step is not taken (it would run out of lock-step)."""
+    out = broadcast(tmp_path, error_aborts=True,
+                    actions=[when_finished("s1", stops_answering("node-3"), nth=3)])
+
+    assert all(out.ran(label) == ["s1"] for label in LABELS)
+    assert ("--error-aborts: [node-3] not responding in step 1, so no more entries "
+            "are taken") in out.messages
+    assert out.queue == ["s2", "s3"]
+    assert out.status == 1
+
+
+def test_many_sub_nodes_left_out_are_grouped_by_why_and_counted(tmp_path):
+    nodes = [{"hostname": "big", "gpu": [str(i) for i in range(7)]}, "node-1"]
+    out = broadcast(tmp_path, nodes=nodes, queue=["s1", "s2"],
+                    actions=[when_finished("s1", stops_answering("big"), nth=8)])
+
+    assert out.messages[-1] == (
+        "  step 2 's2': 1 ok; not run on 7 sub-nodes: [big (gpu=0)], [big (gpu=1)], "
+        "[big (gpu=2)], [big (gpu=3)], [big (gpu=4)] and 2 more (not responding in step 1)")
+    assert out.status == 1  # no job failed, but step 2 did not run everywhere
 
 
 def test_a_step_that_could_not_be_sent_to_a_sub_node_fails_there(tmp_path):

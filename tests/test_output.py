@@ -450,6 +450,25 @@ def test_broadcast_summary_keeps_failed_steps_and_counts_the_others_when_many():
     assert lines[3] == "pegasus:   and 998 other steps that succeeded on every sub-node"
 
 
+def test_broadcast_summary_stays_flat_with_a_sub_node_left_out_for_many_steps():
+    nodes = [SubNode(0, "n0"), SubNode(1, "n1")]
+    table = StepTable(ok_rows=3)
+    table.add(_results([0, 0]), nodes)
+    table.leave_out(nodes[1], "connection lost", in_step=False)
+    for step in range(2, 1001):
+        table.add(_results([7] if step == 500 else [0]), nodes)
+    assert len(table.rows) == 4  # step 1, steps 2-499, step 500, steps 501-1000
+    out = io.BytesIO()
+    Sink(out, color=False, width=None).broadcast_summary(table)
+    lines = out.getvalue().decode().splitlines()
+    assert lines[0] == "pegasus: 1000 steps, 1 with failures, 999 not run on every sub-node:"
+    assert lines[2] == ("pegasus:   steps 2-499 ('echo n0' ... 'echo n0'): 1 ok each; "
+                        "not run on [n1] (connection lost after step 1)")
+    assert lines[3] == ("pegasus:   step 500 'echo n0': 0 ok, 1 failed: [n0] exit 7; "
+                        "not run on [n1] (connection lost after step 1)")
+    assert lines[4].startswith("pegasus:   steps 501-1000 ")
+
+
 def test_broadcast_summary_lists_every_step_while_few():
     table = StepTable(ok_rows=3)
     for status in (0, 0, 1, 0):

@@ -82,9 +82,24 @@ def test_help_and_version_to_a_reader_that_goes_away(tmp_path):
         res = subprocess.run(["sh", "-c", f"{sys.executable} -m pegasus {flag} | head -c 1"],
                              capture_output=True, text=True, timeout=30)
         assert "Traceback" not in res.stderr and "Exception" not in res.stderr, res.stderr
-    res = subprocess.run(["sh", "-c", f"{sys.executable} -m pegasus --help >&-; echo $?"],
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+@pytest.mark.parametrize("redirect, said", [
+    (">&-", "pegasus: standard output is closed"),
+    ("> /dev/full", "pegasus: cannot write to standard output (No space left on device)"),
+], ids=["closed", "full"])
+def test_help_and_version_that_cannot_be_written_exit_74(flag, redirect, said):
+    """As for a run's output: exit 74 and a word on stderr, never a silent 0."""
+    res = subprocess.run(["sh", "-c", f"{sys.executable} -m pegasus {flag} {redirect}"],
                          capture_output=True, text=True, timeout=30)
-    assert res.stdout == "0\n" and "Traceback" not in res.stderr, res.stderr
+    assert (res.returncode, res.stderr) == (74, said + "\n")
+
+
+def test_help_with_stdout_and_stderr_closed_still_exits_74():
+    res = subprocess.run(["sh", "-c", f"{sys.executable} -m pegasus --help >&- 2>&-; echo $?"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.stdout == "74\n"
 
 
 def test_a_job_whose_output_floods_a_stalled_reader_is_not_cut_short(tmp_path):

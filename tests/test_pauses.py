@@ -77,7 +77,7 @@ def test_silence_past_the_orphan_timeout_is_reported_as_such(cluster, tmp_path):
     started = scratch_file(cluster)
     job = "touch %s; echo started; sleep 300" % started
     setup(tmp_path, "- node-1\n", [job])
-    peg = Pegasus(tmp_path, ["q", "--ssh-config", cluster.ssh_config, "--orphan-timeout", "2"])
+    peg = Pegasus(tmp_path, ["q", "--ssh-config", cluster.ssh_config, "--orphan-timeout", "10"])
     try:
         wait_for(lambda: os.path.exists(started), what="the job to start")
         os.kill(peg.proc.pid, signal.SIGSTOP)
@@ -90,7 +90,7 @@ def test_silence_past_the_orphan_timeout_is_reported_as_such(cluster, tmp_path):
     finally:
         peg.stop()
     done = [j["done"] for j in jobs_of(peg.out())]
-    assert done == ["stopped on the node after 2 s without contact from Pegasus; "
+    assert done == ["stopped on the node after 10 s without contact from Pegasus; "
                     "outcome unknown"], peg.said()
     assert yaml.safe_load(read(tmp_path / "interrupted.yaml")) == [{"command": job}]
     assert "connection lost" not in peg.said()  # the connection is fine
@@ -126,7 +126,7 @@ def test_a_hung_host_is_said_within_45_s_and_the_others_finish(cluster, tmp_path
     finally:
         peg.stop()
     out = peg.out()
-    assert "its 1 running job(s) are reported lost" in out
+    assert "its 1 running job is reported lost" in out
     assert yaml.safe_load(read(tmp_path / "interrupted.yaml")) == [{"command": hung_job}]
     assert all("[node-1] more %d" % i in out for i in range(3)), out
 
