@@ -70,7 +70,7 @@ class Editor:
         while self._alive() and time.monotonic() < deadline:
             time.sleep(POLL)
         self._signal(signal.SIGKILL)
-        self.wait()
+        self.child.wait()  # not ``wait``: a stop reported now must not stop Pegasus
 
     def close(self) -> None:
         """Take the terminal back (if it was given away) and stop using it."""
