@@ -9,7 +9,8 @@ import gevent
 
 from pegasus import broadcast, expand, hostsfile, modes, records, running
 from pegasus.connecting import Connector, close_all
-from pegasus.errors import ExitStatus, HostsUnreachable, InputError, unreachable_lines
+from pegasus.errors import (WAITS_FOR_FIX, ExitStatus, HostsUnreachable, InputError,
+                            unreachable_lines)
 from pegasus.options import Options
 from pegasus.output import Sink
 from pegasus.queuefile import QueueFile, refuse_symlink
@@ -133,8 +134,8 @@ def _check_queue(queue: QueueFile, check, sink: Sink, daemon: bool) -> None:
     except InputError as err:
         if not daemon:
             raise
-        sink.message(f"{err}\n(daemon mode: entries before it will run; Pegasus "
-                     "then waits for it to be fixed)")
+        sink.message(f"{err.advising(None)}\n(daemon mode: the entries before it run "
+                     f"first; {WAITS_FOR_FIX})")
 
 
 def requeue(opts: Options, sink: Sink) -> ExitStatus:

@@ -39,12 +39,22 @@ class UsageError(PegasusError):
     """Bad command line."""
 
 
+RUN_AGAIN = "fix the file and run again"  # the advice of an error that ends Pegasus
+WAITS_FOR_FIX = "fix the file: Pegasus waits and reads it again"  # a daemon's instead
+
+
 class InputError(PegasusError):
-    """Bad hosts or queue file: names the file, the entry and what is wrong."""
+    """Bad hosts or queue file: names the file, the entry and what is wrong.
+
+    ``advice``, when given, is what to do once Pegasus has exited; a mode
+    that goes on instead (a daemon waits, lock mode asks or undoes) says what
+    it does and drops it (``advising``).
+    """
 
     def __init__(self, what: str, path: str | None = None, line: int | None = None,
-                 entry: int | None = None):
+                 entry: int | None = None, advice: str | None = None):
         self.what, self.path, self.line, self.entry = what, path, line, entry
+        self.advice = advice
         super().__init__(self._words())
 
     def _words(self) -> str:
@@ -53,14 +63,19 @@ class InputError(PegasusError):
             where += f":{self.line}"
         if self.entry is not None:
             where += f" (entry {self.entry})"
-        return f"{where}: {self.what}" if where else self.what
+        what = f"{self.what}; {self.advice}" if self.advice else self.what
+        return f"{where}: {what}" if where else what
 
     def at(self, path: str | None = None, line: int | None = None,
            entry: int | None = None) -> "InputError":
         """The same error with the place filled in (keeps what is known)."""
         return type(self)(self.what, path or self.path,
                           self.line if line is None else line,
-                          self.entry if entry is None else entry)
+                          self.entry if entry is None else entry, self.advice)
+
+    def advising(self, advice: str | None) -> "InputError":
+        """The same error with other advice (None: none)."""
+        return type(self)(self.what, self.path, self.line, self.entry, advice)
 
 
 class TemplateError(InputError):

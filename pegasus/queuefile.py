@@ -98,16 +98,16 @@ class QueueFile:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    def check_all(self, check: Check, lock: bool = True) -> Tuple[int, int]:
+    def check_all(self, check: Check, lock: bool = True,
+                  text_of: Optional[str] = None) -> Tuple[int, int]:
         """Validate every entry; return (entries, jobs). Raises InputError.
-
-        ``lock=False`` when the caller already holds the queue lock.
-        """
+        ``lock=False``: the caller holds the lock. ``text_of``: check that
+        file as this queue (lock mode's copy); messages name the queue."""
         if lock:
             with self.locked():
-                return self.check_all(check, lock=False)
+                return self.check_all(check, lock=False, text_of=text_of)
         entries = jobs = 0
-        with _stream(self.path) as stream:  # one entry in memory at a time
+        with _stream(text_of or self.path, shown=self.path) as stream:  # entry by entry
             for entries, item in enumerate(yamltree.read_list(stream, self.path)[1], 1):
                 jobs += len(self._checked(item, entries, check))
         return entries, jobs
@@ -285,6 +285,36 @@ def read_text(path: str) -> str:
     return yamltree.decode(data, path)
 
 
+def replace_edited(queue: QueueFile, edited: bytes, before: Optional[bytes]) -> Optional[bytes]:
+    """Lock mode's save: the file becomes ``edited`` plus what was appended
+    to it (``>>``, without the lock) since it held ``before``. Under the lock.
+
+    Returns what was appended (b"" for nothing); None, and nothing written,
+    when the file was changed in another way.
+    """
+    base = before or b""
+    try:
+        f: BinaryIO = open(queue.path, "rb")
+    except FileNotFoundError:
+        f = io.BytesIO()
+    except OSError as err:
+        raise _io_error(queue.path, "read", err) from None
+    with f:
+        current = f.read()
+        if not current.startswith(base):
+            return None
+        appended = current[len(base):]
+        if edited == base:  # no edit: the file is as it should be
+            return appended
+        if appended and edited and not edited.endswith(b"\n"):
+            edited += b"\n"
+        queue.write_atomic(queue.path, edited + appended)
+        late = f.read()  # appended while the new file was written
+        if late:
+            append(queue.path, late)
+    return appended + late
+
+
 def snapshot(path: str) -> Tuple[Optional[bytes], Optional[int]]:
     """A file's bytes and mode (None, None without a file)."""
     try:
@@ -361,8 +391,11 @@ def _placed(jobs: Sequence[Job], place: Place, places: List[str]) -> List[Job]:
 
 
 @contextmanager
-def _stream(path: str, keep: bool = False) -> Iterator[yamltree.TextStream]:
-    """The file for the YAML reader, a chunk at a time (no file: no text)."""
+def _stream(path: str, keep: bool = False,
+            shown: Optional[str] = None) -> Iterator[yamltree.TextStream]:
+    """The file for the YAML reader, a chunk at a time (no file: no text).
+
+    ``shown``: the path its messages name (default ``path``)."""
     try:
         f: BinaryIO = open(path, "rb")
     except FileNotFoundError:
@@ -371,7 +404,7 @@ def _stream(path: str, keep: bool = False) -> Iterator[yamltree.TextStream]:
         raise _io_error(path, "read", err) from None
     with f:
         try:
-            yield yamltree.TextStream(f, path, keep)
+            yield yamltree.TextStream(f, shown or path, keep)
         except OSError as err:  # a read that failed half-way
             raise _io_error(path, "read", err) from None
 

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 
 import gevent
 
-from pegasus.errors import HostError, InputError
+from pegasus.errors import WAITS_FOR_FIX, HostError, InputError
 from pegasus.events import JobDone
 from pegasus.executor import KILL_AFTER, ConnectionLost
 from pegasus.job import run_job
@@ -97,9 +97,9 @@ class QueueHead:
     def block(self, err: InputError, signature=None) -> None:
         """A bad entry at the head: say so once; a daemon waits for the fix."""
         if self.blocked is None or str(err) != str(self.blocked):
-            tail = ("waiting for it to be fixed" if self.daemon else
+            tail = (WAITS_FOR_FIX if self.daemon else
                     "no more entries are taken; fix it and run Pegasus again")
-            self.sink.message(f"{err}\n(this entry stays in the queue; {tail})")
+            self.sink.message(f"{err.advising(None)}\n(this entry stays in the queue; {tail})")
         self.blocked = err
         self.seen_signature = signature or self.queue.signature()
 

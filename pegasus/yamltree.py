@@ -17,7 +17,7 @@ from typing import BinaryIO, Iterator, List, Optional, Tuple, Union
 
 import yaml
 
-from pegasus.errors import InputError
+from pegasus.errors import RUN_AGAIN, InputError
 
 try:  # libyaml is ~10x faster; both give the same events
     _Loader = yaml.CSafeLoader
@@ -254,8 +254,7 @@ def _syntax_error(err, path: str, lines: int) -> InputError:
     line = mark.line + 1 if mark is not None else None
     if line is not None and lines and line > lines:  # "at the end": the last line
         line = lines
-    return InputError(f"YAML syntax error: {problem}; fix the file and run again",
-                      path, line)
+    return InputError(f"YAML syntax error: {problem}", path, line, advice=RUN_AGAIN)
 
 
 def _mistake_mark(err):

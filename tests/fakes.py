@@ -520,7 +520,7 @@ class FakeRun:
     def outcome(self, status: int) -> Outcome:
         consumed = read(os.path.join(self.folder, "consumed.yaml"))
         interrupted = read(os.path.join(self.folder, "interrupted.yaml"))
-        return Outcome(status, self.output(), queue_entries(self.queue_path),
+        return Outcome(status, self.output(), _queue_now(self.queue_path),
                        _entries(consumed), consumed, _entries(interrupted), interrupted,
                        sorted(self.jobs, key=lambda j: j.start), self.calls,
                        self.connects, self.snapshots)
@@ -567,6 +567,14 @@ def _next(table: dict, key):
 def _yaml(entries: Sequence) -> str:
     return yaml.safe_dump(list(entries), default_flow_style=False, sort_keys=False) \
         if entries else ""
+
+
+def _queue_now(path: str):
+    """The queue's entries, or its text when it is not YAML (a syntax error left in it)."""
+    try:
+        return queue_entries(path)
+    except yaml.YAMLError:
+        return read(path)
 
 
 def _entries(text: str) -> list:

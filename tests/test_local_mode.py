@@ -40,7 +40,7 @@ def test_daemon_with_a_bad_entry_at_start_runs_what_comes_before_and_waits(tmp_p
     run = Running(["q", "-d"], tmp_path)
     try:
         wait_for(lambda: (tmp_path / "first.txt").exists(), what="the good entry to run")
-        wait_for(lambda: "waiting for it to be fixed" in run.output, what="the report")
+        wait_for(lambda: "Pegasus waits and reads it again" in run.output, what="the report")
         fixed = tmp_path / "fixed.yaml"
         fixed.write_text("- echo fixed > fixed.txt\n")
         os.replace(fixed, tmp_path / "queue.yaml")

@@ -36,11 +36,18 @@ from helpers import Running
 
 WAITING = "waiting for the queue lock"
 
-# Records in lockstate.txt whether the queue lock is held while the editor runs.
-LOCKSTATE = ('lock="$(dirname "$1")/.$(basename "$1").lock"\n'
-             'if flock -n "$lock" true; then echo free; else echo held; fi'
-             ' > "$(dirname "$1")/lockstate.txt"\n')
+def lockstate(queue_path):
+    """Editor lines: whether the queue lock is held, into lockstate.txt beside the lock."""
+    lock = QueueFile(str(queue_path)).lock_path
+    out = os.path.join(os.path.dirname(lock), "lockstate.txt")
+    return (f'if flock -n {shlex.quote(lock)} true; then echo free; else echo held; fi'
+            f' > {shlex.quote(out)}\n')
+
+
 APPEND = 'printf -- "- echo added\\n" >> "$1"\n'
+# Counts the editor's runs in ``count`` beside the script, and sets $n to the runs before.
+COUNT = ('count="$(dirname "$0")/count"; n=$(cat "$count" 2>/dev/null || echo 0)\n'
+         'echo $((n+1)) > "$count"\n')
 
 wait_for = partial(helpers.wait_for, interval=0.02)  # this file polls every 20 ms
 
@@ -121,7 +128,8 @@ def test_an_appended_entry_is_kept_previewed_and_the_lock_released(tmp_path, run
     (tmp_path / "queue.yaml").write_text(original)
     (tmp_path / "hosts.yaml").write_text("- localhost\n")
     added = "- command: echo {{ x }} {{ hostname }}\n  x: [1, 2]\n"
-    ed = editor(tmp_path, LOCKSTATE + f"printf -- {shlex.quote(added)} >> \"$1\"\n")
+    ed = editor(tmp_path, lockstate(tmp_path / "queue.yaml") +
+                f"printf -- {shlex.quote(added)} >> \"$1\"\n")
     res = run_pegasus(["l", "--editor", ed], tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.splitlines() == ["pegasus: queue.yaml: 2 entries, 3 jobs"]
@@ -168,8 +176,11 @@ def test_an_editor_with_arguments_gets_them_before_the_queue_path(tmp_path, run_
     given = f"sh {shlex.quote(str(script))} --wait -c 'two words'"
     res = run_in_process(["l", "--editor", given], tmp_path, env={"EDITOR": "false"})
     assert res.returncode == 0, res.stderr
-    assert (folder / "args.txt").read_text().splitlines() == [
-        "--wait", "-c", "two words", "queue.yaml"]
+    args = (folder / "args.txt").read_text().splitlines()
+    assert args[:3] == ["--wait", "-c", "two words"]
+    # The editor gets a private copy named like the queue; lock mode saves it.
+    assert os.path.basename(args[3]) == "queue.yaml" and args[3] != "queue.yaml"
+    assert not os.path.exists(args[3])  # removed at the end
 
 
 def test_editor_from_environment_with_arguments(tmp_path, run_in_process):
@@ -185,8 +196,8 @@ def test_an_editor_that_saves_by_renaming_a_new_file_over_the_queue(tmp_path, ru
     queue.write_text("- echo one\n")
     queue.chmod(0o600)
     inode = queue.stat().st_ino
-    ed = editor(tmp_path, LOCKSTATE + 'cp "$1" "$1.swp" && printf -- "- echo two\\n" >> "$1.swp"'
-                          ' && mv "$1.swp" "$1"\n')
+    ed = editor(tmp_path, lockstate(queue) + 'cp "$1" "$1.swp" && printf -- "- echo two\\n" >> '
+                          '"$1.swp" && mv "$1.swp" "$1"\n')
     res = run_in_process(["l", "--editor", ed], tmp_path)
     assert res.returncode == 0, res.stderr
     assert "pegasus: queue.yaml: 2 entries, 2 jobs" in res.stdout
@@ -202,8 +213,8 @@ def test_a_symlinked_queue_is_edited_at_its_target_and_stays_a_link(tmp_path, ru
     target.write_text("- echo one\n")
     link = tmp_path / "queue.yaml"
     os.symlink("b/jobs.yaml", str(link))
-    ed = editor(tmp_path, LOCKSTATE + 'cp "$1" "$1.swp" && printf -- "- echo two\\n" >> "$1.swp"'
-                          ' && mv "$1.swp" "$1"\n')  # saves by renaming over the file
+    ed = editor(tmp_path, lockstate(link) + 'cp "$1" "$1.swp" && printf -- "- echo two\\n" >> '
+                          '"$1.swp" && mv "$1.swp" "$1"\n')  # saves by renaming over the file
     res = run_in_process(["l", "--editor", ed], tmp_path)
     assert res.returncode == 0, res.stderr
     assert f"pegasus: {target}: 2 entries, 2 jobs" in res.stdout
@@ -236,11 +247,27 @@ def test_a_bad_edit_without_a_terminal_is_undone(tmp_path, run_in_process, added
     assert first.startswith(f"pegasus: {where}"), res.stderr
     assert what in first
     assert "queue.yaml.rejected" in res.stderr and "undone" in res.stderr
+    assert "run again" not in res.stderr  # the edit is undone: nothing to fix and rerun
     assert queue.read_bytes() == ORIGINAL.encode()
     assert queue.stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "queue.yaml.rejected").read_text() == ORIGINAL + added
     assert "entries" not in res.stdout  # no preview
     assert lock_is_free(queue)
+
+
+def test_a_queue_rewritten_without_the_lock_meanwhile_is_not_overwritten(tmp_path,
+                                                                        run_in_process):
+    queue = tmp_path / "queue.yaml"
+    queue.write_text("- echo one\n- echo two\n")
+    # While the editor is open, someone rewrites the queue without the lock.
+    ed = editor(tmp_path, f"printf -- '- echo other\\n' > {shlex.quote(str(queue))}\n" + APPEND)
+    res = run_in_process(["l", "--editor", ed], tmp_path)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "changed while the editor was open by something that did not take the lock" \
+        in res.stderr
+    assert queue.read_text() == "- echo other\n"
+    assert (tmp_path / "queue.yaml.rejected").read_text() == (
+        "- echo one\n- echo two\n- echo added\n")
 
 
 def test_without_a_hosts_file_templates_are_not_checked_and_that_is_said(tmp_path,
@@ -291,8 +318,7 @@ def test_a_bad_edit_on_a_terminal_asks_whether_to_reopen(tmp_path, answer):
     queue = tmp_path / "queue.yaml"
     queue.write_text("- echo one\n")
     # First run: an entry without command; second run: the fixed queue.
-    ed = editor(tmp_path, 'n=$(cat "$1.count" 2>/dev/null || echo 0); echo $((n+1)) > "$1.count"\n'
-                          'if [ "$n" = 0 ]; then printf -- "- bs: 8\\n" >> "$1";\n'
+    ed = editor(tmp_path, COUNT + 'if [ "$n" = 0 ]; then printf -- "- bs: 8\\n" >> "$1";\n'
                           'else printf -- "- echo fixed\\n" > "$1"; fi\n')
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "pegasus", "l", "--editor", ed],
@@ -303,6 +329,7 @@ def test_a_bad_edit_on_a_terminal_asks_whether_to_reopen(tmp_path, answer):
     try:
         text = read_until(master, "Reopen the editor? [Y/n/u]", seen)
         assert "queue.yaml:2 (entry 2)" in text and "no 'command' key" in text
+        assert "run again" not in text
         os.write(master, answer.encode() + b"\n")
         status = proc.wait(timeout=30)
         text = drain(master, seen)
@@ -316,7 +343,7 @@ def test_a_bad_edit_on_a_terminal_asks_whether_to_reopen(tmp_path, answer):
         assert status == 0, text
         assert queue.read_text() == "- echo fixed\n"
         assert "queue.yaml: 1 entry, 1 job" in text
-        assert (tmp_path / "queue.yaml.count").read_text() == "2\n"
+        assert (tmp_path / "count").read_text() == "2\n"
     elif answer == "n":
         assert status == 2, text
         assert queue.read_text() == "- echo one\n- bs: 8\n"
@@ -402,29 +429,134 @@ def test_an_editor_that_cannot_start_is_named(tmp_path, run_in_process, args, en
     assert lock_is_free(tmp_path / "queue.yaml")
 
 
+def test_ctrl_c_just_as_the_editor_starts_does_not_end_lock_mode(tmp_path, monkeypatch):
+    """Ctrl-c between the editor's start and the wait for it (a race a user can hit):
+    Pegasus already ignores it, so it neither dies nor leaves the editor unwatched."""
+    (tmp_path / "queue.yaml").write_text("- echo one\n")
+    real_popen = subprocess.Popen
+
+    def popen_then_ctrl_c(*args, **kwargs):
+        child = real_popen(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # the moment the editor has started
+        return child
+
+    monkeypatch.setattr(subprocess, "Popen", popen_then_ctrl_c)
+    ed = editor(tmp_path, APPEND)
+    try:
+        status = lockmode.edit(options(tmp_path, "--editor", ed), sink(), None)
+    except KeyboardInterrupt:
+        pytest.fail("a Ctrl-c as the editor started ended lock mode")
+    assert status == ExitStatus.OK
+    assert (tmp_path / "queue.yaml").read_text() == "- echo one\n- echo added\n"
+    assert lock_is_free(tmp_path / "queue.yaml")
+
+
 def test_an_unreadable_editor_command_is_a_usage_error(tmp_path, run_in_process):
     res = run_in_process(["l", "--editor", "vim 'unclosed"], tmp_path)
     assert res.returncode == 2
     assert "cannot read the editor command" in res.stderr
 
 
+class OnTerminal:
+    """``pegasus ARGS`` as the foreground job of a small shell on a pty (``jobshell``):
+    keys typed on the pty reach the terminal's foreground group, as they do for a user."""
+
+    def __init__(self, args, cwd):
+        pid, fd = pty.fork()
+        if pid == 0:  # the session leader: the pty is its controlling terminal
+            try:
+                os.chdir(str(cwd))
+                os.environ["NO_COLOR"] = "1"  # plain messages to look for
+                os.execv(sys.executable, [sys.executable, JOBSHELL, sys.executable, "-m",
+                                          "pegasus", *args])
+            finally:
+                os._exit(127)
+        self.pid, self.fd, self.seen = pid, fd, []
+
+    def until(self, text):
+        return read_until(self.fd, text, self.seen)
+
+    def type(self, keys: bytes):
+        os.write(self.fd, keys)
+
+    def close(self):
+        try:
+            os.killpg(self.pid, signal.SIGKILL)  # the shell; pegasus and the editor have
+        except ProcessLookupError:             # groups of their own and end on their own
+            pass
+        os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+
+JOBSHELL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jobshell.py")
+
+
+@pytest.fixture
+def terminal():
+    started = []
+
+    def start(args, cwd):
+        started.append(OnTerminal(args, cwd))
+        return started[-1]
+
+    yield start
+    for t in started:
+        t.close()
+
+
 @pytest.mark.parametrize("added, kept", [("- echo two\n", True), ("- [\n", False)])
-def test_ctrl_c_reaches_the_editor_and_the_lock_is_released(tmp_path, running, added, kept):
+def test_ctrl_c_on_the_terminal_reaches_the_editor_and_the_lock_is_released(
+        tmp_path, terminal, added, kept):
     queue = tmp_path / "queue.yaml"
     queue.write_text("- echo one\n")
     ed, flag, _ = waiting_editor(tmp_path, f"printf -- {shlex.quote(added)} >> \"$1\"\n")
-    lock = running(["l", "--editor", ed], tmp_path)
+    lock = terminal(["l", "--editor", ed], tmp_path)
     wait_for(flag.exists, what="the editor to open")
     assert not lock_is_free(queue)
-    lock.signal_group(signal.SIGINT)
-    assert lock.finish() == 130, lock.output
-    assert "was killed by SIGINT" in lock.output
+    lock.type(b"\x03")  # Ctrl-c
+    output = lock.until("[exit 130]")
+    assert "was killed by SIGINT" in output
     if kept:
         assert queue.read_text() == "- echo one\n- echo two\n"
-        assert "pegasus: queue.yaml: 2 entries, 2 jobs" in lock.output
+        assert "pegasus: queue.yaml: 2 entries, 2 jobs" in output
     else:
         assert queue.read_text() == "- echo one\n"
-        assert "undone" in lock.output
+        assert "undone" in output
+    assert lock_is_free(queue)
+
+
+def test_the_editor_reads_the_keyboard(tmp_path, terminal):
+    """The editor's own process group is the terminal's foreground while it runs
+    (a background group reading the terminal would be stopped)."""
+    queue = tmp_path / "queue.yaml"
+    queue.write_text("- echo one\n")
+    flag = tmp_path / "open.flag"
+    ed = editor(tmp_path, f'touch {shlex.quote(str(flag))}\n'
+                          'IFS= read -r line && printf "%s\\n" "$line" >> "$1"\n')
+    lock = terminal(["l", "--editor", ed], tmp_path)
+    wait_for(flag.exists, what="the editor to open")
+    lock.type(b"- echo typed\n")
+    output = lock.until("[exit 0]")
+    assert "pegasus: queue.yaml: 2 entries, 2 jobs" in output
+    assert queue.read_text() == "- echo one\n- echo typed\n"
+
+
+def test_ctrl_z_in_the_editor_suspends_lock_mode_and_fg_continues_it(tmp_path, terminal):
+    queue = tmp_path / "queue.yaml"
+    queue.write_text("- echo one\n")
+    ed, flag, release = waiting_editor(tmp_path)
+    with open(ed.split()[1], "a") as f:
+        f.write(APPEND)
+    lock = terminal(["l", "--editor", ed], tmp_path)
+    wait_for(flag.exists, what="the editor to open")
+    lock.type(b"\x1a")  # Ctrl-z
+    lock.until("[stopped]")  # the shell has its prompt back
+    assert not lock_is_free(queue)
+    release.touch()
+    lock.type(b"fg\n")
+    output = lock.until("[exit 0]")
+    assert "pegasus: queue.yaml: 2 entries, 2 jobs" in output
+    assert queue.read_text() == "- echo one\n- echo added\n"
     assert lock_is_free(queue)
 
 
@@ -440,16 +572,19 @@ def test_a_daemon_takes_nothing_while_the_editor_is_open(tmp_path, running):
     ed, flag, release = waiting_editor(tmp_path, f"printf -- {shlex.quote(added)} >> \"$1\"\n")
     lock = running(["l", "--editor", ed], tmp_path)
     wait_for(flag.exists, what="the editor to open")
-    # The daemon has a free sub-node and sees the new entries: it tries to take them.
+    # An entry appended meanwhile (`>>`, no lock): the daemon sees it and tries to take it.
+    queue_append(tmp_path / "queue.yaml", f"- echo new0 >> {ids}\n")
     wait_for(lambda: WAITING in daemon.output, what="the daemon to wait for the lock")
     assert len(consumed_entries(tmp_path)) == 1
     assert count_ids(ids) == {"seed": 1}
-    assert "new1" not in daemon.output
+    assert "new0" not in daemon.output
     release.touch()
     assert lock.finish() == 0, lock.output
     assert "pegasus: queue.yaml: 2 entries, 2 jobs" in lock.output
-    wait_for(lambda: count_ids(ids) == {"seed": 1, "new1": 1, "new2": 1}, what="new jobs")
-    wait_for(lambda: len(consumed_entries(tmp_path)) == 3, what="consumed.yaml")
+    assert "appended to queue.yaml while the editor was open" in lock.output
+    expected = {"seed": 1, "new1": 1, "new2": 1, "new0": 1}
+    wait_for(lambda: count_ids(ids) == expected, what="new jobs")
+    wait_for(lambda: len(consumed_entries(tmp_path)) == 4, what="consumed.yaml")
     daemon.signal_group(signal.SIGINT)
     assert daemon.finish() == 130, daemon.output
     assert daemon.output.count(WAITING) == 1
@@ -693,3 +828,66 @@ def test_editor_command_parsing():
     for bad in ("vim 'unclosed", "'' -f"):
         with pytest.raises(UsageError, match="cannot read the editor command"):
             lockmode.editor_command(bad, {})
+
+
+def wrapper_editor(folder):
+    """An $EDITOR that is a shell script running the real "editor" as its child.
+
+    The child records its pid and the queue it was given, touches open.flag,
+    waits for release.flag, then "saves" the queue as it was when it opened
+    and touches written.flag. Returns (the wrapper's path, flag, release, child pid file).
+    """
+    q = lambda p: shlex.quote(str(folder / p))  # noqa: E731
+    child = folder / "real-editor.sh"
+    child.write_text(f'echo $$ > {q("editor.pid")}\ncp "$1" {q("as-locked.yaml")}\n'
+                     f'touch {q("open.flag")}\n'
+                     f'while [ ! -e {q("release.flag")} ]; do sleep 0.02; done\n'
+                     f'cp {q("as-locked.yaml")} "$1"\ntouch {q("written.flag")}\n')
+    wrapper = folder / "my-editor"
+    wrapper.write_text(f'#!/bin/sh\nsh {shlex.quote(str(child))} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper), folder / "open.flag", folder / "release.flag", folder / "editor.pid"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL],
+                         ids=["sigterm", "sighup", "kill-9"])
+def test_a_wrapper_editor_left_open_by_a_killed_lock_mode_never_runs_an_entry_twice(
+        tmp_path, running, sig):
+    """The real editor is the wrapper's child: signals to lock mode's editor
+    process alone never reach it, and after ``kill -9`` nothing can signal it."""
+    (tmp_path / "hosts.yaml").write_text("- hostname: localhost\n  slot: [a, b]\n")
+    ids = tmp_path / "ids.txt"
+    expected = {f"id{i}": 1 for i in range(12)}
+    queue = tmp_path / "queue.yaml"
+    queue.write_text("".join(f"- echo {i} >> {ids}\n" for i in expected))
+    ed, flag, release, pid_file = wrapper_editor(tmp_path)
+    lock = running(["l"], tmp_path, env={"EDITOR": ed})
+    daemon = None
+    try:
+        wait_for(flag.exists, what="the editor to open")
+        editor_pid = int(pid_file.read_text())
+        daemon = running(["q", "--daemon"], tmp_path)
+        wait_for(lambda: WAITING in daemon.output, what="the daemon to wait for the lock")
+        os.kill(lock.proc.pid, sig)  # lock mode only, as `kill` does
+        lock.proc.wait(timeout=30)
+        wait_for(lambda: count_ids(ids) == expected, what=f"every job once: {count_ids(ids)}")
+    finally:
+        release.touch()  # the user saves, if the editor is still open
+    wait_for(lambda: (tmp_path / "written.flag").exists() or process_gone(editor_pid),
+             what="the editor to save or end")
+    status = lock.finish()  # its output pipe: the editor may have held it until now
+    # A sentinel appended after the save runs after anything the save put back.
+    queue_append(queue, f"- echo sentinel >> {ids}\n")
+    wait_for(lambda: "sentinel" in count_ids(ids), what="the sentinel job")
+    daemon.signal_group(signal.SIGINT)
+    assert daemon.finish() == 130, daemon.output
+    assert count_ids(ids) == dict(expected, sentinel=1)
+    assert yaml.safe_load(queue.read_text()) in (None, [])
+    if sig != signal.SIGKILL:
+        assert status == 128 + sig, lock.output
+        assert process_gone(editor_pid)  # the whole editor ended with lock mode
+
+
+def queue_append(queue, text):
+    with open(queue, "a") as f:
+        f.write(text)

@@ -135,7 +135,8 @@ def test_daemon_waits_at_a_bad_entry_until_it_is_fixed(tmp_path):
     assert out.snapshots["stuck"] == [BAD, "c"]
     said = [m for m in out.messages if "entry 1" in m and "nope" in m]
     assert len(said) == 1, out.output  # once, though it was found twice
-    assert "(this entry stays in the queue; waiting for it to be fixed)" in out.messages
+    assert "(this entry stays in the queue; fix the file: Pegasus waits and reads it again)" \
+        in out.messages
     assert out.ran("[node-1]") == ["a", "echo fixed", "c", "d"]
     assert out.queue == []
     assert out.status == 130
@@ -372,3 +373,46 @@ def test_the_summary_lists_failed_jobs_in_queue_order(tmp_path):
 
     summary = out.messages[out.messages.index("3 jobs, 3 failed:") + 1:]
     assert [row.split("'")[1] for row in summary] == ["a", "b", "c"]
+
+
+# ---------------------------------------------------------------- what a syntax error says
+
+SYNTAX = "- a\n- [\n"  # entry 2 is a YAML syntax error
+RUN_AGAIN = "fix the file and run again"
+WAITS = "fix the file: Pegasus waits and reads it again"
+
+
+@pytest.mark.parametrize("mode", ["q", "b"])
+def test_a_yaml_syntax_error_at_start_says_to_fix_and_run_again(tmp_path, mode):
+    out = run_app(tmp_path, mode, queue=SYNTAX)
+
+    assert out.status == 2
+    assert out.jobs == []
+    assert "queue.yaml:2 (entry 2): YAML syntax error: " in out.output
+    assert RUN_AGAIN in out.output and WAITS not in out.output
+
+
+@pytest.mark.parametrize("mode", ["q", "b"])
+def test_a_daemon_says_it_waits_for_a_yaml_syntax_error_to_be_fixed(tmp_path, mode):
+    out = run_app(tmp_path, mode, queue=SYNTAX, daemon=True,
+                  actions=[when_bad_entry(deferred(rewrite(["fixed"]))),
+                           when_finished("fixed", ctrl_c)])
+
+    assert "run again" not in out.output, out.output
+    assert out.output.count(WAITS) == 2, out.output  # at start, then at the entry
+    assert "(daemon mode: the entries before it run first; " + WAITS in out.output
+    assert "(this entry stays in the queue; " + WAITS in out.output
+    assert [job.command for job in out.jobs] == ["a", "fixed"]
+    assert out.status == 130
+
+
+@pytest.mark.parametrize("mode", ["q", "b"])
+def test_a_yaml_syntax_error_found_mid_run_says_once_to_run_again(tmp_path, mode):
+    out = run_app(tmp_path, mode, queue=["a", "b"],
+                  actions=[when_started("a", append("- [\n"))])
+
+    assert "queue.yaml:1 (entry 1): YAML syntax error: " in out.output, out.output
+    assert out.output.count("run Pegasus again") == 1, out.output
+    assert RUN_AGAIN not in out.output  # the same advice, said once
+    assert [job.command for job in out.jobs] == ["a", "b"]
+    assert out.status == 2
