@@ -8,8 +8,10 @@ the repository:
 
 It starts its own lab (``Lab``): two sshd nodes (node-1, node-2 on
 127.0.0.121-122), a silent TCP peer on 127.0.0.123 (accepts connections,
-never says a word), a refused port on 127.0.0.124 (nothing listens) and a
-host in a network namespace of its own (an sshd behind a veth pair with
+never says a word; also under 12 more aliases, silent-1 .. silent-12), a
+refused port on 127.0.0.124 (nothing listens), a black hole on 127.0.0.125
+(a listener whose queue is full: SYNs are dropped) and a host in a network
+namespace of its own (an sshd behind a veth pair with
 link-local addresses, whose link can be taken down). It runs the real
 ``python -m pegasus`` against them with an ssh_config of its own (as a user
 without ``ServerAliveInterval`` or ``BatchMode`` has it), and polls /proc
@@ -20,7 +22,8 @@ hosts   a host that fails mid-job: its sshd killed (noticed at once), its
         acknowledges TCP, only keepalives that want a reply notice), its link
         taken down (a silent partition; and whether the job runs on there)
 start   a host that is dead when Pegasus starts, beside a healthy one: a
-        silent TCP peer, a refused port, a link that is down. When Pegasus
+        silent TCP peer, 12 of them (more than gevent's 10 shared threads), a
+        refused port, a black-holed address, a link that is down. When Pegasus
         names it, when it reports it unreachable, and the key figure: when
         jobs start on the healthy host (against a run without a dead host)
 cancel  jobs gone after a second Ctrl-c, a SIGTERM or a SIGKILL of Pegasus
@@ -66,7 +69,8 @@ from helpers import Pegasus, jobs_of  # noqa: E402
 from test_failing_hosts import NetnsHost, crash_sshd, marked_pids  # noqa: E402
 
 TICK = 0.01
-FIRST_IP = 121  # 127.0.0.121 and up: node-1, node-2, the silent peer, the refused port
+FIRST_IP = 121  # 127.0.0.121 and up: node-1, node-2, the silent peer, the refused port, the hole
+SILENT_ALIASES = ["silent-%d" % i for i in range(1, 13)]  # more names of the silent peer
 GROUPS = ("hosts", "start", "cancel", "pauses", "quiet")
 
 
@@ -153,6 +157,25 @@ class SilentPeer:
             conn.close()
 
 
+class BlackHole:
+    """An address where SYNs are dropped (a listener whose accept queue is full): a
+    connection attempt waits for a SYN-ACK that never comes, as to a dead address."""
+
+    def __init__(self, ip):
+        self.sock = socket.create_server((ip, 0), backlog=0)
+        self.ip, self.port = ip, self.sock.getsockname()[1]
+        self.fill = []
+        for _ in range(3):
+            conn = socket.socket()
+            conn.setblocking(False)
+            conn.connect_ex((ip, self.port))
+            self.fill.append(conn)
+
+    def close(self):
+        for conn in self.fill + [self.sock]:
+            conn.close()
+
+
 def host_block(alias, ip, port, cluster, extra=()):
     """One ``Host`` of the lab's ssh_config: what a user writes, no BatchMode,
     no ServerAliveInterval, no ConnectTimeout (so Pegasus's defaults apply)."""
@@ -171,6 +194,8 @@ class Lab:
         self.cluster = Cluster(os.path.join(work, "c"), n_hosts=2, first_ip=FIRST_IP)
         self.silent_ip = "127.0.0.%d" % (FIRST_IP + 2)
         self.refused_ip = "127.0.0.%d" % (FIRST_IP + 3)
+        self.hole_ip = "127.0.0.%d" % (FIRST_IP + 4)
+        self.hole = None
         self.netns = NetnsHost(os.path.join(work, "ns")) if netns else None
         self.peer = None
         self.ssh_config = os.path.join(work, "ssh_config")
@@ -180,15 +205,19 @@ class Lab:
         if self.netns is not None:
             self.netns.start()
         self.peer = SilentPeer(self.silent_ip)
+        self.hole = BlackHole(self.hole_ip)
         c = self.cluster
         blocks = [host_block(alias, ip, c.port, c) for alias, ip in zip(c.aliases, c.ips)]
         blocks += [
             host_block("silent", self.silent_ip, self.peer.port, c),
             host_block("refused", self.refused_ip, c.port, c),
+            host_block("hole", self.hole_ip, self.hole.port, c),
             host_block("quiet-default", c.ips[0], c.port, c),
             host_block("quiet-batchmode", c.ips[0], c.port, c, ["BatchMode yes"]),
             host_block("quiet-alive60", c.ips[0], c.port, c, ["ServerAliveInterval 60"]),
         ]
+        blocks += [host_block(alias, self.silent_ip, self.peer.port, c)
+                   for alias in SILENT_ALIASES]
         if self.netns is not None:
             n = self.netns.cluster
             blocks.append(host_block(self.netns.alias, n.ips[0], n.port, n))
@@ -199,6 +228,8 @@ class Lab:
     def stop(self):
         if self.peer is not None:
             self.peer.close()
+        if self.hole is not None:
+            self.hole.close()
         try:
             if self.netns is not None:
                 self.netns.stop()
@@ -371,23 +402,26 @@ def partition_noticed(lab):
 
 # ---------------------------------------------------------------- a dead host at start
 
-def start_beside(lab, dead=None, partitioned=False):
-    """Pegasus starts on node-1 and ``dead`` (None: node-1 alone). Seconds from
-    starting Pegasus until: the job starts on node-1 ('jobs start'), Pegasus
-    names ``dead`` as still connecting ('named'), reports it unreachable
-    ('reported', with the line said: 'said'), exits once the job ends ('exit',
-    with its 'status'). The job waits for the report (or 45 s), so that the
-    run lasts long enough to see it."""
+def start_beside(lab, dead=(), partitioned=False):
+    """Pegasus starts on node-1 and the hosts ``dead`` (none: node-1 alone).
+    Seconds from starting Pegasus until: the job starts on node-1 ('jobs
+    start'), Pegasus names the first of ``dead`` as still connecting
+    ('named'), reports all unreachable ('reported', with the first one's line
+    said: 'said'), exits once the job ends ('exit', with its 'status'). The
+    job waits for the reports (or 45 s), so that the run lasts long enough to
+    see them."""
+    dead = [dead] if isinstance(dead, str) else list(dead)
     started, go = lab.flag(), lab.flag()
-    hosts = ["node-1"] + ([dead] if dead else [])
+    hosts = ["node-1"] + dead
     d = lab.folder(hosts, ["touch %s; %s" % (started, gate(go))])
     if partitioned:
         lab.netns.partition()
-    unreachable = "pegasus: host %s: " % dead
+    unreachable = "pegasus: host %s: " % dead[0] if dead else None
     checks = {"jobs start": lambda: os.path.exists(started)}
     if dead:
-        checks["named"] = lambda: line_with(peg, "connecting: " + dead)
-        checks["reported"] = lambda: line_with(peg, unreachable)
+        checks["named"] = lambda: line_with(peg, "connecting: " + min(dead))
+        checks["reported"] = lambda: all(line_with(peg, "pegasus: host %s: " % host)
+                                         for host in dead)
     start = time.monotonic()
     peg = lab.pegasus(d)
     try:
@@ -633,7 +667,9 @@ def measure_start(lab, args):
     alone = [start_beside(lab) for _ in range(args.rounds)]
     row("start: jobs start, all hosts healthy (baseline)", [r["jobs start"] for r in alone], 60)
     dead_hosts = [("silent", "a silent TCP peer", args.slow_rounds, False),
-                  ("refused", "a refused port", args.rounds, False)]
+                  (SILENT_ALIASES, "12 silent TCP peers", args.slow_rounds, False),
+                  ("refused", "a refused port", args.rounds, False),
+                  ("hole", "a black-holed address", args.slow_rounds, False)]
     if lab.netns is not None:
         dead_hosts.append((lab.netns.alias, "a host whose link is down", args.slow_rounds,
                            True))

@@ -132,13 +132,19 @@ class Hosts:
 
     def watch(self, busy: Callable[[], List[SubNode]]) -> None:
         """Remote jobs hear from Pegasus; hosts that stopped answering are found
-        (``HostSilent``). Runs in its own greenlet while the loop runs."""
+        (``HostSilent``). Runs in its own greenlet while the loop runs.
+
+        Silence is judged only while Pegasus itself has been reading for
+        ``NOT_RESPONDING`` s: after a pause of Pegasus (Ctrl-z, a laptop lid)
+        hosts had no keepalive to answer, and while job output waits for a
+        stalled stdout their sockets are not read (their replies wait in the
+        kernel's full buffers)."""
         awake_since = last = time.monotonic()
         while True:
             gevent.sleep(executor.HEARTBEAT)
             now = time.monotonic()
-            if now - last > PAUSED:  # Pegasus itself was stopped: hosts had no keepalive
-                awake_since = now    # to answer; judge them only once they have had time
+            if now - last > PAUSED or self.sink.output_held_since(last):
+                awake_since = now
             last = now
             self.heartbeat(busy())
             if now - awake_since >= executor.NOT_RESPONDING:
@@ -157,13 +163,28 @@ class Hosts:
         """Connected hosts that sent nothing for ``NOT_RESPONDING`` s: (host, seconds)."""
         found = []
         for host, nodes in self.by_host.items():
-            if host in self.reconnecting or all(self.scheduler.is_down(n) for n in nodes):
-                continue
-            heard = [self.executors[n].silent_for() for n in nodes if n in self.executors]
-            heard = [s for s in heard if s is not None]
-            if heard and min(heard) >= executor.NOT_RESPONDING:
-                found.append((host, min(heard)))
+            if host not in self.reconnecting:
+                seconds = self._silence(nodes)
+                if seconds is not None:
+                    found.append((host, seconds))
         return found
+
+    def _silence(self, nodes: Sequence[SubNode]) -> Optional[float]:
+        """How long a host's connections have all been silent, if for ``NOT_RESPONDING``
+        s or more. Stops at the first connection heard from since: every second, a
+        healthy host costs one ``silent_for`` (a getsockopt), not one per sub-node."""
+        least = None
+        for node in nodes:
+            made = self.executors.get(node)
+            if made is None or self.scheduler.is_down(node):
+                continue
+            seconds = made.silent_for()
+            if seconds is None:
+                continue
+            if seconds < executor.NOT_RESPONDING:
+                return None
+            least = seconds if least is None else min(least, seconds)
+        return least
 
     def lose_host(self, node: SubNode) -> None:
         """Its host gives no more jobs until a new connection is made."""

@@ -1,12 +1,15 @@
 """Pegasus's standard output, written so that a stalled reader never stops the run.
 
 While a loop runs (``drain`` runs in its own greenlet), writes are queued
-and a native thread writes them out: a reader that pauses (``| less``, a slow
-``tee``, a stalled terminal) blocks that thread only, never the loop, its
-heartbeats or Ctrl-c. Job output waits (``wait=True``) while more than
+and a native thread of the outlet's own writes them out: a reader that pauses
+(``| less``, a slow ``tee``, a stalled terminal) blocks that thread only, never
+the loop, its heartbeats or Ctrl-c, nor gevent's shared thread pool (name
+lookups use it). Job output waits (``wait=True``) while more than
 ``limit`` bytes are queued, so a job's reader stops reading its channel and
 the job feels the back-pressure; Pegasus's own words never wait. Outside a
-loop (start-up, lock mode) writes go straight out.
+loop (start-up, lock mode) writes go straight out. While job readers wait,
+Pegasus reads no SSH socket of theirs, so their hosts seem silent:
+``held_since`` tells the watch not to take that silence for a hung host.
 
 A write that fails (a closed pipe, a full disk, no stdout at all) is not a
 job's failure: the outlet remembers the error, drops what is queued and
@@ -18,11 +21,13 @@ from __future__ import annotations
 
 import errno
 import sys
+import time
 from collections import deque
 from typing import Callable, Optional
 
 import gevent
 from gevent.event import Event
+from gevent.threadpool import ThreadPool
 
 LIMIT = 1 << 20  # bytes of job output queued before job readers wait
 
@@ -36,6 +41,8 @@ class Outlet:
         self.queued: deque = deque()
         self.size = 0
         self.draining = False
+        self.holding = 0  # job readers waiting for room now
+        self.held_until = float("-inf")  # monotonic time the last of them stopped waiting
         self.wake, self.room, self.empty = Event(), Event(), Event()
         self.room.set()
         self.empty.set()
@@ -51,7 +58,17 @@ class Outlet:
         self.wake.set()
         if wait and self.size > self.limit:
             self.room.clear()
-            self.room.wait()
+            self.holding += 1
+            try:
+                self.room.wait()
+            finally:
+                self.holding -= 1
+                self.held_until = time.monotonic()
+
+    def held_since(self, moment: float) -> bool:
+        """Whether job output was held back (its readers waiting) at any time since
+        ``moment`` (``time.monotonic()``)."""
+        return self.holding > 0 or self.held_until >= moment
 
     def say(self, data: bytes) -> None:
         """Pegasus's own words: to stderr once stdout has failed."""
@@ -69,7 +86,7 @@ class Outlet:
     def drain(self, on_error: Callable[[OSError], None]) -> None:
         """Write queued data out from a thread until killed (run as a greenlet)."""
         self.draining = True
-        pool = gevent.get_hub().threadpool
+        pool = ThreadPool(1)  # its own thread: a stalled reader holds nothing shared
         try:
             while True:
                 self.wake.wait()
@@ -87,6 +104,10 @@ class Outlet:
                 self.empty.set()
         finally:
             self.draining = False
+            if pool.task_queue.unfinished_tasks:  # a write still blocked: its thread
+                gevent.spawn(pool.kill)            # ends once the write returns
+            else:
+                pool.kill()
 
     def flush(self) -> None:
         """Wait until what is queued has been written (or dropped)."""

@@ -392,6 +392,10 @@ class Sink:
         """Print ``=== done (exit N) ===`` or ``=== done (<error>) ===``."""
         self._frame(node, f"=== done ({result.describe()}) ===")
 
+    def output_held_since(self, moment: float) -> bool:
+        """Whether job output waited for a stalled stdout since ``moment``."""
+        return self.outlet.held_since(moment)
+
     # -- Pegasus's own words -------------------------------------------
 
     def message(self, text: str) -> None:

@@ -28,33 +28,44 @@ from pegasus.sshconfig import SshTarget
 from pegasus.wrapper import POSIX_LOGIN_SHELLS, command_input, new_nonce, shell_command
 
 CONNECT_TRIES = 6  # sshd's MaxStartups drops some handshakes under load
+CONNECT_TIMEOUT = 30  # seconds for one attempt, without ssh_config's ConnectTimeout
 
 
 def connect(target: SshTarget, silence: int = ORPHAN_TIMEOUT) -> "SshExecutor":
     """Open and authenticate one connection, retrying refused handshakes."""
-    timeout = target.connect_timeout or 30
+    timeout = target.connect_timeout or CONNECT_TIMEOUT
     delay = 0.1
     for attempt in range(1, CONNECT_TRIES + 1):
+        timer = gevent.Timeout(timeout)  # a BaseException: no library code catches it
+        timer.start()
         try:
-            with gevent.Timeout(timeout, TimeoutError):
-                client = open_client(target)
-                return SshExecutor(client, _posix_login_shell(client), silence)
+            return _executor(open_client(target), silence)
         except HostKeyError:
             raise
-        except TimeoutError:
-            raise HostError(target.alias, f"no answer from {target.hostname}:"
-                            f"{target.port} (timed out after {timeout:g} s)") from None
         except AuthenticationError as err:
             raise HostAuthError(target.alias, f"authentication refused for user "
                                 f"'{target.user}': {words(err)}") from None
-        except Exception as err:  # noqa: BLE001 - turned into words below
+        except (Exception, gevent.Timeout) as err:  # noqa: BLE001 - turned into words below
+            if isinstance(err, gevent.Timeout) and err is not timer:
+                raise
             why, final = _why(err, timeout)
             if final or attempt == CONNECT_TRIES or isinstance(err, HostError):
                 raise HostError(target.alias, f"cannot connect to {target.hostname}:"
                                 f"{target.port}: {why}") from None
-            gevent.sleep(delay * (1 + random.random()))
-            delay *= 2
+        finally:
+            timer.close()
+        gevent.sleep(delay * (1 + random.random()))
+        delay *= 2
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _executor(client: Client, silence: int) -> "SshExecutor":
+    """The executor of a client just made; the client closed if that fails."""
+    try:
+        return SshExecutor(client, _posix_login_shell(client), silence)
+    except BaseException:
+        client.close_connection()
+        raise
 
 
 def _why(err: Exception, timeout: float):
@@ -63,6 +74,8 @@ def _why(err: Exception, timeout: float):
     A handshake dropped under load (sshd's MaxStartups) is worth another
     try; a refused port or an unknown name is not.
     """
+    if isinstance(err, gevent.Timeout):  # ConnectTimeout: retried later, in the background
+        return f"no answer (timed out after {timeout:g} s)", True
     text = words(err)
     if isinstance(err, ConnectionRefusedError) or "Connection refused" in text:
         return "connection refused", True
@@ -73,9 +86,13 @@ def _why(err: Exception, timeout: float):
         return "host name not found", True
     if "Timeout" in type(err).__name__ or "timed out" in text.lower():
         return f"no answer (timed out after {timeout:g} s)", True
-    if type(err).__name__ == "SocketDisconnectError" or text == type(err).__name__:
+    if type(err).__name__ in _CLOSED_EARLY:
         return "the connection was closed before the SSH handshake ended", False
     return text, False
+
+
+_CLOSED_EARLY = ("SocketDisconnectError", "SocketRecvError", "BannerRecvError",
+                 "SessionHandshakeError")  # libssh2's kinds: sshd dropped the handshake
 
 
 def _posix_login_shell(client: Client) -> bool:
@@ -123,10 +140,10 @@ class SshExecutor:
     def run(self, command: str, emit: Emit, launching: Callable[[], None] = nothing) -> int:
         client = self.client
         self.cancelled = False
-        with link_errors(NotStarted):
+        with link_errors(NotStarted, client):
             channel, nonce = self._started_wrapper()
         launching()
-        with link_errors(ConnectionLost):
+        with link_errors(ConnectionLost, client):
             try:
                 client.write(channel, command_input(command, nonce))
                 faults.point("exec-sent")
@@ -185,7 +202,7 @@ class SshExecutor:
         channel, now = self.channel, time.monotonic()
         if channel is not None and now - self.last_beat >= self.beat_every:
             self.last_beat = now
-            with link_errors(ConnectionLost):
+            with link_errors(ConnectionLost, self.client):
                 self.client.write(channel, b"\n")
 
     def cancel(self) -> None:
@@ -193,7 +210,7 @@ class SshExecutor:
         self.cancelled = True  # seen by run() if the command is being sent
         channel = self.channel
         if channel is not None:
-            with link_errors(ConnectionLost):
+            with link_errors(ConnectionLost, self.client):
                 self.client.send_eof(channel)
 
     def kill(self) -> None:

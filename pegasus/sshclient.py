@@ -10,18 +10,21 @@ a cheaper socket wait, and the few channel operations ``pegasus.ssh`` uses.
 What it relies on, beyond parallel-ssh's documented API:
 
 parallel-ssh ``pssh.clients.native.single.SSHClient``
-  - its constructor connects ``self.sock``, then calls ``_init_session()``,
-    ``auth()`` and the keepalive set-up, then makes the session non-blocking;
-    kwargs ``num_retries``, ``allow_agent``, ``identity_auth``,
-    ``keepalive_seconds``, ``proxy_host``/``proxy_port``/``proxy_user``
-  - overridden: ``_init_session(retries)`` (must set ``self.session``),
+  - its constructor calls ``_init()``, which connects ``self.sock`` (a gevent
+    socket), then calls ``_init_session()``, ``_auth_retry()`` (``auth()``) and
+    the keepalive set-up, then makes the session non-blocking; kwargs
+    ``num_retries``, ``allow_agent``, ``identity_auth``, ``keepalive_seconds``,
+    ``proxy_host``/``proxy_port``/``proxy_user``
+  - overridden: ``_init()`` (extended: closes the socket on failure),
+    ``_init_session(retries)`` (must set ``self.session``), ``_auth_retry()``,
+    ``_agent_auth()``, ``_pkey_file_auth(path)``,
     ``_poll_socket(events)`` (called by ``poll()`` with ``POLLIN``/``POLLOUT``
     bits while libssh2 says EAGAIN), ``_connect_proxy(proxy_host, proxy_port,
     proxy_pkey, **kwargs)`` (returns the local port of the tunnel), ``auth()``,
     ``configure_keepalive()`` (called once the session is up; uses
     ``keepalive_seconds``; parallel-ssh's greenlet then calls
     ``session.keepalive_send()``)
-  - called: ``_agent_auth()``, ``_pkey_file_auth(path)``, ``open_session()``
+  - called: ``open_session()``
     (waits for a channel, and finishes an open that ``session.open_session()``
     left pending), ``eagain(func, *args)``, ``eagain_write(write, data)``
     (resumes partial writes), ``poll()``, ``_disconnect()`` (its public
@@ -32,19 +35,21 @@ parallel-ssh ``pssh.clients.native.single.SSHClient``
     ``started``, ``start()``, ``enqueue(client, host, port)``, ``out_q``
   - ``pssh.exceptions.AuthenticationError``; its error messages end in
     "- retry N/M" (``words`` drops it); its and ssh2's errors are classes of
-    modules named ``pssh.*`` and ``ssh2.*`` (``link_errors``)
+    modules named ``pssh.*`` and ``ssh2.*`` (``link_errors``, ``words``)
 ssh2-python
-  - ``Session()``: ``method_pref(LIBSSH2_METHOD_HOSTKEY, ...)``,
-    ``keepalive_config(want_reply, seconds)``,
-    ``handshake(sock)`` (blocking: run in gevent's thread pool), ``hostkey()``,
-    and, non-blocking, ``open_session()`` (a channel, or EAGAIN: the open stays
-    pending in the session)
+  - ``Session()``: ``set_blocking(False)`` before anything else, then (each
+    EAGAIN until done: call again) ``handshake(sock)``,
+    ``userauth_publickey_fromfile``, ``agent_init()`` (an ``Agent``:
+    ``connect``, ``list_identities``, ``get_identities``, ``userauth``,
+    ``disconnect``); ``method_pref(LIBSSH2_METHOD_HOSTKEY, ...)``,
+    ``keepalive_config(want_reply, seconds)``, ``hostkey()``,
+    ``block_directions()``, and ``open_session()`` (a channel, or EAGAIN: the
+    open stays pending in the session)
   - a channel's ``execute`` (EAGAIN until sshd confirms; call again to wait),
     ``write`` ((rc, bytes written)), ``read``/``read_stderr`` ((size, data),
     size < 0 an error, EAGAIN included), ``eof``, ``send_eof``, ``close``,
     ``wait_closed``, ``get_exit_status``; ``LIBSSH2_ERROR_EAGAIN``
-gevent (public API): ``hub.loop.io``, ``hub.loop.timer``, ``hub.Waiter``,
-``hub.threadpool.apply``.
+gevent (public API): ``hub.loop.io``, ``hub.loop.timer``, ``hub.Waiter``.
 """
 
 from __future__ import annotations
@@ -85,14 +90,26 @@ class Client(SSHClient):
 
     # -- parallel-ssh's internals, overridden
 
+    def _init(self):
+        """Connect, handshake, authenticate; on any failure (a timeout included)
+        the socket is closed at once, so nothing is left waiting on it."""
+        try:
+            super()._init()
+        except BaseException:
+            self._close_socket()
+            raise
+
     def _init_session(self, retries=1):
         _tune_socket(self.sock)
         self.session = Session()
+        # Non-blocking from the start: the handshake and the login wait in gevent,
+        # so a host that accepts TCP and never answers holds no thread (parallel-ssh
+        # blocks one of gevent's ten shared threads per handshake).
+        self.session.set_blocking(False)
         prefs = _host_key_prefs(self.target)
         if prefs:
             self.session.method_pref(LIBSSH2_METHOD_HOSTKEY, prefs)
-        # The handshake blocks in libssh2: run it in a thread, as parallel-ssh does.
-        gevent.get_hub().threadpool.apply(self.session.handshake, (self.sock,))
+        self.eagain(self.session.handshake, self.sock)
         _verify_host_key(self.session, self.target)
 
     def configure_keepalive(self):
@@ -133,19 +150,42 @@ class Client(SSHClient):
 
     def auth(self):
         """Agent keys (unless IdentitiesOnly), then each IdentityFile."""
-        failures = []
+        tried = []
         if self.allow_agent:
             try:
                 return self._agent_auth()
-            except Exception as err:  # noqa: BLE001 - next method
-                failures.append(f"agent: {err.__class__.__name__}")
+            except Exception:  # noqa: BLE001 - next method
+                tried.append("the agent's keys")
         for path in self.target.identity_files:
             try:
                 return self._pkey_file_auth(path)
-            except Exception as err:  # noqa: BLE001 - next key
-                failures.append(f"{path}: {err.__class__.__name__}")
-        raise AuthenticationError("no key was accepted (" + ", ".join(failures or
-                                  ["no agent and no IdentityFile"]) + ")")
+            except Exception:  # noqa: BLE001 - next key
+                tried.append(path)
+        raise AuthenticationError("no key was accepted (tried " + ", ".join(tried or
+                                  ["nothing: no agent and no IdentityFile"]) + ")")
+
+    def _auth_retry(self, retries=1):
+        """Authenticate once, our error unwrapped (Pegasus retries on its own)."""
+        self.auth()
+
+    def _agent_auth(self):
+        """Each of the agent's keys in turn, without blocking (the agent is local)."""
+        agent = self.session.agent_init()
+        agent.connect()
+        try:
+            agent.list_identities()
+            for key in agent.get_identities():
+                try:
+                    return self.eagain(agent.userauth, self.user, key)
+                except Exception:  # noqa: BLE001 - the next key
+                    continue
+            raise AuthenticationError("the agent has no key the host accepts")
+        finally:
+            agent.disconnect()
+
+    def _pkey_file_auth(self, pkey_file, password=None):
+        self.eagain(self.session.userauth_publickey_fromfile, self.user, pkey_file,
+                    passphrase=b"")
 
     # -- what pegasus.ssh uses: channels (ssh2 Channel objects)
 
@@ -188,7 +228,7 @@ class Client(SSHClient):
                     if channel.eof():
                         del readers[name]
                 else:
-                    raise ConnectionLost(f"read error {size}")
+                    raise ConnectionLost(self.how_it_ended() or "the connection broke while reading")
             if not progressed and readers:
                 self.poll()
             elif progressed:
@@ -209,10 +249,19 @@ class Client(SSHClient):
             self._close_socket()
 
     def _close_socket(self) -> None:
+        sock = getattr(self, "sock", None)
         try:
-            self.sock.close()
-        except Exception:  # noqa: BLE001 - already closed
+            sock.close()
+        except Exception:  # noqa: BLE001 - already closed, or never made
             pass
+
+    def how_it_ended(self) -> Optional[str]:
+        """How a broken connection ended, from the kernel's TCP state, or None."""
+        try:
+            state = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        except (OSError, AttributeError):
+            return None
+        return _ENDED.get(state)
 
     def silent_for(self) -> Optional[float]:
         """Seconds since the host last sent anything (the kernel's TCP_INFO), or
@@ -226,6 +275,8 @@ class Client(SSHClient):
         return struct.unpack_from("I", info, _LAST_DATA_RECV)[0] / 1000.0
 
 
+_ENDED = {8: "the host closed the connection",  # TCP_CLOSE_WAIT: the host's FIN came
+          7: "the connection was reset or timed out"}  # TCP_CLOSE: a reset, a TCP timeout
 _LAST_DATA_RECV = 52  # struct tcp_info: 8 bytes of u8 fields, then u32 fields up to it
 
 
@@ -296,31 +347,69 @@ def _verify_host_key(session, target: SshTarget) -> None:
 
 
 @contextmanager
-def link_errors(kind):
-    """libssh2 and socket errors mean the connection is gone: raise `kind`."""
+def link_errors(kind, client: Optional[Client] = None):
+    """libssh2 and socket errors mean the connection is gone: raise `kind`, in words
+    (how it ended, when ``client``'s socket tells)."""
     try:
         yield
     except (OSError, gevent.Timeout) as err:
-        raise kind(words(err)) from None
+        raise kind(_ended(err, client)) from None
     except Exception as err:  # noqa: BLE001 - only ssh2/pssh errors are turned
         if err.__class__.__module__.startswith(("ssh2", "pssh")):
-            raise kind(f"{err.__class__.__name__} {words(err)}") from None
+            raise kind(_ended(err, client)) from None
         raise
 
 
+def _ended(err: Exception, client: Optional[Client]) -> str:
+    how = client.how_it_ended() if client is not None else None
+    return how or words(err)
+
+
 def words(err: Exception) -> str:
-    """An error's message, with parallel-ssh's %-style arguments filled in."""
+    """An error's message, with parallel-ssh's %-style arguments filled in; libssh2's
+    errors (which have none) in words, never a class name."""
     if isinstance(err, OSError) and err.strerror:
         return err.strerror
+    if isinstance(err, gevent.Timeout):
+        return "no answer (timed out)"
     args = [a for a in getattr(err, "args", ()) if isinstance(a, (str, int, Exception))]
-    text = " ".join(str(a) for a in args) or err.__class__.__name__
+    args = [words(a) if isinstance(a, Exception) else a for a in args]
+    text = " ".join(str(a) for a in args)
     if args and isinstance(args[0], str) and "%" in args[0]:
         try:
             text = args[0] % tuple(args[1:args[0].count("%") + 1])
         except (TypeError, ValueError):
             pass
     # parallel-ssh counts its own tries ("- retry 1/1"); Pegasus retries on its own
-    return _PSSH_RETRY.sub("", text).strip()
+    return _PSSH_RETRY.sub("", text).strip() or _class_words(type(err).__name__)
+
+
+def _class_words(name: str) -> str:
+    """libssh2's error kinds (ssh2-python's classes carry no message) in words."""
+    if name in _SSH2_WORDS:
+        return _SSH2_WORDS[name]
+    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", re.sub(r"Error$", "", name)).lower()
+    return f"SSH error ({spaced})"
+
+
+_SSH2_WORDS = {
+    "SocketRecvError": "the connection broke while reading",
+    "SocketSendError": "the connection broke while writing",
+    "SocketDisconnectError": "the connection was closed",
+    "BadSocketError": "the connection was closed",
+    "SocketTimeout": "no answer (timed out)",
+    "Timeout": "no answer (timed out)",
+    "BannerRecvError": "no SSH greeting from the host (is it an SSH server?)",
+    "KexFailureError": "no key exchange method in common with the host",
+    "KeyExchangeError": "the key exchange with the host failed",
+    "ChannelFailure": "the host refused to open a channel",
+    "ChannelRequestDenied": "the host refused to run the command",
+    "ChannelClosedError": "the host closed the channel",
+    "PublickeyUnverifiedError": "the key was refused",
+    "AuthenticationError": "the key was refused",
+    "PublicKeyError": "the key was refused",
+    "AgentAuthenticationError": "the agent's keys were refused",
+}
 
 
 _PSSH_RETRY = re.compile(r"\s*-\s*retry \d+/\d+\s*$")

@@ -71,6 +71,40 @@ def test_a_stalled_reader_costs_no_remote_job(cluster, tmp_path):
     assert [j["done"] for j in jobs_of(out)] == ["exit 0", "exit 0"]
 
 
+NOT_RESPONDING = 3  # seconds, for the next test (30 by default)
+
+
+def test_a_reader_paused_past_not_responding_is_no_hung_host(cluster, tmp_path):
+    """The reader pauses for three times the silence after which a host is "not
+    responding" while the host's only job floods output: Pegasus stops reading the
+    host's connection (back-pressure), so the kernel stops receiving from it too and
+    the host seems silent. It is not taken for a hung host: the job ends as it would."""
+    config = tmp_path / "ssh_config"
+    config.write_text("Host *\n  ServerAliveInterval 1\n\n" + open(cluster.ssh_config).read())
+    setup(tmp_path, "- node-1\n", ["head -c 30000000 /dev/zero | tr '\\0' y | fold -w 100; "
+                                  "echo; echo flood-done"])
+    reader = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    os.kill(reader.pid, signal.SIGSTOP)  # `pegasus q | (sleep 9; cat)`
+    peg = subprocess.Popen(
+        [sys.executable, "-c", "from pegasus import cli, executor; executor.NOT_RESPONDING = "
+         "%d; cli.run()" % NOT_RESPONDING, "q", "--ssh-config", str(config)],
+        cwd=str(tmp_path), stdin=subprocess.DEVNULL, stdout=reader.stdin, stderr=subprocess.PIPE)
+    reader.stdin.close()
+    paused = time.monotonic()
+    try:
+        wait_for(lambda: time.monotonic() - paused >= 3 * NOT_RESPONDING, interval=0.5,
+                 what="a pause of the reader (the scenario itself)")
+    finally:
+        os.kill(reader.pid, signal.SIGCONT)
+    out = reader.stdout.read().decode()
+    said = "".join(line for line in out.splitlines(True) if "y" * 100 not in line)
+    assert peg.wait(timeout=60) == 0, said + peg.stderr.read().decode()
+    assert reader.wait(timeout=10) == 0
+    assert "not responding" not in said
+    assert out.count("] " + "y" * 100 + "\n") == 300000
+    assert [j["done"] for j in jobs_of(out)] == ["exit 0"]
+
+
 def test_silence_past_the_orphan_timeout_is_reported_as_such(cluster, tmp_path):
     """Pegasus stopped for longer than --orphan-timeout: the node stops the job; once
     Pegasus runs again it says why, and the job goes to interrupted.yaml."""
