@@ -114,13 +114,16 @@ class Folder:
     def file(self, name):
         return os.path.join(self.path, name)
 
-    def write_queue(self, n, sleep=None):
+    def write_queue(self, n, sleep=None, slots=()):
+        """n jobs; with ``slots``, job i asks for slots[i % len(slots)] slots."""
         tag = uuid.uuid4().hex[:8]
         self.ids = ["j%02d-%s" % (i, tag) for i in range(n)]
         pause = "sleep %s; " % sleep if sleep else ""
         with open(self.file("queue.yaml"), "w") as f:
-            for job_id in self.ids:
-                f.write("- '%secho %s >> %s'\n" % (pause, job_id, self.marker))
+            for i, job_id in enumerate(self.ids):
+                command = "'%secho %s >> %s'" % (pause, job_id, self.marker)
+                f.write("- {command: %s, slots: %d}\n" % (command, slots[i % len(slots)])
+                        if slots else "- %s\n" % command)
         return self.ids
 
     def run(self, *args, fault=None, timeout=60, env=None):
@@ -426,7 +429,7 @@ JOBS = 40
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("where", [CLUSTER, "local"])
+@pytest.mark.parametrize("where", [CLUSTER, "local", "local-slots"])
 def test_random_sigkill_during_a_run(where, request, tmp_path):
     """kill -9 Pegasus at random instants, restart, and check the invariants each time.
 
@@ -446,11 +449,15 @@ def test_random_sigkill_during_a_run(where, request, tmp_path):
         f = Folder(tmp_path / "run", "- hostname: [node-1, node-2]\n  slot: [a, b]\n",
                    lc.scratch, None, lc.ssh_config)
         command = [sys.executable, "-m", "pegasus", "q", "--ssh-config", lc.ssh_config]
-    else:
+    elif where == "local":
         f = Folder(tmp_path / "run", "- hostname: localhost\n  slot: [a, b, c, d]\n",
                    str(tmp_path), None)
         command = [sys.executable, "-m", "pegasus", "q"]
-    f.write_queue(JOBS, sleep="0.2")
+    else:  # GPU slots: jobs of 1, 2 and 4 slots on a 4-slot host
+        f = Folder(tmp_path / "run", "- hostname: localhost\n  slots: 4\n",
+                   str(tmp_path), None)
+        command = [sys.executable, "-m", "pegasus", "q"]
+    f.write_queue(JOBS, sleep="0.2", slots=(1, 2, 1, 4) if where == "local-slots" else ())
     rng = random.Random(SEED)
     env = dict(os.environ, NO_COLOR="1")
     env.pop("PEGASUS_FAULT", None)

@@ -86,6 +86,16 @@ def check_gpu_sweep(folder, out):
     assert sorted(job_lines(out, "training model=")) and "on GPU 0" in out and "on GPU 1" in out
 
 
+def check_gpu_slots(folder, out):
+    assert len(entries(folder / "consumed.yaml")) == 4
+    prefixes = run_prefixes(out)
+    assert prefixes == ["[localhost slots 0]", "[localhost slots 2,3]",
+                        "[localhost slots 0,1,2,3]", "[localhost slots 0,1,2,3]"], prefixes
+    assert len(job_lines(out, "training model=llama-7b gpus=0 on GPU 0")) == 1
+    assert len(job_lines(out, "training model=llama-7b gpus=2,3 on GPU 2,3")) == 1
+    assert len(job_lines(out, "training model=mistral-7b policy=buddy on GPU 0,1,2,3")) == 1
+
+
 def check_broadcast_terraforming(folder, out):
     for node in ("node-a", "node-b"):
         profile = folder / node / ".profile"
@@ -102,6 +112,7 @@ CHECKS = {
     "parametrized-commands": (["q"], check_parametrized_commands),
     "quiz": (["q"], check_quiz),
     "gpu-sweep": (["q"], check_gpu_sweep),
+    "gpu-slots": (["q"], check_gpu_slots),
     "broadcast-terraforming": (["b", "-e"], check_broadcast_terraforming),
 }
 
