@@ -127,3 +127,16 @@ def test_ctrl_c_while_the_head_waits_for_slots_leaves_it_in_the_queue(tmp_path):
     assert proc.returncode == 130, out
     assert read(tmp_path / "queue.yaml") == head  # byte for byte
     assert "big" not in out.replace("echo big", "")
+
+
+@pytest.mark.slow
+def test_the_slot_wait_benchmark_runs():
+    """benchmarks/bench_slot_wait.py --seconds 1 prints its figures (none asserted)."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "benchmarks", "bench_slot_wait.py")
+    res = subprocess.run([sys.executable, script, "--seconds", "1", "--behind", "5"],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert re.search(r"pegasus CPU while the head waits\s+[0-9.]+ % of a core", res.stdout)
+    assert re.search(r"exit status after the wait\s+0$", res.stdout, re.M)
