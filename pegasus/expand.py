@@ -229,7 +229,9 @@ def _check_slots(job: Job, largest: SubNode) -> None:
             slots.validate(params.get("slots", "1"), params.get("allocation_policy"),
                            (largest.hostname, largest.total_slots))
         except ValueError as err:
-            raise InputError(str(err)) from None
+            hint = ("; give hosts 'slots: N' in hosts.yaml (one per GPU): a host "
+                    "without it has one slot" if not largest.slot_count else "")
+            raise InputError(str(err) + hint) from None
 
 
 def _check_names(job: Job, name_sets, cache: Optional[dict]) -> None:
