@@ -1,12 +1,13 @@
 """The run loop that queue mode and broadcast mode (``broadcast``) share.
 
-With ``running`` and ``connecting``, the only code that spawns greenlets. A loop is a tick of
-small named steps (reap what happened, take entries for the free sub-nodes
-and start them, wait for the next event), driven by typed events (``events``)
-that job greenlets, reconnecting greenlets and the signal handlers put on one
-queue. Its state is one ``State``. Queue and broadcast mode differ only in
-which sub-nodes a taken job goes to and in what a finished step means:
-``QueueLoop`` here, ``BroadcastLoop`` in ``broadcast``.
+With ``running``, ``connecting`` and ``probing``, the only code that spawns
+greenlets. A loop is a tick of small named steps (reap what happened, take
+entries for the free sub-nodes and start them, wait for the next event),
+driven by typed events (``events``) that job greenlets, reconnecting
+greenlets, GPU probes and the signal handlers put on one queue. Its state is
+one ``State``. Queue and broadcast mode differ only in which sub-nodes a
+taken job goes to and in what a finished step means: ``QueueLoop`` here
+(with its GPU probes, ``probing``), ``BroadcastLoop`` in ``broadcast``.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from pegasus.connecting import Hosts
 from pegasus.errors import (ExitStatus, HostsUnreachable, InputError, PegasusError,
                             StorageError, output_failure)
 from pegasus.events import (HostBack, HostFailed, HostRefused, HostSilent, OutputLost,
-                            Signal, Signalled)
+                            ProbeDone, ProbeDue, Signal, Signalled)
 from pegasus.model import Job, Outcome, Result, SubNode
+from pegasus.probing import Heard, Probes
 from pegasus.queuefile import LockWaitAborted
 from pegasus.running import Jobs, QueueHead, Run
-from pegasus.scheduler import Scheduler
+from pegasus.scheduler import Plan, Scheduler
 from pegasus.words import plural
 
 POLL_SECONDS = 0.25  # how often an idle or blocked queue file is looked at
@@ -66,6 +68,16 @@ class Mode:
         """``node`` cannot take jobs now: ``why`` is ``connection lost``, ``not
         reachable`` (a job could not be sent) or ``not responding``."""
         raise NotImplementedError
+
+    def probed(self, event) -> None:
+        """A GPU probe's answer (``ProbeDone``) or a recheck's time (``ProbeDue``)."""
+
+    def may_free_up(self) -> bool:
+        """Whether slots that nothing of Pegasus's holds may yet free up (GPU probes)."""
+        return False
+
+    def stop(self) -> None:
+        """The loop is over: stop what the mode itself started."""
 
 
 class Loop(Mode):
@@ -128,6 +140,8 @@ class Loop(Mode):
             return self.output_lost(event.error)
         if isinstance(event, HostSilent):
             return self.host_silent(event)
+        if isinstance(event, (ProbeDone, ProbeDue)):
+            return self.probed(event)
         self.job_done(event.result)
 
     def job_done(self, result: Result) -> None:
@@ -197,7 +211,7 @@ class Loop(Mode):
         if not self.scheduler.has_free():
             self.run.sink.message("no usable sub-node is left; stopping")
             return True
-        if self.head.waiting and not self.run.daemon:
+        if self.head.waiting and not self.run.daemon and not self.may_free_up():
             self.run.sink.message("the job at the head of the queue needs more slots than "
                                   "any host that is up has free; it stays in the queue")
             return True
@@ -290,6 +304,7 @@ def _side_tasks(loop: Loop):
         for handler in handlers:
             handler.cancel()
         loop.hosts.stop()
+        loop.stop()
         beating.kill()
         loop.hosts.close()
         outlet.flush()
@@ -307,6 +322,8 @@ class QueueLoop(Loop):
         self.succeeded = 0                              # others are counted, not kept
         self.takes = itertools.count()
         self.taken: Dict[SubNode, int] = {}  # each running job's take number
+        self.probes = Probes(run.nodes, self.hosts, self.scheduler, run.sink, self.events.put)
+        self.last_plan: Optional[Plan] = None  # the last take's: the hosts a job waited for
 
     def start(self, node: SubNode, job: Job) -> None:
         self.taken[node] = next(self.takes)
@@ -325,10 +342,30 @@ class QueueLoop(Loop):
         self.run.sink.summary(failed, extra, len(failed) + self.succeeded)
 
     def plan(self) -> "QueuePlan":
-        return QueuePlan(self.scheduler.plan())
+        self.probes.refresh()
+        self.last_plan = self.scheduler.plan(self.probes.view())
+        return QueuePlan(self.last_plan)
 
     def has_targets(self) -> bool:
         return self.scheduler.has_free()
+
+    def probed(self, event) -> None:
+        if isinstance(event, ProbeDue):
+            return self.probes.due(event, self.head.waiting)
+        colour = event.node.colour
+        awaited = self.last_plan is not None and colour in self.last_plan.waits_for
+        heard = self.probes.done(event, self.scheduler.held.get(colour, set()), awaited)
+        if heard is Heard.LOST:
+            self.host_lost(event.node, "connection lost")
+        elif heard is Heard.WAKE:
+            self.head.wake()
+        return None
+
+    def may_free_up(self) -> bool:
+        return self.probes.may_free()
+
+    def stop(self) -> None:
+        self.probes.stop()
 
 
 class QueuePlan:

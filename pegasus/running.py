@@ -3,7 +3,7 @@
 ``Run`` is everything a loop needs, built whole before it starts;
 ``StopFlag`` lets a signal interrupt a wait for the queue lock; ``QueueHead``
 is what the loop knows of the queue's head; ``Jobs`` holds the running jobs'
-greenlets (with ``modes`` and ``connecting``, the only code that spawns).
+greenlets (with ``modes``, ``connecting`` and ``probing``, the only code that spawns).
 """
 
 from __future__ import annotations
