@@ -1,7 +1,10 @@
 """Shared pytest fixtures: an isolated HOME, the real-SSH cluster, run_pegasus, run_in_process.
 
 Two tiers: a test that needs root or real sshd processes is marked ``sshd``;
-``python -m pytest -m "not sshd"`` runs the others. Every test that uses the
+``python -m pytest -m "not sshd"`` runs the others, on as many pytest-xdist
+workers as there are CPUs (``-n auto`` in pyproject.toml's addopts,
+``pytest_xdist_auto_num_workers`` here); a run that may need sshd stays in one
+process (the cluster is a session fixture). Every test that uses the
 ``cluster`` fixture (directly or through another fixture) is marked here; a
 test that gets sshd another way says so with ``pytest.mark.sshd``. An unmarked
 test that reaches sshd all the same fails, wherever it runs: through
@@ -10,7 +13,9 @@ test that reaches sshd all the same fails, wherever it runs: through
 Does not import the ``pegasus`` package, so the fixture tests run even while
 the package is incomplete.
 """
+import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +35,29 @@ from helpers import (HYPOTHESIS_PROFILE, can_run_cluster_or_skip,  # noqa: E402
 settings.register_profile("ci", max_examples=100)
 settings.register_profile("dev", max_examples=20)
 settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: a worker a CPU when ``-m`` leaves out the tests marked ``sshd``;
+    else none (the run stays in this process): one cluster, started once."""
+    if _selects_sshd(config.getoption("markexpr")):
+        return 0
+    return os.cpu_count() or 1
+
+
+def _selects_sshd(markexpr):
+    """Whether ``-m markexpr`` keeps some test marked ``sshd`` (whatever its other marks)."""
+    if not markexpr:
+        return True
+    others = sorted(set(re.findall(r"[A-Za-z_]\w*", markexpr)) - {"and", "or", "not", "sshd"})
+    try:
+        from _pytest.mark.expression import Expression
+        expression = Expression.compile(markexpr)
+        return any(expression.evaluate(lambda name, **_: name in {"sshd", *marks})
+                   for n in range(len(others) + 1)
+                   for marks in itertools.combinations(others, n))
+    except Exception:  # noqa: BLE001 - another pytest's API, a bad -m: one process
+        return True
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
@@ -75,6 +103,9 @@ def cluster():
     if external is not None:
         yield external
         return
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker would start the same nodes
+        pytest.fail("the sshd tests start one cluster for the whole run: run them "
+                    "without pytest-xdist's -n (or with -n 0)", pytrace=False)
     # Not require_sshd_mark() here: this fixture's failure would be cached and
     # blamed on every later test; _sshd_needs_its_mark checks each test.
     can_run_cluster_or_skip()

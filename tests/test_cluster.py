@@ -177,3 +177,29 @@ def _alive(pid):
     except OSError:
         return False
     return stat[stat.rindex(b")") + 2:][:1] != b"Z"
+
+
+# ---------------------------------------------------------------- one process or several
+
+class _Config:
+    def __init__(self, markexpr):
+        self.markexpr = markexpr
+
+    def getoption(self, name):
+        assert name == "markexpr"
+        return self.markexpr
+
+
+@pytest.mark.parametrize("markexpr, workers", [
+    ("not sshd", "a CPU each"), ("not sshd and not slow", "a CPU each"),
+    ("not (sshd or slow)", "a CPU each"), ("slow and not sshd", "a CPU each"),
+    ("", "none"), ("sshd", "none"), ("slow", "none"),  # slow: some sshd tests are slow
+    ("not slow", "none"), ("sshd or slow", "none"), ("not", "none"),  # a bad -m: pytest says so
+])
+def test_only_a_run_without_the_sshd_tests_has_xdist_workers(markexpr, workers):
+    """``-n auto`` (addopts): the cluster is started once a run, so a run that may
+    reach it stays in one process; the fast tier gets a worker a CPU."""
+    import conftest
+
+    expected = os.cpu_count() if workers == "a CPU each" else 0
+    assert conftest.pytest_xdist_auto_num_workers(_Config(markexpr)) == expected
