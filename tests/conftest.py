@@ -13,6 +13,7 @@ test that reaches sshd all the same fails, wherever it runs: through
 Does not import the ``pegasus`` package, so the fixture tests run even while
 the package is incomplete.
 """
+import collections
 import itertools
 import os
 import re
@@ -62,10 +63,19 @@ def _selects_sshd(markexpr):
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items):
-    """Mark ``sshd`` every test that uses the ``cluster`` fixture."""
+    """Mark ``sshd`` every test that uses the ``cluster`` fixture. On xdist workers,
+    files come in the order of their share of ``slow`` tests, highest first (else as
+    collected): workers take whole files in this order, and a long file taken last
+    would end the run alone."""
     for item in items:
         if "cluster" in item.fixturenames:
             item.add_marker(pytest.mark.sshd)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        counts = collections.defaultdict(lambda: [0, 0])  # file: [slow tests, tests]
+        for item in items:
+            counts[item.path][0] += item.get_closest_marker("slow") is not None
+            counts[item.path][1] += 1
+        items.sort(key=lambda item: -counts[item.path][0] / counts[item.path][1])  # stable
 
 
 @pytest.hookimpl(tryfirst=True)  # before the test's fixtures are set up
