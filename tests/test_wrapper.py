@@ -188,7 +188,9 @@ def cancel(shell, command):
     (``KILL_AFTER`` s later)."""
     proc = start(shell, command, kill_after=KILL_AFTER)
     try:
-        wait_for(lambda: any("sleep 300" in _cmdline(p) for p in _group(proc.pid)),
+        # the sleep itself, not the job's shell (whose command line holds "sleep
+        # 300" before it ran the trap: a TERM then killed it, 143 for 137)
+        wait_for(lambda: any(_cmdline(p).split() == ["sleep", "300"] for p in _group(proc.pid)),
                  what="the job to start")
         members = _group(proc.pid)
         proc.stdin.close()
