@@ -18,6 +18,7 @@ import itertools
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,14 @@ def _selects_sshd(markexpr):
                    for marks in itertools.combinations(others, n))
     except Exception:  # noqa: BLE001 - another pytest's API, a bad -m: one process
         return True
+
+
+def pytest_configure(config):
+    """A suite started in the background by a script (``cmd &``) inherits SIGINT
+    ignored, and so would every Pegasus and editor its tests start: their Ctrl-c
+    would do nothing (a lock-mode test then waited 60 s). Ctrl-c is Python's again."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
