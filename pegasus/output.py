@@ -392,6 +392,14 @@ class Sink:
         """Print ``=== done (exit N) ===`` or ``=== done (<error>) ===``."""
         self._frame(node, f"=== done ({result.describe()}) ===")
 
+    def command(self, node, text: str) -> None:
+        """A dry run's job: its command under the sub-node's label (every line,
+        whatever the print period); lines after the first start ``> ``."""
+        prefix = self._prefix(node)[0]
+        lines = text[:-1].split("\n") if text.endswith("\n") else text.split("\n")
+        shown = [lines[0]] + [f"> {line}" for line in lines[1:]]
+        self.outlet.write(b"".join(prefix + line.encode() + b"\n" for line in shown))
+
     def output_held_since(self, moment: float) -> bool:
         """Whether job output waited for a stalled stdout since ``moment``."""
         return self.outlet.held_since(moment)
