@@ -42,14 +42,15 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
     job_records = _open_records(queue, sink, broadcasting)
     try:
         check = expand.checker(nodes)
-        checks.check_queue(queue, check, sink, opts.daemon)
+        counts = checks.check_queue(queue, check, sink, opts.daemon)
         connector = Connector(nodes, opts.ssh_config, opts.orphan_timeout)
         executors, failed, connecting = _connect(connector, nodes, sink, broadcasting)
     except BaseException:
         job_records.close()
         raise
     run = running.Run(nodes, executors, connecting, failed, connector, queue, job_records,
-                    sink, stop, check, opts.daemon, opts.error_aborts)
+                    sink, stop, check, opts.daemon, opts.error_aborts,
+                    counts[1] if counts else 0)
     mode = broadcast.broadcast_mode if broadcasting else modes.queue_mode
     try:
         return mode(run)  # closes the connections

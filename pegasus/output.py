@@ -3,7 +3,8 @@
 ``LineSplitter`` turns one job stream's byte chunks into lines in linear time
 with bounded memory. ``Sink`` is the single place that writes to the user: job
 lines with a ``[sub-node label] `` prefix, the ``=== run/done ===`` frames,
-Pegasus's own messages and the end-of-run summary.
+Pegasus's own messages, the progress line (a terminal only) and the
+end-of-run summary.
 
 Decisions:
 
@@ -349,10 +350,11 @@ class Sink:
     """
 
     def __init__(self, stream, color: bool, width: Optional[int],
-                 print_period: int = 1):
+                 print_period: int = 1, progress: bool = False):
         if print_period < 0:
             raise ValueError("print_period must be 0 or more")
         self.outlet = Outlet(stream)
+        self.shows_progress = progress and width is not None  # a terminal's last line
         self.color = color
         self.width = width
         self.print_period = print_period
@@ -369,7 +371,8 @@ class Sink:
         tty = bool(isatty and isatty())
         color = tty and "NO_COLOR" not in environ and environ.get("TERM") != "dumb"
         width = _terminal_width(stream, environ) if tty else None
-        return cls(stream, color, width, print_period)
+        return cls(stream, color, width, print_period,
+                   progress=tty and environ.get("TERM") != "dumb")
 
     # -- job output -----------------------------------------------------
 
@@ -409,6 +412,13 @@ class Sink:
     def message(self, text: str) -> None:
         """Print a line (or lines) from Pegasus itself, prefixed ``pegasus: ``."""
         self._write(self._tagged(text.splitlines() or [""]))
+
+    def progress(self, text: str) -> None:
+        """The progress line, kept at the bottom of a terminal below every line
+        written ("": erase it). Not on anything but a terminal."""
+        if self.shows_progress:  # one column short: a full line would wrap
+            room = self.width - 1 if self.width > 1 else 79  # 0: the size is unknown
+            self.outlet.status(text[:room].encode())
 
     def summary(self, results: Sequence, extra: Optional[str] = None,
                 total: Optional[int] = None) -> None:
