@@ -106,8 +106,10 @@ class QueueFile:
         if lock:
             with self.locked():
                 return self.check_all(check, lock=False, text_of=text_of)
-        counts = [len(jobs) for jobs in checked_entries(self, check, text_of)]
-        return len(counts), sum(counts)
+        entries = jobs = 0  # counted as they go: memory stays that of one entry
+        for entries, expanded in enumerate(checked_entries(self, check, text_of), 1):
+            jobs += len(expanded)
+        return entries, jobs
 
     # ------------------------------------------------------------ popping (hold the lock)
 
