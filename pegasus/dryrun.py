@@ -58,10 +58,12 @@ def run(opts: Options, sink: Sink) -> ExitStatus:
     nodes = checks.sub_nodes(opts)
     queue = QueueFile(opts.queue_file)
     check = expand.checker(nodes)
-    checks.check_queue(queue, check, sink, opts.daemon, lock=False)
+    counts = checks.check_queue(queue, check, sink, opts.daemon, lock=False)
     entries = jobs = shown = 0
     waves = None if broadcasting else Waves(nodes)
-    for entries, job in _jobs(queue, check):
+    # Checked whole: not again (the check is the costly part); a daemon's bad
+    # entry must still end the jobs shown.
+    for entries, job in _jobs(queue, check if counts is None else _checked_already):
         jobs += 1
         if opts.shown is not None and shown >= opts.shown:
             continue  # counted, not placed
@@ -70,6 +72,10 @@ def run(opts: Options, sink: Sink) -> ExitStatus:
             sink.command(node, expand.render(job, node))
     sink.message(_totals(queue.path, entries, jobs, shown, len(nodes), waves))
     return ExitStatus.OK
+
+
+def _checked_already(job: Job) -> None:
+    """The check of a queue that ``check_queue`` found good as a whole."""
 
 
 def _jobs(queue: QueueFile, check) -> Iterator[Tuple[int, Job]]:
