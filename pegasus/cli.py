@@ -16,6 +16,11 @@ Modes:
 Options:
   -d --daemon                 Queue and broadcast modes: keep running when the
                               queue is empty and run entries added to it later.
+  --dry-run                   Queue and broadcast modes: check both files and
+                              print each job as it would run and where, then
+                              the totals; connect to nothing, run nothing,
+                              change no file.
+  -n N                        With --dry-run: print at most N jobs.
   -e --error-aborts           Broadcast mode: stop after a step in which any
                               sub-node failed or was lost.
   --editor=EDITOR             Lock mode: the editor to open (default: $EDITOR,
@@ -85,7 +90,9 @@ def _usage() -> str:
 # their absence would be silent (-e in queue mode would abort nothing).
 _MODE_OPTIONS = (("--error-aborts", "b", "-e/--error-aborts is for broadcast mode (b)"),
                  ("--editor", "l", "--editor is for lock mode (l)"),
-                 ("--daemon", "qb", "-d/--daemon is for queue and broadcast modes (q, b)"))
+                 ("--daemon", "qb", "-d/--daemon is for queue and broadcast modes (q, b)"),
+                 ("--dry-run", "qb", "--dry-run is for queue and broadcast modes (q, b)"),
+                 ("-n", "qb", "-n is for dry runs (--dry-run) of queue and broadcast modes"))
 
 
 def _options(args) -> Options:
@@ -103,7 +110,19 @@ def _options(args) -> Options:
                          "client config file, as for 'ssh -F')")
     return Options(mode, args["--daemon"], args["--error-aborts"], args["--editor"],
                    int(period), args["--queue-file"], args["--hosts-file"],
-                   args["--ssh-config"], _orphan_timeout(args["--orphan-timeout"]))
+                   args["--ssh-config"], _orphan_timeout(args["--orphan-timeout"]),
+                   args["--dry-run"], _shown(args["-n"], args["--dry-run"]))
+
+
+def _shown(text: Optional[str], dry_run: bool) -> Optional[int]:
+    """-n N: how many jobs a dry run prints (None: all)."""
+    if text is None:
+        return None
+    if not dry_run:
+        raise UsageError(f"-n limits the jobs a dry run prints: give --dry-run too\n{_usage()}")
+    if not text.isdigit():
+        raise UsageError(f"-n must be a whole number >= 0, not '{text}'")
+    return int(text)
 
 
 def _orphan_timeout(text: str) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import signal
+import time
 from contextlib import contextmanager
 from enum import Enum
 from typing import Dict, List, Optional, Tuple
@@ -21,6 +22,7 @@ from typing import Dict, List, Optional, Tuple
 import gevent
 import gevent.queue
 
+from pegasus import progress
 from pegasus.connecting import Hosts
 from pegasus.errors import (ExitStatus, HostsUnreachable, InputError, PegasusError,
                             StorageError, output_failure)
@@ -28,6 +30,7 @@ from pegasus.events import (HostBack, HostFailed, HostRefused, HostSilent, Outpu
                             ProbeDone, ProbeDue, Signal, Signalled)
 from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.probing import Heard, Probes
+from pegasus.progress import Counts
 from pegasus.queuefile import LockWaitAborted
 from pegasus.running import Jobs, QueueHead, Run
 from pegasus.scheduler import Plan, Scheduler
@@ -79,6 +82,10 @@ class Mode:
     def stop(self) -> None:
         """The loop is over: stop what the mode itself started."""
 
+    def counts(self) -> Counts:
+        """What the progress line shows."""
+        raise NotImplementedError
+
 
 class Loop(Mode):
     """What both modes share: events, taking, stopping, the exit status."""
@@ -93,6 +100,7 @@ class Loop(Mode):
         self.stop_signal = Signal.CTRL_C  # the signal that stopped the run
         self.abort_status = ExitStatus.JOB_FAILED  # why ABORTING: a failed step, lost output
         self.failed = 0  # jobs that did not succeed
+        self.queued = run.queued  # jobs left in the queue file, as far as takes tell
         self.head = QueueHead(run.queue, run.sink, run.daemon)
         self.jobs = Jobs(self.hosts, run.records, run.sink, self.events.put)
 
@@ -155,6 +163,8 @@ class Loop(Mode):
         if not result.put_back:  # it will run again: not an outcome yet
             self.failed += not result.ok
             self.record(result)
+        else:
+            self.queued += 1
         if result.outcome in (Outcome.NOT_STARTED, Outcome.LOST):
             self.host_lost(result.node, "connection lost" if result.outcome is Outcome.LOST
                            else "not reachable")
@@ -191,6 +201,7 @@ class Loop(Mode):
             return None
         for node, job in plan.assign(taken.jobs):
             self.start(node, job)
+        self.queued = 0 if taken.emptied else max(self.queued - len(taken.jobs), 0)
         if taken.fault is not None:
             self.storage_failed(taken.fault)
         self.head.took(taken.emptied, taken.error, taken.signature, taken.waiting)
@@ -293,8 +304,10 @@ def _side_tasks(loop: Loop):
     handlers = [gevent.signal_handler(signal.SIGINT, loop.signalled, Signal.CTRL_C),
                 gevent.signal_handler(signal.SIGTERM, loop.signalled, Signal.SIGTERM)]
     beating = gevent.spawn(loop.hosts.watch, lambda: list(loop.scheduler.busy))
-    outlet = loop.run.sink.outlet
+    sink = loop.run.sink
+    outlet = sink.outlet
     draining = gevent.spawn(outlet.drain, lambda err: loop.events.put(OutputLost(err)))
+    drawing = gevent.spawn(_draw_progress, loop) if sink.shows_progress else None
     try:
         if outlet.error is not None:
             loop.output_lost(outlet.error)
@@ -307,8 +320,19 @@ def _side_tasks(loop: Loop):
         loop.stop()
         beating.kill()
         loop.hosts.close()
+        if drawing is not None:
+            drawing.kill()
+            sink.progress("")  # the summary follows, on the line it held
         outlet.flush()
         draining.kill()
+
+
+def _draw_progress(loop: Loop) -> None:
+    """The progress line, drawn again every ``progress.EVERY`` seconds (a terminal)."""
+    started = time.monotonic()
+    while True:
+        loop.run.sink.progress(progress.line(loop.counts(), time.monotonic() - started))
+        gevent.sleep(progress.EVERY)
 
 
 # ---------------------------------------------------------------- queue mode
@@ -340,6 +364,10 @@ class QueueLoop(Loop):
         """Failed jobs in queue order (the order they were taken)."""
         failed = [result for _, result in sorted(self.failures, key=lambda f: f[0])]
         self.run.sink.summary(failed, extra, len(failed) + self.succeeded)
+
+    def counts(self) -> Counts:
+        return Counts(self.succeeded + len(self.failures), self.scheduler.running,
+                      self.queued, len(self.failures))
 
     def plan(self) -> "QueuePlan":
         self.probes.refresh()

@@ -26,6 +26,8 @@ class Options:
     hosts_file: str
     ssh_config: Optional[str]
     orphan_timeout: int = ORPHAN_TIMEOUT  # seconds
+    dry_run: bool = False  # --dry-run: print what would run, run nothing
+    shown: Optional[int] = None  # -n N: a dry run prints at most N jobs
 
 
 def parse_duration(text: str) -> Optional[float]:

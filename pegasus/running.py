@@ -54,6 +54,7 @@ class Run:
     check: Check  # expand.checker(nodes): raises InputError for a job that cannot run
     daemon: bool = False
     error_aborts: bool = False
+    queued: int = 0  # jobs in the queue file at the start-up check (the progress line)
 
 
 class QueueHead:
