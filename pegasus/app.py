@@ -12,7 +12,7 @@ from pegasus.connecting import Connector, close_all
 from pegasus.errors import ExitStatus, HostsUnreachable, InputError, unreachable_lines
 from pegasus.options import Options
 from pegasus.output import Sink
-from pegasus.queuefile import QueueFile, refuse_symlink
+from pegasus.queuefile import QueueFile, refuse_hard_links, refuse_symlink
 
 FIRST_ANSWER = 2.0  # seconds queue mode waits for every host's first answer
 
@@ -110,13 +110,27 @@ def _check_queue(queue: QueueFile, check, sink: Sink, daemon: bool) -> None:
         sink.message(f"{queue.path} does not exist: an empty queue" +
                      (" (entries written to it will run)" if daemon else ""))
     refuse_symlink(queue.consumed_path)  # never written through, so never started
+    refuse_hard_links(queue.path)
     try:
-        queue.check_all(check)
+        _check_whole(queue, check)
     except InputError as err:
         if not daemon:
             raise
         sink.message(f"{err}\n(daemon mode: entries before it will run; Pegasus "
                      "then waits for it to be fixed)")
+
+
+def _check_whole(queue: QueueFile, check) -> None:
+    """``check_all``; an error in a file just written is looked at again once the
+    file is at rest (a writer without the lock may have been half-way through)."""
+    try:
+        queue.check_all(check)
+    except InputError:
+        if queue.rest.now():
+            raise
+        while not queue.rest.now():
+            gevent.sleep(0.05)
+        queue.check_all(check)
 
 
 def requeue(opts: Options, sink: Sink) -> ExitStatus:

@@ -183,7 +183,8 @@ class Loop(Mode):
             self.start(node, job)
         if taken.fault is not None:
             self.storage_failed(taken.fault)
-        self.head.took(len(taken.jobs) < len(labels), taken.error, taken.signature)
+        self.head.took(len(taken.jobs), len(labels), taken.error, taken.signature,
+                       taken.pending)
 
     def start(self, node: SubNode, job: Job) -> None:
         self.scheduler.start([node])

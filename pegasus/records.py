@@ -54,6 +54,7 @@ class Taken:
     error: Optional[Exception] = None  # the bad entry that stopped the take early
     fault: Optional[Exception] = None  # consumed.yaml could not be written (jobs taken)
     signature: Optional[tuple] = None  # the queue file as left by this take, under the lock
+    pending: bool = False  # an entry not known whole yet (or its error): look again soon
 
 
 class Records:
@@ -90,7 +91,7 @@ class Records:
                     fault = err
                 faults.point("consumed-appended")
             signature = queue.signature()  # an entry written after it is new
-        return Taken(tuple(jobs), popped.error, fault, signature)
+        return Taken(tuple(jobs), popped.error, fault, signature, popped.pending)
 
     def _ticketed(self, jobs: List[Job]) -> List[Job]:
         if self.journal is None:

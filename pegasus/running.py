@@ -73,16 +73,22 @@ class QueueHead:
             return False
         return self.seen_signature is None or self.queue.signature() != self.seen_signature
 
-    def took(self, emptied: bool, error: Optional[InputError], signature) -> None:
-        """After a take: fewer jobs than asked for means the queue is empty.
+    def took(self, taken: int, wanted: int, error: Optional[InputError], signature,
+             pending: bool = False) -> None:
+        """After a take: fewer jobs than wanted means the queue is empty, unless an
+        entry is ``pending`` (not known whole yet, or its error: looked at again soon).
 
         ``signature``: the file as the take left it, read under the lock, so
         an entry written after the take is never taken for seen.
         """
         if error is not None:
             return self.block(error, signature)
-        self.blocked, self.empty = None, emptied
-        self.seen_signature = signature if emptied else None
+        if pending:  # nothing known yet of what follows: a blocked head stays blocked
+            self.blocked = None if taken else self.blocked
+            self.empty, self.seen_signature = False, None
+            return None
+        self.blocked, self.empty = None, taken < wanted
+        self.seen_signature = signature if self.empty else None
 
     def block(self, err: InputError, signature=None) -> None:
         """A bad entry at the head: say so once; a daemon waits for the fix."""

@@ -28,7 +28,7 @@ import sys
 import pytest
 import yaml
 
-from pegasus import faults
+from pegasus import atrest, faults
 from pegasus import journal as journals
 from pegasus.journal import Journal, read_orphans
 from pegasus import records
@@ -40,6 +40,13 @@ GONE = ".queue.yaml.partial-gone"  # the `partial` of a rewrite that happened lo
 ENTRY_A = {"command": "echo a"}
 ENTRY_B = {"command": "echo {{ x }}", "x": "2"}
 ENTRY_C = {"command": "echo c"}
+
+
+@pytest.fixture(autouse=True)
+def _files_at_rest(monkeypatch):
+    """These tests take from files they have just written, as if written long ago
+    (the wait for a file to rest has its own tests: test_queue_whole.py)."""
+    monkeypatch.setattr(atrest, "QUIET", 0.0)
 
 
 def ok(job):
