@@ -43,7 +43,7 @@ from typing import (BinaryIO, Callable, Iterable, Iterator, List, Optional, Sequ
                     Union)
 
 from pegasus import atrest, expand, yamledit, yamltree
-from pegasus.diskio import fsync_folder, unlink_quietly, write_all
+from pegasus.diskio import NotWritten, fsync_folder, unlink_quietly, write_all
 from pegasus.errors import InputError, PegasusError, StorageError
 from pegasus.model import Job
 
@@ -221,9 +221,11 @@ class QueueFile:
             os.replace(partial, path)
             fsync_folder(self.folder)
         except OSError as err:
-            if partial is not None and not announced:  # nobody relies on it: tidy up
+            # Nobody relies on it (its announcement, if any, was taken back): tidy up.
+            if partial is not None and (not announced or isinstance(err, NotWritten)):
                 unlink_quietly(partial)
-            where = err.filename if str(err.filename).startswith(self._partial_prefix) else path
+            where = err.filename if (isinstance(err, NotWritten) or str(err.filename)
+                                     .startswith(self._partial_prefix)) else path
             raise _io_error(where, "write", err) from None
 
     def new_partial(self) -> str:

@@ -83,7 +83,11 @@ class Records:
             if jobs:
                 refuse_symlink(queue.consumed_path)  # before anything changes
                 jobs = self._ticketed(jobs)
-                queue.cut(popped, self._announce_taken(jobs, targets))
+                try:
+                    queue.cut(popped, self._announce_taken(jobs, targets))
+                except PegasusError:  # not taken: their tickets were never recorded
+                    self._discard(jobs)
+                    raise
                 faults.point("queue-rewritten")
                 try:  # the jobs are taken now: they run even if this fails
                     append(queue.consumed_path, _records("taken", jobs, targets))
@@ -97,6 +101,10 @@ class Records:
         if self.journal is None:
             return jobs
         return [replace(job, ticket=self.journal.new_ticket()) for job in jobs]
+
+    def _discard(self, jobs: List[Job]) -> None:
+        if self.journal is not None:
+            self.journal.discard([job.ticket for job in jobs])
 
     def _announce_taken(self, jobs: List[Job], targets: Sequence[str]):
         journal = self.journal
