@@ -234,9 +234,8 @@ def test_check_accepts_any_iterable_of_names():
 
 def test_compile_cache_compiles_each_template_once(monkeypatch):
     calls = []
-    original = template._compiler().precompile
-    monkeypatch.setattr(template._compiler(), "precompile",
-                        lambda source: calls.append(source) or original(source))
+    original = template._code
+    monkeypatch.setattr(template, "_code", lambda tree: calls.append(tmpl) or original(tree))
     tmpl = "echo {{x}} # test_compile_cache_compiles_each_template_once"
     before = template._compile.cache_info()
     assert render(tmpl, {"x": "1"}) == "echo 1 # test_compile_cache_compiles_each_template_once"
@@ -398,3 +397,18 @@ def test_the_check_with_placeholders_refuses_what_is_empty_whatever_the_values()
 def test_helpers_with_a_value_left_are_fine():
     assert render('{{replace dir "a" ""}} {{shq x}} {{snakeCase y}}',
                   {"dir": "abc", "x": "a b", "y": "-a-"}) == "bc 'a b' a"
+
+
+# -- compiling ------------------------------------------------------------------
+
+def test_code_is_generated_from_the_tree_the_check_parsed(monkeypatch):
+    """One parse a template (pybars' precompile would parse it again)."""
+    compiler = template._compiler()
+    parses = []
+    real = type(compiler)._handlebars
+    monkeypatch.setattr(type(compiler), "_handlebars",
+                        staticmethod(lambda text: parses.append(text) or real(text)))
+    template._compile.cache_clear()
+    assert render('a {{x}} {{shq (lower y)}}', {"x": "1", "y": "B c"}) == "a 1 'b c'"
+    assert len(parses) == 1
+
