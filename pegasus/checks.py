@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Tuple
 
+import gevent
+
 from pegasus import expand, hostsfile
 from pegasus.errors import WAITS_FOR_FIX, InputError
 from pegasus.model import SubNode
 from pegasus.options import Options
 from pegasus.output import Sink
-from pegasus.queuefile import QueueFile, refuse_symlink
+from pegasus.queuefile import QueueFile, refuse_hard_links, refuse_symlink
 
 
 def sub_nodes(opts: Options) -> List[SubNode]:
@@ -33,11 +35,25 @@ def check_queue(queue: QueueFile, check, sink: Sink, daemon: bool,
         sink.message(f"{queue.path} does not exist: an empty queue" +
                      (" (entries written to it will run)" if daemon else ""))
     refuse_symlink(queue.consumed_path)  # never written through, so never started
+    refuse_hard_links(queue.path)
     try:
-        return queue.check_all(check, lock=lock)
+        return _check_whole(queue, check, lock)
     except InputError as err:
         if not daemon:
             raise
         sink.message(f"{err.advising(None)}\n(daemon mode: the entries before it run "
                      f"first; {WAITS_FOR_FIX})")
         return None
+
+
+def _check_whole(queue: QueueFile, check, lock: bool) -> Tuple[int, int]:
+    """``check_all``; an error in a file just written is looked at again once the
+    file is at rest (a writer without the lock may have been half-way through)."""
+    try:
+        return queue.check_all(check, lock=lock)
+    except InputError:
+        if queue.rest.now():
+            raise
+        while not queue.rest.now():
+            gevent.sleep(0.05)
+        return queue.check_all(check, lock=lock)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 
 
+class NotWritten(OSError):
+    """A write that failed and was taken back: the file is as it was before it."""
+
+
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

@@ -272,13 +272,16 @@ def _check_names(job: Job, name_sets, cache: Optional[dict]) -> None:
     names = {k for k, _ in job.params}
     for name_set in name_sets:
         key = (job.command, frozenset(names | name_set))
-        if cache is not None and key in cache:
-            continue
-        template.check(job.command, key[1])
+        if cache is None or key not in cache:
+            template.check(job.command, key[1])
         if cache is not None:
             if len(cache) >= CHECK_CACHE:  # bounded: a 100 MB queue has millions
                 cache.clear()
             cache[key] = True
+        if job.params and template.calls_helpers(job.command):
+            # A helper's value depends on the values: the job's own, known now (a
+            # sub-node's are placeholders here, and are checked as the job renders).
+            template.check(job.command, key[1], dict(job.params))
 
 
 def _node_name_sets(nodes: Sequence[SubNode]) -> set:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from pegasus import faults
-from pegasus.diskio import fsync_folder, unlink_quietly, write_all
+from pegasus.diskio import NotWritten, fsync_folder, unlink_quietly, write_all
 from pegasus.errors import PegasusError
 
 DEFAULT_LIMIT = 256 * 1024  # bytes: compacted past this, a journal stays far below 1 MB
@@ -113,9 +113,17 @@ class Journal:
         """The tickets end once the rename of ``partial`` is seen done (a
         compaction before it would drop records the void rule still needs)."""
         line = _line({"ev": "put-back", "tickets": list(tickets), "partial": partial})
+        self._put(line)
         self._putting_back.append((str(partial), list(tickets), line))
         self._live_bytes += len(line)
-        self._append(line, sync=True)
+        os.fsync(self.fd)
+
+    def discard(self, tickets: Sequence[str]) -> None:
+        """Forget the tickets of a take that did not happen (those with no record)."""
+        for ticket in tickets:
+            live = self._live.get(ticket)
+            if live is not None and not live.lines:
+                del self._live[ticket]
 
     def launched(self, ticket: str, node: str) -> None:
         if ticket in self._live:
@@ -209,18 +217,19 @@ class Journal:
 
     def _write(self, records: List[dict], sync: bool) -> None:
         lines = [_line(r) for r in records]
-        for record, line in zip(records, lines):  # kept before written: safe side
+        self._put(b"".join(lines))
+        for record, line in zip(records, lines):  # kept before synced: safe side
             live = self._live.get(record["ticket"])
             if live is not None:
                 live.lines.append(line)
                 self._live_bytes += len(line)
-        self._append(b"".join(lines), sync)
-
-    def _append(self, data: bytes, sync: bool) -> None:
-        write_all(self.fd, data)
-        self.size += len(data)
         if sync:
             os.fsync(self.fd)
+
+    def _put(self, data: bytes) -> None:
+        """Write at the end; NotWritten: failed (a full disk), and taken back."""
+        _write_at_end(self.fd, self.size, data, self.path)
+        self.size += len(data)
 
     def _write_compacted(self) -> int:
         """The new file, written, fsynced, renamed over the journal; its fd."""
@@ -400,6 +409,20 @@ def _create_locked(path: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _write_at_end(fd: int, size: int, data: bytes, path: str) -> None:
+    """Write ``data`` after the ``size`` bytes of the file. A write that fails is
+    taken back (the file cut back to ``size``) and raised as NotWritten, so that
+    no half record stays, unless that fails too."""
+    try:
+        write_all(fd, data)
+    except OSError as err:
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            raise err from None
+        raise NotWritten(err.errno, err.strerror, path) from None
 
 
 def _line(record: dict) -> bytes:

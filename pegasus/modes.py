@@ -204,7 +204,8 @@ class Loop(Mode):
         self.queued = 0 if taken.emptied else max(self.queued - len(taken.jobs), 0)
         if taken.fault is not None:
             self.storage_failed(taken.fault)
-        self.head.took(taken.emptied, taken.error, taken.signature, taken.waiting)
+        self.head.took(len(taken.jobs), taken.emptied, taken.error, taken.signature,
+                       taken.waiting, taken.pending)
 
     def start(self, node: SubNode, job: Job) -> None:
         self.scheduler.start([node])

@@ -17,6 +17,14 @@ chunks, so memory does not grow with the queue (the copy's time does). The
 check at start reads the file a chunk at a time. A flow-style list
 (``[a, b]``) cannot be cut by lines: it is rewritten whole, in block style,
 without its comments.
+
+A take takes only whole entries (``atrest``: a writer without the lock may
+be half-way through the last one); rewrites keep the file's modification
+time, which says when a writer last wrote.
+
+A queue file with several names (hard links) is refused: a rewrite gives the
+name Pegasus uses a new file, the other names keep the old one, and a Pegasus
+started through another name would run the same entries again.
 """
 
 from __future__ import annotations
@@ -27,13 +35,15 @@ import glob
 import io
 import os
 import secrets
+import stat
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import (BinaryIO, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple,
+                    Union)
 
-from pegasus import expand, yamledit, yamltree
-from pegasus.diskio import fsync_folder, unlink_quietly, write_all
+from pegasus import atrest, expand, yamledit, yamltree
+from pegasus.diskio import NotWritten, fsync_folder, unlink_quietly, write_all
 from pegasus.errors import InputError, PegasusError, StorageError
 from pegasus.model import Job
 
@@ -63,6 +73,7 @@ class Popped:
     leftovers: Tuple[Job, ...]  # jobs of the last used entry not taken
     places: Tuple[str, ...] = ()  # where each job runs, as ``place`` said
     waiting: bool = False  # stopped at a job that has no place yet (no free slots)
+    pending: bool = False  # the file's last entry (or an error) waits for the file to rest
 
 
 def _no_wait_notice(lock_path: str) -> None:
@@ -89,14 +100,11 @@ class QueueFile:
         self._partial_prefix = os.path.join(folder, f".{name}.partial")
         self._wait = wait  # how to pause while the lock is held elsewhere (may raise)
         self._on_lock_wait = on_lock_wait
+        self.rest = atrest.Rest(self.path)  # whether the last entry is whole
 
-    def signature(self) -> Optional[Tuple[int, int, int]]:
+    def signature(self) -> Optional[atrest.Signature]:
         """Changes whenever the file is replaced or written (for polling)."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return atrest.signature(_stat(self.path))
 
     def check_all(self, check: Check, lock: bool = True,
                   text_of: Optional[str] = None) -> Tuple[int, int]:
@@ -117,16 +125,29 @@ class QueueFile:
         """Up to ``want`` checked jobs from the head; the file is not changed.
 
         The first job ``place`` has no place for, or a bad entry, ends the pop
-        (the error is returned; raised if it is the very first job).
+        (the error is returned; raised if it is the very first job). Only whole
+        entries are taken; an error found while the file is not at rest (a
+        writer may be half-way through) waits for it: ``pending``.
         """
-        with _stream(self.path, keep=True) as stream:
-            layout, items = yamltree.read_list(stream, self.path)
-            jobs, places, used, leftovers, error, waiting = _take_jobs(
-                items, want, lambda item, n: self._checked(item, n, check), place)
+        with _stream(self.path, keep=True) as (stream, f):
+            refuse_hard_links(self.path, _fstat(f))
+            at_rest = lambda: self.rest.at_rest(_fstat(f))  # noqa: E731 - once read to the end
+            try:
+                layout, items = yamltree.read_list(stream, self.path)
+                whole = atrest.Whole(items, at_rest)
+                jobs, places, used, leftovers, error, waiting = _take_jobs(
+                    whole, want, lambda item, n: _checked(self.path, item, n, check), place)
+            except InputError:
+                if at_rest():
+                    raise
+                return Popped((), None, "", yamltree.Layout(True, 0, True), (), (), pending=True)
+            pending = whole.held_back or (error is not None and not at_rest())
+            if pending:
+                error = None
             if used:
                 stream.read_through_line(used[-1].last_line)
             head = stream.head()
-        return Popped(jobs, error, head, layout, used, leftovers, places, waiting)
+        return Popped(jobs, error, head, layout, used, leftovers, places, waiting, pending)
 
     def cut(self, popped: Popped, announce: Optional[Announce] = None) -> None:
         """Rewrite the file without the popped entries (leftovers stay at the head)."""
@@ -156,34 +177,18 @@ class QueueFile:
     def _replace_head(self, old: str, new: str, announce: Optional[Announce]) -> None:
         """Rewrite the file as ``new`` + what follows ``old``, its head, in chunks."""
         head = new.encode("utf-8")
+        copied: List[Tuple[os.stat_result, os.stat_result]] = []  # (old, new) as copied
         with _rest_after(self.path, old.encode("utf-8")) as rest:
-            self.write_atomic(self.path, lambda fd: _write_head_copy_rest(fd, head, rest),
+            self.write_atomic(self.path,
+                              lambda fd: copied.append(_write_head_copy_rest(fd, head, rest)),
                               announce)
             # A writer that appends without the lock (``echo - x >> queue.yaml``) may
             # have written to the old file after the copy: carry that over too.
             late = rest.read()
             if late:
                 append(self.path, late)
-
-    def _checked(self, item, number: int, check: Check) -> List[Job]:
-        """The entry's jobs, each checked; InputError naming the entry."""
-        expanded = self._expand(item, number)
-        for job in expanded:
-            self._check(check, job, item, number)
-        return expanded
-
-    def _expand(self, item, number: int) -> List[Job]:
-        line = yamltree.entry_line(item)
-        try:
-            return expand.expand_entry(item.value, line)
-        except InputError as err:
-            raise err.at(self.path, line, number) from None
-
-    def _check(self, check: Check, job: Job, item, number: int) -> None:
-        try:
-            check(job)
-        except InputError as err:
-            raise err.at(self.path, yamltree.entry_line(item), number) from None
+            else:  # the new file holds nothing a writer wrote that the old did not
+                self.rest.rewritten(*copied[0])
 
     # ------------------------------------------------------------ files
 
@@ -215,9 +220,11 @@ class QueueFile:
             os.replace(partial, path)
             fsync_folder(self.folder)
         except OSError as err:
-            if partial is not None and not announced:  # nobody relies on it: tidy up
+            # Nobody relies on it (its announcement, if any, was taken back): tidy up.
+            if partial is not None and (not announced or isinstance(err, NotWritten)):
                 unlink_quietly(partial)
-            where = err.filename if str(err.filename).startswith(self._partial_prefix) else path
+            where = err.filename if (isinstance(err, NotWritten) or str(err.filename)
+                                     .startswith(self._partial_prefix)) else path
             raise _io_error(where, "write", err) from None
 
     def new_partial(self) -> str:
@@ -270,15 +277,6 @@ class QueueFile:
                 waited += 0.05
 
 
-def checked_entries(queue: QueueFile, check: Check,
-                    text_of: Optional[str] = None) -> Iterator[List[Job]]:
-    """Each entry's checked jobs in file order, read a chunk at a time; InputError
-    at the first bad entry. Takes no lock (``check_all`` does)."""
-    with _stream(text_of or queue.path, shown=queue.path) as stream:
-        for number, item in enumerate(yamltree.read_list(stream, queue.path)[1], 1):
-            yield queue._checked(item, number, check)
-
-
 # ---------------------------------------------------------------- files beside the queue
 
 def read_text(path: str) -> str:
@@ -291,6 +289,45 @@ def read_text(path: str) -> str:
     except OSError as err:
         raise _io_error(path, "read", err) from None
     return yamltree.decode(data, path)
+
+
+def snapshot(path: str) -> Tuple[Optional[bytes], Optional[int]]:
+    """A file's bytes and mode (None, None without a file)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(), os.fstat(f.fileno()).st_mode & 0o7777
+    except FileNotFoundError:
+        return None, None
+    except OSError as err:
+        raise _io_error(path, "read", err) from None
+
+
+def append(path: str, text: Union[str, bytes]) -> None:
+    """One write at the end (O_APPEND: concurrent writers never interleave)."""
+    if not text:
+        return
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                     | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        try:
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise _io_error(path, "append to", err) from None
+
+
+def checked_entries(queue: QueueFile, check: Check,
+                    text_of: Optional[str] = None) -> Iterator[List[Job]]:
+    """Each entry's checked jobs in file order, read a chunk at a time; InputError
+    at the first bad entry. Takes no lock (``check_all`` does). The queue read
+    to its end (not a copy) is whole: the user started Pegasus on it."""
+    with _stream(text_of or queue.path, shown=queue.path) as (stream, f):
+        for number, item in enumerate(yamltree.read_list(stream, queue.path)[1], 1):
+            yield _checked(queue.path, item, number, check)
+        if text_of is None:
+            queue.rest.saw_whole(_fstat(f))
 
 
 def replace_edited(queue: QueueFile, edited: bytes, before: Optional[bytes]) -> Optional[bytes]:
@@ -323,31 +360,16 @@ def replace_edited(queue: QueueFile, edited: bytes, before: Optional[bytes]) -> 
     return appended + late
 
 
-def snapshot(path: str) -> Tuple[Optional[bytes], Optional[int]]:
-    """A file's bytes and mode (None, None without a file)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(), os.fstat(f.fileno()).st_mode & 0o7777
-    except FileNotFoundError:
-        return None, None
-    except OSError as err:
-        raise _io_error(path, "read", err) from None
-
-
-def append(path: str, text: Union[str, bytes]) -> None:
-    """One write at the end (O_APPEND: concurrent writers never interleave)."""
-    if not text:
-        return
-    data = text.encode("utf-8") if isinstance(text, str) else text
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
-                     | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-        try:
-            write_all(fd, data)
-        finally:
-            os.close(fd)
-    except OSError as err:
-        raise _io_error(path, "append to", err) from None
+def refuse_hard_links(path: str, st: Optional[os.stat_result] = None) -> None:
+    """A queue file with more than one name cannot be taken from safely."""
+    st = _stat(path) if st is None else st
+    if st is not None and stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        raise PegasusError(
+            f"{path}: this file has {st.st_nlink} names (hard links). Pegasus replaces "
+            "the file when it takes entries, so the other names would keep the old "
+            "entries and a Pegasus started through one of them would run them again. "
+            f"Keep one name (find the others with `find / -samefile {path}`) and make "
+            "the others symbolic links (`ln -s`)")
 
 
 def refuse_symlink(path: str) -> None:
@@ -359,7 +381,19 @@ def refuse_symlink(path: str) -> None:
 
 # ---------------------------------------------------------------- the head and the rest
 
-def _take_jobs(items: Iterator[yamltree.Item], want: int,
+def _checked(path: str, item: yamltree.Item, number: int, check: Check) -> List[Job]:
+    """The entry's jobs, each checked; InputError naming the entry."""
+    line = yamltree.entry_line(item)
+    try:
+        expanded = expand.expand_entry(item.value, line)
+        for job in expanded:
+            check(job)
+    except InputError as err:
+        raise err.at(path, line, number) from None
+    return expanded
+
+
+def _take_jobs(items: Iterable[yamltree.Item], want: int,
                checked: Callable[[yamltree.Item, int], List[Job]], place: Place):
     """(jobs, their places, entries used, jobs of the last one left over, the
     error that stopped it, whether it stopped at a job with no place yet)."""
@@ -399,11 +433,10 @@ def _placed(jobs: Sequence[Job], place: Place, places: List[str]) -> List[Job]:
 
 
 @contextmanager
-def _stream(path: str, keep: bool = False,
-            shown: Optional[str] = None) -> Iterator[yamltree.TextStream]:
-    """The file for the YAML reader, a chunk at a time (no file: no text).
-
-    ``shown``: the path its messages name (default ``path``)."""
+def _stream(path: str, keep: bool = False, shown: Optional[str] = None
+            ) -> Iterator[Tuple[yamltree.TextStream, BinaryIO]]:
+    """The file for the YAML reader, a chunk at a time (no file: no text), and
+    the file itself. ``shown``: the path its messages name (default ``path``)."""
     try:
         f: BinaryIO = open(path, "rb")
     except FileNotFoundError:
@@ -412,14 +445,14 @@ def _stream(path: str, keep: bool = False,
         raise _io_error(path, "read", err) from None
     with f:
         try:
-            yield yamltree.TextStream(f, shown or path, keep)
+            yield yamltree.TextStream(f, shown or path, keep), f
         except OSError as err:  # a read that failed half-way
             raise _io_error(path, "read", err) from None
 
 
 def _first_entry(path: str) -> Tuple[str, yamltree.Layout, Optional[yamltree.Item]]:
     """The head of the file through its first entry's first line, and that entry."""
-    with _stream(path, keep=True) as stream:
+    with _stream(path, keep=True) as (stream, _):
         layout, items = yamltree.read_list(stream, path)
         first = next(items, None)
         if first is not None:
@@ -471,12 +504,21 @@ def _writer(text: Union[str, bytes]) -> Callable[[int], None]:
     return lambda fd: write_all(fd, data)
 
 
-def _write_head_copy_rest(fd: int, head: bytes, source: BinaryIO) -> None:
-    """``head``, then ``source`` from its position on: in the kernel where it can."""
+def _write_head_copy_rest(fd: int, head: bytes, source: BinaryIO
+                          ) -> Tuple[os.stat_result, os.stat_result]:
+    """``head``, then ``source`` from its position on: in the kernel where it can.
+
+    The new file keeps ``source``'s modification time, read after the copy: it
+    says when a writer last wrote, not when Pegasus cut entries out. Returns
+    the status of ``source`` and of the new file, as copied.
+    """
     write_all(fd, head)
     source.seek(_copy_in_kernel(source.fileno(), fd, source.tell()))
     for chunk in iter(lambda: source.read(COPY_CHUNK), b""):  # what the kernel left
         write_all(fd, chunk)
+    st = os.fstat(source.fileno())
+    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return st, os.fstat(fd)
 
 
 def _copy_in_kernel(source: int, fd: int, offset: int) -> int:
@@ -501,6 +543,18 @@ def _read_prefix(f: BinaryIO, size: int, path: str) -> bytes:
     except OSError as err:
         raise _io_error(path, "read", err) from None
 
+
+
+def _stat(path: str) -> Optional[os.stat_result]:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _fstat(f: BinaryIO) -> Optional[os.stat_result]:
+    """The open file's status (None for no file: an empty stand-in)."""
+    return os.fstat(f.fileno()) if not isinstance(f, io.BytesIO) else None
 
 
 def _mode_of(path: str) -> Optional[int]:

@@ -56,6 +56,7 @@ class Taken:
     signature: Optional[tuple] = None  # the queue file as left by this take, under the lock
     waiting: bool = False  # the next job has no place yet (it waits for slots)
     emptied: bool = False  # fewer jobs than wanted were there: the queue is empty
+    pending: bool = False  # an entry not known whole yet (or its error): look again soon
 
 
 class Records:
@@ -93,7 +94,11 @@ class Records:
             if jobs:
                 refuse_symlink(queue.consumed_path)  # before anything changes
                 jobs = self._ticketed(jobs)
-                queue.cut(popped, self._announce_taken(jobs, targets))
+                try:
+                    queue.cut(popped, self._announce_taken(jobs, targets))
+                except PegasusError:  # not taken: their tickets were never recorded
+                    self._discard(jobs)
+                    raise
                 faults.point("queue-rewritten")
                 try:  # the jobs are taken now: they run even if this fails
                     append(queue.consumed_path, _records("taken", jobs, targets))
@@ -101,13 +106,18 @@ class Records:
                     fault = err
                 faults.point("consumed-appended")
             signature = queue.signature()  # an entry written after it is new
-        return Taken(tuple(jobs), popped.error, fault, signature, popped.waiting,
-                     len(jobs) < want and not popped.waiting and popped.error is None)
+        empty = len(jobs) < want and not (popped.waiting or popped.pending or popped.error)
+        return Taken(tuple(jobs), popped.error, fault, signature, popped.waiting, empty,
+                     popped.pending)
 
     def _ticketed(self, jobs: List[Job]) -> List[Job]:
         if self.journal is None:
             return jobs
         return [replace(job, ticket=self.journal.new_ticket()) for job in jobs]
+
+    def _discard(self, jobs: List[Job]) -> None:
+        if self.journal is not None:
+            self.journal.discard([job.ticket for job in jobs])
 
     def _announce_taken(self, jobs: List[Job], targets: Sequence[str]):
         journal = self.journal

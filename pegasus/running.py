@@ -77,16 +77,22 @@ class QueueHead:
             return False
         return self.seen_signature is None or self.queue.signature() != self.seen_signature
 
-    def took(self, emptied: bool, error: Optional[InputError], signature,
-             waiting: bool = False) -> None:
+    def took(self, taken: int, emptied: bool, error: Optional[InputError], signature,
+             waiting: bool = False, pending: bool = False) -> None:
         """After a take: fewer jobs than asked for means the queue is empty,
-        unless the take stopped at a job with no place yet (``waiting``).
+        unless the take stopped at a job with no place yet (``waiting``) or at
+        an entry ``pending`` (not known whole yet, or its error: looked at
+        again soon).
 
         ``signature``: the file as the take left it, read under the lock, so
         an entry written after the take is never taken for seen.
         """
         if error is not None:
             return self.block(error, signature)
+        if pending and not waiting:  # nothing known yet of what follows
+            self.blocked = None if taken else self.blocked  # a blocked head stays blocked
+            self.empty, self.seen_signature = False, None
+            return None
         self.blocked, self.empty, self.waiting = None, emptied, waiting
         self.seen_signature = signature if emptied or waiting else None
 

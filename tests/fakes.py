@@ -33,8 +33,8 @@ import yaml
 from gevent.event import AsyncResult
 
 from helpers import queue_entries, read
-from pegasus import (app, broadcast, cli, connecting, executor, expand, modes, output, probing,
-                     records, running)
+from pegasus import (app, atrest, broadcast, cli, connecting, executor, expand, modes, output,
+                     probing, records, running)
 from pegasus.errors import HostAuthError, HostError, HostKeyError, InputError
 from pegasus.events import HostSilent, Signal
 from pegasus.executor import ConnectionLost, NotStarted
@@ -97,6 +97,7 @@ class Point(Enum):
     FINISHED = "a job finished"
     PRINTED = "Pegasus printed"
     QUEUE_EMPTY = "a take found the queue empty"
+    PENDING = "a take found the last entry not known whole yet"
     BAD_ENTRY = "a take stopped at a bad entry"
 
 
@@ -133,6 +134,11 @@ def when_queue_empty(*actions, nth: int = 1) -> Trigger:
     return Trigger(Point.QUEUE_EMPTY, "", actions, nth)
 
 
+def when_pending(*actions, nth: int = 1) -> Trigger:
+    """When a take leaves the file's last entry, not known whole yet (see atrest)."""
+    return Trigger(Point.PENDING, "", actions, nth)
+
+
 def when_bad_entry(*actions, nth: int = 1) -> Trigger:
     """When a take stops at a bad entry."""
     return Trigger(Point.BAD_ENTRY, "", actions, nth)
@@ -160,6 +166,14 @@ def append(text: str) -> Callable:
     def act(fake: "FakeRun") -> None:
         with open(fake.queue_path, "a") as f:
             f.write(text)
+    return act
+
+
+def backdate(seconds: float = 7200) -> Callable:
+    """Date queue.yaml's last write ``seconds`` ago: its writer is long done."""
+    def act(fake: "FakeRun") -> None:
+        st = os.stat(fake.queue_path)
+        os.utime(fake.queue_path, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
     return act
 
 
@@ -368,6 +382,8 @@ def _watch_takes(job_records, fake: "FakeRun"):
             raise
         if taken.error is not None:
             fake.reached(Point.BAD_ENTRY)
+        elif taken.pending:
+            fake.reached(Point.PENDING)
         elif taken.emptied:
             fake.reached(Point.QUEUE_EMPTY)
         return taken
@@ -399,8 +415,9 @@ class _Screen(io.BytesIO):
 class FakeRun:
     """The world of one run: scripts, hosts, points reached, what happened."""
 
-    def __init__(self, tmp_path, queue, scripts, hosts, actions, timeout=RUN_TIMEOUT):
-        self.folder, self.timeout = str(tmp_path), timeout
+    def __init__(self, tmp_path, queue, scripts, hosts, actions, timeout=RUN_TIMEOUT,
+                 quiet=0.0):
+        self.folder, self.timeout, self.quiet = str(tmp_path), timeout, quiet
         self.queue_path = os.path.join(self.folder, "queue.yaml")
         with open(self.queue_path, "w") as f:
             f.write(queue if isinstance(queue, str) else _yaml(queue))
@@ -515,7 +532,7 @@ class FakeRun:
     def _bounded(self, body) -> int:
         timer = gevent.Timeout(self.timeout)
         try:
-            with _patched(_FAST), _signal_handlers_kept():
+            with _patched(_FAST + ((atrest, "QUIET", self.quiet),)), _signal_handlers_kept():
                 timer.start()
                 return int(body())
         except gevent.Timeout as err:
@@ -541,16 +558,19 @@ class FakeRun:
 def run_loop(tmp_path, mode: str = "q", nodes: Sequence = ("node-1",), queue=(),
              scripts: Optional[dict] = None, hosts: Optional[dict] = None,
              daemon: bool = False, error_aborts: bool = False,
-             actions: Sequence[Trigger] = (), timeout: float = RUN_TIMEOUT) -> Outcome:
+             actions: Sequence[Trigger] = (), timeout: float = RUN_TIMEOUT,
+             quiet: float = 0.0) -> Outcome:
     """Run the queue ("q") or broadcast ("b") loop on fakes; what came out.
 
     ``nodes``: hosts.yaml entries. ``queue``: queue.yaml's entries (or its
     text). ``scripts``: {command or (sub-node label or host, command):
     FakeJob or [FakeJob, ...] (one per run, the last repeats)}.
     ``hosts``: {host: [Answer, ...]}, one per connection attempt (one per
-    sub-node), the last repeats; default every attempt OK.
+    sub-node), the last repeats; default every attempt OK. ``quiet``: how long
+    a queue file must rest before its last entry is taken (``atrest.QUIET``;
+    0 by default: a file just written counts as written long ago).
     """
-    fake = FakeRun(tmp_path, queue, scripts, hosts, actions, timeout)
+    fake = FakeRun(tmp_path, queue, scripts, hosts, actions, timeout, quiet)
     return fake.outcome(fake.run_loop(mode, nodes, daemon, error_aborts))
 
 

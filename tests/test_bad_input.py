@@ -179,6 +179,18 @@ QUEUE_CASES = [
     ("nul-in-value", "- command: touch {m}{{x}}\n  x: \"\\0\"\n", 0,
      ["'x' holds a NUL character"], True),
     ("deeply-nested-entry", "- " + "{a: " * 600 + "b" + "}" * 600 + "\n", 0, [], False),
+    # review of issue 10: a helper that gives an empty value is refused like an empty value
+    ("replace-to-nothing", "- command: rm -rf {d}/{{replace dir dir \"\"}}\n"
+     "  dir: models\n", 0,
+     ["helper 'replace' gives an empty value", "rm -rf /data/"], True),
+    ("replace-the-value-to-nothing", "- command: rm -rf {d}/{{replace dir \"a\" \"\"}}\n"
+     "  dir: a\n", 0, ["helper 'replace' gives an empty value (from 'a', 'a', '')"], True),
+    ("trim-to-nothing", "- command: rm -rf {d}/{{trim (replace dir \"a\" \" \")}}\n"
+     "  dir: a\n", 0, ["helper 'replace' gives an empty value"], True),
+    ("snake-case-to-nothing", "- command: rm -rf {d}/{{snakeCase dir}}\n  dir: '--'\n", 0,
+     ["helper 'snakeCase' gives an empty value (from '--')"], True),
+    ("shq-of-nothing", "- rm -rf {d}/{{shq \"\"}}\n", 0,
+     ["helper 'shq' gives an empty value"], True),
 ]
 
 POSITIONS = [  # (id, good entries before the bad one, good entries after it)
@@ -238,6 +250,22 @@ def test_name_defined_on_some_sub_nodes_only_is_refused(work, run_in_process):
     work.assert_nothing_happened(res)
     assert_where(res, "queue.yaml", 2, 2)
     assert "unknown name 'dir'" in res.stderr
+
+
+def test_a_helper_empty_with_a_sub_node_value_fails_the_job_and_runs_nothing(work,
+                                                                           run_in_process):
+    """A sub-node's values are placeholders at the check: the job is refused as it
+    renders there, a failed job that never ran, not `rm -rf data/`."""
+    work.setup("- hostname: localhost\n  dir: a\n",
+               '- rm -rf %s/{{replace dir "a" ""}}\n' % work.data)
+
+    res = run_in_process(["q"], work.folder)
+
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "=== run" not in res.stdout and "Traceback" not in res.stderr
+    assert "not rendered: helper 'replace' gives an empty value (from 'a', 'a', '')" \
+        in res.stdout + res.stderr
+    assert (work.data / "keep").read_text() == "keep\n"
 
 
 def test_the_queue_is_named_as_given_on_the_command_line(work, run_pegasus):

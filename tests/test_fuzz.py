@@ -171,8 +171,9 @@ def test_template_render_raises_only_pegasus_errors(tmpl, context):
 @given(templates, st.dictionaries(st.sampled_from(["x", "y", "z", "hostname"]),
                                   st.text(min_size=1, max_size=8), max_size=4))
 def test_what_the_check_accepts_renders(tmpl, context):
-    """A job is taken only after the check: it must then render without error."""
-    if _check_refuses(tmpl, set(context)):
+    """A job is taken only after the check (given its values): it must then
+    render without error."""
+    if _check_refuses(tmpl, set(context), context):
         return
     try:
         template.render(tmpl, context)
@@ -180,9 +181,9 @@ def test_what_the_check_accepts_renders(tmpl, context):
         pytest.fail("check(%r, %r) passed but render failed: %s" % (tmpl, sorted(context), err))
 
 
-def _check_refuses(tmpl, defined):
+def _check_refuses(tmpl, defined, values={}):
     try:
-        template.check(tmpl, defined)
+        template.check(tmpl, defined, values)
     except PegasusError:
         return True
     return False

@@ -19,6 +19,7 @@ creating a real file there and journaling its inode, and "happened" by
 renaming such a file over queue.yaml (or by having no partial file at all).
 """
 
+import errno
 import fcntl
 import json
 import os
@@ -28,10 +29,11 @@ import sys
 import pytest
 import yaml
 
-from pegasus import faults
+from pegasus import atrest, faults
 from pegasus import journal as journals
 from pegasus.journal import Journal, read_orphans
 from pegasus import records
+from pegasus.errors import StorageError
 from pegasus.queuefile import QueueFile
 from pegasus.records import STOPPED, Records
 from pegasus.yamltree import read_all
@@ -40,6 +42,13 @@ GONE = ".queue.yaml.partial-gone"  # the `partial` of a rewrite that happened lo
 ENTRY_A = {"command": "echo a"}
 ENTRY_B = {"command": "echo {{ x }}", "x": "2"}
 ENTRY_C = {"command": "echo c"}
+
+
+@pytest.fixture(autouse=True)
+def _files_at_rest(monkeypatch):
+    """These tests take from files they have just written, as if written long ago
+    (the wait for a file to rest has its own tests: test_queue_whole.py)."""
+    monkeypatch.setattr(atrest, "QUIET", 0.0)
 
 
 def ok(job):
@@ -1054,3 +1063,30 @@ def test_crash_during_recovery_keeps_a_void_take_void(tmp_path, monkeypatch):
     assert entries(path) == [{"command": "a"}, "b", "c"], (
         "a take that never happened was put back after a crash during recovery:\n"
         + path.read_text())
+
+
+# ---------------------------------------------------------------- a full disk
+
+@pytest.mark.parametrize("queue_mode", [True, False], ids=["queue", "broadcast"])
+def test_a_take_whose_record_cannot_be_written_leaves_nothing_behind(tmp_path, monkeypatch,
+                                                                     queue_mode):
+    """The disk fills up in the middle of the "taken" record (the new queue file was
+    written): the half record is taken back, the temporary queue file removed, the
+    queue left as it was, and the journal goes when the run ends."""
+    path = tmp_path / "queue.yaml"
+    path.write_text("- echo a\n- echo b\n")
+    opened, _, _ = records.open_run(QueueFile(str(path)), broadcast=not queue_mode)
+    real = journals.write_all
+
+    def half_then_full(fd, data):
+        real(fd, data[:len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(journals, "write_all", half_then_full)
+    with pytest.raises(StorageError, match="no space left"):
+        opened.take(["[n1]"], ok)
+    monkeypatch.undo()
+    assert os.path.getsize(opened.journal.path) == 0  # no half record
+    assert partial_inode(tmp_path) is None
+    assert path.read_text() == "- echo a\n- echo b\n"
+    opened.close()
+    assert sorted(os.listdir(str(tmp_path))) == [".queue.yaml.lock", "queue.yaml"]

@@ -7,6 +7,7 @@ interrupted.yaml, running jobs run to their end, the summary goes to stderr,
 there is no traceback, and the exit status is 74. All on ``localhost``.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -120,21 +121,41 @@ def test_a_job_whose_output_floods_a_stalled_reader_is_not_cut_short(tmp_path):
 
 # ---------------------------------------------------------------- a full disk (item 6)
 
+@contextlib.contextmanager
+def small_disk(tmp_path, size="256k"):
+    """A tmpfs of ``size`` mounted at tmp_path/disk (root only), unmounted after."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                              str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: " + mounted.stderr)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk, pages_left):
+    """Fill the disk, then give back ``pages_left`` pages of 4 KiB."""
+    filler = disk / "filler"
+    with open(str(filler), "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    os.truncate(str(filler), max(0, os.path.getsize(str(filler)) - pages_left * 4096))
+
+
 @pytest.mark.sshd  # root: mounts a tmpfs
 def test_a_full_disk_stops_taking_and_loses_nothing(tmp_path):
     """The queue's own disk fills up mid-run (a job fills it): Pegasus says so, takes
     nothing more, lets running jobs finish, exits 74; nothing is lost or run twice
     and no temporary file is left behind."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        import pytest
-        pytest.skip("cannot mount a tmpfs here: " + mounted.stderr)
-    try:
+    with small_disk(tmp_path) as disk:
         n = 30
         setup(disk, "- hostname: localhost\n  slot: [1, 2]\n",
               ["head -c 400000 /dev/zero > fill 2>/dev/null; echo filled"] +
@@ -149,5 +170,22 @@ def test_a_full_disk_stops_taking_and_loses_nothing(tmp_path):
         assert len(left) + len(ran) == n, said  # every entry ran once or is still queued
         assert left == ["echo job %d" % i for i in range(n - len(left) + 1, n + 1)]
         assert not [p for p in os.listdir(str(disk)) if ".partial" in p]
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.sshd  # root: mounts a tmpfs
+@pytest.mark.parametrize("pages_left", [0, 1], ids=["no-room", "room-for-the-new-queue"])
+def test_a_disk_full_at_the_first_take_leaves_no_file_behind(tmp_path, pages_left):
+    """No room at all, or room for the rewritten queue but not for the journal's
+    record: nothing is taken, and neither a temporary queue file nor an empty
+    journal is left beside the queue."""
+    with small_disk(tmp_path) as disk:
+        setup(disk, "- localhost\n", ["echo a", "echo b"])
+        fill(disk, pages_left)
+        res = subprocess.run([sys.executable, "-m", "pegasus", "q"], cwd=str(disk),
+                             capture_output=True, text=True, timeout=60)
+        said = res.stdout + res.stderr
+        assert res.returncode == 74, said
+        assert "no space left" in said and "Traceback" not in said and "=== run" not in said
+        assert queue_entries(disk / "queue.yaml") == ["echo a", "echo b"]
+        assert sorted(os.listdir(str(disk))) == [".queue.yaml.lock", "filler", "hosts.yaml",
+                                                 "queue.yaml"]

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pegasus import yamltree
+from pegasus import atrest, yamltree
 from pegasus.errors import InputError, PegasusError
 from pegasus.queuefile import QueueFile
 from pegasus.records import Records
@@ -27,6 +27,13 @@ ENTRIES = 200_000
 
 def ok(job):
     return None
+
+
+@pytest.fixture(autouse=True)
+def _files_at_rest(monkeypatch):
+    """These tests take from files they have just written, as if written long ago
+    (the wait for a file to rest has its own tests: test_queue_whole.py)."""
+    monkeypatch.setattr(atrest, "QUIET", 0.0)
 
 
 def big_queue(path, entries=ENTRIES, tail=b""):

@@ -6,6 +6,7 @@ import os
 import pytest
 import yaml
 
+from pegasus import atrest
 from pegasus.errors import InputError
 from pegasus.queuefile import QueueFile
 from pegasus.records import Records
@@ -14,6 +15,13 @@ from pegasus.yamltree import read_all
 
 def ok(job):
     return None
+
+
+@pytest.fixture(autouse=True)
+def _files_at_rest(monkeypatch):
+    """These tests take from files they have just written, as if written long ago
+    (the wait for a file to rest has its own tests: test_queue_whole.py)."""
+    monkeypatch.setattr(atrest, "QUIET", 0.0)
 
 
 def take(queue, targets, journal=None):
@@ -261,3 +269,38 @@ def test_two_runs_through_a_link_and_at_its_target_run_every_entry_once(tmp_path
     assert yaml.safe_load(link.read_text()) is None
     assert len(yaml.safe_load((b / "consumed.yaml").read_text())) == 6
     assert not (a / "consumed.yaml").exists()
+
+
+# ---------------------------------------------------------------- hard links
+
+def test_a_hard_linked_queue_file_is_refused_before_anything_runs(tmp_path):
+    """Two names, one file (``ln``): two Pegasus, one through each name, would run
+    entries twice once a rewrite parts the names."""
+    from helpers import run_in_process
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "queue.yaml").write_text("- echo one\n- echo two\n")
+    os.link(str(a / "queue.yaml"), str(b / "queue.yaml"))
+    (b / "hosts.yaml").write_text("- localhost\n")
+    res = run_in_process(["q"], b)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.startswith("pegasus: queue.yaml: this file has 2 names (hard links)")
+    assert "ln -s" in res.stderr and "Traceback" not in res.stderr
+    assert "=== run" not in res.stdout
+    assert (b / "queue.yaml").read_text() == "- echo one\n- echo two\n"
+    assert not (b / "consumed.yaml").exists()
+
+
+def test_a_hard_link_made_while_pegasus_runs_stops_the_next_take(tmp_path):
+    from fakes import FakeJob, release, run_loop, when_started
+
+    def link(fake):
+        os.link(fake.queue_path, str(tmp_path / "other-name.yaml"))
+    out = run_loop(tmp_path, queue=["a", "b"], scripts={"a": FakeJob(hang=True)},
+                   actions=[when_started("a", link, release("a"))])
+    assert out.status == 2, out.output
+    assert [job.command for job in out.jobs] == ["a"]
+    assert any("this file has 2 names (hard links)" in m for m in out.messages), out.output
+    assert out.queue == ["b"]
