@@ -20,6 +20,11 @@ Options:
                               sub-node failed or was lost.
   --editor=EDITOR             Lock mode: the editor to open (default: $EDITOR,
                               else vim).
+  --timeout=DURATION          Queue and broadcast modes: stop a job that runs
+                              longer (TERM, then KILL 3 s later) and report
+                              it as timed out (exit status 124). A queue
+                              entry's own 'timeout:' wins. Seconds (90), or
+                              with a unit: 90s, 30m, 2h, 1d.
   -p N --print-period=N       Print every Nth line of job output; 0 prints no
                               job output [default: 1].
   -Q PATH --queue-file=PATH   The queue file [default: queue.yaml].
@@ -85,7 +90,8 @@ def _usage() -> str:
 # their absence would be silent (-e in queue mode would abort nothing).
 _MODE_OPTIONS = (("--error-aborts", "b", "-e/--error-aborts is for broadcast mode (b)"),
                  ("--editor", "l", "--editor is for lock mode (l)"),
-                 ("--daemon", "qb", "-d/--daemon is for queue and broadcast modes (q, b)"))
+                 ("--daemon", "qb", "-d/--daemon is for queue and broadcast modes (q, b)"),
+                 ("--timeout", "qb", "--timeout is for queue and broadcast modes (q, b)"))
 
 
 def _options(args) -> Options:
@@ -103,7 +109,8 @@ def _options(args) -> Options:
                          "client config file, as for 'ssh -F')")
     return Options(mode, args["--daemon"], args["--error-aborts"], args["--editor"],
                    int(period), args["--queue-file"], args["--hosts-file"],
-                   args["--ssh-config"], _orphan_timeout(args["--orphan-timeout"]))
+                   args["--ssh-config"], _orphan_timeout(args["--orphan-timeout"]),
+                   _job_timeout(args["--timeout"]))
 
 
 def _orphan_timeout(text: str) -> int:
@@ -117,6 +124,17 @@ def _orphan_timeout(text: str) -> int:
                          f"{MIN_ORPHAN_TIMEOUT} s, or the nodes would stop healthy jobs "
                          "between two of Pegasus's heartbeats")
     return math.ceil(seconds)
+
+
+def _job_timeout(text: Optional[str]) -> Optional[float]:
+    """--timeout in seconds (None: jobs run as long as they take)."""
+    if text is None:
+        return None
+    seconds = parse_duration(text)
+    if not seconds:
+        raise UsageError(f"--timeout must be a duration longer than 0 (90, 90s, 30m, 2h, "
+                         f"1d), not '{text}'")
+    return seconds
 
 
 def _check_queue_folder(path: str) -> None:

@@ -26,6 +26,7 @@ class Options:
     hosts_file: str
     ssh_config: Optional[str]
     orphan_timeout: int = ORPHAN_TIMEOUT  # seconds
+    timeout: Optional[float] = None  # --timeout: seconds a job may run (its own wins)
 
 
 def parse_duration(text: str) -> Optional[float]:
@@ -35,3 +36,11 @@ def parse_duration(text: str) -> Optional[float]:
     if not match:
         return None
     return float(match.group(1)) * _UNIT[match.group(2) or "s"]
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds in the largest unit that keeps them whole: ``90s``, ``30m``, ``2h``."""
+    for unit in ("d", "h", "m"):
+        if seconds >= _UNIT[unit] and seconds % _UNIT[unit] == 0:
+            return f"{seconds / _UNIT[unit]:g}{unit}"
+    return f"{seconds:g}s"

@@ -463,7 +463,8 @@ class FakeRun:
 
     # -- running
 
-    def run_loop(self, mode: str, nodes, daemon: bool, error_aborts: bool) -> int:
+    def run_loop(self, mode: str, nodes, daemon: bool, error_aborts: bool,
+                 timeout: Optional[float] = None) -> int:
         stop = running.StopFlag()
         queue = QueueFile(self.queue_path, wait=stop.wait)
         job_records, _, _ = records.open_run(queue, mode == "b")
@@ -475,7 +476,7 @@ class FakeRun:
                 sink = Sink(self.screen, color=False, width=None)
             run = running.Run(subnodes, executors, connecting, failed, connector, queue,
                               _watch_takes(job_records, self), sink, stop,
-                              expand.checker(subnodes), daemon, error_aborts)
+                              expand.checker(subnodes), daemon, error_aborts, timeout)
             self.loop = (broadcast.BroadcastLoop if mode == "b" else modes.QueueLoop)(run)
             return self._bounded(self.loop.loop)
         finally:
@@ -486,12 +487,13 @@ class FakeRun:
                           lambda stream, *args, **kwargs: _WatchedOutlet(self, stream, *args,
                                                                          **kwargs)),))
 
-    def run_app(self, mode: str, nodes, daemon: bool, error_aborts: bool) -> int:
+    def run_app(self, mode: str, nodes, daemon: bool, error_aborts: bool,
+                options: Sequence[str] = ()) -> int:
         hosts_path = os.path.join(self.folder, "hosts.yaml")
         with open(hosts_path, "w") as f:
             f.write(_yaml(list(nodes)))
         argv = [mode, "-Q", self.queue_path, "-H", hosts_path]
-        argv += ["--daemon"] * daemon + ["--error-aborts"] * error_aborts
+        argv += ["--daemon"] * daemon + ["--error-aborts"] * error_aborts + list(options)
         stdout = io.TextIOWrapper(self.screen, write_through=True)
         original_loop = modes.Loop.loop
 
@@ -541,27 +543,31 @@ class FakeRun:
 def run_loop(tmp_path, mode: str = "q", nodes: Sequence = ("node-1",), queue=(),
              scripts: Optional[dict] = None, hosts: Optional[dict] = None,
              daemon: bool = False, error_aborts: bool = False,
-             actions: Sequence[Trigger] = (), timeout: float = RUN_TIMEOUT) -> Outcome:
+             actions: Sequence[Trigger] = (), timeout: float = RUN_TIMEOUT,
+             job_timeout: Optional[float] = None) -> Outcome:
     """Run the queue ("q") or broadcast ("b") loop on fakes; what came out.
 
     ``nodes``: hosts.yaml entries. ``queue``: queue.yaml's entries (or its
     text). ``scripts``: {command or (sub-node label or host, command):
     FakeJob or [FakeJob, ...] (one per run, the last repeats)}.
     ``hosts``: {host: [Answer, ...]}, one per connection attempt (one per
-    sub-node), the last repeats; default every attempt OK.
+    sub-node), the last repeats; default every attempt OK. ``job_timeout``:
+    seconds, as ``--timeout`` gives them.
     """
     fake = FakeRun(tmp_path, queue, scripts, hosts, actions, timeout)
-    return fake.outcome(fake.run_loop(mode, nodes, daemon, error_aborts))
+    return fake.outcome(fake.run_loop(mode, nodes, daemon, error_aborts, job_timeout))
 
 
 def run_app(tmp_path, mode: str = "q", nodes: Sequence = ("node-1",), queue=(),
             scripts: Optional[dict] = None, hosts: Optional[dict] = None,
             daemon: bool = False, error_aborts: bool = False,
-            actions: Sequence[Trigger] = (), timeout: float = RUN_TIMEOUT) -> Outcome:
+            actions: Sequence[Trigger] = (), timeout: float = RUN_TIMEOUT,
+            options: Sequence[str] = ()) -> Outcome:
     """``pegasus MODE`` through ``cli.main``, with hosts.yaml written and the
-    same fakes for connections and jobs; output is stdout and stderr."""
+    same fakes for connections and jobs; output is stdout and stderr.
+    ``options``: more command-line options (``["--timeout", "1"]``)."""
     fake = FakeRun(tmp_path, queue, scripts, hosts, actions, timeout)
-    return fake.outcome(fake.run_app(mode, nodes, daemon, error_aborts))
+    return fake.outcome(fake.run_app(mode, nodes, daemon, error_aborts, options))
 
 
 # ---------------------------------------------------------------- helpers
