@@ -49,7 +49,8 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
         job_records.close()
         raise
     run = running.Run(nodes, executors, connecting, failed, connector, queue, job_records,
-                    sink, stop, check, opts.daemon, opts.error_aborts, opts.timeout)
+                    sink, stop, check, opts.daemon, opts.error_aborts, opts.timeout,
+                    opts.halt)
     mode = broadcast.broadcast_mode if broadcasting else modes.queue_mode
     try:
         return mode(run)  # closes the connections

@@ -25,6 +25,12 @@ Options:
                               it as timed out (exit status 124). A queue
                               entry's own 'timeout:' wins. Seconds (90), or
                               with a unit: 90s, 30m, 2h, 1d.
+  --halt=WHEN                 Queue and broadcast modes: stop taking jobs after
+                              failures, as GNU parallel: 'soon,fail=N' once
+                              N jobs failed (running jobs finish), 'now,fail=N'
+                              also stops the running jobs; 'fail=P%' once P%
+                              of at least 10 finished jobs failed
+                              (default: never).
   -p N --print-period=N       Print every Nth line of job output; 0 prints no
                               job output [default: 1].
   -Q PATH --queue-file=PATH   The queue file [default: queue.yaml].
@@ -55,7 +61,7 @@ import re
 import sys
 from typing import List, Optional
 
-from pegasus import __version__
+from pegasus import __version__, halt
 from pegasus.errors import ExitStatus, PegasusError, UsageError, output_failure
 from pegasus.options import MIN_ORPHAN_TIMEOUT, Options, parse_duration
 
@@ -91,7 +97,8 @@ def _usage() -> str:
 _MODE_OPTIONS = (("--error-aborts", "b", "-e/--error-aborts is for broadcast mode (b)"),
                  ("--editor", "l", "--editor is for lock mode (l)"),
                  ("--daemon", "qb", "-d/--daemon is for queue and broadcast modes (q, b)"),
-                 ("--timeout", "qb", "--timeout is for queue and broadcast modes (q, b)"))
+                 ("--timeout", "qb", "--timeout is for queue and broadcast modes (q, b)"),
+                 ("--halt", "qb", "--halt is for queue and broadcast modes (q, b)"))
 
 
 def _options(args) -> Options:
@@ -110,7 +117,7 @@ def _options(args) -> Options:
     return Options(mode, args["--daemon"], args["--error-aborts"], args["--editor"],
                    int(period), args["--queue-file"], args["--hosts-file"],
                    args["--ssh-config"], _orphan_timeout(args["--orphan-timeout"]),
-                   _job_timeout(args["--timeout"]))
+                   _job_timeout(args["--timeout"]), _halt(args["--halt"]))
 
 
 def _orphan_timeout(text: str) -> int:
@@ -135,6 +142,15 @@ def _job_timeout(text: Optional[str]) -> Optional[float]:
         raise UsageError(f"--timeout must be a duration longer than 0 (90, 90s, 30m, 2h, "
                          f"1d), not '{text}'")
     return seconds
+
+
+def _halt(text: Optional[str]) -> Optional[halt.Policy]:
+    if text is None:
+        return None
+    try:
+        return halt.parse(text)
+    except ValueError as err:
+        raise UsageError(f"{err}\n{_usage()}") from None
 
 
 def _check_queue_folder(path: str) -> None:

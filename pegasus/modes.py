@@ -26,6 +26,7 @@ from pegasus.errors import (ExitStatus, HostsUnreachable, InputError, PegasusErr
                             StorageError, output_failure)
 from pegasus.events import (HostBack, HostFailed, HostRefused, HostSilent, OutputLost,
                             ProbeDone, ProbeDue, Signal, Signalled)
+from pegasus.halt import Tally, halt_words
 from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.probing import Heard, Probes
 from pegasus.queuefile import LockWaitAborted
@@ -93,6 +94,8 @@ class Loop(Mode):
         self.stop_signal = Signal.CTRL_C  # the signal that stopped the run
         self.abort_status = ExitStatus.JOB_FAILED  # why ABORTING: a failed step, lost output
         self.failed = 0  # jobs that did not succeed
+        self.tally = Tally(run.halt)  # --halt: fires once, in words
+        self.halted: Optional[str] = None  # why --halt stopped the run
         self.head = QueueHead(run.queue, run.sink, run.daemon)
         self.jobs = Jobs(self.hosts, run.records, run.sink, self.events.put, run.timeout)
 
@@ -155,6 +158,7 @@ class Loop(Mode):
         if not result.put_back:  # it will run again: not an outcome yet
             self.failed += not result.ok
             self.record(result)
+            self.halt_if(self.tally.add(result.ok))
         if result.outcome in (Outcome.NOT_STARTED, Outcome.LOST):
             self.host_lost(result.node, "connection lost" if result.outcome is Outcome.LOST
                            else "not reachable")
@@ -243,10 +247,16 @@ class Loop(Mode):
         if self.state is State.TERMINATING:
             return
         self.state = State.TERMINATING
-        running = list(self.scheduler.busy)
-        if running:  # nothing to say when none runs: the summary follows at once
-            self.run.sink.message(f"stopping {plural(len(running), 'running job')}")
-        self.jobs.stop(running)
+        self.jobs.stop_all(list(self.scheduler.busy))
+
+    def halt_if(self, why: Optional[str]) -> None:
+        """``--halt`` fired: take nothing more; with ``now``, stop the running jobs."""
+        if why is None or self.state is not State.RUNNING:
+            return
+        self.halted, now = why, self.run.halt.now
+        self.abort(halt_words(why, now, self.scheduler.running))
+        if now:
+            self.jobs.stop_all(list(self.scheduler.busy))
 
     def abort(self, why: str, status: ExitStatus = ExitStatus.JOB_FAILED) -> None:
         """Take nothing more; running jobs finish (``--error-aborts``, lost output)."""
@@ -270,7 +280,7 @@ class Loop(Mode):
         signalled = self.state in (State.STOPPING, State.TERMINATING)
         why = {Signal.CTRL_C: "interrupted by Ctrl-c",
                Signal.SIGTERM: "terminated by SIGTERM"}[self.stop_signal]
-        self.summary(why if signalled else None)
+        self.summary(why if signalled else self.halted and f"halted: {self.halted}")
         return _exit_status(self)
 
 

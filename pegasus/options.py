@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from pegasus.halt import Policy
+
 ORPHAN_TIMEOUT = 600  # seconds: --orphan-timeout's default (10m)
 # Shortest --orphan-timeout: at 10 s, heartbeats go out every second (ssh.py's
 # beat_every, the loop's executor.HEARTBEAT), so the node's watchdog (ticking
@@ -27,6 +29,7 @@ class Options:
     ssh_config: Optional[str]
     orphan_timeout: int = ORPHAN_TIMEOUT  # seconds
     timeout: Optional[float] = None  # --timeout: seconds a job may run (its own wins)
+    halt: Optional[Policy] = None  # --halt (None: never)
 
 
 def parse_duration(text: str) -> Optional[float]:

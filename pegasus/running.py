@@ -16,12 +16,14 @@ import gevent
 from pegasus.errors import WAITS_FOR_FIX, HostError, InputError
 from pegasus.events import JobDone
 from pegasus.executor import KILL_AFTER, ConnectionLost
+from pegasus.halt import Policy
 from pegasus.job import run_job
 from pegasus.model import TIMED_OUT_STATUS, Job, Result, SubNode
 from pegasus.options import format_duration
 from pegasus.output import Sink
 from pegasus.queuefile import Check, LockWaitAborted, QueueFile
 from pegasus.records import Records
+from pegasus.words import plural
 
 GIVE_UP_AFTER = 3  # seconds after a stopped job's KILL before Pegasus stops waiting for it
 
@@ -56,6 +58,7 @@ class Run:
     daemon: bool = False
     error_aborts: bool = False
     timeout: Optional[float] = None  # --timeout: seconds, for jobs without their own
+    halt: Optional[Policy] = None  # --halt (None: never)
 
 
 class QueueHead:
@@ -158,6 +161,12 @@ class Jobs:
         self.expired.pop(node, None)
         for timer in self.timers.pop(node, ()):
             timer.kill(block=False)
+
+    def stop_all(self, nodes: List[SubNode]) -> None:
+        """Stop the running jobs (second Ctrl-c, SIGTERM, ``--halt now``), saying so."""
+        if nodes:  # nothing to say when none runs: the summary follows at once
+            self.sink.message(f"stopping {plural(len(nodes), 'running job')}")
+        self.stop(nodes)
 
     def stop(self, nodes: List[SubNode]) -> None:
         """TERM to each job's process group, KILL later; then stop waiting for it."""

@@ -33,8 +33,8 @@ import yaml
 from gevent.event import AsyncResult
 
 from helpers import queue_entries, read
-from pegasus import (app, broadcast, cli, connecting, executor, expand, modes, output, probing,
-                     records, running)
+from pegasus import (app, broadcast, cli, connecting, executor, expand, halt, modes, output,
+                     probing, records, running)
 from pegasus.errors import HostAuthError, HostError, HostKeyError, InputError
 from pegasus.events import HostSilent, Signal
 from pegasus.executor import ConnectionLost, NotStarted
@@ -464,7 +464,7 @@ class FakeRun:
     # -- running
 
     def run_loop(self, mode: str, nodes, daemon: bool, error_aborts: bool,
-                 timeout: Optional[float] = None) -> int:
+                 timeout: Optional[float] = None, halt_policy: Optional[str] = None) -> int:
         stop = running.StopFlag()
         queue = QueueFile(self.queue_path, wait=stop.wait)
         job_records, _, _ = records.open_run(queue, mode == "b")
@@ -476,7 +476,8 @@ class FakeRun:
                 sink = Sink(self.screen, color=False, width=None)
             run = running.Run(subnodes, executors, connecting, failed, connector, queue,
                               _watch_takes(job_records, self), sink, stop,
-                              expand.checker(subnodes), daemon, error_aborts, timeout)
+                              expand.checker(subnodes), daemon, error_aborts, timeout,
+                              halt.parse(halt_policy or "never"))
             self.loop = (broadcast.BroadcastLoop if mode == "b" else modes.QueueLoop)(run)
             return self._bounded(self.loop.loop)
         finally:
@@ -544,7 +545,7 @@ def run_loop(tmp_path, mode: str = "q", nodes: Sequence = ("node-1",), queue=(),
              scripts: Optional[dict] = None, hosts: Optional[dict] = None,
              daemon: bool = False, error_aborts: bool = False,
              actions: Sequence[Trigger] = (), timeout: float = RUN_TIMEOUT,
-             job_timeout: Optional[float] = None) -> Outcome:
+             job_timeout: Optional[float] = None, halt_policy: Optional[str] = None) -> Outcome:
     """Run the queue ("q") or broadcast ("b") loop on fakes; what came out.
 
     ``nodes``: hosts.yaml entries. ``queue``: queue.yaml's entries (or its
@@ -552,10 +553,11 @@ def run_loop(tmp_path, mode: str = "q", nodes: Sequence = ("node-1",), queue=(),
     FakeJob or [FakeJob, ...] (one per run, the last repeats)}.
     ``hosts``: {host: [Answer, ...]}, one per connection attempt (one per
     sub-node), the last repeats; default every attempt OK. ``job_timeout``:
-    seconds, as ``--timeout`` gives them.
+    seconds, as ``--timeout`` gives them; ``halt_policy``: ``--halt``'s text.
     """
     fake = FakeRun(tmp_path, queue, scripts, hosts, actions, timeout)
-    return fake.outcome(fake.run_loop(mode, nodes, daemon, error_aborts, job_timeout))
+    return fake.outcome(fake.run_loop(mode, nodes, daemon, error_aborts, job_timeout,
+                                      halt_policy))
 
 
 def run_app(tmp_path, mode: str = "q", nodes: Sequence = ("node-1",), queue=(),

@@ -62,3 +62,41 @@ def test_a_remote_job_past_its_timeout_is_stopped_and_gone(cluster, run_pegasus,
     assert consumed == [{"command": plain, "timeout": "1"},
                         {"command": "trap '' TERM; " + deaf, "timeout": "1"}]
     assert queue_entries(tmp_path / "queue.yaml") == []
+
+
+# ---------------------------------------------------------------- the halt policy
+
+def test_halt_soon_takes_at_most_n_plus_running_and_leaves_the_rest(cluster, run_pegasus,
+                                                                     tmp_path):
+    aliases = cluster.aliases[:2]
+    write(str(tmp_path / "hosts.yaml"), "".join("- %s\n" % a for a in aliases))
+    lines = ["- echo job-%d; exit 1\n" % i for i in range(20)]
+    write(str(tmp_path / "queue.yaml"), "".join(lines))
+
+    res = run_pegasus(["q", "--ssh-config", cluster.ssh_config, "--halt", "soon,fail=3"],
+                      tmp_path)
+
+    taken = len(yaml.safe_load((tmp_path / "consumed.yaml").read_text()))
+    assert 3 <= taken <= 3 + 2, res.stdout
+    assert (tmp_path / "queue.yaml").read_text() == "".join(lines[taken:])
+    assert "halted: --halt soon,fail=3: " in res.stdout
+    assert res.returncode == 1, res.stdout + res.stderr
+
+
+def test_halt_now_terminates_a_job_running_elsewhere(cluster, run_pegasus, tmp_path):
+    a, b = cluster.aliases[:2]
+    sleep = unique_sleep()
+    write_run(tmp_path, [a, b], [sleep, "exit 1", "echo never"])
+    try:
+        res = run_pegasus(["q", "--ssh-config", cluster.ssh_config, "--halt", "now,fail=1"],
+                          tmp_path)
+        done = {job["command"]: job["done"] for job in jobs_of(res.stdout)}
+        assert done == {sleep: "exit 143 (killed by SIGTERM)", "exit 1": "exit 1"}, res.stdout
+        assert "halted: --halt now,fail=1: 1 job failed" in res.stdout
+        assert res.returncode == 1, res.stdout + res.stderr
+        gone(cluster, a, sleep)
+        gone(cluster, b, sleep)
+    finally:
+        for alias in (a, b):
+            cluster.ssh(alias, "pkill -9 -f '[s]%s'; true" % sleep[1:])
+    assert queue_entries(tmp_path / "queue.yaml") == ["echo never"]
