@@ -140,9 +140,18 @@ def _check_queue(queue: QueueFile, check, sink: Sink, daemon: bool) -> None:
 
 
 def requeue(opts: Options, sink: Sink) -> ExitStatus:
-    """Move interrupted.yaml's entries back to the head of the queue."""
+    """Move interrupted.yaml's (``--failed``: failed.yaml's) entries back to the
+    head of the queue; ``--dry-run``: show them, move nothing."""
     queue = QueueFile(opts.queue_file)
-    moved = records.requeue(queue)
-    sink.message(f"{plural(moved, 'interrupted job')} moved from {queue.interrupted_path} "
-                 f"to the head of {queue.path}")
+    path, what = ((queue.failed_path, "failed job") if opts.failed
+                  else (queue.interrupted_path, "interrupted job"))
+    entries = records.requeue(queue, opts.failed, opts.dry_run)
+    if not opts.dry_run:
+        sink.message(f"{plural(len(entries), what)} moved from {path} to the head of "
+                     f"{queue.path}")
+        return ExitStatus.OK
+    sink.message(f"--dry-run: {plural(len(entries), what)} would move from {path} to the "
+                 f"head of {queue.path}" + (":" if entries else "; nothing changed"))
+    if entries:
+        sink.message(expand.entries_yaml(entries).rstrip("\n") + "\n(nothing changed)")
     return ExitStatus.OK

@@ -2,7 +2,7 @@
 
 Usage:
   pegasus (q | b | l) [options]
-  pegasus requeue [options]
+  pegasus requeue [--failed] [--dry-run] [options]
   pegasus (-h | --help)
   pegasus --version
 
@@ -11,7 +11,8 @@ Modes:
   b        Broadcast mode: run each command on every sub-node, in lock-step.
   l        Lock mode: lock the queue file and edit it while Pegasus runs.
   requeue  Move the jobs in interrupted.yaml (outcome unknown after a crash
-           or a lost connection) back to the head of the queue.
+           or a lost connection) back to the head of the queue; those in
+           failed.yaml (failed, killed or timed out) with --failed.
 
 Options:
   -d --daemon                 Queue and broadcast modes: keep running when the
@@ -31,6 +32,10 @@ Options:
                               also stops the running jobs; 'fail=P%' once P%
                               of at least 10 finished jobs failed
                               (default: never).
+  --failed                    requeue: move failed.yaml's jobs, not
+                              interrupted.yaml's.
+  --dry-run                   requeue: show the jobs that would move; change
+                              nothing.
   -p N --print-period=N       Print every Nth line of job output; 0 prints no
                               job output [default: 1].
   -Q PATH --queue-file=PATH   The queue file [default: queue.yaml].
@@ -117,7 +122,8 @@ def _options(args) -> Options:
     return Options(mode, args["--daemon"], args["--error-aborts"], args["--editor"],
                    int(period), args["--queue-file"], args["--hosts-file"],
                    args["--ssh-config"], _orphan_timeout(args["--orphan-timeout"]),
-                   _job_timeout(args["--timeout"]), _halt(args["--halt"]))
+                   _job_timeout(args["--timeout"]), _halt(args["--halt"]),
+                   args["--failed"], args["--dry-run"])
 
 
 def _orphan_timeout(text: str) -> int:

@@ -30,6 +30,8 @@ class Options:
     orphan_timeout: int = ORPHAN_TIMEOUT  # seconds
     timeout: Optional[float] = None  # --timeout: seconds a job may run (its own wins)
     halt: Optional[Policy] = None  # --halt (None: never)
+    failed: bool = False  # requeue --failed: failed.yaml's jobs, not interrupted.yaml's
+    dry_run: bool = False  # requeue --dry-run: show what would move
 
 
 def parse_duration(text: str) -> Optional[float]:

@@ -100,3 +100,31 @@ def test_halt_now_terminates_a_job_running_elsewhere(cluster, run_pegasus, tmp_p
         for alias in (a, b):
             cluster.ssh(alias, "pkill -9 -f '[s]%s'; true" % sleep[1:])
     assert queue_entries(tmp_path / "queue.yaml") == ["echo never"]
+
+
+# ---------------------------------------------------------------- failed.yaml
+
+def test_failed_yaml_and_requeue_failed(cluster, run_pegasus, tmp_path):
+    a = cluster.aliases[0]
+    write_run(tmp_path, [a], ["exit 3", "echo fine", {"command": "sleep 30", "timeout": "1"}])
+    ssh = ["--ssh-config", cluster.ssh_config]
+
+    res = run_pegasus(["q", *ssh], tmp_path)
+
+    assert res.returncode == 1, res.stdout + res.stderr
+    failed = (tmp_path / "failed.yaml").read_text()
+    assert "for [%s]: exit 3 (job " % a in failed
+    assert "for [%s]: timed out after 1s, exit 124 (job " % a in failed
+    assert yaml.safe_load(failed) == [{"command": "exit 3"},
+                                      {"command": "sleep 30", "timeout": "1"}]
+
+    dry = run_pegasus(["requeue", "--failed", "--dry-run"], tmp_path)
+    assert "--dry-run: 2 failed jobs would move from" in dry.stdout, dry.stdout + dry.stderr
+    assert (tmp_path / "failed.yaml").read_text() == failed
+    assert queue_entries(tmp_path / "queue.yaml") == []
+
+    moved = run_pegasus(["requeue", "--failed"], tmp_path)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert queue_entries(tmp_path / "queue.yaml") == [{"command": "exit 3"},
+                                                      {"command": "sleep 30", "timeout": "1"}]
+    assert (tmp_path / "failed.yaml").read_text() == ""
