@@ -94,8 +94,7 @@ class Loop(Mode):
         self.stop_signal = Signal.CTRL_C  # the signal that stopped the run
         self.abort_status = ExitStatus.JOB_FAILED  # why ABORTING: a failed step, lost output
         self.failed = 0  # jobs that did not succeed
-        self.tally = Tally(run.halt)  # --halt: fires once, in words
-        self.halted: Optional[str] = None  # why --halt stopped the run
+        self.tally, self.halted = Tally(run.halt), None  # --halt; why it stopped the run
         self.head = QueueHead(run.queue, run.sink, run.daemon)
         self.jobs = Jobs(self.hosts, run.records, run.sink, self.events.put, run.timeout)
 
