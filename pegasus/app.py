@@ -49,8 +49,8 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
         job_records.close()
         raise
     run = running.Run(nodes, executors, connecting, failed, connector, queue, job_records,
-                    sink, stop, check, opts.daemon, opts.error_aborts,
-                    counts[1] if counts else 0)
+                      sink, stop, check, opts.daemon, opts.error_aborts,
+                      counts[1] if counts else 0, opts.timeout, opts.halt)
     mode = broadcast.broadcast_mode if broadcasting else modes.queue_mode
     try:
         return mode(run)  # closes the connections
@@ -121,9 +121,18 @@ def _some(names, shown: int = 5) -> str:
 
 
 def requeue(opts: Options, sink: Sink) -> ExitStatus:
-    """Move interrupted.yaml's entries back to the head of the queue."""
+    """Move interrupted.yaml's (``--failed``: failed.yaml's) entries back to the
+    head of the queue; ``--dry-run``: show them, move nothing."""
     queue = QueueFile(opts.queue_file)
-    moved = records.requeue(queue)
-    sink.message(f"{plural(moved, 'interrupted job')} moved from {queue.interrupted_path} "
-                 f"to the head of {queue.path}")
+    path, what = ((queue.failed_path, "failed job") if opts.failed
+                  else (queue.interrupted_path, "interrupted job"))
+    entries = records.requeue(queue, opts.failed, opts.dry_run)
+    if not opts.dry_run:
+        sink.message(f"{plural(len(entries), what)} moved from {path} to the head of "
+                     f"{queue.path}")
+        return ExitStatus.OK
+    sink.message(f"--dry-run: {plural(len(entries), what)} would move from {path} to the "
+                 f"head of {queue.path}" + (":" if entries else "; nothing changed"))
+    if entries:
+        sink.message(expand.entries_yaml(entries).rstrip("\n") + "\n(nothing changed)")
     return ExitStatus.OK

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from pegasus.errors import ExitStatus
-from pegasus.model import Job, Result, SubNode
+from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.modes import Loop, Run
 from pegasus.output import StepTable
 from pegasus.progress import Counts
@@ -45,7 +45,8 @@ class BroadcastLoop(Loop):
         results, number = self.step, self.table.steps + 1
         self.step = []
         if results:
-            self.run.records.step_done(results[0].job)
+            self.run.records.step_done(results[0].job, [
+                r for r in results if r.outcome in (Outcome.FAILED, Outcome.TIMED_OUT)])
         missed = self.table.add(results, self.run.nodes)
         self.in_step = False
         self.failed += len(missed)  # a job a sub-node did not run has not succeeded

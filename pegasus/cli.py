@@ -11,7 +11,8 @@ Modes:
   b        Broadcast mode: run each command on every sub-node, in lock-step.
   l        Lock mode: lock the queue file and edit it while Pegasus runs.
   requeue  Move the jobs in interrupted.yaml (outcome unknown after a crash
-           or a lost connection) back to the head of the queue.
+           or a lost connection) back to the head of the queue; those in
+           failed.yaml (failed, killed or timed out) with --failed.
 
 Options:
   -d --daemon                 Queue and broadcast modes: keep running when the
@@ -19,12 +20,26 @@ Options:
   --dry-run                   Queue and broadcast modes: check both files and
                               print each job as it would run and where, then
                               the totals; connect to nothing, run nothing,
-                              change no file.
+                              change no file. requeue: show the jobs that
+                              would move; change nothing.
   -n N                        With --dry-run: print at most N jobs.
   -e --error-aborts           Broadcast mode: stop after a step in which any
                               sub-node failed or was lost.
   --editor=EDITOR             Lock mode: the editor to open (default: $EDITOR,
                               else vim).
+  --timeout=DURATION          Queue and broadcast modes: stop a job that runs
+                              longer (TERM, then KILL 3 s later) and report
+                              it as timed out (exit status 124). A queue
+                              entry's own 'timeout:' wins. Seconds (90), or
+                              with a unit: 90s, 30m, 2h, 1d.
+  --halt=WHEN                 Queue and broadcast modes: stop taking jobs after
+                              failures, as GNU parallel: 'soon,fail=N' once
+                              N jobs failed (running jobs finish), 'now,fail=N'
+                              also stops the running jobs; 'fail=P%' once P%
+                              of at least 10 finished jobs failed
+                              (default: never).
+  --failed                    requeue: move failed.yaml's jobs, not
+                              interrupted.yaml's.
   -p N --print-period=N       Print every Nth line of job output; 0 prints no
                               job output [default: 1].
   -Q PATH --queue-file=PATH   The queue file [default: queue.yaml].
@@ -55,7 +70,7 @@ import re
 import sys
 from typing import List, Optional
 
-from pegasus import __version__
+from pegasus import __version__, halt
 from pegasus.errors import ExitStatus, PegasusError, UsageError, output_failure
 from pegasus.options import MIN_ORPHAN_TIMEOUT, Options, parse_duration
 
@@ -91,8 +106,12 @@ def _usage() -> str:
 _MODE_OPTIONS = (("--error-aborts", "b", "-e/--error-aborts is for broadcast mode (b)"),
                  ("--editor", "l", "--editor is for lock mode (l)"),
                  ("--daemon", "qb", "-d/--daemon is for queue and broadcast modes (q, b)"),
-                 ("--dry-run", "qb", "--dry-run is for queue and broadcast modes (q, b)"),
-                 ("-n", "qb", "-n is for dry runs (--dry-run) of queue and broadcast modes"))
+                 ("--dry-run", ("q", "b", "requeue"),
+                  "--dry-run is for queue and broadcast modes (q, b) and requeue"),
+                 ("-n", "qb", "-n is for dry runs (--dry-run) of queue and broadcast modes"),
+                 ("--timeout", "qb", "--timeout is for queue and broadcast modes (q, b)"),
+                 ("--halt", "qb", "--halt is for queue and broadcast modes (q, b)"),
+                 ("--failed", ("requeue",), "--failed is for requeue"))
 
 
 def _options(args) -> Options:
@@ -111,7 +130,9 @@ def _options(args) -> Options:
     return Options(mode, args["--daemon"], args["--error-aborts"], args["--editor"],
                    int(period), args["--queue-file"], args["--hosts-file"],
                    args["--ssh-config"], _orphan_timeout(args["--orphan-timeout"]),
-                   args["--dry-run"], _shown(args["-n"], args["--dry-run"]))
+                   _job_timeout(args["--timeout"]), _halt(args["--halt"]),
+                   args["--failed"], args["--dry-run"],
+                   _shown(args["-n"], args["--dry-run"]))
 
 
 def _shown(text: Optional[str], dry_run: bool) -> Optional[int]:
@@ -136,6 +157,26 @@ def _orphan_timeout(text: str) -> int:
                          f"{MIN_ORPHAN_TIMEOUT} s, or the nodes would stop healthy jobs "
                          "between two of Pegasus's heartbeats")
     return math.ceil(seconds)
+
+
+def _job_timeout(text: Optional[str]) -> Optional[float]:
+    """--timeout in seconds (None: jobs run as long as they take)."""
+    if text is None:
+        return None
+    seconds = parse_duration(text)
+    if not seconds:
+        raise UsageError(f"--timeout must be a duration longer than 0 (90, 90s, 30m, 2h, "
+                         f"1d), not '{text}'")
+    return seconds
+
+
+def _halt(text: Optional[str]) -> Optional[halt.Policy]:
+    if text is None:
+        return None
+    try:
+        return halt.parse(text)
+    except ValueError as err:
+        raise UsageError(f"{err}\n{_usage()}") from None
 
 
 def _check_queue_folder(path: str) -> None:

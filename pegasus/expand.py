@@ -18,6 +18,7 @@ import yaml
 from pegasus import slots, template
 from pegasus.errors import InputError
 from pegasus.model import GPU_BUSY_MIB, GpuProbe, Job, SubNode, params_of
+from pegasus.options import parse_duration
 
 MAX_JOBS_PER_ENTRY = 100_000  # a product beyond this is refused, not built
 
@@ -232,6 +233,8 @@ def expand_entry(entry, line: Optional[int] = None) -> List[Job]:
     axes = {name: _values(name, raw, "this entry") for name, raw in entry.items()}
     if "allocation_policy" in axes:  # a setting, not a sweep: its first value (as the original)
         axes["allocation_policy"] = axes["allocation_policy"][:1]
+    if len(axes.get("timeout", ())) > 1:
+        raise InputError("'timeout' is a list; a job has one timeout, e.g. 'timeout: 30m'")
     return [Job(p.pop("command"), params_of(p), line)
             for p in _product(axes, "this entry")]
 
@@ -250,9 +253,18 @@ def checker(nodes: Sequence[SubNode]) -> Callable[[Job], None]:
     largest = max(nodes, key=lambda node: node.total_slots)
 
     def check(job: Job) -> None:
+        _check_timeout(job)
         _check_slots(job, largest)
         _check_names(job, name_sets, cache)
     return check
+
+
+def _check_timeout(job: Job) -> None:
+    """``timeout:`` must be a duration: a job is never taken with one that is not."""
+    text = dict(job.params).get("timeout")
+    if text is not None and not (parse_duration(text) or 0) > 0:
+        raise InputError(f"'timeout: {text}' is not a duration; give seconds (90) or a "
+                         "number with a unit: 90s, 30m, 2h, 1d")
 
 
 def _check_slots(job: Job, largest: SubNode) -> None:

@@ -17,7 +17,9 @@ from pegasus.output import LineSplitter, ProgressFilter, Sink
 
 
 def run_job(node: SubNode, job: Job, executor, sink: Sink,
-            launching: Callable[[], None]) -> Result:
+            launching: Callable[[], None],
+            verdict: Callable[[Result], Result] = lambda result: result) -> Result:
+    """``verdict`` may restate the result before it is printed (a timeout)."""
     try:
         rendered = expand.render(job, node)
     except TemplateError as err:  # checked before it left the queue; kept safe
@@ -32,7 +34,7 @@ def run_job(node: SubNode, job: Job, executor, sink: Sink,
         if lines:
             sink.lines(node, stream, lines)
 
-    result = _execute(node, job, rendered, executor, emit, launching)
+    result = verdict(_execute(node, job, rendered, executor, emit, launching))
     for stream, splitter in splitters.items():
         rest = progress[stream].pick(splitter.close(), None) or progress[stream].close()
         if rest:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Mapping, Optional, Tuple
 
+from pegasus.options import format_duration, parse_duration
+
 Params = Tuple[Tuple[str, str], ...]  # sorted (name, value) pairs, values as typed
 
 
@@ -99,6 +101,12 @@ class Job:
             ctx["allocation_policy"] = SPELLINGS.get(policy, policy)
         return ctx
 
+    @property
+    def timeout(self) -> Optional[float]:
+        """Its own ``timeout:`` in seconds (checked before it was taken), or None."""
+        text = dict(self.params).get("timeout")
+        return None if text is None else parse_duration(text)
+
     def canonical(self) -> dict:
         """A queue entry that re-runs exactly this job."""
         entry = {"command": self.command}
@@ -112,9 +120,12 @@ class Outcome(Enum):
     LOST = "lost"  # the connection died while it ran: outcome unknown
     ORPHANED = "orphaned"  # the node's watchdog stopped it: Pegasus was silent too long
     NOT_STARTED = "not started"  # never sent: put back in the queue
+    TIMED_OUT = "timed out"  # stopped by Pegasus when its timeout ran out
     ERROR = "error"  # could not run: see Result.error
     CANNOT_START = "cannot start"  # never ran, and will not by being sent again
 
+
+TIMED_OUT_STATUS = 124  # as timeout(1) and GNU parallel report a job that ran out of time
 
 SIGNALS = {1: "HUP", 2: "INT", 3: "QUIT", 6: "ABRT", 9: "KILL", 11: "SEGV",
            13: "PIPE", 14: "ALRM", 15: "TERM"}
@@ -129,6 +140,7 @@ class Result:
     error: Optional[str] = None
     outcome_hint: Optional[Outcome] = None  # LOST or NOT_STARTED, with error
     put_back: bool = False  # not started, and back in the queue: it runs later
+    timed_out: Optional[float] = None  # the timeout (seconds) that stopped it
 
     @property
     def outcome(self) -> Outcome:
@@ -136,6 +148,8 @@ class Result:
             return self.outcome_hint
         if self.error is not None:
             return Outcome.ERROR
+        if self.timed_out is not None:
+            return Outcome.TIMED_OUT
         return Outcome.SUCCEEDED if self.exit_status == 0 else Outcome.FAILED
 
     @property
@@ -145,6 +159,8 @@ class Result:
     def describe(self) -> str:
         if self.error is not None:
             return self.error
+        if self.timed_out is not None:
+            return f"timed out after {format_duration(self.timed_out)}, exit {self.exit_status}"
         signal = SIGNALS.get(self.exit_status - 128) if self.exit_status > 128 else None
         killed = f" (killed by SIG{signal})" if signal else ""
         return f"exit {self.exit_status}{killed}"

@@ -28,6 +28,7 @@ from pegasus.errors import (ExitStatus, HostsUnreachable, InputError, PegasusErr
                             StorageError, output_failure)
 from pegasus.events import (HostBack, HostFailed, HostRefused, HostSilent, OutputLost,
                             ProbeDone, ProbeDue, Signal, Signalled)
+from pegasus.halt import Tally, halt_words
 from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.probing import Heard, Probes
 from pegasus.progress import Counts
@@ -101,8 +102,9 @@ class Loop(Mode):
         self.abort_status = ExitStatus.JOB_FAILED  # why ABORTING: a failed step, lost output
         self.failed = 0  # jobs that did not succeed
         self.queued = run.queued  # jobs left in the queue file, as far as takes tell
+        self.tally, self.halted = Tally(run.halt), None  # --halt; why it stopped the run
         self.head = QueueHead(run.queue, run.sink, run.daemon)
-        self.jobs = Jobs(self.hosts, run.records, run.sink, self.events.put)
+        self.jobs = Jobs(self.hosts, run.records, run.sink, self.events.put, run.timeout)
 
     def loop(self) -> ExitStatus:
         with _side_tasks(self):
@@ -163,6 +165,7 @@ class Loop(Mode):
         if not result.put_back:  # it will run again: not an outcome yet
             self.failed += not result.ok
             self.record(result)
+            self.halt_if(self.tally.add(result.ok))
         else:
             self.queued += 1
         if result.outcome in (Outcome.NOT_STARTED, Outcome.LOST):
@@ -243,22 +246,23 @@ class Loop(Mode):
         if self.state in (State.STOPPING, State.TERMINATING):
             return self.terminate()
         self.state = State.STOPPING
-        running = self.scheduler.running
-        self.run.sink.message(
-            "Ctrl-c: no new jobs will start and the queue file is left as it is; " +
-            (f"waiting for {plural(running, 'running job')} to finish (Ctrl-c again "
-             "stops them)"
-             if running else "no job is running"))
+        self.run.sink.message(_ctrl_c_words(self.scheduler.running))
 
     def terminate(self) -> None:
         """Stop every running job: TERM to its process group, KILL later."""
         if self.state is State.TERMINATING:
             return
         self.state = State.TERMINATING
-        running = list(self.scheduler.busy)
-        if running:  # nothing to say when none runs: the summary follows at once
-            self.run.sink.message(f"stopping {plural(len(running), 'running job')}")
-        self.jobs.stop(running)
+        self.jobs.stop_all(list(self.scheduler.busy))
+
+    def halt_if(self, why: Optional[str]) -> None:
+        """``--halt`` fired: take nothing more; with ``now``, stop the running jobs."""
+        if why is None or self.state is not State.RUNNING:
+            return
+        self.halted, now = why, self.run.halt.now
+        self.abort(halt_words(why, now, self.scheduler.running))
+        if now:
+            self.jobs.stop_all(list(self.scheduler.busy))
 
     def abort(self, why: str, status: ExitStatus = ExitStatus.JOB_FAILED) -> None:
         """Take nothing more; running jobs finish (``--error-aborts``, lost output)."""
@@ -271,19 +275,26 @@ class Loop(Mode):
                    "are kept where they can still be written)", ExitStatus.IO_ERROR)
 
     def output_lost(self, err: OSError) -> None:
-        running = self.scheduler.running
-        self.abort(f"{output_failure(err)}: no new jobs will "
-                   "start and the queue file is left as it is" +
-                   (f"; waiting for {plural(running, 'running job')} to finish"
-                    if running else ""),
-                   ExitStatus.IO_ERROR)
+        self.abort(_output_lost_words(err, self.scheduler.running), ExitStatus.IO_ERROR)
 
     def report(self) -> ExitStatus:
         signalled = self.state in (State.STOPPING, State.TERMINATING)
         why = {Signal.CTRL_C: "interrupted by Ctrl-c",
                Signal.SIGTERM: "terminated by SIGTERM"}[self.stop_signal]
-        self.summary(why if signalled else None)
+        self.summary(why if signalled else self.halted and f"halted: {self.halted}")
         return _exit_status(self)
+
+
+def _ctrl_c_words(running: int) -> str:
+    return ("Ctrl-c: no new jobs will start and the queue file is left as it is; " +
+            (f"waiting for {plural(running, 'running job')} to finish (Ctrl-c again "
+             "stops them)" if running else "no job is running"))
+
+
+def _output_lost_words(err: OSError, running: int) -> str:
+    return (f"{output_failure(err)}: no new jobs will start and the queue file is left "
+            "as it is" + (f"; waiting for {plural(running, 'running job')} to finish"
+                          if running else ""))
 
 
 def _exit_status(loop: Loop) -> ExitStatus:

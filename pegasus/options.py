@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from pegasus.halt import Policy
+
 ORPHAN_TIMEOUT = 600  # seconds: --orphan-timeout's default (10m)
 # Shortest --orphan-timeout: at 10 s, heartbeats go out every second (ssh.py's
 # beat_every, the loop's executor.HEARTBEAT), so the node's watchdog (ticking
@@ -26,7 +28,10 @@ class Options:
     hosts_file: str
     ssh_config: Optional[str]
     orphan_timeout: int = ORPHAN_TIMEOUT  # seconds
-    dry_run: bool = False  # --dry-run: print what would run, run nothing
+    timeout: Optional[float] = None  # --timeout: seconds a job may run (its own wins)
+    halt: Optional[Policy] = None  # --halt (None: never)
+    failed: bool = False  # requeue --failed: failed.yaml's jobs, not interrupted.yaml's
+    dry_run: bool = False  # --dry-run: print what would run (requeue: move), do nothing
     shown: Optional[int] = None  # -n N: a dry run prints at most N jobs
 
 
@@ -37,3 +42,11 @@ def parse_duration(text: str) -> Optional[float]:
     if not match:
         return None
     return float(match.group(1)) * _UNIT[match.group(2) or "s"]
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds in the largest unit that keeps them whole: ``90s``, ``30m``, ``2h``."""
+    for unit in ("d", "h", "m"):
+        if seconds >= _UNIT[unit] and seconds % _UNIT[unit] == 0:
+            return f"{seconds / _UNIT[unit]:g}{unit}"
+    return f"{seconds:g}s"

@@ -80,6 +80,9 @@ def _no_wait_notice(lock_path: str) -> None:
     """Default: say nothing while waiting for the lock."""
 
 
+RECORD_FILES = ("consumed.yaml", "interrupted.yaml", "failed.yaml")  # beside the queue
+
+
 class QueueFile:
     """One queue file and its lock; paths of the files kept beside it.
 
@@ -94,8 +97,8 @@ class QueueFile:
         self.path = os.path.realpath(path) if os.path.islink(path) else path
         folder, name = os.path.split(os.path.abspath(self.path))
         self.folder = folder
-        self.consumed_path = os.path.join(folder, "consumed.yaml")
-        self.interrupted_path = os.path.join(folder, "interrupted.yaml")
+        self.consumed_path, self.interrupted_path, self.failed_path = (  # the user's records
+            os.path.join(folder, record) for record in RECORD_FILES)
         self.lock_path = os.path.join(folder, f".{name}.lock")
         self._partial_prefix = os.path.join(folder, f".{name}.partial")
         self._wait = wait  # how to pause while the lock is held elsewhere (may raise)

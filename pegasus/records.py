@@ -12,7 +12,9 @@ through these steps, each recorded before the next one happens:
    in the same journal write (``launch_with_take``: one fsync less a job).
 2. **launched** (broadcast mode, once per sub-node): journaled just before
    the command is sent.
-3. **finished** with an exit status, or **lost** (its outcome is unknown: the
+3. **finished** with an exit status (a failure, a kill or a timeout is then
+   also appended to ``failed.yaml``, after the journal: a crash in between
+   loses that note, never records a job there twice), or **lost** (its outcome is unknown: the
    connection died while it ran; also written to ``interrupted.yaml``), or
    **put back** (never sent: it goes back to the head of the queue, announced
    in the journal before the rename, like a take).
@@ -160,16 +162,35 @@ class Records:
             outcome = result.outcome
         if outcome in (Outcome.NOT_STARTED, Outcome.LOST, Outcome.ORPHANED, Outcome.ERROR):
             self.lost(job, node, result.error, to_user=outcome is not Outcome.NOT_STARTED)
-        elif self.journal is not None and job.ticket is not None:
+        else:
+            self._finished(result)
+        self._compact()
+        return result
+
+    def _finished(self, result: Result) -> None:
+        job, node = result.job, result.node.label
+        if self.journal is not None and job.ticket is not None:
             with _journal_errors(self.journal):
                 self.journal.finished(job.ticket, node, result.exit_status or 0,
                                       last=self.launch_with_take)
             faults.point("finish-journaled")
-        self._compact()
-        return result
+        if self.launch_with_take and not result.ok:  # broadcast: once a step (step_done)
+            self.failed(job, [result])
 
-    def step_done(self, job: Job) -> None:
-        """Broadcast: every sub-node's record of this job is in; its ticket is done."""
+    def failed(self, job: Job, results: Sequence[Result]) -> None:
+        """The job ended failed (killed, timed out) where ``results`` say: to failed.yaml."""
+        where = ", ".join(r.node.label for r in results)
+        why = "; ".join(r.describe() for r in results)
+        ticket = f" (job {job.ticket})" if job.ticket else ""
+        with self.queue.locked():  # requeue --failed empties it under the lock
+            append(self.queue.failed_path,
+                   _entry_record("failed", job.canonical(), where, why + ticket))
+
+    def step_done(self, job: Job, failed: Sequence[Result] = ()) -> None:
+        """Broadcast: every sub-node's record of this job is in; its ticket is done.
+        ``failed``: the sub-nodes where it ended failed (one record in failed.yaml)."""
+        if failed:
+            self.failed(job, failed)
         if self.journal is not None and job.ticket is not None:
             self.journal.settled(job.ticket)
         self._compact()
@@ -241,16 +262,20 @@ def _recover(queue: QueueFile) -> Tuple[int, Interrupted]:
     return put_back, interrupted
 
 
-def requeue(queue: QueueFile) -> int:
-    """Move the entries of interrupted.yaml to the head of the queue."""
+def requeue(queue: QueueFile, failed: bool = False, dry_run: bool = False) -> List:
+    """Move the entries of interrupted.yaml (``failed``: failed.yaml) to the head
+    of the queue; the entries moved (``dry_run``: that would move)."""
+    path = queue.failed_path if failed else queue.interrupted_path
     with queue.locked():
-        _recover(queue)
-        text = read_text(queue.interrupted_path)
-        _, items = yamltree.read_all(text, queue.interrupted_path)
-        if items:
-            queue.insert_head([item.value for item in items])
-            queue.write_atomic(queue.interrupted_path, "")
-    return len(items)
+        if not dry_run:
+            _recover(queue)
+        text = read_text(path)
+        _, items = yamltree.read_all(text, path)
+        entries = [item.value for item in items]
+        if entries and not dry_run:
+            queue.insert_head(entries)
+            queue.write_atomic(path, "")
+    return entries
 
 
 def _interrupted_once(queue: QueueFile, entry: dict, node: str, reason: str) -> None:

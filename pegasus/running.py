@@ -8,7 +8,7 @@ greenlets (with ``modes``, ``connecting`` and ``probing``, the only code that sp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional
 
 import gevent
@@ -16,11 +16,14 @@ import gevent
 from pegasus.errors import WAITS_FOR_FIX, HostError, InputError
 from pegasus.events import JobDone
 from pegasus.executor import KILL_AFTER, ConnectionLost
+from pegasus.halt import Policy
 from pegasus.job import run_job
-from pegasus.model import Job, Result, SubNode
+from pegasus.model import TIMED_OUT_STATUS, Job, Result, SubNode
+from pegasus.options import format_duration
 from pegasus.output import Sink
 from pegasus.queuefile import Check, LockWaitAborted, QueueFile
 from pegasus.records import Records
+from pegasus.words import plural
 
 GIVE_UP_AFTER = 3  # seconds after a stopped job's KILL before Pegasus stops waiting for it
 
@@ -55,6 +58,8 @@ class Run:
     daemon: bool = False
     error_aborts: bool = False
     queued: int = 0  # jobs in the queue file at the start-up check (the progress line)
+    timeout: Optional[float] = None  # --timeout: seconds, for jobs without their own
+    halt: Optional[Policy] = None  # --halt (None: never)
 
 
 class QueueHead:
@@ -116,34 +121,70 @@ class QueueHead:
 
 
 class Jobs:
-    """The running jobs: one greenlet each, stopped or given up on by sub-node."""
+    """The running jobs: one greenlet each, stopped, timed out or given up on by
+    sub-node. ``timeout``: seconds a job without its own ``timeout:`` may run."""
 
-    def __init__(self, hosts, records: Records, sink: Sink, post):
+    def __init__(self, hosts, records: Records, sink: Sink, post,
+                 timeout: Optional[float] = None):
         self.hosts, self.records, self.sink, self.post = hosts, records, sink, post
+        self.timeout = timeout
         self.greenlets: Dict[SubNode, gevent.Greenlet] = {}
+        self.timers: Dict[SubNode, List[gevent.Greenlet]] = {}  # ended with the job
+        self.expired: Dict[SubNode, float] = {}  # the timeouts that ran out
 
     def start(self, node: SubNode, job: Job) -> None:
         self.greenlets[node] = gevent.spawn(self._run, node, job)
+        seconds = job.timeout or self.timeout
+        if seconds:
+            self.timers[node] = [gevent.spawn_later(seconds, self._expire, node, seconds)]
 
     def _run(self, node: SubNode, job: Job) -> None:
         try:
             result = run_job(node, job, self.hosts.executor(node), self.sink,
-                             lambda: self.records.launching(job, node.label))
+                             lambda: self.records.launching(job, node.label),
+                             lambda done: self._verdict(node, done))
         except Exception as err:  # noqa: BLE001 - a bug must not hang the loop
             result = Result(node, job, job.command, error=f"internal error: {err!r}")
         self.post(JobDone(result))
 
+    def _expire(self, node: SubNode, seconds: float) -> None:
+        greenlet = self.greenlets.get(node)
+        if greenlet is None or greenlet.dead:
+            return
+        self.expired[node] = seconds
+        self.sink.message(f"{node.label} timed out after {format_duration(seconds)}: "
+                          f"stopping it (TERM, then KILL {KILL_AFTER:g} s later)")
+        self.stop([node])
+
+    def _verdict(self, node: SubNode, result: Result) -> Result:
+        """A job stopped by its timeout (it did not succeed first) timed out: 124."""
+        seconds = self.expired.get(node)
+        if seconds is None or result.error is not None or result.exit_status == 0:
+            return result
+        return replace(result, exit_status=TIMED_OUT_STATUS, timed_out=seconds)
+
     def ended(self, node: SubNode) -> None:
         self.greenlets.pop(node, None)
+        self.expired.pop(node, None)
+        for timer in self.timers.pop(node, ()):
+            timer.kill(block=False)
+
+    def stop_all(self, nodes: List[SubNode]) -> None:
+        """Stop the running jobs (second Ctrl-c, SIGTERM, ``--halt now``), saying so."""
+        if nodes:  # nothing to say when none runs: the summary follows at once
+            self.sink.message(f"stopping {plural(len(nodes), 'running job')}")
+        self.stop(nodes)
 
     def stop(self, nodes: List[SubNode]) -> None:
         """TERM to each job's process group, KILL later; then stop waiting for it."""
         for node in nodes:
             executor = self.hosts.executor(node)
             gevent.spawn(executor.cancel)
-            gevent.spawn_later(KILL_AFTER, executor.kill)  # local; remote watchdogs do their own
-            gevent.spawn_later(KILL_AFTER + GIVE_UP_AFTER, self.abandon, node,
-                               f"no answer {KILL_AFTER + GIVE_UP_AFTER} s after it was stopped")
+            self.timers.setdefault(node, []).extend((
+                gevent.spawn_later(KILL_AFTER, executor.kill),  # local; remote watchdogs do their own
+                gevent.spawn_later(KILL_AFTER + GIVE_UP_AFTER, self.abandon, node,
+                                   f"no answer {KILL_AFTER + GIVE_UP_AFTER} s after it "
+                                   "was stopped")))
 
     def abandon(self, node: SubNode, why: str) -> None:
         """Stop waiting for a job: it ends as lost (outcome unknown)."""

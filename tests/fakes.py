@@ -33,8 +33,8 @@ import yaml
 from gevent.event import AsyncResult
 
 from helpers import queue_entries, read
-from pegasus import (app, atrest, broadcast, cli, connecting, executor, expand, modes, output,
-                     probing, records, running)
+from pegasus import (app, atrest, broadcast, cli, connecting, executor, expand, halt, modes,
+                     output, probing, records, running)
 from pegasus.errors import HostAuthError, HostError, HostKeyError, InputError
 from pegasus.events import HostSilent, Signal
 from pegasus.executor import ConnectionLost, NotStarted
@@ -480,7 +480,8 @@ class FakeRun:
 
     # -- running
 
-    def run_loop(self, mode: str, nodes, daemon: bool, error_aborts: bool) -> int:
+    def run_loop(self, mode: str, nodes, daemon: bool, error_aborts: bool,
+                 timeout: Optional[float] = None, halt_policy: Optional[str] = None) -> int:
         stop = running.StopFlag()
         queue = QueueFile(self.queue_path, wait=stop.wait)
         job_records, _, _ = records.open_run(queue, mode == "b")
@@ -492,7 +493,8 @@ class FakeRun:
                 sink = Sink(self.screen, color=False, width=None)
             run = running.Run(subnodes, executors, connecting, failed, connector, queue,
                               _watch_takes(job_records, self), sink, stop,
-                              expand.checker(subnodes), daemon, error_aborts)
+                              expand.checker(subnodes), daemon, error_aborts,
+                              timeout=timeout, halt=halt.parse(halt_policy or "never"))
             self.loop = (broadcast.BroadcastLoop if mode == "b" else modes.QueueLoop)(run)
             return self._bounded(self.loop.loop)
         finally:
@@ -503,12 +505,13 @@ class FakeRun:
                           lambda stream, *args, **kwargs: _WatchedOutlet(self, stream, *args,
                                                                          **kwargs)),))
 
-    def run_app(self, mode: str, nodes, daemon: bool, error_aborts: bool) -> int:
+    def run_app(self, mode: str, nodes, daemon: bool, error_aborts: bool,
+                options: Sequence[str] = ()) -> int:
         hosts_path = os.path.join(self.folder, "hosts.yaml")
         with open(hosts_path, "w") as f:
             f.write(_yaml(list(nodes)))
         argv = [mode, "-Q", self.queue_path, "-H", hosts_path]
-        argv += ["--daemon"] * daemon + ["--error-aborts"] * error_aborts
+        argv += ["--daemon"] * daemon + ["--error-aborts"] * error_aborts + list(options)
         stdout = io.TextIOWrapper(self.screen, write_through=True)
         original_loop = modes.Loop.loop
 
@@ -559,7 +562,8 @@ def run_loop(tmp_path, mode: str = "q", nodes: Sequence = ("node-1",), queue=(),
              scripts: Optional[dict] = None, hosts: Optional[dict] = None,
              daemon: bool = False, error_aborts: bool = False,
              actions: Sequence[Trigger] = (), timeout: float = RUN_TIMEOUT,
-             quiet: float = 0.0) -> Outcome:
+             quiet: float = 0.0, job_timeout: Optional[float] = None,
+             halt_policy: Optional[str] = None) -> Outcome:
     """Run the queue ("q") or broadcast ("b") loop on fakes; what came out.
 
     ``nodes``: hosts.yaml entries. ``queue``: queue.yaml's entries (or its
@@ -569,19 +573,24 @@ def run_loop(tmp_path, mode: str = "q", nodes: Sequence = ("node-1",), queue=(),
     sub-node), the last repeats; default every attempt OK. ``quiet``: how long
     a queue file must rest before its last entry is taken (``atrest.QUIET``;
     0 by default: a file just written counts as written long ago).
+    ``job_timeout``: seconds, as ``--timeout`` gives them; ``halt_policy``:
+    ``--halt``'s text.
     """
     fake = FakeRun(tmp_path, queue, scripts, hosts, actions, timeout, quiet)
-    return fake.outcome(fake.run_loop(mode, nodes, daemon, error_aborts))
+    return fake.outcome(fake.run_loop(mode, nodes, daemon, error_aborts, job_timeout,
+                                      halt_policy))
 
 
 def run_app(tmp_path, mode: str = "q", nodes: Sequence = ("node-1",), queue=(),
             scripts: Optional[dict] = None, hosts: Optional[dict] = None,
             daemon: bool = False, error_aborts: bool = False,
-            actions: Sequence[Trigger] = (), timeout: float = RUN_TIMEOUT) -> Outcome:
+            actions: Sequence[Trigger] = (), timeout: float = RUN_TIMEOUT,
+            options: Sequence[str] = ()) -> Outcome:
     """``pegasus MODE`` through ``cli.main``, with hosts.yaml written and the
-    same fakes for connections and jobs; output is stdout and stderr."""
+    same fakes for connections and jobs; output is stdout and stderr.
+    ``options``: more command-line options (``["--timeout", "1"]``)."""
     fake = FakeRun(tmp_path, queue, scripts, hosts, actions, timeout)
-    return fake.outcome(fake.run_app(mode, nodes, daemon, error_aborts))
+    return fake.outcome(fake.run_app(mode, nodes, daemon, error_aborts, options))
 
 
 # ---------------------------------------------------------------- helpers

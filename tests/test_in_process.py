@@ -16,6 +16,7 @@ import pytest
 from pegasus import app
 
 TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # consumed.yaml's
+JOB_ID = re.compile(r"\(job [0-9a-f]{16}\)")  # failed.yaml's: a journal ticket
 LOCK_EDITOR = ("sh -c 'echo editor-out; echo editor-err >&2; "
                "printf -- \"- echo two\\n\" >> \"$0\"'")
 # (id, hosts.yaml, queue.yaml, arguments). No templates: a real command that
@@ -34,7 +35,7 @@ def said_and_left(run, folder, hosts, queue, args):
     (folder / "hosts.yaml").write_text(hosts)
     (folder / "queue.yaml").write_text(queue)
     res = run(args, folder, env={"NO_COLOR": "1"})
-    files = {name: TIME.sub("<time>", (folder / name).read_text())
+    files = {name: JOB_ID.sub("(job <id>)", TIME.sub("<time>", (folder / name).read_text()))
              for name in sorted(os.listdir(folder)) if not name.startswith(".")}
     # two sub-nodes' lines interleave as they come: compared in any order
     return res.returncode, sorted(res.stdout.splitlines(True)), res.stderr, files

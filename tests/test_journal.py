@@ -657,11 +657,11 @@ def test_recover_records_an_interrupted_job_and_requeue_moves_it_back(tmp_path):
     assert yaml.safe_load((tmp_path / "interrupted.yaml").read_text()) == [
         {"command": "echo one"}]
 
-    assert records.requeue(q2) == 1
+    assert len(records.requeue(q2)) == 1
     assert entries(path) == [{"command": "echo one"}, "echo two"]
     assert path.read_text().endswith("- echo two\n# trailing comment\n")
     assert yaml.safe_load((tmp_path / "interrupted.yaml").read_text()) is None
-    assert records.requeue(q2) == 0
+    assert len(records.requeue(q2)) == 0
     assert entries(path) == [{"command": "echo one"}, "echo two"]
     # and it runs as the same job it was
     (again,) = take(q2, ["[n1]"]).jobs
@@ -844,18 +844,18 @@ def test_requeue_moves_every_entry_in_order_and_keeps_the_queue_text(tmp_path):
     (tmp_path / "interrupted.yaml").write_text(
         "# interrupted 2026-01-01 00:00:00 for [n1]: x\n- command: echo A\n"
         "# interrupted 2026-01-01 00:00:01 for [n2]: y\n- command: echo {{ v }}\n  v: 'no'\n")
-    assert records.requeue(q) == 2
+    assert len(records.requeue(q)) == 2
     assert entries(path) == [{"command": "echo A"}, {"command": "echo {{ v }}", "v": "no"},
                              "echo one", "echo two"]
     assert path.read_text().endswith("- echo one  # first\n- echo two\n# trailing comment\n")
-    assert records.requeue(q) == 0
+    assert len(records.requeue(q)) == 0
     (j1, j2) = take(q, ["[1]", "[2]"]).jobs
     assert (j2.command, j2.params) == ("echo {{ v }}", (("v", "no"),))
 
 
 def test_requeue_with_no_interrupted_file(tmp_path):
     q, path = make_queue(tmp_path)
-    assert records.requeue(q) == 0
+    assert len(records.requeue(q)) == 0
     assert path.read_text() == QUEUE
 
 
@@ -869,7 +869,7 @@ def test_requeue_first_settles_dead_journals(tmp_path):
     ja, jb = take(q, ["[1]", "[2]"], journal).jobs
     journal.launched(ja.ticket, "[1]")
     die(journal)
-    assert records.requeue(q) == 2
+    assert len(records.requeue(q)) == 2
     assert entries(path) == [{"command": "old"}, {"command": "a"}, {"command": "b"}, "c"]
     assert journals_left(tmp_path) == []
     assert yaml.safe_load((tmp_path / "interrupted.yaml").read_text()) is None
