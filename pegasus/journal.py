@@ -92,14 +92,19 @@ class Journal:
         return ticket
 
     def taken(self, items: Sequence[Tuple[str, dict, str]], partial: str,
-              launched: bool = False) -> None:
+              launched: bool = False, ids: Sequence[Optional[int]] = ()) -> None:
         """(ticket, canonical entry, target) for each job taken; fsynced.
+
+        ``ids``: the jobs' ids (jobids), kept for ``interrupted.yaml``.
 
         ``launched``: each target is a sub-node the job is launched on right
         away; that is recorded now, in the same fsync (queue mode).
         """
         records = [{"ev": "taken", "ticket": t, "entry": e, "target": target,
                     "partial": partial} for t, e, target in items]
+        for record, job_id in zip(records, ids):
+            if job_id is not None:
+                record["id"] = job_id
         if launched:
             records += [{"ev": "launched", "ticket": t, "node": target}
                         for t, _, target in items]
@@ -265,6 +270,7 @@ class Orphan:
     journal: Journal
     unlaunched: List[Tuple[str, dict]] = field(default_factory=list)  # (ticket, entry)
     interrupted: List[Tuple[str, dict, str]] = field(default_factory=list)  # + node
+    ids: Dict[str, int] = field(default_factory=dict)  # ticket -> job id, when recorded
 
 
 def read_orphans(queue_path: str, partials: set) -> List[Orphan]:
@@ -366,6 +372,8 @@ def _resolve(journal: Journal, records: List[dict], partials: set) -> Orphan:
     for ticket, rec in taken.items():
         if ticket in put_back:
             continue
+        if isinstance(rec.get("id"), int):
+            orphan.ids[ticket] = rec["id"]
         if ticket not in running:
             orphan.unlaunched.append((ticket, rec["entry"]))
         orphan.interrupted.extend((ticket, rec["entry"], node)

@@ -608,7 +608,7 @@ def test_take_journals_the_inode_that_becomes_the_queue(tmp_path):
     (record,) = [json.loads(line) for line in open(journal.path).read().splitlines()]
     partial = record.pop("partial")
     assert record == {"ev": "taken", "ticket": job.ticket, "entry": {"command": "echo one"},
-                      "target": "[n1]"}
+                      "target": "[n1]", "id": 1}
     assert partial.startswith(".queue.yaml.partial-")  # its own temporary file ...
     assert not (tmp_path / partial).exists()  # ... renamed over the queue
     assert partial_inode(tmp_path) is None

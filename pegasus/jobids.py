@@ -1,0 +1,48 @@
+"""Job ids: whole numbers, unique for a queue file and increasing across runs.
+
+The next free id is kept beside the queue in ``.<queue name>.job-id`` (one
+number and a newline), read and rewritten under the queue lock by every
+take. It is written in place and fsynced *before* the take is journaled, so
+a crash can skip ids (reserved, never used) but never hand one out twice.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pegasus.diskio import write_all
+from pegasus.errors import StorageError
+from pegasus.queuefile import storage_error
+
+
+def counter_path(queue_path: str) -> str:
+    folder, name = os.path.split(queue_path)
+    return os.path.join(folder, f".{name}.job-id")
+
+
+def reserve(queue_path: str, count: int) -> int:
+    """The first of ``count`` new ids (call under the queue lock)."""
+    path = counter_path(queue_path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise storage_error(path, "open", err) from None
+    try:
+        first = _next_id(path, os.pread(fd, 64, 0))
+        write_all(fd, f"{first + count}\n".encode())  # never shorter: ids only grow
+        os.fsync(fd)
+    except OSError as err:
+        raise storage_error(path, "write", err) from None
+    finally:
+        os.close(fd)
+    return first
+
+
+def _next_id(path: str, data: bytes) -> int:
+    text = data.decode("ascii", "replace").strip()
+    if not text:
+        return 1
+    if not text.isdigit():
+        raise StorageError(f"{path}: holds '{text[:20]}', not the next job id; write the "
+                           "next free id in it (a whole number), or delete it to count from 1")
+    return int(text)
