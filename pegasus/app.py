@@ -11,6 +11,7 @@ from pegasus import broadcast, expand, hostsfile, modes, records, running
 from pegasus.connecting import Connector, close_all
 from pegasus.errors import (WAITS_FOR_FIX, ExitStatus, HostsUnreachable, InputError,
                             unreachable_lines)
+from pegasus.joblogs import JobLogs
 from pegasus.options import Options
 from pegasus.output import Sink
 from pegasus.queuefile import QueueFile, refuse_symlink
@@ -27,6 +28,10 @@ def run(opts: Options) -> ExitStatus:
         return lockmode.run(opts, sink)
     if opts.mode == "requeue":
         return requeue(opts, sink)
+    if opts.mode == "log":
+        from pegasus import logcmd
+
+        return logcmd.run(opts, getattr(sys.stdout, "buffer", None))
     return run_mode(opts, sink)
 
 
@@ -36,6 +41,7 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
     nodes = hostsfile.load(opts.hosts_file)
     if broadcasting:  # each command once per host, holding all its slots
         nodes = expand.whole_hosts(nodes)
+    logs = None if opts.log_dir is None else JobLogs(opts.log_dir, sink.message, broadcasting)
     stop = running.StopFlag()
     queue = QueueFile(opts.queue_file, wait=stop.wait, on_lock_wait=lambda path: sink.message(
         f"waiting for the queue lock {path} (someone is editing the queue)"))
@@ -49,7 +55,7 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
         job_records.close()
         raise
     run = running.Run(nodes, executors, connecting, failed, connector, queue, job_records,
-                    sink, stop, check, opts.daemon, opts.error_aborts)
+                      sink, stop, check, opts.daemon, opts.error_aborts, logs)
     mode = broadcast.broadcast_mode if broadcasting else modes.queue_mode
     try:
         return mode(run)  # closes the connections

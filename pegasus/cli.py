@@ -3,6 +3,7 @@
 Usage:
   pegasus (q | b | l) [options]
   pegasus requeue [options]
+  pegasus log [-f] ID [options]
   pegasus (-h | --help)
   pegasus --version
 
@@ -32,6 +33,12 @@ Options:
                               Pegasus dies its jobs stop at once. Seconds
                               (90), or with a unit: 90s, 30m, 1.5h, 1d; at
                               least 10s [default: 10m].
+  --log-dir=DIR               Queue and broadcast modes, log: the folder of
+                              the job logs and joblog.tsv (default: logs/
+                              beside the queue file).
+  --no-logs                   Queue and broadcast modes: write no job logs.
+  -f --follow                 log: print the log as it grows, until the job
+                              ends.
   -h --help                   Show this help.
   --version                   Show the version.
 
@@ -85,11 +92,14 @@ def _usage() -> str:
 # their absence would be silent (-e in queue mode would abort nothing).
 _MODE_OPTIONS = (("--error-aborts", "b", "-e/--error-aborts is for broadcast mode (b)"),
                  ("--editor", "l", "--editor is for lock mode (l)"),
-                 ("--daemon", "qb", "-d/--daemon is for queue and broadcast modes (q, b)"))
+                 ("--daemon", "qb", "-d/--daemon is for queue and broadcast modes (q, b)"),
+                 ("--no-logs", "qb", "--no-logs is for queue and broadcast modes (q, b)"),
+                 ("--log-dir", ("q", "b", "log"),
+                  "--log-dir is for queue and broadcast modes (q, b) and log"))
 
 
 def _options(args) -> Options:
-    mode = next(m for m in ("q", "b", "l", "requeue") if args[m])
+    mode = next(m for m in ("q", "b", "l", "requeue", "log") if args[m])
     for option, modes, words in _MODE_OPTIONS:
         if args[option] and mode not in modes:
             raise UsageError(f"{words}\n{_usage()}")
@@ -103,7 +113,25 @@ def _options(args) -> Options:
                          "client config file, as for 'ssh -F')")
     return Options(mode, args["--daemon"], args["--error-aborts"], args["--editor"],
                    int(period), args["--queue-file"], args["--hosts-file"],
-                   args["--ssh-config"], _orphan_timeout(args["--orphan-timeout"]))
+                   args["--ssh-config"], _orphan_timeout(args["--orphan-timeout"]),
+                   _log_dir(args), _job_id(args["ID"]), args["--follow"])
+
+
+def _log_dir(args) -> Optional[str]:
+    if args["--no-logs"]:
+        if args["--log-dir"] is not None:
+            raise UsageError("--no-logs and --log-dir: give one or the other")
+        return None
+    return args["--log-dir"] or os.path.join(os.path.dirname(args["--queue-file"]), "logs")
+
+
+def _job_id(text: Optional[str]) -> Optional[int]:
+    if text is None:
+        return None
+    if not text.lstrip("#").isdigit():
+        raise UsageError(f"pegasus log {text}: a job id is a whole number, as in "
+                         "'=== run #17 ...' (pegasus log 17)")
+    return int(text.lstrip("#"))
 
 
 def _orphan_timeout(text: str) -> int:

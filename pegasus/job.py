@@ -12,12 +12,16 @@ from typing import Callable
 from pegasus import expand, faults
 from pegasus.errors import TemplateError
 from pegasus.executor import ConnectionLost, NotStarted, Orphaned
+from pegasus.joblogs import NoLog
 from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.output import LineSplitter, ProgressFilter, Sink
 
+NO_LOG = NoLog()
+
 
 def run_job(node: SubNode, job: Job, executor, sink: Sink,
-            launching: Callable[[], None]) -> Result:
+            launching: Callable[[], None], log=NO_LOG) -> Result:
+    """``log``: the job's log (``joblogs.JobLog``): gets every chunk of output, raw."""
     try:
         rendered = expand.render(job, node)
     except TemplateError as err:  # checked before it left the queue; kept safe
@@ -27,6 +31,7 @@ def run_job(node: SubNode, job: Job, executor, sink: Sink,
     progress = {"stdout": ProgressFilter(), "stderr": ProgressFilter()}
 
     def emit(stream: str, data: bytes) -> None:
+        log.write(data)
         splitter = splitters[stream]
         lines = progress[stream].pick(splitter.feed(data), splitter.cr_ended)
         if lines:

@@ -391,6 +391,11 @@ def _void_rewrite(records: List[dict], partials: set) -> set:
             if r.get("ev") in ("taken", "put-back") and r.get("partial") in partials}
 
 
+def journal_paths(queue_path: str) -> List[str]:
+    """The journals beside the queue: one per running (or dead, unrecovered) Pegasus."""
+    return glob.glob(glob.escape(_prefix(queue_path)) + "*")
+
+
 def _prefix(queue_path: str, kind: str = "journal") -> str:
     """``.queue.yaml.journal-``; ``jcompact``: a compaction's new file, which
     the journals' pattern does not match, so it is never taken for an orphan."""

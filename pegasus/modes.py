@@ -82,7 +82,7 @@ class Loop(Mode):
         self.abort_status = ExitStatus.JOB_FAILED  # why ABORTING: a failed step, lost output
         self.failed = 0  # jobs that did not succeed
         self.head = QueueHead(run.queue, run.sink, run.daemon)
-        self.jobs = Jobs(self.hosts, run.records, run.sink, self.events.put)
+        self.jobs = Jobs(self.hosts, run.records, run.sink, self.events.put, run.logs)
 
     def loop(self) -> ExitStatus:
         with _side_tasks(self):

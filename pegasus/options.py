@@ -26,6 +26,9 @@ class Options:
     hosts_file: str
     ssh_config: Optional[str]
     orphan_timeout: int = ORPHAN_TIMEOUT  # seconds
+    log_dir: Optional[str] = None  # the job logs' folder; None: --no-logs
+    job_id: Optional[int] = None  # pegasus log ID
+    follow: bool = False  # pegasus log -f
 
 
 def parse_duration(text: str) -> Optional[float]:

@@ -16,7 +16,8 @@ import gevent
 from pegasus.errors import WAITS_FOR_FIX, HostError, InputError
 from pegasus.events import JobDone
 from pegasus.executor import KILL_AFTER, ConnectionLost
-from pegasus.job import run_job
+from pegasus.job import NO_LOG, run_job
+from pegasus.joblogs import JobLogs
 from pegasus.model import Job, Result, SubNode
 from pegasus.output import Sink
 from pegasus.queuefile import Check, LockWaitAborted, QueueFile
@@ -54,6 +55,7 @@ class Run:
     check: Check  # expand.checker(nodes): raises InputError for a job that cannot run
     daemon: bool = False
     error_aborts: bool = False
+    logs: Optional[JobLogs] = None  # None: --no-logs
 
 
 class QueueHead:
@@ -111,19 +113,23 @@ class QueueHead:
 class Jobs:
     """The running jobs: one greenlet each, stopped or given up on by sub-node."""
 
-    def __init__(self, hosts, records: Records, sink: Sink, post):
+    def __init__(self, hosts, records: Records, sink: Sink, post,
+                 logs: Optional[JobLogs] = None):
         self.hosts, self.records, self.sink, self.post = hosts, records, sink, post
+        self.logs = logs
         self.greenlets: Dict[SubNode, gevent.Greenlet] = {}
 
     def start(self, node: SubNode, job: Job) -> None:
         self.greenlets[node] = gevent.spawn(self._run, node, job)
 
     def _run(self, node: SubNode, job: Job) -> None:
+        log = NO_LOG if self.logs is None else self.logs.start(job.id, node)
         try:
             result = run_job(node, job, self.hosts.executor(node), self.sink,
-                             lambda: self.records.launching(job, node.label))
+                             lambda: self.records.launching(job, node.label), log)
         except Exception as err:  # noqa: BLE001 - a bug must not hang the loop
             result = Result(node, job, job.command, error=f"internal error: {err!r}")
+        log.end(result)  # its joblog row: the job ended (``pegasus log -f`` stops)
         self.post(JobDone(result))
 
     def ended(self, node: SubNode) -> None:
