@@ -2,8 +2,13 @@
 
 The next free id is kept beside the queue in ``.<queue name>.job-id`` (one
 number and a newline), read and rewritten under the queue lock by every
-take. It is written in place and fsynced *before* the take is journaled, so
-a crash can skip ids (reserved, never used) but never hand one out twice.
+take, *before* the take is journaled, so a crash of Pegasus can skip ids
+(reserved, never used) but never hand one out twice. It is not fsynced (an
+fsync a take cost 3.5 ms here, as much as the rest of a job): the journal's
+``taken`` records, which are, carry the ids, and recovery moves the counter
+past every id a dead Pegasus's journal names (``at_least``), so after an
+operating-system crash too the ids of the jobs still in a journal are not
+given again.
 """
 
 from __future__ import annotations
@@ -30,12 +35,18 @@ def reserve(queue_path: str, count: int) -> int:
     try:
         first = _next_id(path, os.pread(fd, 64, 0))
         write_all(fd, f"{first + count}\n".encode())  # never shorter: ids only grow
-        os.fsync(fd)
     except OSError as err:
         raise storage_error(path, "write", err) from None
     finally:
         os.close(fd)
     return first
+
+
+def at_least(queue_path: str, next_id: int) -> None:
+    """Recovery: the next id is ``next_id`` or more (call under the queue lock)."""
+    first = reserve(queue_path, 0)
+    if first < next_id:
+        reserve(queue_path, next_id - first)
 
 
 def _next_id(path: str, data: bytes) -> int:

@@ -270,7 +270,7 @@ class Orphan:
     journal: Journal
     unlaunched: List[Tuple[str, dict]] = field(default_factory=list)  # (ticket, entry)
     interrupted: List[Tuple[str, dict, str]] = field(default_factory=list)  # + node
-    ids: Dict[str, int] = field(default_factory=dict)  # ticket -> job id, when recorded
+    ids: Dict[str, int] = field(default_factory=dict)  # ticket -> job id (journaled takes)
 
 
 def read_orphans(queue_path: str, partials: set) -> List[Orphan]:
@@ -358,8 +358,11 @@ def _resolve(journal: Journal, records: List[dict], partials: set) -> Orphan:
     taken: Dict[str, dict] = {}
     put_back: set = set()
     running: Dict[str, List[str]] = {}  # ticket -> nodes launched, not settled
+    ids: Dict[str, int] = {}  # every id given out, void takes' too: none is given again
     for index, rec in enumerate(records):
         ev, ticket = rec.get("ev"), rec.get("ticket")
+        if ev == "taken" and isinstance(rec.get("id"), int):
+            ids[ticket] = rec["id"]
         if ev == "taken" and index not in void:
             taken[ticket] = rec
         elif ev == "put-back" and index not in void:
@@ -368,12 +371,10 @@ def _resolve(journal: Journal, records: List[dict], partials: set) -> Orphan:
             running.setdefault(ticket, []).append(rec["node"])
         elif ev in ("finished", "lost") and rec.get("node") in running.get(ticket, ()):
             running[ticket].remove(rec["node"])
-    orphan = Orphan(journal)
+    orphan = Orphan(journal, ids=ids)
     for ticket, rec in taken.items():
         if ticket in put_back:
             continue
-        if isinstance(rec.get("id"), int):
-            orphan.ids[ticket] = rec["id"]
         if ticket not in running:
             orphan.unlaunched.append((ticket, rec["entry"]))
         orphan.interrupted.extend((ticket, rec["entry"], node)

@@ -224,6 +224,8 @@ def recover(queue: QueueFile) -> Tuple[int, Interrupted]:
 def _recover(queue: QueueFile) -> Tuple[int, Interrupted]:
     put_back, interrupted = 0, []
     for orphan in journals.read_orphans(queue.path, queue.partial_names()):
+        if orphan.ids:  # the counter's last write may be lost (an OS crash): never reuse
+            jobids.at_least(queue.path, max(orphan.ids.values()) + 1)
         tickets = [ticket for ticket, _ in orphan.unlaunched]
         queue.insert_head([entry for _, entry in orphan.unlaunched],
                           lambda partial: orphan.journal.put_back(tickets, partial))

@@ -263,6 +263,7 @@ def test_fault_at_each_step_one_sub_node(where, step, request, tmp_path, run_peg
     if step in ("job-finished", "finish-journaled"):
         assert f.ran() == collections.Counter([crashed])
 
+    os.unlink(f.file(".queue.yaml.job-id"))  # as if its write were lost (not fsynced)
     second = f.run()
     assert second.returncode == 0, second.output
     ran, interrupted = f.check("after the run that recovered from %s" % step)
