@@ -61,6 +61,8 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
         return mode(run)  # closes the connections
     finally:
         job_records.close()
+        if logs is not None:
+            logs.close()
 
 
 def _they(count: int) -> str:

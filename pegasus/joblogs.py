@@ -14,6 +14,7 @@ on. Writes are small and to a local file, so they never hold the loop long.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import time
@@ -53,6 +54,7 @@ class JobLogs:
     def __init__(self, folder: str, warn: Callable[[str], None], per_node: bool = False):
         self.folder, self.warn, self.per_node = folder, warn, per_node
         self.warned = False
+        self.joblog: Optional[int] = None  # joblog.tsv, opened at the first row
         try:
             os.makedirs(folder, mode=0o700, exist_ok=True)
         except OSError as err:
@@ -70,7 +72,7 @@ class JobLogs:
     def failed(self, path: str, err: OSError) -> None:
         if not self.warned:
             self.warned = True
-            why = ("no space left on its device" if err.errno in (28, 122)
+            why = ("no space left on its device" if err.errno in (errno.ENOSPC, errno.EDQUOT)
                    else err.strerror)
             self.warn(f"cannot write the job log {path}: {why}; the job goes on, its log "
                       "stops there (said once a run)")
@@ -83,19 +85,25 @@ class JobLogs:
             return None
 
     def row(self, fields) -> None:
-        """Append one row to joblog.tsv (created with its header line)."""
-        path = os.path.join(self.folder, JOBLOG)
+        """Append one row to joblog.tsv (created with its header line), kept
+        open for the run: one write a job."""
         line = ("\t".join(fields) + "\n").encode("utf-8", "surrogateescape")
-        try:
-            fd = os.open(path, _FLAGS | os.O_EXCL, 0o600)
-            line = ("\t".join(COLUMNS) + "\n").encode() + line
-        except FileExistsError:
-            fd = self._open(path)
-        except OSError as err:
-            return self.failed(path, err)
-        if fd is not None:
-            _write(fd, line, lambda err: self.failed(path, err))
-            os.close(fd)
+        path = os.path.join(self.folder, JOBLOG)
+        if self.joblog is None:
+            try:
+                self.joblog = os.open(path, _FLAGS | os.O_EXCL, 0o600)
+                line = ("\t".join(COLUMNS) + "\n").encode() + line
+            except FileExistsError:
+                self.joblog = self._open(path)
+            except OSError as err:
+                return self.failed(path, err)
+        if self.joblog is not None:
+            _write(self.joblog, line, lambda err: self.failed(path, err))
+
+    def close(self) -> None:
+        if self.joblog is not None:
+            os.close(self.joblog)
+            self.joblog = None
 
 
 class JobLog:
