@@ -41,7 +41,6 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
     nodes = hostsfile.load(opts.hosts_file)
     if broadcasting:  # each command once per host, holding all its slots
         nodes = expand.whole_hosts(nodes)
-    logs = None if opts.log_dir is None else JobLogs(opts.log_dir, sink.message, broadcasting)
     stop = running.StopFlag()
     queue = QueueFile(opts.queue_file, wait=stop.wait, on_lock_wait=lambda path: sink.message(
         f"waiting for the queue lock {path} (someone is editing the queue)"))
@@ -49,6 +48,8 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
     try:
         check = expand.checker(nodes)
         _check_queue(queue, check, sink, opts.daemon)
+        logs = None if opts.log_dir is None else JobLogs(opts.log_dir, sink.message,
+                                                         broadcasting)
         connector = Connector(nodes, opts.ssh_config, opts.orphan_timeout)
         executors, failed, connecting = _connect(connector, nodes, sink, broadcasting)
     except BaseException:

@@ -118,3 +118,15 @@ def test_log_options_in_the_wrong_place_are_usage_errors(tmp_path, args, words):
     res = run_in_process(args, tmp_path)
     assert res.returncode == 2 and words in res.stderr, res.stderr
     assert (tmp_path / "queue.yaml").read_text() == "- echo x\n"
+
+
+def test_a_log_folder_that_cannot_be_made_stops_before_anything_is_taken(tmp_path):
+    write_run(tmp_path, "- echo x\n")
+    (tmp_path / "file").write_text("")
+    res = run_in_process(["q", "--log-dir", "file/logs"], tmp_path)
+
+    assert res.returncode == 74, res.stdout + res.stderr
+    assert "file/logs: cannot create the job log folder" in res.stderr
+    assert "--no-logs" in res.stderr
+    assert (tmp_path / "queue.yaml").read_text() == "- echo x\n"
+    assert not (tmp_path / "consumed.yaml").exists()
