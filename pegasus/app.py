@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import gevent
 
-from pegasus import broadcast, expand, hostsfile, modes, records, running
+from pegasus import broadcast, checks, expand, modes, records, running
 from pegasus.connecting import Connector, close_all
-from pegasus.errors import (WAITS_FOR_FIX, ExitStatus, HostsUnreachable, InputError,
-                            unreachable_lines)
+from pegasus.errors import ExitStatus, HostsUnreachable, unreachable_lines
 from pegasus.joblogs import JobLogs
 from pegasus.options import Options
 from pegasus.output import Sink
-from pegasus.queuefile import QueueFile, refuse_symlink
+from pegasus.queuefile import QueueFile
 from pegasus.words import plural
 
 FIRST_ANSWER = 2.0  # seconds queue mode waits for every host's first answer
@@ -32,22 +30,24 @@ def run(opts: Options) -> ExitStatus:
         from pegasus import logcmd
 
         return logcmd.run(opts, getattr(sys.stdout, "buffer", None))
+    if opts.dry_run:
+        from pegasus import dryrun
+
+        return dryrun.run(opts, sink)
     return run_mode(opts, sink)
 
 
 def run_mode(opts: Options, sink: Sink) -> ExitStatus:
     """Queue or broadcast mode: everything is built before the loop starts."""
     broadcasting = opts.mode == "b"
-    nodes = hostsfile.load(opts.hosts_file)
-    if broadcasting:  # each command once per host, holding all its slots
-        nodes = expand.whole_hosts(nodes)
+    nodes = checks.sub_nodes(opts)
     stop = running.StopFlag()
     queue = QueueFile(opts.queue_file, wait=stop.wait, on_lock_wait=lambda path: sink.message(
         f"waiting for the queue lock {path} (someone is editing the queue)"))
     job_records = _open_records(queue, sink, broadcasting)
     try:
         check = expand.checker(nodes)
-        _check_queue(queue, check, sink, opts.daemon)
+        counts = checks.check_queue(queue, check, sink, opts.daemon)
         logs = None if opts.log_dir is None else JobLogs(opts.log_dir, sink.message,
                                                          broadcasting)
         connector = Connector(nodes, opts.ssh_config, opts.orphan_timeout)
@@ -56,7 +56,8 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
         job_records.close()
         raise
     run = running.Run(nodes, executors, connecting, failed, connector, queue, job_records,
-                      sink, stop, check, opts.daemon, opts.error_aborts, logs)
+                    sink, stop, check, opts.daemon, opts.error_aborts,
+                    counts[1] if counts else 0, logs)
     mode = broadcast.broadcast_mode if broadcasting else modes.queue_mode
     try:
         return mode(run)  # closes the connections
@@ -126,25 +127,6 @@ def _retrying_words(failed, others: bool):
 def _some(names, shown: int = 5) -> str:
     more = len(names) - shown
     return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
-
-
-def _check_queue(queue: QueueFile, check, sink: Sink, daemon: bool) -> None:
-    """Bad input anywhere in the queue: say so and take nothing.
-
-    A daemon says so too but goes on: it takes the entries before the bad
-    one and then waits for the file to be fixed.
-    """
-    if not os.path.exists(queue.path):
-        sink.message(f"{queue.path} does not exist: an empty queue" +
-                     (" (entries written to it will run)" if daemon else ""))
-    refuse_symlink(queue.consumed_path)  # never written through, so never started
-    try:
-        queue.check_all(check)
-    except InputError as err:
-        if not daemon:
-            raise
-        sink.message(f"{err.advising(None)}\n(daemon mode: the entries before it run "
-                     f"first; {WAITS_FOR_FIX})")
 
 
 def requeue(opts: Options, sink: Sink) -> ExitStatus:

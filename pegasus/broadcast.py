@@ -15,6 +15,7 @@ from pegasus.errors import ExitStatus
 from pegasus.model import Job, Result, SubNode
 from pegasus.modes import Loop, Run
 from pegasus.output import StepTable
+from pegasus.progress import Counts
 from pegasus.words import plural
 
 
@@ -54,6 +55,10 @@ class BroadcastLoop(Loop):
 
     def summary(self, extra: Optional[str]) -> None:
         self.run.sink.broadcast_summary(self.table, extra)
+
+    def counts(self) -> Counts:
+        return Counts(self.table.steps, self.scheduler.running, self.queued,
+                      self.table.failed, steps=True)
 
     def host_lost(self, node: SubNode, why: str) -> None:
         self.table.leave_out(node, why, self.in_step)

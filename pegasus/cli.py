@@ -17,6 +17,11 @@ Modes:
 Options:
   -d --daemon                 Queue and broadcast modes: keep running when the
                               queue is empty and run entries added to it later.
+  --dry-run                   Queue and broadcast modes: check both files and
+                              print each job as it would run and where, then
+                              the totals; connect to nothing, run nothing,
+                              change no file.
+  -n N                        With --dry-run: print at most N jobs.
   -e --error-aborts           Broadcast mode: stop after a step in which any
                               sub-node failed or was lost.
   --editor=EDITOR             Lock mode: the editor to open (default: $EDITOR,
@@ -95,7 +100,9 @@ _MODE_OPTIONS = (("--error-aborts", "b", "-e/--error-aborts is for broadcast mod
                  ("--daemon", "qb", "-d/--daemon is for queue and broadcast modes (q, b)"),
                  ("--no-logs", "qb", "--no-logs is for queue and broadcast modes (q, b)"),
                  ("--log-dir", ("q", "b", "log"),
-                  "--log-dir is for queue and broadcast modes (q, b) and log"))
+                  "--log-dir is for queue and broadcast modes (q, b) and log"),
+                 ("--dry-run", "qb", "--dry-run is for queue and broadcast modes (q, b)"),
+                 ("-n", "qb", "-n is for dry runs (--dry-run) of queue and broadcast modes"))
 
 
 def _options(args) -> Options:
@@ -114,7 +121,8 @@ def _options(args) -> Options:
     return Options(mode, args["--daemon"], args["--error-aborts"], args["--editor"],
                    int(period), args["--queue-file"], args["--hosts-file"],
                    args["--ssh-config"], _orphan_timeout(args["--orphan-timeout"]),
-                   _log_dir(args), _job_id(args["ID"]), args["--follow"])
+                   _log_dir(args), _job_id(args["ID"]), args["--follow"],
+                   args["--dry-run"], _shown(args["-n"], args["--dry-run"]))
 
 
 def _log_dir(args) -> Optional[str]:
@@ -132,6 +140,17 @@ def _job_id(text: Optional[str]) -> Optional[int]:
         raise UsageError(f"pegasus log {text}: a job id is a whole number, as in "
                          "'=== run #17 ...' (pegasus log 17)")
     return int(text.lstrip("#"))
+
+
+def _shown(text: Optional[str], dry_run: bool) -> Optional[int]:
+    """-n N: how many jobs a dry run prints (None: all)."""
+    if text is None:
+        return None
+    if not dry_run:
+        raise UsageError(f"-n limits the jobs a dry run prints: give --dry-run too\n{_usage()}")
+    if not text.isdigit():
+        raise UsageError(f"-n must be a whole number >= 0, not '{text}'")
+    return int(text)
 
 
 def _orphan_timeout(text: str) -> int:

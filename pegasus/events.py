@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Optional
 
 from pegasus.errors import ExitStatus, HostError
+from pegasus.gpuprobe import Reading
 from pegasus.model import Result, SubNode
 
 
@@ -63,3 +65,21 @@ class OutputLost:
     """Pegasus's standard output cannot be written (closed pipe, full disk)."""
 
     error: OSError
+
+
+@dataclass(frozen=True)
+class ProbeDone:
+    """A GPU probe of ``node``'s host ended: a reading, or why it failed
+    (``lost``: the lane's connection failed)."""
+
+    node: SubNode
+    reading: Optional[Reading]
+    failure: Optional[str] = None
+    lost: bool = False
+
+
+@dataclass(frozen=True)
+class ProbeDue:
+    """Time to probe ``node``'s host again, if the queue's head still waits."""
+
+    node: SubNode

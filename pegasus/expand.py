@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections import Counter
 from dataclasses import replace
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
@@ -16,7 +17,7 @@ import yaml
 
 from pegasus import slots, template
 from pegasus.errors import InputError
-from pegasus.model import Job, SubNode, params_of
+from pegasus.model import GPU_BUSY_MIB, GpuProbe, Job, SubNode, params_of
 
 MAX_JOBS_PER_ENTRY = 100_000  # a product beyond this is refused, not built
 
@@ -111,16 +112,49 @@ def _host_entry(entry, first_index: int) -> List[SubNode]:
         raise InputError("this host entry has no 'hostname' key; add one "
                          "(e.g. 'hostname: node-1')")
     count = _host_slots(entry["slots"]) if "slots" in entry else 0
+    probe = _gpu_probe(entry)
     axes = {name: _values(name, raw, "host entry") for name, raw in entry.items()
-            if name != "slots"}
+            if name not in HOST_SETTINGS}
     nodes = []
     for point in _product(axes, "this host entry"):
         params = {k: v for k, v in point.items() if k != "hostname"}
         name = _render_hostname(point["hostname"], params)
         for lane in range(max(count, 1)):
             nodes.append(SubNode(first_index + len(nodes), name, params_of(params),
-                                 lane, count))
+                                 lane, count, probe=probe))
     return nodes
+
+
+HOST_SETTINGS = frozenset({"slots", "gpu_probe", "gpu_busy_mib"})  # not template names
+
+
+def _gpu_probe(entry: dict) -> Optional[GpuProbe]:
+    """A host's ``gpu_probe`` and ``gpu_busy_mib``: only with ``slots`` (GPUs)."""
+    given = [name for name in ("gpu_probe", "gpu_busy_mib") if name in entry]
+    if not given:
+        return None
+    if "slots" not in entry:
+        raise InputError(f"'{given[0]}' needs 'slots' on the same entry (slot i is GPU i); "
+                         "add e.g. 'slots: 8', or remove it")
+    if "gpu_probe" not in entry:
+        raise InputError("'gpu_busy_mib' only matters with 'gpu_probe'; add e.g. "
+                         "'gpu_probe: nvidia-smi', or remove it")
+    command = _one_value(entry["gpu_probe"], "gpu_probe", "'gpu_probe: nvidia-smi'")
+    if "gpu_busy_mib" not in entry:
+        return GpuProbe(command)
+    mib = _one_value(entry["gpu_busy_mib"], "gpu_busy_mib", "'gpu_busy_mib: 1024'")
+    if not re.fullmatch(r"[0-9]+", mib.strip()):
+        raise InputError(f"'gpu_busy_mib: {mib}' is not a whole number of MiB; give 0 or "
+                         f"more, e.g. 'gpu_busy_mib: {GPU_BUSY_MIB}' (the default)")
+    return GpuProbe(command, int(mib))
+
+
+def _one_value(raw, name: str, example: str) -> str:
+    """A host setting: one plain value (a one-item list is tolerated, as for slots)."""
+    value = raw[0] if isinstance(raw, list) and len(raw) == 1 else raw
+    if isinstance(value, list):
+        raise InputError(f"'{name}' is a list; a host has one, e.g. {example}")
+    return _values(name, value, "host entry")[0]
 
 
 def whole_hosts(nodes: Sequence[SubNode]) -> List[SubNode]:
@@ -229,7 +263,9 @@ def _check_slots(job: Job, largest: SubNode) -> None:
             slots.validate(params.get("slots", "1"), params.get("allocation_policy"),
                            (largest.hostname, largest.total_slots))
         except ValueError as err:
-            raise InputError(str(err)) from None
+            hint = ("; give hosts 'slots: N' in hosts.yaml (one per GPU): a host "
+                    "without it has one slot" if not largest.slot_count else "")
+            raise InputError(str(err) + hint) from None
 
 
 def _check_names(job: Job, name_sets, cache: Optional[dict]) -> None:

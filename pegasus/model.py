@@ -18,6 +18,16 @@ SPELLINGS = {"first_fit": "first_fit", "firstfit": "first_fit", "first-fit": "fi
              "buddy": "buddy"}
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+GPU_BUSY_MIB = 1024  # hosts.yaml's default ``gpu_busy_mib``
+
+
+@dataclass(frozen=True)
+class GpuProbe:
+    """A host's ``gpu_probe`` (the command that runs nvidia-smi there) and
+    ``gpu_busy_mib`` (memory use above which a GPU is someone else's)."""
+
+    command: str
+    busy_mib: int = GPU_BUSY_MIB
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,7 @@ class SubNode:
     slot_count: int = 0  # the host's ``slots``; 0 when hosts.yaml gives none
     slots: Tuple[int, ...] = field(default=(), compare=False)  # a running job's
     copy: int = 0  # the same host and params listed again: 1, 2, ... in file order
+    probe: Optional[GpuProbe] = field(default=None, compare=False)  # a host setting
 
     @property
     def label(self) -> str:

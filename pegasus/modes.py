@@ -1,18 +1,20 @@
 """The run loop that queue mode and broadcast mode (``broadcast``) share.
 
-With ``running`` and ``connecting``, the only code that spawns greenlets. A loop is a tick of
-small named steps (reap what happened, take entries for the free sub-nodes
-and start them, wait for the next event), driven by typed events (``events``)
-that job greenlets, reconnecting greenlets and the signal handlers put on one
-queue. Its state is one ``State``. Queue and broadcast mode differ only in
-which sub-nodes a taken job goes to and in what a finished step means:
-``QueueLoop`` here, ``BroadcastLoop`` in ``broadcast``.
+With ``running``, ``connecting`` and ``probing``, the only code that spawns
+greenlets. A loop is a tick of small named steps (reap what happened, take
+entries for the free sub-nodes and start them, wait for the next event),
+driven by typed events (``events``) that job greenlets, reconnecting
+greenlets, GPU probes and the signal handlers put on one queue. Its state is
+one ``State``. Queue and broadcast mode differ only in which sub-nodes a
+taken job goes to and in what a finished step means: ``QueueLoop`` here
+(with its GPU probes, ``probing``), ``BroadcastLoop`` in ``broadcast``.
 """
 
 from __future__ import annotations
 
 import itertools
 import signal
+import time
 from contextlib import contextmanager
 from enum import Enum
 from typing import Dict, List, Optional, Tuple
@@ -20,15 +22,18 @@ from typing import Dict, List, Optional, Tuple
 import gevent
 import gevent.queue
 
+from pegasus import progress
 from pegasus.connecting import Hosts
 from pegasus.errors import (ExitStatus, HostsUnreachable, InputError, PegasusError,
                             StorageError, output_failure)
 from pegasus.events import (HostBack, HostFailed, HostRefused, HostSilent, OutputLost,
-                            Signal, Signalled)
+                            ProbeDone, ProbeDue, Signal, Signalled)
 from pegasus.model import Job, Outcome, Result, SubNode
+from pegasus.probing import Heard, Probes
+from pegasus.progress import Counts
 from pegasus.queuefile import LockWaitAborted
 from pegasus.running import Jobs, QueueHead, Run
-from pegasus.scheduler import Scheduler
+from pegasus.scheduler import Plan, Scheduler
 from pegasus.words import plural
 
 POLL_SECONDS = 0.25  # how often an idle or blocked queue file is looked at
@@ -67,6 +72,20 @@ class Mode:
         reachable`` (a job could not be sent) or ``not responding``."""
         raise NotImplementedError
 
+    def probed(self, event) -> None:
+        """A GPU probe's answer (``ProbeDone``) or a recheck's time (``ProbeDue``)."""
+
+    def may_free_up(self) -> bool:
+        """Whether slots that nothing of Pegasus's holds may yet free up (GPU probes)."""
+        return False
+
+    def stop(self) -> None:
+        """The loop is over: stop what the mode itself started."""
+
+    def counts(self) -> Counts:
+        """What the progress line shows."""
+        raise NotImplementedError
+
 
 class Loop(Mode):
     """What both modes share: events, taking, stopping, the exit status."""
@@ -81,6 +100,7 @@ class Loop(Mode):
         self.stop_signal = Signal.CTRL_C  # the signal that stopped the run
         self.abort_status = ExitStatus.JOB_FAILED  # why ABORTING: a failed step, lost output
         self.failed = 0  # jobs that did not succeed
+        self.queued = run.queued  # jobs left in the queue file, as far as takes tell
         self.head = QueueHead(run.queue, run.sink, run.daemon)
         self.jobs = Jobs(self.hosts, run.records, run.sink, self.events.put, run.logs)
 
@@ -128,6 +148,8 @@ class Loop(Mode):
             return self.output_lost(event.error)
         if isinstance(event, HostSilent):
             return self.host_silent(event)
+        if isinstance(event, (ProbeDone, ProbeDue)):
+            return self.probed(event)
         self.job_done(event.result)
 
     def job_done(self, result: Result) -> None:
@@ -141,6 +163,8 @@ class Loop(Mode):
         if not result.put_back:  # it will run again: not an outcome yet
             self.failed += not result.ok
             self.record(result)
+        else:
+            self.queued += 1
         if result.outcome in (Outcome.NOT_STARTED, Outcome.LOST):
             self.host_lost(result.node, "connection lost" if result.outcome is Outcome.LOST
                            else "not reachable")
@@ -177,6 +201,7 @@ class Loop(Mode):
             return None
         for node, job in plan.assign(taken.jobs):
             self.start(node, job)
+        self.queued = 0 if taken.emptied else max(self.queued - len(taken.jobs), 0)
         if taken.fault is not None:
             self.storage_failed(taken.fault)
         self.head.took(taken.emptied, taken.error, taken.signature, taken.waiting)
@@ -197,7 +222,7 @@ class Loop(Mode):
         if not self.scheduler.has_free():
             self.run.sink.message("no usable sub-node is left; stopping")
             return True
-        if self.head.waiting and not self.run.daemon:
+        if self.head.waiting and not self.run.daemon and not self.may_free_up():
             self.run.sink.message("the job at the head of the queue needs more slots than "
                                   "any host that is up has free; it stays in the queue")
             return True
@@ -279,8 +304,10 @@ def _side_tasks(loop: Loop):
     handlers = [gevent.signal_handler(signal.SIGINT, loop.signalled, Signal.CTRL_C),
                 gevent.signal_handler(signal.SIGTERM, loop.signalled, Signal.SIGTERM)]
     beating = gevent.spawn(loop.hosts.watch, lambda: list(loop.scheduler.busy))
-    outlet = loop.run.sink.outlet
+    sink = loop.run.sink
+    outlet = sink.outlet
     draining = gevent.spawn(outlet.drain, lambda err: loop.events.put(OutputLost(err)))
+    drawing = gevent.spawn(_draw_progress, loop) if sink.shows_progress else None
     try:
         if outlet.error is not None:
             loop.output_lost(outlet.error)
@@ -290,10 +317,22 @@ def _side_tasks(loop: Loop):
         for handler in handlers:
             handler.cancel()
         loop.hosts.stop()
+        loop.stop()
         beating.kill()
         loop.hosts.close()
+        if drawing is not None:
+            drawing.kill()
+            sink.progress("")  # the summary follows, on the line it held
         outlet.flush()
         draining.kill()
+
+
+def _draw_progress(loop: Loop) -> None:
+    """The progress line, drawn again every ``progress.EVERY`` seconds (a terminal)."""
+    started = time.monotonic()
+    while True:
+        loop.run.sink.progress(progress.line(loop.counts(), time.monotonic() - started))
+        gevent.sleep(progress.EVERY)
 
 
 # ---------------------------------------------------------------- queue mode
@@ -307,6 +346,8 @@ class QueueLoop(Loop):
         self.succeeded = 0                              # others are counted, not kept
         self.takes = itertools.count()
         self.taken: Dict[SubNode, int] = {}  # each running job's take number
+        self.probes = Probes(run.nodes, self.hosts, self.scheduler, run.sink, self.events.put)
+        self.last_plan: Optional[Plan] = None  # the last take's: the hosts a job waited for
 
     def start(self, node: SubNode, job: Job) -> None:
         self.taken[node] = next(self.takes)
@@ -324,11 +365,35 @@ class QueueLoop(Loop):
         failed = [result for _, result in sorted(self.failures, key=lambda f: f[0])]
         self.run.sink.summary(failed, extra, len(failed) + self.succeeded)
 
+    def counts(self) -> Counts:
+        return Counts(self.succeeded + len(self.failures), self.scheduler.running,
+                      self.queued, len(self.failures))
+
     def plan(self) -> "QueuePlan":
-        return QueuePlan(self.scheduler.plan())
+        self.probes.refresh()
+        self.last_plan = self.scheduler.plan(self.probes.view())
+        return QueuePlan(self.last_plan)
 
     def has_targets(self) -> bool:
         return self.scheduler.has_free()
+
+    def probed(self, event) -> None:
+        if isinstance(event, ProbeDue):
+            return self.probes.due(event, self.head.waiting)
+        colour = event.node.colour
+        awaited = self.last_plan is not None and colour in self.last_plan.waits_for
+        heard = self.probes.done(event, self.scheduler.held.get(colour, set()), awaited)
+        if heard is Heard.LOST:
+            self.host_lost(event.node, "connection lost")
+        elif heard is Heard.WAKE:
+            self.head.wake()
+        return None
+
+    def may_free_up(self) -> bool:
+        return self.probes.may_free()
+
+    def stop(self) -> None:
+        self.probes.stop()
 
 
 class QueuePlan:

@@ -29,6 +29,8 @@ class Options:
     log_dir: Optional[str] = None  # the job logs' folder; None: --no-logs
     job_id: Optional[int] = None  # pegasus log ID
     follow: bool = False  # pegasus log -f
+    dry_run: bool = False  # --dry-run: print what would run, run nothing
+    shown: Optional[int] = None  # -n N: a dry run prints at most N jobs
 
 
 def parse_duration(text: str) -> Optional[float]:

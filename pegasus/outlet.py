@@ -15,6 +15,10 @@ A write that fails (a closed pipe, a full disk, no stdout at all) is not a
 job's failure: the outlet remembers the error, drops what is queued and
 later writes, and tells the loop once (``on_error``), which stops taking
 entries; Pegasus's own words then go to stderr (``fallback``).
+
+A status line (``status``, the progress line on a terminal) stays below
+everything written: each write out erases it, writes the data (whole lines)
+and draws it again, in one write, so it never breaks a line.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from gevent.event import Event
 from gevent.threadpool import ThreadPool
 
 LIMIT = 1 << 20  # bytes of job output queued before job readers wait
+ERASE = b"\r\x1b[K"  # back to the start of the line, and clear it
 
 
 class Outlet:
@@ -43,6 +48,8 @@ class Outlet:
         self.draining = False
         self.holding = 0  # job readers waiting for room now
         self.held_until = float("-inf")  # monotonic time the last of them stopped waiting
+        self.status_line = b""  # drawn below the output ("": none)
+        self.status_shown = False  # the terminal shows it now
         self.wake, self.room, self.empty = Event(), Event(), Event()
         self.room.set()
         self.empty.set()
@@ -64,6 +71,13 @@ class Outlet:
             finally:
                 self.holding -= 1
                 self.held_until = time.monotonic()
+
+    def status(self, line: bytes) -> None:
+        """Draw ``line`` (no newline) below the output from now on; b"": erase it."""
+        if self.error is not None or (line == self.status_line and self.status_shown):
+            return
+        self.status_line = line
+        self.write(b"")
 
     def held_since(self, moment: float) -> bool:
         """Whether job output was held back (its readers waiting) at any time since
@@ -92,7 +106,7 @@ class Outlet:
                 self.wake.wait()
                 self.wake.clear()
                 while self.queued and self.error is None:
-                    data = b"".join(self.queued)
+                    data = self._framed(b"".join(self.queued))
                     self.queued.clear()
                     try:
                         pool.apply(self._out_or_raise, (data,))
@@ -114,9 +128,17 @@ class Outlet:
         if self.draining:
             self.empty.wait()
 
+    def _framed(self, data: bytes) -> bytes:
+        """``data`` with the status line erased before it and drawn after it."""
+        if not (self.status_line or self.status_shown):
+            return data
+        head = ERASE if self.status_shown else b""
+        self.status_shown = bool(self.status_line)
+        return head + data + self.status_line
+
     def _out(self, data: bytes) -> None:
         try:
-            self._out_or_raise(data)
+            self._out_or_raise(self._framed(data))
         except OSError as err:
             self._failed(err)
 

@@ -3,7 +3,8 @@
 ``LineSplitter`` turns one job stream's byte chunks into lines in linear time
 with bounded memory. ``Sink`` is the single place that writes to the user: job
 lines with a ``[sub-node label] `` prefix, the ``=== run/done ===`` frames,
-Pegasus's own messages and the end-of-run summary.
+Pegasus's own messages, the progress line (a terminal only) and the
+end-of-run summary.
 
 Decisions:
 
@@ -349,10 +350,11 @@ class Sink:
     """
 
     def __init__(self, stream, color: bool, width: Optional[int],
-                 print_period: int = 1):
+                 print_period: int = 1, progress: bool = False):
         if print_period < 0:
             raise ValueError("print_period must be 0 or more")
         self.outlet = Outlet(stream)
+        self.shows_progress = progress and width is not None  # a terminal's last line
         self.color = color
         self.width = width
         self.print_period = print_period
@@ -369,7 +371,8 @@ class Sink:
         tty = bool(isatty and isatty())
         color = tty and "NO_COLOR" not in environ and environ.get("TERM") != "dumb"
         width = _terminal_width(stream, environ) if tty else None
-        return cls(stream, color, width, print_period)
+        return cls(stream, color, width, print_period,
+                   progress=tty and environ.get("TERM") != "dumb")
 
     # -- job output -----------------------------------------------------
 
@@ -393,6 +396,14 @@ class Sink:
         """Print ``=== done (exit N) ===`` or ``=== done (<error>) ===``."""
         self._frame(node, f"=== done ({result.describe()}) ===")
 
+    def command(self, node, text: str) -> None:
+        """A dry run's job: its command under the sub-node's label (every line,
+        whatever the print period); lines after the first start ``> ``."""
+        prefix = self._prefix(node)[0]
+        lines = text[:-1].split("\n") if text.endswith("\n") else text.split("\n")
+        shown = [lines[0]] + [f"> {line}" for line in lines[1:]]
+        self.outlet.write(b"".join(prefix + line.encode() + b"\n" for line in shown))
+
     def output_held_since(self, moment: float) -> bool:
         """Whether job output waited for a stalled stdout since ``moment``."""
         return self.outlet.held_since(moment)
@@ -402,6 +413,13 @@ class Sink:
     def message(self, text: str) -> None:
         """Print a line (or lines) from Pegasus itself, prefixed ``pegasus: ``."""
         self._write(self._tagged(text.splitlines() or [""]))
+
+    def progress(self, text: str) -> None:
+        """The progress line, kept at the bottom of a terminal below every line
+        written ("": erase it). Not on anything but a terminal."""
+        if self.shows_progress:  # one column short: a full line would wrap
+            room = self.width - 1 if self.width > 1 else 79  # 0: the size is unknown
+            self.outlet.status(text[:room].encode())
 
     def summary(self, results: Sequence, extra: Optional[str] = None,
                 total: Optional[int] = None) -> None:

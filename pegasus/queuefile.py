@@ -106,10 +106,9 @@ class QueueFile:
         if lock:
             with self.locked():
                 return self.check_all(check, lock=False, text_of=text_of)
-        entries = jobs = 0
-        with _stream(text_of or self.path, shown=self.path) as stream:  # entry by entry
-            for entries, item in enumerate(yamltree.read_list(stream, self.path)[1], 1):
-                jobs += len(self._checked(item, entries, check))
+        entries = jobs = 0  # counted as they go: memory stays that of one entry
+        for entries, expanded in enumerate(checked_entries(self, check, text_of), 1):
+            jobs += len(expanded)
         return entries, jobs
 
     # ------------------------------------------------------------ popping (hold the lock)
@@ -269,6 +268,15 @@ class QueueFile:
                     told = True
                 self._wait(0.05)  # may raise LockWaitAborted
                 waited += 0.05
+
+
+def checked_entries(queue: QueueFile, check: Check,
+                    text_of: Optional[str] = None) -> Iterator[List[Job]]:
+    """Each entry's checked jobs in file order, read a chunk at a time; InputError
+    at the first bad entry. Takes no lock (``check_all`` does)."""
+    with _stream(text_of or queue.path, shown=queue.path) as stream:
+        for number, item in enumerate(yamltree.read_list(stream, queue.path)[1], 1):
+            yield queue._checked(item, number, check)
 
 
 # ---------------------------------------------------------------- files beside the queue

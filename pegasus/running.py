@@ -3,7 +3,7 @@
 ``Run`` is everything a loop needs, built whole before it starts;
 ``StopFlag`` lets a signal interrupt a wait for the queue lock; ``QueueHead``
 is what the loop knows of the queue's head; ``Jobs`` holds the running jobs'
-greenlets (with ``modes`` and ``connecting``, the only code that spawns).
+greenlets (with ``modes``, ``connecting`` and ``probing``, the only code that spawns).
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class Run:
     check: Check  # expand.checker(nodes): raises InputError for a job that cannot run
     daemon: bool = False
     error_aborts: bool = False
+    queued: int = 0  # jobs in the queue file at the start-up check (the progress line)
     logs: Optional[JobLogs] = None  # None: --no-logs
 
 

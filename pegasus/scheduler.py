@@ -16,9 +16,9 @@ does, it packs them: the first host in hosts.yaml order that can allocate.
 from __future__ import annotations
 
 import heapq
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
-
-from dataclasses import replace
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field, replace
+from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from pegasus import slots
 from pegasus.model import Job, SubNode
@@ -59,8 +59,8 @@ class Scheduler:
     def has_free(self) -> bool:
         return self.idle_count > 0
 
-    def plan(self) -> "Plan":
-        return Plan(self)
+    def plan(self, gpus: Optional["GpuUse"] = None) -> "Plan":
+        return Plan(self, gpus or GpuUse())
 
     def start(self, nodes: Iterable[SubNode]) -> None:
         """Each sub-node runs a job, holding the slots it carries (``node.slots``)."""
@@ -169,23 +169,47 @@ def _spread(idle: Dict[str, List[Tuple[int, SubNode]]], load: Dict[str, int]) ->
     return order
 
 
+@dataclass(frozen=True)
+class GpuUse:
+    """What the GPU probes say, for a plan (see ``probing``).
+
+    ``skipped``: per probed host (its first lane's index), the slots whose
+    GPU others use, or None while that is not known (a job that could go
+    there waits). ``probing``: lanes running a probe (they take no job).
+    """
+
+    skipped: Mapping[int, Optional[FrozenSet[int]]] = field(default_factory=dict)
+    probing: AbstractSet[SubNode] = frozenset()
+
+
 class Plan:
     """Where the next jobs would run, placed one by one in queue order.
 
     Changes nothing: the scheduler only hears of the jobs the loop took
     (``Scheduler.start`` with the sub-nodes ``place`` returned).
+    ``waits_for``: the probed hosts a job waited for (their GPUs not known
+    yet, or their one free lane probing).
     """
 
-    def __init__(self, scheduler: Scheduler):
+    def __init__(self, scheduler: Scheduler, gpus: GpuUse = GpuUse()):
         self.scheduler = scheduler
         free = scheduler.free()
         self.want = len(free)
+        self.waits_for: Set[int] = set()
         if scheduler.packing:  # hosts in hosts.yaml order, each with its free lanes
             self.hosts: Dict[int, List[SubNode]] = {}
+            self.totals: Dict[int, int] = {}
+            self.probing: Set[int] = set()  # hosts with a free lane that probes
             for node in sorted(free, key=lambda n: n.index):
-                self.hosts.setdefault(node.colour, []).append(node)
+                lanes = self.hosts.setdefault(node.colour, [])
+                self.totals[node.colour] = node.total_slots
+                if node in gpus.probing:
+                    self.probing.add(node.colour)
+                else:
+                    lanes.append(node)
             self.order = sorted(self.hosts)
             self.held = {h: set(scheduler.held.get(h, ())) for h in self.order}
+            self.skipped = gpus.skipped
             self.first = 0  # hosts before it have no free lane left
         else:
             self.free = iter(free)
@@ -198,15 +222,23 @@ class Plan:
         params = dict(job.params)
         count = slots.count_of(params.get("slots", "1"))
         policy = params.get("allocation_policy")
-        while self.first < len(self.order) and not self.hosts[self.order[self.first]]:
+        while self.first < len(self.order) and self._spent(self.order[self.first]):
             self.first += 1  # hosts with no free lane left are passed over once
         for host in self.order[self.first:]:
             lanes = self.hosts[host]
-            if not lanes:
+            if self._spent(host):
                 continue
-            total = lanes[0].total_slots
-            chosen = slots.allocate(set(range(total)) - self.held[host], count, policy)
+            skipped = self.skipped.get(host, frozenset())
+            free = set(range(self.totals[host])) - self.held[host] - (skipped or set())
+            chosen = slots.allocate(free, count, policy)
+            if chosen is not None and (skipped is None or not lanes):
+                self.waits_for.add(host)  # it may go there: wait for the probe
+                return None
             if chosen is not None:
                 self.held[host].update(chosen)
                 return replace(lanes.pop(0), slots=chosen)
         return None
+
+    def _spent(self, host: int) -> bool:
+        """No free lane left (a lane that probes will be free soon)."""
+        return not self.hosts[host] and host not in self.probing

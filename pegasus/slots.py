@@ -80,7 +80,8 @@ def validate(count: object, policy: object,
     """
     chosen = policy_of(policy)
     slots, host = _largest(largest_host)
-    advice = f"give a number from 1 to {slots} ({host} has {slots} slots)"
+    has = f"{host} has {slots} slot{'s' if slots != 1 else ''}"
+    advice = f"give a number from 1 to {slots} ({has})" if slots > 1 else f"give 1 ({has})"
     try:
         number = count_of(count)
     except ValueError as error:
@@ -91,10 +92,10 @@ def validate(count: object, policy: object,
     if number == 0:
         raise ValueError(f"{shown} asks for no slot: {advice}")
     if number > slots:
-        raise ValueError(f"{shown} is more than any host has: {host} has {slots} slots")
+        raise ValueError(f"{shown} is more than any host has: {has}")
     if chosen is Policy.BUDDY and not _power_of_two(number):
         raise ValueError(f"{shown} with allocation_policy: buddy is not a power "
-                         f"of two: give {_powers_up_to(slots)} ({host} has {slots} slots)")
+                         f"of two: give {_powers_up_to(slots)} ({has})")
 
 
 def place(hosts: Sequence[Tuple[str, int, FrozenSet[int]]], count: int,

@@ -8,8 +8,8 @@ its command from the channel's stdin (``command_input``), ended by a line with
 that nonce. Why and how it works is told beside its lines in wrapper.sh.
 
 The ``kill_after`` arguments (seconds from TERM to KILL, default
-``KILL_AFTER``) are for tests, which wait for a shorter delay; Pegasus never
-gives them.
+``KILL_AFTER``) and ``tick`` (the clock's step, default from the silence) are
+for tests, which wait for shorter delays; Pegasus never gives them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import re
 import secrets
 import shlex
 from importlib import resources
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 from pegasus.executor import KILL_AFTER, ORPHAN_TIMEOUT, ORPHANED
 
@@ -33,10 +33,11 @@ _UNFILLED = re.compile(r"(?<!\$)\{[A-Za-z_][A-Za-z_0-9 +-]*\}")  # not ${name}
 
 
 @functools.lru_cache(maxsize=None)
-def script(silence: int, kill_after: int = KILL_AFTER) -> str:
+def script(silence: int, kill_after: int = KILL_AFTER, tick: Optional[int] = None) -> str:
     """wrapper.sh as sent to the node, with ``{nonce}`` still in it: its clock ticks
-    every TICK s (5, or 1 below 10 s), TICKS times (the silence, rounded up)."""
-    tick = 5 if silence >= 10 else 1
+    every ``tick`` s (by default 5, or 1 below 10 s), TICKS times (the silence,
+    rounded up)."""
+    tick = tick or (5 if silence >= 10 else 1)
     return (_prepared(kill_after).replace(TICK, str(tick))
             .replace(TICKS, str(-(-silence // tick))))
 
@@ -94,9 +95,10 @@ def _code_of(line: str, quote: str):
 
 
 def shell_command(nonce: str, posix_login_shell: bool = False,
-                  silence: int = ORPHAN_TIMEOUT, kill_after: int = KILL_AFTER) -> str:
+                  silence: int = ORPHAN_TIMEOUT, kill_after: int = KILL_AFTER,
+                  tick: Optional[int] = None) -> str:
     """The exec string of a wrapper that waits for its command (``command_input``)."""
-    code = script(silence, kill_after).replace(NONCE, nonce)
+    code = script(silence, kill_after, tick).replace(NONCE, nonce)
     if posix_login_shell:
         return code
     return f"exec sh -c {shlex.quote(code)}"

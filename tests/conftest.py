@@ -1,7 +1,10 @@
 """Shared pytest fixtures: an isolated HOME, the real-SSH cluster, run_pegasus, run_in_process.
 
 Two tiers: a test that needs root or real sshd processes is marked ``sshd``;
-``python -m pytest -m "not sshd"`` runs the others. Every test that uses the
+``python -m pytest -m "not sshd"`` runs the others, on as many pytest-xdist
+workers as there are CPUs (``-n auto`` in pyproject.toml's addopts,
+``pytest_xdist_auto_num_workers`` here); a run that may need sshd stays in one
+process (the cluster is a session fixture). Every test that uses the
 ``cluster`` fixture (directly or through another fixture) is marked here; a
 test that gets sshd another way says so with ``pytest.mark.sshd``. An unmarked
 test that reaches sshd all the same fails, wherever it runs: through
@@ -10,8 +13,12 @@ test that reaches sshd all the same fails, wherever it runs: through
 Does not import the ``pegasus`` package, so the fixture tests run even while
 the package is incomplete.
 """
+import collections
+import itertools
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,12 +39,52 @@ settings.register_profile("dev", max_examples=20)
 settings.load_profile(HYPOTHESIS_PROFILE)
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: a worker a CPU when ``-m`` leaves out the tests marked ``sshd``;
+    else none (the run stays in this process): one cluster, started once."""
+    if _selects_sshd(config.getoption("markexpr")):
+        return 0
+    return os.cpu_count() or 1
+
+
+def _selects_sshd(markexpr):
+    """Whether ``-m markexpr`` keeps some test marked ``sshd`` (whatever its other marks)."""
+    if not markexpr:
+        return True
+    others = sorted(set(re.findall(r"[A-Za-z_]\w*", markexpr)) - {"and", "or", "not", "sshd"})
+    try:
+        from _pytest.mark.expression import Expression
+        expression = Expression.compile(markexpr)
+        return any(expression.evaluate(lambda name, **_: name in {"sshd", *marks})
+                   for n in range(len(others) + 1)
+                   for marks in itertools.combinations(others, n))
+    except Exception:  # noqa: BLE001 - another pytest's API, a bad -m: one process
+        return True
+
+
+def pytest_configure(config):
+    """A suite started in the background by a script (``cmd &``) inherits SIGINT
+    ignored, and so would every Pegasus and editor its tests start: their Ctrl-c
+    would do nothing (a lock-mode test then waited 60 s). Ctrl-c is Python's again."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items):
-    """Mark ``sshd`` every test that uses the ``cluster`` fixture."""
+    """Mark ``sshd`` every test that uses the ``cluster`` fixture. On xdist workers,
+    files come in the order of their share of ``slow`` tests, highest first (else as
+    collected): workers take whole files in this order, and a long file taken last
+    would end the run alone."""
     for item in items:
         if "cluster" in item.fixturenames:
             item.add_marker(pytest.mark.sshd)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        counts = collections.defaultdict(lambda: [0, 0])  # file: [slow tests, tests]
+        for item in items:
+            counts[item.path][0] += item.get_closest_marker("slow") is not None
+            counts[item.path][1] += 1
+        items.sort(key=lambda item: -counts[item.path][0] / counts[item.path][1])  # stable
 
 
 @pytest.hookimpl(tryfirst=True)  # before the test's fixtures are set up
@@ -75,6 +122,9 @@ def cluster():
     if external is not None:
         yield external
         return
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker would start the same nodes
+        pytest.fail("the sshd tests start one cluster for the whole run: run them "
+                    "without pytest-xdist's -n (or with -n 0)", pytrace=False)
     # Not require_sshd_mark() here: this fixture's failure would be cached and
     # blamed on every later test; _sshd_needs_its_mark checks each test.
     can_run_cluster_or_skip()

@@ -33,8 +33,8 @@ import yaml
 from gevent.event import AsyncResult
 
 from helpers import queue_entries, read
-from pegasus import (app, broadcast, cli, connecting, executor, expand, modes, output, records,
-                     running)
+from pegasus import (app, broadcast, cli, connecting, executor, expand, modes, output, probing,
+                     records, running)
 from pegasus.errors import HostAuthError, HostError, HostKeyError, InputError
 from pegasus.events import HostSilent, Signal
 from pegasus.executor import ConnectionLost, NotStarted
@@ -49,7 +49,9 @@ RUN_TIMEOUT = 30.0  # a run still going after this is a hung loop (generous: a l
 # Loop and connector timers while a run lasts (seconds).
 _FAST = ((modes, "POLL_SECONDS", 0.005), (executor, "HEARTBEAT", 0.005),
          (running, "KILL_AFTER", 0.01), (running, "GIVE_UP_AFTER", 0.02),
-         (connecting, "RETRY_FIRST", 0.001), (connecting, "RETRY_MAX", 0.004))
+         (connecting, "RETRY_FIRST", 0.001), (connecting, "RETRY_MAX", 0.004),
+         (probing, "FRESH", 1.0), (probing, "REFRESH", 0.5), (probing, "RECHECK", 0.005),
+         (probing, "PROBE_TIMEOUT", 0.05), (probing, "GIVE_UP", 0.05))
 
 
 # ---------------------------------------------------------------- scripts
@@ -172,6 +174,13 @@ def rewrite(entries: Sequence) -> Callable:
     return act
 
 
+def rescript(key, script) -> Callable:
+    """From now on, ``key`` (as in ``run_loop``'s ``scripts``) runs as ``script``."""
+    def act(fake: "FakeRun") -> None:
+        fake.scripts[key] = script
+    return act
+
+
 def release(command: str) -> Callable:
     """A hanging ``command`` ends now, with its scripted status."""
     def act(fake: "FakeRun") -> None:
@@ -221,6 +230,7 @@ class Outcome:
     calls: List[Tuple[str, str, str]]  # (sub-node label, method, command or "")
     connects: List[Tuple[str, Answer]]  # (host, answer), in order
     snapshots: Dict[str, list]
+    takes: int = 0  # how many times the loop took from (or looked at) the queue
 
     @property
     def messages(self) -> List[str]:
@@ -361,6 +371,7 @@ def _watch_takes(job_records, fake: "FakeRun"):
     take = job_records.take_placed
 
     def watched(*args, **kwargs):
+        fake.takes += 1
         try:
             taken = take(*args, **kwargs)
         except InputError:
@@ -414,6 +425,7 @@ class FakeRun:
         self.calls: List[Tuple[str, str, str]] = []
         self.connects: List[Tuple[str, Answer]] = []
         self.snapshots: Dict[str, list] = {}
+        self.takes = 0
         self.executors: List[FakeExecutor] = []
         self.screen = _Screen()
         self.loop = None
@@ -534,7 +546,7 @@ class FakeRun:
         return Outcome(status, self.output(), _queue_now(self.queue_path),
                        _entries(consumed), consumed, _entries(interrupted), interrupted,
                        sorted(self.jobs, key=lambda j: j.start), self.calls,
-                       self.connects, self.snapshots)
+                       self.connects, self.snapshots, self.takes)
 
 
 def run_loop(tmp_path, mode: str = "q", nodes: Sequence = ("node-1",), queue=(),

@@ -3,7 +3,10 @@
 They do not need the ``pegasus`` package.
 """
 import os
+import signal
 import socket
+import subprocess
+import sys
 from functools import partial
 
 import pytest
@@ -177,3 +180,48 @@ def _alive(pid):
     except OSError:
         return False
     return stat[stat.rindex(b")") + 2:][:1] != b"Z"
+
+
+# ---------------------------------------------------------------- one process or several
+
+class _Config:
+    def __init__(self, markexpr):
+        self.markexpr = markexpr
+
+    def getoption(self, name):
+        assert name == "markexpr"
+        return self.markexpr
+
+
+@pytest.mark.parametrize("markexpr, workers", [
+    ("not sshd", "a CPU each"), ("not sshd and not slow", "a CPU each"),
+    ("not (sshd or slow)", "a CPU each"), ("slow and not sshd", "a CPU each"),
+    ("", "none"), ("sshd", "none"), ("slow", "none"),  # slow: some sshd tests are slow
+    ("not slow", "none"), ("sshd or slow", "none"), ("not", "none"),  # a bad -m: pytest says so
+])
+def test_only_a_run_without_the_sshd_tests_has_xdist_workers(markexpr, workers):
+    """``-n auto`` (addopts): the cluster is started once a run, so a run that may
+    reach it stays in one process; the fast tier gets a worker a CPU."""
+    import conftest
+
+    expected = os.cpu_count() if workers == "a CPU each" else 0
+    assert conftest.pytest_xdist_auto_num_workers(_Config(markexpr)) == expected
+
+
+def test_ctrl_c_is_not_ignored_in_the_suite():
+    """What the Ctrl-c tests need: SIGINT reaches the processes they start."""
+    assert signal.getsignal(signal.SIGINT) != signal.SIG_IGN
+
+
+def test_a_suite_started_with_ctrl_c_ignored_gives_it_back():
+    """A script's ``pytest ... &`` ignores SIGINT; conftest.py gives it back."""
+    def ignore_sigint():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+                          os.path.join(here, "test_cluster.py") + "::"
+                          "test_ctrl_c_is_not_ignored_in_the_suite"],
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                         preexec_fn=ignore_sigint, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -21,13 +21,14 @@ import pytest
 import yaml
 
 from cluster import SHARED_SSHD_CONFIG, SSHD, ensure_test_user
-
-TEST_USER = "pegasus-test"  # the image's login user (docker/Dockerfile), whatever the suite's
 from helpers import cluster_or_skip
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
 NODES = ["node-1", "node-2", "node-3", "node-4"]
 GENERATED = "./cluster/"  # bind-mount sources under this folder are made by setup.sh
+# The nodes' login user (the Dockerfile's, setup.sh's ``user=``), whatever user
+# this suite's own cluster logs in as (PEGASUS_TEST_FIRST_IP gives it another).
+DOCKER_USER = re.search(r"^user=(\S+)$", (DOCKER / "setup.sh").read_text(), re.M).group(1)
 
 
 def compose():
@@ -164,7 +165,7 @@ def test_ssh_config_reaches_the_published_ports(setup_copy):
         resolved = dict(line.split(" ", 1) for line in res.stdout.splitlines() if " " in line)
         assert resolved["hostname"] == "127.0.0.1"
         assert int(resolved["port"]) == published_port(services[node])
-        assert resolved["user"] == TEST_USER
+        assert resolved["user"] == DOCKER_USER
         assert resolved["identityfile"] == str(setup_copy / "cluster" / "client_key")
         assert resolved["stricthostkeychecking"] in ("accept-new", "new")
 
@@ -188,7 +189,7 @@ def node_config_for_host(setup_copy, service, listen):
 def test_node_sshd_config_accepts_the_generated_client_key(setup_copy):
     """sshd runs the node's configuration and lets the client key of setup.sh in."""
     cluster_or_skip()
-    ensure_test_user(TEST_USER)
+    ensure_test_user(DOCKER_USER)
     (setup_copy / "run").mkdir()
     listen = ("127.0.0.9", 22000 + os.getpid() % 5000)
     config = setup_copy / "run" / "sshd_config"
@@ -200,7 +201,7 @@ def test_node_sshd_config_accepts_the_generated_client_key(setup_copy):
     try:
         login = login_when_up(setup_copy / "cluster" / "ssh_config", listen)
         assert login.returncode == 0, login.stderr
-        assert login.stdout.strip() == TEST_USER
+        assert login.stdout.strip() == DOCKER_USER
     finally:
         os.killpg(sshd.pid, signal.SIGTERM)
         sshd.wait(timeout=30)

@@ -635,6 +635,10 @@ def test_a_daemon_on_the_ssh_cluster_takes_nothing_while_the_editor_is_open(
                                            f"printf -- {shlex.quote(added)} >> \"$1\"\n")
         lock = running(["l", "--editor", ed], tmp_path)
         wait_for(flag.exists, what="the editor to open")
+        # The editor edits a private copy: an append to queue.yaml itself is
+        # what makes the daemon try to take, and it must wait for the lock.
+        with open(tmp_path / "queue.yaml", "a") as f:
+            f.write(f"- echo late >> {marker}\n")
         wait_for(lambda: WAITING in daemon.output, what="the daemon to wait for the lock")
         assert len(consumed_entries(tmp_path)) == 1
         assert ids() == {"seed": 1}
@@ -642,12 +646,12 @@ def test_a_daemon_on_the_ssh_cluster_takes_nothing_while_the_editor_is_open(
         release.touch()
         assert lock.finish() == 0, lock.output
         assert "pegasus: queue.yaml: 3 entries, 3 jobs" in lock.output
-        wait_for(lambda: len(ids()) == 4 and len(consumed_entries(tmp_path)) == 4,
+        wait_for(lambda: len(ids()) == 5 and len(consumed_entries(tmp_path)) == 5,
                  what="the new entries to run")
-        assert sorted(k for k in ids() if k != "seed") == ["new1", "new2", "new3"]
+        assert sorted(k for k in ids() if k != "seed") == ["late", "new1", "new2", "new3"]
         daemon.signal_group(signal.SIGINT)
         assert daemon.finish() == 130, daemon.output
-        assert daemon.output.count("=== run") == 4
+        assert daemon.output.count("=== run") == 5
     finally:
         cluster.ssh(node, f"rm -f {marker}")
 

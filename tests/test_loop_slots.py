@@ -308,3 +308,11 @@ def _durations(durations, sizes):
                         scripts[f"job {name} on h{i} slots {slots}"] = FakeJob(
                             duration=seconds)
     return scripts
+
+
+def test_a_slot_request_on_hosts_without_slots_says_how_to_give_them(tmp_path):
+    out = run_app(tmp_path, nodes=["n1", "n2"], queue=[job("two", 2)])
+
+    assert out.status == 2
+    assert "slots: 2 is more than any host has: the largest host, n1, has 1 slot;" in out.output
+    assert "give hosts 'slots: N' in hosts.yaml" in out.output

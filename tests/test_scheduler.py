@@ -91,3 +91,46 @@ def test_has_down_says_whether_a_host_has_a_sub_node_down():
     s.bring_up(nodes[1])  # already up
     s.take_down(nodes[2])
     assert not s.has_down("a") and s.has_down("b")
+
+
+# ---------------------------------------------------------------- GPUs in foreign use
+
+def slot_hosts(*sizes):
+    """Lanes of hosts h0, h1, ... with ``slots`` of these sizes (as expand makes them)."""
+    nodes = []
+    for h, size in enumerate(sizes):
+        first = len(nodes)
+        nodes += [SubNode(first + lane, f"h{h}", (), lane, size) for lane in range(size)]
+    return nodes
+
+
+def one(count="1"):
+    from pegasus.model import Job
+    return Job("x", (("slots", count),))
+
+
+@pytest.mark.parametrize("skipped, count, where", [
+    ({0: frozenset({0})}, "1", ("h0", (1,))),  # GPU 0 in foreign use
+    ({0: frozenset({0, 1})}, "1", ("h1", (0,))),  # all of h0's: the next host
+    ({0: frozenset({1})}, "2", ("h1", (0, 1))),  # no two free on h0
+    ({0: frozenset(), 2: frozenset({0})}, "2", ("h0", (0, 1))),
+    ({0: None}, "1", None),  # not known yet: the job waits for h0's answer
+    ({0: None}, "4", ("h1", (0, 1, 2, 3))),  # ...unless it could not go there anyway
+    ({}, "1", ("h0", (0,))),  # hosts without a probe: as before
+])
+def test_a_plan_skips_gpus_in_foreign_use(skipped, count, where):
+    from pegasus.scheduler import GpuUse
+    plan = Scheduler(slot_hosts(2, 4)).plan(GpuUse(skipped))
+    node = plan.place(one(count))
+    assert (node and (node.hostname, node.slots)) == where
+    assert plan.waits_for == ({0} if where is None else set())
+
+
+def test_a_lane_that_probes_takes_no_job_and_a_job_waits_for_it_if_it_was_the_last():
+    from pegasus.scheduler import GpuUse
+    nodes = slot_hosts(2)
+    s = Scheduler(nodes)
+    plan = s.plan(GpuUse({0: frozenset()}, frozenset({nodes[0]})))
+    assert plan.place(one()) == SubNode(1, "h0", (), 1, 2)  # the other lane
+    assert plan.place(one()) is None  # the lane probing will be free soon: wait
+    assert plan.waits_for == {0}

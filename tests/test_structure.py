@@ -75,3 +75,14 @@ def test_no_class_is_over_200_lines():
            if isinstance(node, ast.ClassDef)
            and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES]
     assert big == []
+
+
+SPAWNERS = {"modes", "running", "connecting", "probing",  # see their docstrings
+            "outlet"}  # only to end its writer thread in the background when a write is stuck
+
+
+def test_only_the_loop_modules_spawn_greenlets():
+    spawning = {name for name, tree in modules() for node in ast.walk(tree)
+                if isinstance(node, ast.Attribute) and node.attr.startswith("spawn")
+                and isinstance(node.value, ast.Name) and node.value.id == "gevent"}
+    assert spawning <= SPAWNERS, spawning - SPAWNERS

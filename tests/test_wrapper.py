@@ -33,18 +33,18 @@ KILL_AFTER = 2
 
 
 def start(shell, command, posix=True, silence=executor.ORPHAN_TIMEOUT,
-          kill_after=executor.KILL_AFTER):
+          kill_after=executor.KILL_AFTER, tick=None):
     """The wrapper, started before its command is known, then sent it."""
-    proc = waiting(shell, posix, silence, kill_after)
+    proc = waiting(shell, posix, silence, kill_after, tick)
     proc.stdin.write(wrapper.command_input(command, proc.nonce))
     proc.stdin.flush()
     return proc
 
 
 def waiting(shell, posix=True, silence=executor.ORPHAN_TIMEOUT,
-            kill_after=executor.KILL_AFTER):
+            kill_after=executor.KILL_AFTER, tick=None):
     nonce = wrapper.new_nonce()
-    exec_string = wrapper.shell_command(nonce, posix, silence, kill_after)
+    exec_string = wrapper.shell_command(nonce, posix, silence, kill_after, tick)
     proc = subprocess.Popen([shell, "-c", exec_string],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
@@ -68,19 +68,41 @@ def run(shell, command, posix=True):
 
 
 class SideBySide:
-    """``fn(shell)`` for every shell at once, the first time a test asks for one;
-    each test then gets its own shell's result (or exception). For the tests
-    that wait seconds (a silence, a TERM-to-KILL delay): the waits overlap."""
+    """``fn(shell)`` for every shell at once, in threads started with the module's
+    first test (``_side_by_side``), or by the first test that asks for one; each
+    test then gets its own shell's result (or exception). For the tests that wait
+    seconds (a silence, a TERM-to-KILL delay, a clock's last tick): the waits
+    overlap each other and the rest of the module."""
+
+    every = []  # in this module
 
     def __init__(self, fn):
         self.fn, self.futures = fn, None
+        SideBySide.every.append(self)
 
-    def __call__(self, shell):
+    def start(self):
         if self.futures is None:
             pool = ThreadPoolExecutor(len(SHELLS))
             self.futures = {each: pool.submit(self.fn, each) for each in SHELLS}
             pool.shutdown(wait=False)
+
+    def __call__(self, shell):
+        self.start()
         return self.futures[shell].result(timeout=60)
+
+    def wait(self):
+        for future in (self.futures or {}).values():
+            future.exception(timeout=60)  # its test reports it
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _side_by_side():
+    """Every SideBySide of the module starts at once; none outlives the module."""
+    for each in SideBySide.every:
+        each.start()
+    yield
+    for each in SideBySide.every:
+        each.wait()
 
 
 def reference(command):
@@ -166,7 +188,9 @@ def cancel(shell, command):
     (``KILL_AFTER`` s later)."""
     proc = start(shell, command, kill_after=KILL_AFTER)
     try:
-        wait_for(lambda: any("sleep 300" in _cmdline(p) for p in _group(proc.pid)),
+        # the sleep itself, not the job's shell (whose command line holds "sleep
+        # 300" before it ran the trap: a TERM then killed it, 143 for 137)
+        wait_for(lambda: any(_cmdline(p).split() == ["sleep", "300"] for p in _group(proc.pid)),
                  what="the job to start")
         members = _group(proc.pid)
         proc.stdin.close()
@@ -228,6 +252,7 @@ def test_the_script_sent_is_wrapper_sh_without_its_comments():
     assert 'while [ "$n" -lt 120 ]; do sleep 5;' in sent and "{ORPHANED}" not in sent
     assert "sleep %d;" % (executor.KILL_AFTER - 1) in sent
     assert "sleep 1;" in wrapper.script(600, kill_after=2)  # the tests' shorter delay
+    assert 'while [ "$n" -lt 787 ]; do sleep 1;' in wrapper.script(787, tick=1)  # and tick
     assert wrapper.script(600) is sent  # read once, not for every job
 
 
@@ -395,14 +420,13 @@ def test_silence_past_the_orphan_timeout_stops_the_job_and_says_so(shell):
     assert status == executor.ORPHANED
 
 
-@pytest.mark.parametrize("shell", SHELLS)
-def test_heartbeats_keep_a_job_alive_and_leave_nothing_behind(shell):
-    """Each heartbeat restarts the watchdog's clock; a restarted clock leaves at most a
-    short tick behind, so nothing of the wrapper outlives the job for long (a clock of
-    one long sleep left a `sleep 600` per restart, for 10 minutes)."""
+def heartbeats(shell):
+    """A job that ends once 20 heartbeats were sent: its status and output, once
+    nothing of its wrapper is left (its clock ticks every second, not 5 s: the
+    last tick of every clock restarted is then 1 s, not 5)."""
     marker = "/tmp/pegasus-test-%s" % wrapper.new_nonce()
     proc = start(shell, "while [ ! -e %s ]; do sleep 0.05; done; echo done" % marker,
-                 silence=787)
+                 silence=787, tick=1)
     for _ in range(20):  # heartbeats, in a burst
         proc.stdin.write(b"\n")
         proc.stdin.flush()
@@ -411,9 +435,20 @@ def test_heartbeats_keep_a_job_alive_and_leave_nothing_behind(shell):
         status, out, _ = finish(proc, timeout=30)
     finally:
         os.unlink(marker)
-    assert (status, out) == (0, "done\n")
     wait_for(lambda: not group_processes(proc.pid), timeout=20,
              what="the wrapper's clocks to be gone")
+    return status, out
+
+
+heartbeaten = SideBySide(heartbeats)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_heartbeats_keep_a_job_alive_and_leave_nothing_behind(shell):
+    """Each heartbeat restarts the watchdog's clock; a restarted clock leaves at most a
+    short tick behind, so nothing of the wrapper outlives the job for long (a clock of
+    one long sleep left a `sleep 787` per restart, for 13 minutes)."""
+    assert heartbeaten(shell) == (0, "done\n")
 
 
 # 3 s without a single heartbeat
