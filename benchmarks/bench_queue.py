@@ -17,6 +17,7 @@ Each figure is the median of --repeats runs (default 3), interleaved.
 
 Run:  /tmp/venv/bin/python benchmarks/bench_queue.py [--quick] [--repeats N]
                                                       [--only a,b,c] [--strict]
+                                                      [--pegasus-args=--no-logs]
 --quick divides every size by 10 (smoke run). Exit status is 0 when every run
 succeeded, whatever the figures; with --strict a missed target exits 1.
 """
@@ -71,7 +72,9 @@ class Run:
 
 
 class Bench:
-    def __init__(self, cluster: Cluster, root: str, verbose: bool):
+    def __init__(self, cluster: Cluster, root: str, verbose: bool,
+                 extra: Sequence[str] = ()):
+        self.extra = list(extra)  # --pegasus-args: given to every pegasus q
         self.cluster = cluster
         self.root = root
         self.verbose = verbose
@@ -90,7 +93,7 @@ class Bench:
             f.writelines("- %s\n" % yaml_quote(c) for c in commands)
         err_path = os.path.join(folder, "pegasus.stderr")
         argv = self.pegasus + ["q", "--ssh-config", self.cluster.ssh_config,
-                               "-p", str(print_period)]
+                               "-p", str(print_period)] + self.extra
         tail = b""
         total = 0
         with open(err_path, "wb") as err:
@@ -307,6 +310,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--only", default="a,b,c", help="comma-separated parts: a,b,c")
     ap.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every run")
+    ap.add_argument("--pegasus-args", default="",
+                    help="more options for every pegasus q, e.g. --pegasus-args=--no-logs")
     args = ap.parse_args(argv)
     # SIGTERM: unwind, so the running pegasus and the cluster are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -325,7 +330,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     load = "?"
     try:
         cluster.start()
-        bench = Bench(cluster, os.path.join(workdir, "runs"), args.verbose)
+        bench = Bench(cluster, os.path.join(workdir, "runs"), args.verbose,
+                      args.pegasus_args.split())
         print("bench_queue%s: %s; median of %d run(s)"
               % (" --quick" if args.quick else "", machine_line(n_hosts), args.repeats),
               flush=True)

@@ -9,6 +9,7 @@ import gevent
 from pegasus import broadcast, checks, expand, modes, records, running
 from pegasus.connecting import Connector, close_all
 from pegasus.errors import ExitStatus, HostsUnreachable, unreachable_lines
+from pegasus.joblogs import JobLogs
 from pegasus.options import Options
 from pegasus.output import Sink
 from pegasus.queuefile import QueueFile
@@ -25,6 +26,10 @@ def run(opts: Options) -> ExitStatus:
         return lockmode.run(opts, sink)
     if opts.mode == "requeue":
         return requeue(opts, sink)
+    if opts.mode == "log":
+        from pegasus import logcmd
+
+        return logcmd.run(opts, getattr(sys.stdout, "buffer", None))
     if opts.dry_run:
         from pegasus import dryrun
 
@@ -43,6 +48,8 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
     try:
         check = expand.checker(nodes)
         counts = checks.check_queue(queue, check, sink, opts.daemon)
+        logs = None if opts.log_dir is None else JobLogs(opts.log_dir, sink.message,
+                                                         broadcasting)
         connector = Connector(nodes, opts.ssh_config, opts.orphan_timeout)
         executors, failed, connecting = _connect(connector, nodes, sink, broadcasting)
     except BaseException:
@@ -50,12 +57,14 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
         raise
     run = running.Run(nodes, executors, connecting, failed, connector, queue, job_records,
                       sink, stop, check, opts.daemon, opts.error_aborts,
-                      counts[1] if counts else 0, opts.timeout, opts.halt)
+                      counts[1] if counts else 0, opts.timeout, opts.halt, logs)
     mode = broadcast.broadcast_mode if broadcasting else modes.queue_mode
     try:
         return mode(run)  # closes the connections
     finally:
         job_records.close()
+        if logs is not None:
+            logs.close()
 
 
 def _they(count: int) -> str:

@@ -3,6 +3,7 @@
 Usage:
   pegasus (q | b | l) [options]
   pegasus requeue [options]
+  pegasus log [-f] ID [options]
   pegasus (-h | --help)
   pegasus --version
 
@@ -52,6 +53,12 @@ Options:
                               Pegasus dies its jobs stop at once. Seconds
                               (90), or with a unit: 90s, 30m, 1.5h, 1d; at
                               least 10s [default: 10m].
+  --log-dir=DIR               Queue and broadcast modes, log: the folder of
+                              the job logs and joblog.tsv (default: logs/
+                              beside the queue file).
+  --no-logs                   Queue and broadcast modes: write no job logs.
+  -f --follow                 log: print the log as it grows, until the job
+                              ends.
   -h --help                   Show this help.
   --version                   Show the version.
 
@@ -111,11 +118,14 @@ _MODE_OPTIONS = (("--error-aborts", "b", "-e/--error-aborts is for broadcast mod
                  ("-n", "qb", "-n is for dry runs (--dry-run) of queue and broadcast modes"),
                  ("--timeout", "qb", "--timeout is for queue and broadcast modes (q, b)"),
                  ("--halt", "qb", "--halt is for queue and broadcast modes (q, b)"),
-                 ("--failed", ("requeue",), "--failed is for requeue"))
+                 ("--failed", ("requeue",), "--failed is for requeue"),
+                 ("--no-logs", "qb", "--no-logs is for queue and broadcast modes (q, b)"),
+                 ("--log-dir", ("q", "b", "log"),
+                  "--log-dir is for queue and broadcast modes (q, b) and log"))
 
 
 def _options(args) -> Options:
-    mode = next(m for m in ("q", "b", "l", "requeue") if args[m])
+    mode = next(m for m in ("q", "b", "l", "requeue", "log") if args[m])
     for option, modes, words in _MODE_OPTIONS:
         if args[option] and mode not in modes:
             raise UsageError(f"{words}\n{_usage()}")
@@ -132,7 +142,25 @@ def _options(args) -> Options:
                    args["--ssh-config"], _orphan_timeout(args["--orphan-timeout"]),
                    _job_timeout(args["--timeout"]), _halt(args["--halt"]),
                    args["--failed"], args["--dry-run"],
-                   _shown(args["-n"], args["--dry-run"]))
+                   _shown(args["-n"], args["--dry-run"]),
+                   _log_dir(args), _job_id(args["ID"]), args["--follow"])
+
+
+def _log_dir(args) -> Optional[str]:
+    if args["--no-logs"]:
+        if args["--log-dir"] is not None:
+            raise UsageError("--no-logs and --log-dir: give one or the other")
+        return None
+    return args["--log-dir"] or os.path.join(os.path.dirname(args["--queue-file"]), "logs")
+
+
+def _job_id(text: Optional[str]) -> Optional[int]:
+    if text is None:
+        return None
+    if not text.lstrip("#").isdigit():
+        raise UsageError(f"pegasus log {text}: a job id is a whole number, as in "
+                         "'=== run #17 ...' (pegasus log 17)")
+    return int(text.lstrip("#"))
 
 
 def _shown(text: Optional[str], dry_run: bool) -> Optional[int]:

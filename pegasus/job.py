@@ -12,23 +12,28 @@ from typing import Callable
 from pegasus import expand, faults
 from pegasus.errors import TemplateError
 from pegasus.executor import ConnectionLost, NotStarted, Orphaned
+from pegasus.joblogs import NoLog
 from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.output import LineSplitter, ProgressFilter, Sink
 
+NO_LOG = NoLog()
+
 
 def run_job(node: SubNode, job: Job, executor, sink: Sink,
-            launching: Callable[[], None],
+            launching: Callable[[], None], log=NO_LOG,
             verdict: Callable[[Result], Result] = lambda result: result) -> Result:
-    """``verdict`` may restate the result before it is printed (a timeout)."""
+    """``log``: the job's log (``joblogs.JobLog``): gets every chunk of output, raw.
+    ``verdict`` may restate the result before it is printed (a timeout)."""
     try:
         rendered = expand.render(job, node)
     except TemplateError as err:  # checked before it left the queue; kept safe
         return Result(node, job, job.command, error=f"not rendered: {err}")
-    sink.job_started(node, rendered)
+    sink.job_started(node, rendered, job.id)
     splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
     progress = {"stdout": ProgressFilter(), "stderr": ProgressFilter()}
 
     def emit(stream: str, data: bytes) -> None:
+        log.write(data)
         splitter = splitters[stream]
         lines = progress[stream].pick(splitter.feed(data), splitter.cr_ended)
         if lines:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import fcntl
 import glob
+import itertools
 import json
 import os
 import secrets
@@ -92,14 +93,13 @@ class Journal:
         return ticket
 
     def taken(self, items: Sequence[Tuple[str, dict, str]], partial: str,
-              launched: bool = False) -> None:
-        """(ticket, canonical entry, target) for each job taken; fsynced.
-
-        ``launched``: each target is a sub-node the job is launched on right
-        away; that is recorded now, in the same fsync (queue mode).
-        """
-        records = [{"ev": "taken", "ticket": t, "entry": e, "target": target,
-                    "partial": partial} for t, e, target in items]
+              launched: bool = False, ids: Sequence[Optional[int]] = ()) -> None:
+        """(ticket, canonical entry, target) for each job taken; fsynced. ``ids``:
+        the jobs' ids (jobids), kept for ``interrupted.yaml``. ``launched``: each
+        target is a sub-node the job is launched on right away; that is
+        recorded now, in the same fsync (queue mode)."""
+        records = [_taken_record(t, e, target, partial, job_id) for (t, e, target), job_id
+                   in itertools.zip_longest(items, ids[:len(items)])]
         if launched:
             records += [{"ev": "launched", "ticket": t, "node": target}
                         for t, _, target in items]
@@ -261,6 +261,15 @@ class Journal:
                         + [line for _, _, line in self._putting_back])
 
 
+def _taken_record(ticket: str, entry: dict, target: str, partial: str,
+                  job_id: Optional[int]) -> dict:
+    record = {"ev": "taken", "ticket": ticket, "entry": entry, "target": target,
+              "partial": partial}
+    if job_id is not None:
+        record["id"] = job_id
+    return record
+
+
 # ---------------------------------------------------------------- recovery
 
 @dataclass
@@ -274,6 +283,7 @@ class Orphan:
     journal: Journal
     unlaunched: List[Tuple[str, dict]] = field(default_factory=list)  # (ticket, entry)
     interrupted: List[Tuple[str, dict, str]] = field(default_factory=list)  # + node
+    ids: Dict[str, int] = field(default_factory=dict)  # ticket -> job id (journaled takes)
 
 
 def read_orphans(queue_path: str, partials: set) -> List[Orphan]:
@@ -361,8 +371,11 @@ def _resolve(journal: Journal, records: List[dict], partials: set) -> Orphan:
     taken: Dict[str, dict] = {}
     put_back: set = set()
     running: Dict[str, List[str]] = {}  # ticket -> nodes launched, not settled
+    ids: Dict[str, int] = {}  # every id given out, void takes' too: none is given again
     for index, rec in enumerate(records):
         ev, ticket = rec.get("ev"), rec.get("ticket")
+        if ev == "taken" and isinstance(rec.get("id"), int):
+            ids[ticket] = rec["id"]
         if ev == "taken" and index not in void:
             taken[ticket] = rec
         elif ev == "put-back" and index not in void:
@@ -371,7 +384,7 @@ def _resolve(journal: Journal, records: List[dict], partials: set) -> Orphan:
             running.setdefault(ticket, []).append(rec["node"])
         elif ev in ("finished", "lost") and rec.get("node") in running.get(ticket, ()):
             running[ticket].remove(rec["node"])
-    orphan = Orphan(journal)
+    orphan = Orphan(journal, ids=ids)
     for ticket, rec in taken.items():
         if ticket in put_back:
             continue
@@ -390,6 +403,11 @@ def _void_rewrite(records: List[dict], partials: set) -> set:
     """
     return {i for i, r in enumerate(records)
             if r.get("ev") in ("taken", "put-back") and r.get("partial") in partials}
+
+
+def journal_paths(queue_path: str) -> List[str]:
+    """The journals beside the queue: one per running (or dead, unrecovered) Pegasus."""
+    return glob.glob(glob.escape(_prefix(queue_path)) + "*")
 
 
 def _prefix(queue_path: str, kind: str = "journal") -> str:

@@ -75,11 +75,12 @@ class SubNode:
         return self.slot_count or 1
 
     def context(self) -> dict:
-        """Template names this sub-node defines (its params, hostname, slots)."""
+        """Template names this sub-node defines (its params, hostname, slots, job_id)."""
         ctx = dict(self.params)
         ctx["hostname"] = self.hostname
         ctx["slots"] = ",".join(map(str, self.slots or (0,)))
         ctx["allocation_policy"] = "first_fit"  # the job's own, if any, wins
+        ctx["job_id"] = ""  # always defined; the job's own id (Job.context_on)
         return ctx
 
 
@@ -91,6 +92,7 @@ class Job:
     params: Params = ()
     line: Optional[int] = field(default=None, compare=False)  # of its entry, 1-based
     ticket: Optional[str] = field(default=None, compare=False)  # its journal id
+    id: Optional[int] = field(default=None, compare=False)  # its job id (jobids), once taken
 
     def context_on(self, node: SubNode) -> dict:
         """Job params, then the sub-node's (they win, with the job's slots)."""
@@ -99,6 +101,8 @@ class Job:
         ctx.update(node.context())
         if policy is not None:
             ctx["allocation_policy"] = SPELLINGS.get(policy, policy)
+        if self.id is not None:
+            ctx["job_id"] = str(self.id)
         return ctx
 
     @property

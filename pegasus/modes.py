@@ -104,7 +104,8 @@ class Loop(Mode):
         self.queued = run.queued  # jobs left in the queue file, as far as takes tell
         self.tally, self.halted = Tally(run.halt), None  # --halt; why it stopped the run
         self.head = QueueHead(run.queue, run.sink, run.daemon)
-        self.jobs = Jobs(self.hosts, run.records, run.sink, self.events.put, run.timeout)
+        self.jobs = Jobs(self.hosts, run.records, run.sink, self.events.put, run.timeout,
+                         run.logs)
 
     def loop(self) -> ExitStatus:
         with _side_tasks(self):

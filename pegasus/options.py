@@ -33,6 +33,9 @@ class Options:
     failed: bool = False  # requeue --failed: failed.yaml's jobs, not interrupted.yaml's
     dry_run: bool = False  # --dry-run: print what would run (requeue: move), do nothing
     shown: Optional[int] = None  # -n N: a dry run prints at most N jobs
+    log_dir: Optional[str] = None  # the job logs' folder; None: --no-logs
+    job_id: Optional[int] = None  # pegasus log ID
+    follow: bool = False  # pegasus log -f
 
 
 def parse_duration(text: str) -> Optional[float]:

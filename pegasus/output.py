@@ -386,10 +386,11 @@ class Sink:
             picked = self._wrap(picked, max(self.width - prefix_width, _MIN_ROOM))
         self.outlet.write(b"".join((prefix, (b"\n" + prefix).join(picked), b"\n")), wait=True)
 
-    def job_started(self, node, command: str) -> None:
-        """Print the ``=== run ===`` frame and restart the print period."""
+    def job_started(self, node, command: str, job_id: Optional[int] = None) -> None:
+        """Print the ``=== run #17 'command' ===`` frame and restart the print period."""
         self._counts.pop(node, None)
-        self._frame(node, f"=== run '{one_line(command)}' ===")
+        number = "" if job_id is None else f"#{job_id} "
+        self._frame(node, f"=== run {number}'{one_line(command)}' ===")
 
     def job_done(self, node, result) -> None:
         """Print ``=== done (exit N) ===`` or ``=== done (<error>) ===``."""

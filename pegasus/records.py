@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple
 
-from pegasus import expand, faults, yamltree
+from pegasus import expand, faults, jobids, yamltree
 from pegasus import journal as journals
 from pegasus.errors import PegasusError
 from pegasus.model import Job, Outcome, Result
@@ -95,7 +95,7 @@ class Records:
             jobs, targets, fault = list(popped.jobs), popped.places, None
             if jobs:
                 refuse_symlink(queue.consumed_path)  # before anything changes
-                jobs = self._ticketed(jobs)
+                jobs = self._numbered(self._ticketed(jobs))
                 try:
                     queue.cut(popped, self._announce_taken(jobs, targets))
                 except PegasusError:  # not taken: their tickets were never recorded
@@ -121,6 +121,11 @@ class Records:
         if self.journal is not None:
             self.journal.discard([job.ticket for job in jobs])
 
+    def _numbered(self, jobs: List[Job]) -> List[Job]:
+        """Each job its id, reserved (fsynced) before the take is journaled."""
+        first = jobids.reserve(self.queue.path, len(jobs))
+        return [replace(job, id=first + i) for i, job in enumerate(jobs)]
+
     def _announce_taken(self, jobs: List[Job], targets: Sequence[str]):
         journal = self.journal
         if journal is None:
@@ -128,7 +133,7 @@ class Records:
 
         def announce(partial: str) -> None:
             journal.taken([(j.ticket, j.canonical(), t) for j, t in zip(jobs, targets)],
-                          partial, launched=self.launch_with_take)
+                          partial, launched=self.launch_with_take, ids=[j.id for j in jobs])
             faults.point("taken-journaled")
         return announce
 
@@ -218,7 +223,7 @@ class Records:
         """
         with self.queue.locked():
             if to_user:
-                _interrupted_once(self.queue, job.canonical(), node, reason)
+                _interrupted_once(self.queue, job.canonical(), node, reason, job.id)
             if self.journal is not None and job.ticket is not None:
                 with _journal_errors(self.journal):
                     self.journal.lost(job.ticket, node, reason, last=self.launch_with_take)
@@ -250,11 +255,13 @@ def recover(queue: QueueFile) -> Tuple[int, Interrupted]:
 def _recover(queue: QueueFile) -> Tuple[int, Interrupted]:
     put_back, interrupted = 0, []
     for orphan in journals.read_orphans(queue.path, queue.partial_names()):
+        if orphan.ids:  # the counter's last write may be lost (an OS crash): never reuse
+            jobids.at_least(queue.path, max(orphan.ids.values()) + 1)
         tickets = [ticket for ticket, _ in orphan.unlaunched]
         queue.insert_head([entry for _, entry in orphan.unlaunched],
                           lambda partial: orphan.journal.put_back(tickets, partial))
         for ticket, entry, node in orphan.interrupted:
-            _interrupted_once(queue, entry, node, STOPPED)
+            _interrupted_once(queue, entry, node, STOPPED, orphan.ids.get(ticket))
         orphan.journal.remove()
         put_back += len(orphan.unlaunched)
         interrupted += [(entry, node) for _, entry, node in orphan.interrupted]
@@ -278,7 +285,8 @@ def requeue(queue: QueueFile, failed: bool = False, dry_run: bool = False) -> Li
     return entries
 
 
-def _interrupted_once(queue: QueueFile, entry: dict, node: str, reason: str) -> None:
+def _interrupted_once(queue: QueueFile, entry: dict, node: str, reason: str,
+                      job_id: Optional[int] = None) -> None:
     """Append to interrupted.yaml unless this entry on this node is there.
 
     A crash between recording a job there and journaling it leaves it to
@@ -294,7 +302,7 @@ def _interrupted_once(queue: QueueFile, entry: dict, node: str, reason: str) -> 
                 and (not after or after.startswith("#"))):
             return
         start = text.find(body, start + 1)
-    append(queue.interrupted_path, _entry_record("interrupted", entry, node, reason))
+    append(queue.interrupted_path, _entry_record("interrupted", entry, node, reason, job_id))
 
 
 @contextmanager
@@ -307,12 +315,14 @@ def _journal_errors(journal: journals.Journal):
 
 
 def _records(what: str, jobs: Sequence[Job], targets: Sequence[str]) -> str:
-    return "".join(_entry_record(what, job.canonical(), target)
+    return "".join(_entry_record(what, job.canonical(), target, job_id=job.id)
                    for job, target in zip(jobs, targets))
 
 
-def _entry_record(what: str, entry: dict, target: str, why: str = "") -> str:
-    """``# taken <time> for [node]`` (plus ``: why``) and the canonical entry."""
+def _entry_record(what: str, entry: dict, target: str, why: str = "",
+                  job_id: Optional[int] = None) -> str:
+    """``# taken <time> #17 for [node]`` (plus ``: why``) and the canonical entry."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    number = "" if job_id is None else f" #{job_id}"
     why = f": {why}" if why else ""
-    return f"# {what} {stamp} for {target}{why}\n" + expand.entries_yaml([entry])
+    return f"# {what} {stamp}{number} for {target}{why}\n" + expand.entries_yaml([entry])

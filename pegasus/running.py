@@ -17,7 +17,8 @@ from pegasus.errors import WAITS_FOR_FIX, HostError, InputError
 from pegasus.events import JobDone
 from pegasus.executor import KILL_AFTER, ConnectionLost
 from pegasus.halt import Policy
-from pegasus.job import run_job
+from pegasus.job import NO_LOG, run_job
+from pegasus.joblogs import JobLogs
 from pegasus.model import TIMED_OUT_STATUS, Job, Result, SubNode
 from pegasus.options import format_duration
 from pegasus.output import Sink
@@ -60,6 +61,7 @@ class Run:
     queued: int = 0  # jobs in the queue file at the start-up check (the progress line)
     timeout: Optional[float] = None  # --timeout: seconds, for jobs without their own
     halt: Optional[Policy] = None  # --halt (None: never)
+    logs: Optional[JobLogs] = None  # None: --no-logs
 
 
 class QueueHead:
@@ -125,9 +127,9 @@ class Jobs:
     sub-node. ``timeout``: seconds a job without its own ``timeout:`` may run."""
 
     def __init__(self, hosts, records: Records, sink: Sink, post,
-                 timeout: Optional[float] = None):
+                 timeout: Optional[float] = None, logs: Optional[JobLogs] = None):
         self.hosts, self.records, self.sink, self.post = hosts, records, sink, post
-        self.timeout = timeout
+        self.timeout, self.logs = timeout, logs
         self.greenlets: Dict[SubNode, gevent.Greenlet] = {}
         self.timers: Dict[SubNode, List[gevent.Greenlet]] = {}  # ended with the job
         self.expired: Dict[SubNode, float] = {}  # the timeouts that ran out
@@ -139,12 +141,14 @@ class Jobs:
             self.timers[node] = [gevent.spawn_later(seconds, self._expire, node, seconds)]
 
     def _run(self, node: SubNode, job: Job) -> None:
+        log = NO_LOG if self.logs is None else self.logs.start(job.id, node)
         try:
             result = run_job(node, job, self.hosts.executor(node), self.sink,
-                             lambda: self.records.launching(job, node.label),
+                             lambda: self.records.launching(job, node.label), log,
                              lambda done: self._verdict(node, done))
         except Exception as err:  # noqa: BLE001 - a bug must not hang the loop
             result = Result(node, job, job.command, error=f"internal error: {err!r}")
+        log.end(result)  # its joblog row: the job ended (``pegasus log -f`` stops)
         self.post(JobDone(result))
 
     def _expire(self, node: SubNode, seconds: float) -> None:

@@ -42,7 +42,8 @@ from pegasus.outlet import Outlet
 from pegasus.output import Sink
 from pegasus.queuefile import QueueFile
 
-_RECORD = re.compile(r"^# (\w+) \S+ \S+ for (\[[^\]]*\]|[^:\n]*)(?:: (.*))?$", re.M)
+_RECORD = re.compile(r"^# (\w+) \S+ \S+(?: #\d+)? for (\[[^\]]*\]|[^:\n]*)(?:: (.*))?$", re.M)
+_RECORD_ID = re.compile(r"^# \w+ \S+ \S+ #(\d+) for ", re.M)  # the job id of a record
 RUN_TIMEOUT = 30.0  # a run still going after this is a hung loop (generous: a loaded CI)
 
 # Loop and connector timers while a run lasts (seconds).
@@ -256,6 +257,16 @@ class Outcome:
         """What each ``# taken ... for X`` record of consumed.yaml names: a
         sub-node (``[node-1]``), or ``broadcast to 3 sub-nodes``."""
         return [m.group(2) for m in _RECORD.finditer(self.consumed_text)]
+
+    @property
+    def taken_ids(self) -> List[int]:
+        """The job id of each ``# taken <time> #17 for X`` record of consumed.yaml."""
+        return [int(m.group(1)) for m in _RECORD_ID.finditer(self.consumed_text)]
+
+    @property
+    def interrupted_ids(self) -> List[int]:
+        """The job id of each record of interrupted.yaml."""
+        return [int(m.group(1)) for m in _RECORD_ID.finditer(self.interrupted_text)]
 
     @property
     def interrupted_for(self) -> List[Tuple[str, str]]:

@@ -62,9 +62,11 @@ NOT_SENT = BEFORE_LAUNCH + ("launch-journaled",)
 UNKNOWN = ("queue-rewritten", "consumed-appended", "launch-journaled", "exec-sent",
            "job-finished")  # settled as interrupted
 ID = re.compile(r"echo (\S+) >> ")
-INTERRUPTED = re.compile(r"^# interrupted \S+ \S+ for (\[[^\]]*\]): (.*)$")
+INTERRUPTED = re.compile(r"^# interrupted \S+ \S+(?: #\d+)? for (\[[^\]]*\]): (.*)$")
 PUT_BACK_MSG = "a previous Pegasus stopped before starting"
 INTERRUPTED_MSG = "a previous Pegasus stopped while"
+TAKEN_ID = re.compile(r"^# taken \S+ \S+ #(\d+) for ", re.M)
+FRAME_ID = re.compile(r"=== run #(\d+) '")
 CLUSTER = pytest.param("cluster", marks=pytest.mark.sshd)  # "where": reached by getfixturevalue
 
 
@@ -261,9 +263,13 @@ def test_fault_at_each_step_one_sub_node(where, step, request, tmp_path, run_peg
     if step in ("job-finished", "finish-journaled"):
         assert f.ran() == collections.Counter([crashed])
 
+    os.unlink(f.file(".queue.yaml.job-id"))  # as if its write were lost (not fsynced)
     second = f.run()
     assert second.returncode == 0, second.output
     ran, interrupted = f.check("after the run that recovered from %s" % step)
+    taken_ids = TAKEN_ID.findall(read(f.file("consumed.yaml")))
+    assert len(taken_ids) == len(set(taken_ids)), "a job id was handed out twice"
+    assert min(map(int, FRAME_ID.findall(second.stdout))) > 1, "id 1 went to the crashed take"
     assert f.queue() == collections.Counter(), "queue.yaml should end empty"
     assert f.journals() == [], "a clean run leaves no journal"
     assert set(rest) <= set(ran) and all(ran[i] == 1 for i in rest)
@@ -272,6 +278,7 @@ def test_fault_at_each_step_one_sub_node(where, step, request, tmp_path, run_peg
     listed = f.interrupted()
     if step in UNKNOWN:
         assert listed == [(node, STOPPED, crashed)], read(f.file("interrupted.yaml"))
+        assert f" #1 for {node}: " in read(f.file("interrupted.yaml"))  # the crashed job's id
         assert INTERRUPTED_MSG in second.output and node in second.output, second.output
         assert "pegasus requeue" in second.output, second.output
         assert PUT_BACK_MSG not in second.output, second.output

@@ -36,7 +36,7 @@ def job_lines(stdout, text):
 def run_prefixes(stdout):
     """The sub-node prefix of every job start frame, e.g. ``[localhost (slot=0)]``."""
     return [line.split("] === run", 1)[0] + "]" for line in stdout.splitlines()
-            if "] === run '" in line]
+            if "] === run " in line]
 
 
 # ---------------------------------------------------------------- checks

@@ -296,4 +296,4 @@ def test_values_without_shq_are_not_escaped_either(tmp_path):
 
     assert res.returncode == 0, res.stdout + res.stderr
     assert "[localhost] a=b <c> it's &d\n" in res.stdout, res.stdout
-    assert "=== run 'printf '%s\\n' \"a=b <c> it's &d\"' ===" in res.stdout, res.stdout
+    assert "=== run #1 'printf '%s\\n' \"a=b <c> it's &d\"' ===" in res.stdout, res.stdout

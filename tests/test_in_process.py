@@ -17,6 +17,7 @@ from pegasus import app
 
 TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # consumed.yaml's
 JOB_ID = re.compile(r"\(job [0-9a-f]{16}\)")  # failed.yaml's: a journal ticket
+ROW_TIMES = re.compile(r"\t\d+\.\d{3}\t\d+\.\d{3}\t")  # joblog.tsv's start and runtime
 LOCK_EDITOR = ("sh -c 'echo editor-out; echo editor-err >&2; "
                "printf -- \"- echo two\\n\" >> \"$0\"'")
 # (id, hosts.yaml, queue.yaml, arguments). No templates: a real command that
@@ -36,7 +37,12 @@ def said_and_left(run, folder, hosts, queue, args):
     (folder / "queue.yaml").write_text(queue)
     res = run(args, folder, env={"NO_COLOR": "1"})
     files = {name: JOB_ID.sub("(job <id>)", TIME.sub("<time>", (folder / name).read_text()))
-             for name in sorted(os.listdir(folder)) if not name.startswith(".")}
+             for name in sorted(os.listdir(folder))
+             if not name.startswith(".") and name != "logs"}
+    if (folder / "logs").is_dir():  # job logs too; joblog.tsv's start and runtime vary
+        files.update({"logs/" + name: ROW_TIMES.sub("\t<start>\t<runtime>\t",
+                                                    (folder / "logs" / name).read_text())
+                      for name in sorted(os.listdir(folder / "logs"))})
     # two sub-nodes' lines interleave as they come: compared in any order
     return res.returncode, sorted(res.stdout.splitlines(True)), res.stderr, files
 

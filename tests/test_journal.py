@@ -617,7 +617,7 @@ def test_take_journals_the_inode_that_becomes_the_queue(tmp_path):
     (record,) = [json.loads(line) for line in open(journal.path).read().splitlines()]
     partial = record.pop("partial")
     assert record == {"ev": "taken", "ticket": job.ticket, "entry": {"command": "echo one"},
-                      "target": "[n1]"}
+                      "target": "[n1]", "id": 1}
     assert partial.startswith(".queue.yaml.partial-")  # its own temporary file ...
     assert not (tmp_path / partial).exists()  # ... renamed over the queue
     assert partial_inode(tmp_path) is None
@@ -1089,4 +1089,5 @@ def test_a_take_whose_record_cannot_be_written_leaves_nothing_behind(tmp_path, m
     assert partial_inode(tmp_path) is None
     assert path.read_text() == "- echo a\n- echo b\n"
     opened.close()
-    assert sorted(os.listdir(str(tmp_path))) == [".queue.yaml.lock", "queue.yaml"]
+    assert sorted(os.listdir(str(tmp_path))) == [".queue.yaml.job-id", ".queue.yaml.lock",
+                                                 "queue.yaml"]  # the id counter stays

@@ -37,7 +37,7 @@ def test_a_host_listed_twice_runs_two_jobs_at_once_and_records_each(tmp_path):
         ("[node-1#1]", "a"), ("[node-1#2]", "a")]
     assert out.runs_of("a")[1].start < out.runs_of("a")[0].end  # at once
     assert out.taken_for == ["[node-1#1]", "[node-1#2]"]
-    assert out.lines("[node-1#2]")[0] == "=== run 'a' ==="
+    assert out.lines("[node-1#2]")[0] == "=== run #2 'a' ==="
     assert out.status == 0
 
 
@@ -93,7 +93,7 @@ def test_job_output_is_printed_by_line_under_its_sub_node(tmp_path):
                            ("stderr", b"oops\n"), ("stdout", b"ld")))
     out = run_loop(tmp_path, queue=["talk"], scripts={"talk": talk})
 
-    assert out.lines("[node-1]") == ["=== run 'talk' ===", "hello", "oops", "world",
+    assert out.lines("[node-1]") == ["=== run #1 'talk' ===", "hello", "oops", "world",
                                      "=== done (exit 0) ==="]
 
 

@@ -168,7 +168,7 @@ def test_consumed_and_the_frames_show_each_jobs_slots(tmp_path):
 
     assert out.taken_for == ["[g slots 0,1]", "[g slots 2]"]
     assert out.consumed == queue  # the request, so the entry re-runs the same
-    assert "[g slots 0,1] === run 'job a on g slots 0,1' ===" in out.output
+    assert "[g slots 0,1] === run #1 'job a on g slots 0,1' ===" in out.output
     assert "[g slots 2] === done (exit 0) ===" in out.output
 
 

@@ -47,7 +47,7 @@ def test_a_reader_that_goes_away_stops_taking_and_loses_nothing(tmp_path):
     proc.stdout.close()  # `| head -n 1`
     _, err = proc.communicate(timeout=60)
     err = err.decode()
-    assert first.startswith(b"[localhost] === run 'echo job 1' ===")
+    assert first.startswith(b"[localhost] === run #1 'echo job 1' ===")
     assert proc.returncode == 74, err
     assert "cannot write to standard output (Broken pipe)" in err
     assert "all succeeded" in err  # the summary, on stderr

@@ -151,8 +151,8 @@ def test_no_progress_line_in_a_pipe(tmp_path):
     done = run_in_process(["q"], tmp_path)
     assert done.returncode == 0
     assert done.stdout.splitlines() == [
-        "[localhost] === run 'echo one' ===", "[localhost] one",
-        "[localhost] === done (exit 0) ===", "[localhost] === run 'echo two' ===",
+        "[localhost] === run #1 'echo one' ===", "[localhost] one",
+        "[localhost] === done (exit 0) ===", "[localhost] === run #2 'echo two' ===",
         "[localhost] two", "[localhost] === done (exit 0) ===",
         "pegasus: 2 jobs, all succeeded"]
     assert "\x1b" not in done.stdout + done.stderr and "elapsed" not in done.stderr

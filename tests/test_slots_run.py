@@ -19,7 +19,7 @@ import yaml
 from helpers import read, wait_for, write
 
 LINE = re.compile(r"^(start|end) (\S+) (\S+) (\S+) (\d+)$")
-TAKEN = re.compile(r"^# taken \S+ \S+ for \[(\S+) slots (\S+)\]$", re.M)
+TAKEN = re.compile(r"^# taken \S+ \S+(?: #\d+)? for \[(\S+) slots (\S+)\]$", re.M)
 QUEUE = [("a", 1, None), ("b", 2, None), ("c", 4, None), ("d", 1, None),
          ("e", 2, "buddy"), ("f", 4, "buddy"), ("g", 1, None), ("h", 2, None),
          ("i", 1, None), ("j", 4, None)]
@@ -96,9 +96,9 @@ def test_jobs_of_1_2_and_4_slots_never_share_a_slot(where, tmp_path, run_pegasus
     assert yaml.load(consumed, Loader=yaml.BaseLoader) == queue  # taken in queue order
     names = [name for name, _, _ in QUEUE]
     assert TAKEN.findall(consumed) == [got[name] for name in names]  # the slots it says
-    for name in names:
+    for number, name in enumerate(names, 1):  # job ids count from 1, in queue order
         host, slots = got[name]
-        assert f"[{host} slots {slots}] === run 'echo start {name} " in res.stdout
+        assert f"[{host} slots {slots}] === run #{number} 'echo start {name} " in res.stdout
 
 
 def test_ctrl_c_while_the_head_waits_for_slots_leaves_it_in_the_queue(tmp_path):
