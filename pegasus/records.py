@@ -95,8 +95,9 @@ class Records:
             jobs, targets, fault = list(popped.jobs), popped.places, None
             if jobs:
                 refuse_symlink(queue.consumed_path)  # before anything changes
-                jobs = self._numbered(self._ticketed(jobs))
+                jobs = self._ticketed(jobs)
                 try:
+                    jobs = self._numbered(jobs)
                     queue.cut(popped, self._announce_taken(jobs, targets))
                 except PegasusError:  # not taken: their tickets were never recorded
                     self._discard(jobs)

@@ -187,5 +187,7 @@ def test_a_disk_full_at_the_first_take_leaves_no_file_behind(tmp_path, pages_lef
         assert res.returncode == 74, said
         assert "no space left" in said and "Traceback" not in said and "=== run" not in said
         assert queue_entries(disk / "queue.yaml") == ["echo a", "echo b"]
-        assert sorted(os.listdir(str(disk))) == [".queue.yaml.lock", "filler", "hosts.yaml",
-                                                 "queue.yaml"]
+        # No temporary file; the id counter and the (empty) logs folder are no leftovers.
+        assert sorted(os.listdir(str(disk))) == [".queue.yaml.job-id", ".queue.yaml.lock",
+                                                 "filler", "hosts.yaml", "logs", "queue.yaml"]
+        assert os.listdir(str(disk / "logs")) == []
