@@ -239,6 +239,7 @@ def expand_entry(entry, line: Optional[int] = None) -> List[Job]:
             for p in _product(axes, "this entry")]
 
 
+SLOT_SETTINGS = frozenset({"slots", "allocation_policy"})  # job settings
 CHECK_CACHE = 4096  # (template, names) pairs remembered as checked
 
 
@@ -269,15 +270,16 @@ def _check_timeout(job: Job) -> None:
 
 def _check_slots(job: Job, largest: SubNode) -> None:
     """A slot request that no host could ever run is bad input."""
+    if not any(name in SLOT_SETTINGS for name, _ in job.params):
+        return  # most jobs: nothing to check, no dict built
     params = dict(job.params)
-    if "slots" in params or "allocation_policy" in params:
-        try:
-            slots.validate(params.get("slots", "1"), params.get("allocation_policy"),
-                           (largest.hostname, largest.total_slots))
-        except ValueError as err:
-            hint = ("; give hosts 'slots: N' in hosts.yaml (one per GPU): a host "
-                    "without it has one slot" if not largest.slot_count else "")
-            raise InputError(str(err) + hint) from None
+    try:
+        slots.validate(params.get("slots", "1"), params.get("allocation_policy"),
+                       (largest.hostname, largest.total_slots))
+    except ValueError as err:
+        hint = ("; give hosts 'slots: N' in hosts.yaml (one per GPU): a host "
+                "without it has one slot" if not largest.slot_count else "")
+        raise InputError(str(err) + hint) from None
 
 
 def _check_names(job: Job, name_sets, cache: Optional[dict]) -> None:
