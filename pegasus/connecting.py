@@ -247,11 +247,20 @@ class Hosts:
     def close(self) -> None:
         close_all(self.executors.values())
 
-    def not_responding(self, host: str, seconds: float, running: int) -> None:
+    def silent(self, host: str, seconds: float, abandon, lost) -> None:
+        """A hung host: give up on its jobs (``abandon``: outcome unknown) and on
+        its sub-nodes for now (``lost``, the loop's ``host_lost``)."""
+        nodes = [n for n in self.nodes if n.hostname == host]
+        running = [n for n in nodes if self.scheduler.is_busy(n)]
         self.sink.message(f"host {host}: not responding for {seconds:.0f} s" +
-                          (f"; its {plural(running, 'running job')} "
-                           f"{'is' if running == 1 else 'are'} reported lost (outcome "
+                          (f"; its {plural(len(running), 'running job')} "
+                           f"{'is' if len(running) == 1 else 'are'} reported lost (outcome "
                            "unknown)" if running else ""))
+        for node in running:
+            abandon(node, f"host not responding for {seconds:.0f} s")
+        for node in nodes:
+            if not self.scheduler.is_down(node):
+                lost(node, "not responding")
 
     def _reconnect(self, nodes: Sequence[SubNode]) -> None:
         self.scheduler.take_down_all(nodes)

@@ -150,7 +150,8 @@ class Loop(Mode):
         if isinstance(event, OutputLost):
             return self.output_lost(event.error)
         if isinstance(event, HostSilent):
-            return self.host_silent(event)
+            return self.hosts.silent(event.hostname, event.seconds, self.jobs.abandon,
+                                     self.host_lost)
         if isinstance(event, (ProbeDone, ProbeDue)):
             return self.probed(event)
         self.job_done(event.result)
@@ -174,17 +175,6 @@ class Loop(Mode):
                            else "not reachable")
         if not self.scheduler.running:
             self.step_done()
-
-    def host_silent(self, event: HostSilent) -> None:
-        """A hung host: give up on its jobs (outcome unknown) and on the host for now."""
-        nodes = [n for n in self.run.nodes if n.hostname == event.hostname]
-        running = [n for n in nodes if self.scheduler.is_busy(n)]
-        self.hosts.not_responding(event.hostname, event.seconds, len(running))
-        for node in running:
-            self.jobs.abandon(node, f"host not responding for {event.seconds:.0f} s")
-        for node in nodes:
-            if not self.scheduler.is_down(node):
-                self.host_lost(node, "not responding")
 
     def may_take(self) -> bool:
         if self.state is not State.RUNNING or self.run.stop.requested:
