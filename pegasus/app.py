@@ -57,7 +57,8 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
         raise
     run = running.Run(nodes, executors, connecting, failed, connector, queue, job_records,
                       sink, stop, check, opts.daemon, opts.error_aborts,
-                      counts[1] if counts else 0, opts.timeout, opts.halt, logs)
+                      counts[1] if counts else 0, opts.timeout, opts.halt, logs,
+                      opts.retries)
     mode = broadcast.broadcast_mode if broadcasting else modes.queue_mode
     try:
         return mode(run)  # closes the connections

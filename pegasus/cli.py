@@ -33,6 +33,13 @@ Options:
                               it as timed out (exit status 124). A queue
                               entry's own 'timeout:' wins. Seconds (90), or
                               with a unit: 90s, 30m, 2h, 1d.
+  --retries=N                 Queue mode: run a job that fails (or times out)
+                              again, up to N more times, on another sub-node
+                              if one is free. A queue entry's own 'retries:'
+                              wins.
+  --retry-lost                Queue mode: a job lost with its host (outcome
+                              unknown) runs again too: at least once, not at
+                              most once. An entry's 'retry_lost:' wins.
   --halt=WHEN                 Queue and broadcast modes: stop taking jobs after
                               failures, as GNU parallel: 'soon,fail=N' once
                               N jobs failed (running jobs finish), 'now,fail=N'
@@ -77,7 +84,7 @@ import re
 import sys
 from typing import List, Optional
 
-from pegasus import __version__, halt
+from pegasus import __version__, halt, retry
 from pegasus.errors import ExitStatus, PegasusError, UsageError, output_failure
 from pegasus.options import MIN_ORPHAN_TIMEOUT, Options, parse_duration
 
@@ -118,6 +125,8 @@ _MODE_OPTIONS = (("--error-aborts", "b", "-e/--error-aborts is for broadcast mod
                  ("-n", "qb", "-n is for dry runs (--dry-run) of queue and broadcast modes"),
                  ("--timeout", "qb", "--timeout is for queue and broadcast modes (q, b)"),
                  ("--halt", "qb", "--halt is for queue and broadcast modes (q, b)"),
+                 ("--retries", "q", "--retries is for queue mode (q)"),
+                 ("--retry-lost", "q", "--retry-lost is for queue mode (q)"),
                  ("--failed", ("requeue",), "--failed is for requeue"),
                  ("--no-logs", "qb", "--no-logs is for queue and broadcast modes (q, b)"),
                  ("--log-dir", ("q", "b", "log"),
@@ -143,7 +152,8 @@ def _options(args) -> Options:
                    _job_timeout(args["--timeout"]), _halt(args["--halt"]),
                    args["--failed"], args["--dry-run"],
                    _shown(args["-n"], args["--dry-run"]),
-                   _log_dir(args), _job_id(args["ID"]), args["--follow"])
+                   _log_dir(args), _job_id(args["ID"]), args["--follow"],
+                   retry.Defaults(_retries(args["--retries"]), args["--retry-lost"]))
 
 
 def _log_dir(args) -> Optional[str]:
@@ -196,6 +206,15 @@ def _job_timeout(text: Optional[str]) -> Optional[float]:
         raise UsageError(f"--timeout must be a duration longer than 0 (90, 90s, 30m, 2h, "
                          f"1d), not '{text}'")
     return seconds
+
+
+def _retries(text: Optional[str]) -> int:
+    if text is None:
+        return 0
+    if not text.isdigit():
+        raise UsageError(f"--retries must be a whole number of 0 or more (how many more "
+                         f"times a failed job runs), not '{text}'")
+    return int(text)
 
 
 def _halt(text: Optional[str]) -> Optional[halt.Policy]:

@@ -15,7 +15,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import yaml
 
-from pegasus import slots, template
+from pegasus import retry, slots, template
 from pegasus.errors import InputError
 from pegasus.model import GPU_BUSY_MIB, GpuProbe, Job, SubNode, params_of
 from pegasus.options import parse_duration
@@ -233,12 +233,18 @@ def expand_entry(entry, line: Optional[int] = None) -> List[Job]:
     axes = {name: _values(name, raw, "this entry") for name, raw in entry.items()}
     if "allocation_policy" in axes:  # a setting, not a sweep: its first value (as the original)
         axes["allocation_policy"] = axes["allocation_policy"][:1]
-    if len(axes.get("timeout", ())) > 1:
-        raise InputError("'timeout' is a list; a job has one timeout, e.g. 'timeout: 30m'")
+    if "retry_on" in axes:  # one setting, a list of exit statuses
+        axes["retry_on"] = [",".join(value.strip() for value in axes["retry_on"])]
+    for name, (what, example) in ONE_VALUE.items():
+        if len(axes.get(name, ())) > 1:
+            raise InputError(f"'{name}' is a list; a job has one {what}, e.g. "
+                             f"'{name}: {example}'")
     return [Job(p.pop("command"), params_of(p), line)
             for p in _product(axes, "this entry")]
 
 
+ONE_VALUE = {"timeout": ("timeout", "30m"), "retries": ("retry count", "2"),  # settings,
+             "retry_lost": ("retry_lost setting", "true")}                      # not sweeps
 SLOT_SETTINGS = frozenset({"slots", "allocation_policy"})  # job settings
 CHECK_CACHE = 4096  # (template, names) pairs remembered as checked
 
@@ -255,6 +261,7 @@ def checker(nodes: Sequence[SubNode]) -> Callable[[Job], None]:
 
     def check(job: Job) -> None:
         _check_timeout(job)
+        retry.check(job)
         _check_slots(job, largest)
         _check_names(job, name_sets, cache)
     return check

@@ -22,6 +22,14 @@ steps, ``COMPACT_STEPS``, reached only once a journal outgrows its limit
 - ``compact-written``: it holds the live tickets' lines, fsynced; not renamed
 - ``compact-renamed``: it replaced the journal, folder fsynced; the old file's
   descriptor not closed yet
+
+A job with ``retries:`` passes two more between its attempts,
+``RETRY_STEPS``:
+
+- ``retry-journaled``: a failed attempt's end and the ``retry`` record are
+  journaled; the next attempt is not launched
+- ``retry-launch-journaled``: the next attempt's launch is journaled; its
+  command was not sent
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ EXIT_STATUS = 86
 STEPS = ("taken-journaled", "queue-rewritten", "consumed-appended", "launch-journaled",
          "exec-sent", "job-finished", "finish-journaled")
 COMPACT_STEPS = ("compact-started", "compact-written", "compact-renamed")
+RETRY_STEPS = ("retry-journaled", "retry-launch-journaled")
 
 
 def point(step: str) -> None:

@@ -28,7 +28,7 @@ def run_job(node: SubNode, job: Job, executor, sink: Sink,
         rendered = expand.render(job, node)
     except TemplateError as err:  # checked before it left the queue; kept safe
         return Result(node, job, job.command, error=f"not rendered: {err}")
-    sink.job_started(node, rendered, job.id)
+    sink.job_started(node, rendered, job.id, job.attempt)
     splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
     progress = {"stdout": ProgressFilter(), "stderr": ProgressFilter()}
 

@@ -5,7 +5,10 @@
 chunk, so a running job's log grows and a crash leaves it as far as it got.
 Broadcast runs one job on every sub-node: ``<id>.<sub-node>.log`` each.
 When a job ends, its row is appended to ``<log dir>/joblog.tsv`` (one write,
-``O_APPEND``): that row is how ``pegasus log -f`` knows the job ended.
+``O_APPEND``): that row is how ``pegasus log -f`` knows the job ended. A
+retried job (``retries:``) has a row per attempt, the failed attempts'
+outcome ``retried``, and one log: each attempt after the first begins
+with a line ``=== attempt 2 on [sub-node] ===``.
 
 Logs are a convenience beside the queue's records: a write that fails (a
 full disk) is said once a run, that job's log stops there, and the run goes
@@ -153,7 +156,10 @@ def row(result: Result, start: float, runtime: float):
 
 
 def outcome_word(result: Result, signal: str) -> str:
-    """ok, failed, killed, interrupted (outcome unknown) or not started."""
+    """ok, failed, killed, interrupted (outcome unknown), not started, or retried
+    (an attempt that did not succeed, and the job runs again: not its end)."""
+    if result.retrying:
+        return "retried"
     outcome = result.outcome
     if outcome is Outcome.SUCCEEDED:
         return "ok"

@@ -15,6 +15,11 @@ Pegasus knows the journal is an orphan to recover. One JSON object a line:
 - ``finished``: its exit status there; ``lost``: its outcome there is unknown
   (broadcast mode launches one ticket on every sub-node: each is settled
   on its own)
+- ``retry`` (written with the ``finished`` or ``lost`` of a failed attempt, in
+  one fsync): the ticket runs again; its next ``launched`` starts the next
+  attempt. A crash before that puts the job back at the head of the queue
+  with the retries it has left (the record's ``entry``): no attempt is lost,
+  none runs twice
 
 ``taken``, ``put-back`` and ``launched`` are fsynced before the step they
 announce. A torn last line (a crash mid-write) is ignored when reading. A
@@ -130,18 +135,21 @@ class Journal:
             self._live[ticket].running.append(node)
         self._write([{"ev": "launched", "ticket": ticket, "node": node}], sync=True)
 
-    def finished(self, ticket: str, node: str, status: int, *, last: bool = True) -> None:
+    def finished(self, ticket: str, node: str, status: int, *, last: bool = True,
+                 retry: Optional[dict] = None) -> None:
         """Its exit status on ``node``. ``last``: no other sub-node runs this
-        ticket, so it is settled (queue mode); else call ``settled`` later."""
-        self._write([{"ev": "finished", "ticket": ticket, "node": node, "exit": status}],
-                    sync=False)
-        self._node_done(ticket, node, last)
+        ticket, so it is settled (queue mode); else call ``settled`` later.
+        ``retry``: the job runs again; the entry to put back if it never does."""
+        self._write([{"ev": "finished", "ticket": ticket, "node": node, "exit": status}]
+                    + _retry(ticket, retry), sync=retry is not None)
+        self._node_done(ticket, node, last and retry is None)
 
-    def lost(self, ticket: str, node: str, reason: str, *, last: bool = True) -> None:
-        """Its outcome on ``node`` is unknown; ``last`` as for ``finished``."""
-        self._write([{"ev": "lost", "ticket": ticket, "node": node, "reason": reason}],
-                    sync=True)
-        self._node_done(ticket, node, last)
+    def lost(self, ticket: str, node: str, reason: str, *, last: bool = True,
+             retry: Optional[dict] = None) -> None:
+        """Its outcome on ``node`` is unknown; ``last`` and ``retry`` as for ``finished``."""
+        self._write([{"ev": "lost", "ticket": ticket, "node": node, "reason": reason}]
+                    + _retry(ticket, retry), sync=True)
+        self._node_done(ticket, node, last and retry is None)
 
     def settled(self, ticket: str) -> None:
         """No record will come for ``ticket`` any more: a compaction drops its lines.
@@ -232,21 +240,7 @@ class Journal:
         self.size += len(data)
 
     def _write_compacted(self) -> int:
-        """The new file, written, fsynced, renamed over the journal; its fd."""
-        head, _, _ = self.path.rpartition(".journal-")
-        temp = f"{head}.jcompact-{secrets.token_hex(6)}"
-        fd = _create_locked(temp)  # locked before a recovery can take it for dead
-        try:
-            faults.point("compact-started")
-            write_all(fd, self._live_lines())
-            os.fsync(fd)
-            faults.point("compact-written")
-            os.replace(temp, self.path)
-        except OSError:
-            os.close(fd)
-            unlink_quietly(temp)
-            raise
-        return fd
+        return _write_compacted(self.path, self._live_lines())
 
     def _switch_to(self, fd: int) -> None:
         old, self.fd, self.size = self.fd, fd, self._live_bytes
@@ -259,6 +253,30 @@ class Journal:
     def _live_lines(self) -> bytes:
         return b"".join([line for live in self._live.values() for line in live.lines]
                         + [line for _, _, line in self._putting_back])
+
+
+def _write_compacted(path: str, lines: bytes) -> int:
+    """The new file, written, fsynced, renamed over the journal at ``path``; its fd."""
+    head, _, _ = path.rpartition(".journal-")
+    temp = f"{head}.jcompact-{secrets.token_hex(6)}"
+    fd = _create_locked(temp)  # locked before a recovery can take it for dead
+    try:
+        faults.point("compact-started")
+        write_all(fd, lines)
+        os.fsync(fd)
+        faults.point("compact-written")
+        os.replace(temp, path)
+    except OSError:
+        os.close(fd)
+        unlink_quietly(temp)
+        raise
+    return fd
+
+
+def _retry(ticket: str, entry: Optional[dict]) -> List[dict]:
+    """The ``retry`` record: the ticket runs again, launched anew (``launched``);
+    until then a crash puts ``entry`` back at the head of the queue."""
+    return [] if entry is None else [{"ev": "retry", "ticket": ticket, "entry": entry}]
 
 
 def _taken_record(ticket: str, entry: dict, target: str, partial: str,
@@ -371,6 +389,7 @@ def _resolve(journal: Journal, records: List[dict], partials: set) -> Orphan:
     taken: Dict[str, dict] = {}
     put_back: set = set()
     running: Dict[str, List[str]] = {}  # ticket -> nodes launched, not settled
+    retrying: Dict[str, dict] = {}  # ticket -> its entry: to run again, not launched yet
     ids: Dict[str, int] = {}  # every id given out, void takes' too: none is given again
     for index, rec in enumerate(records):
         ev, ticket = rec.get("ev"), rec.get("ticket")
@@ -382,14 +401,17 @@ def _resolve(journal: Journal, records: List[dict], partials: set) -> Orphan:
             put_back.update(rec["tickets"])
         elif ev == "launched":
             running.setdefault(ticket, []).append(rec["node"])
+            retrying.pop(ticket, None)
+        elif ev == "retry":
+            retrying[ticket] = rec["entry"]
         elif ev in ("finished", "lost") and rec.get("node") in running.get(ticket, ()):
             running[ticket].remove(rec["node"])
     orphan = Orphan(journal, ids=ids)
     for ticket, rec in taken.items():
         if ticket in put_back:
             continue
-        if ticket not in running:
-            orphan.unlaunched.append((ticket, rec["entry"]))
+        if ticket not in running or ticket in retrying:  # never ran, or not again yet
+            orphan.unlaunched.append((ticket, retrying.get(ticket, rec["entry"])))
         orphan.interrupted.extend((ticket, rec["entry"], node)
                                   for node in running.get(ticket, ()))
     return orphan

@@ -60,7 +60,7 @@ class Follower:
             alive = ended or pegasus_running(queue_path)
             self.copy(log_files(self.folder, self.job_id))
             if ended:
-                ok = all(row[7] == "ok" for row in self.rows if len(row) > 7)
+                ok = all(row[7] == "ok" for row in _ends(self.rows) if len(row) > 7)
                 return ExitStatus.OK if ok else ExitStatus.JOB_FAILED
             if not alive:
                 raise InputError(f"job {self.job_id}'s log ends here: no Pegasus runs on "
@@ -82,7 +82,8 @@ class Follower:
         key = f"{self.job_id}\t".encode()
         self.rows += [line.decode("utf-8", "replace").split("\t")
                       for line in complete.splitlines() if line.startswith(key)]
-        return bool(self.rows) and len(self.rows) >= len(log_files(self.folder, self.job_id))
+        ends = _ends(self.rows)
+        return bool(ends) and len(ends) >= len(log_files(self.folder, self.job_id))
 
     def copy(self, paths: List[str]) -> None:
         for path in paths:
@@ -130,3 +131,8 @@ def pegasus_running(queue_path: str) -> bool:
         if len(fields) > 5 and fields[1] == "FLOCK":
             held.add(int(fields[5].rsplit(":", 1)[-1]))
     return bool(inodes & held)
+
+
+def _ends(rows: List[List[str]]) -> List[List[str]]:
+    """The rows of a job's ends: not those of attempts that were retried."""
+    return [row for row in rows if len(row) <= 7 or row[7] != "retried"]

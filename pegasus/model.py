@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Mapping, Optional, Tuple
+from typing import FrozenSet, Mapping, Optional, Tuple
 
 from pegasus.options import format_duration, parse_duration
 
@@ -81,6 +81,7 @@ class SubNode:
         ctx["slots"] = ",".join(map(str, self.slots or (0,)))
         ctx["allocation_policy"] = "first_fit"  # the job's own, if any, wins
         ctx["job_id"] = ""  # always defined; the job's own id (Job.context_on)
+        ctx["attempt"] = "1"  # always defined; the job's own attempt (Job.context_on)
         return ctx
 
 
@@ -93,6 +94,8 @@ class Job:
     line: Optional[int] = field(default=None, compare=False)  # of its entry, 1-based
     ticket: Optional[str] = field(default=None, compare=False)  # its journal id
     id: Optional[int] = field(default=None, compare=False)  # its job id (jobids), once taken
+    attempt: int = field(default=1, compare=False)  # 2, 3, ...: a retry (``retry``)
+    failed_on: FrozenSet["SubNode"] = field(default=frozenset(), compare=False)  # earlier attempts
 
     def context_on(self, node: SubNode) -> dict:
         """Job params, then the sub-node's (they win, with the job's slots)."""
@@ -103,6 +106,7 @@ class Job:
             ctx["allocation_policy"] = SPELLINGS.get(policy, policy)
         if self.id is not None:
             ctx["job_id"] = str(self.id)
+        ctx["attempt"] = str(self.attempt)
         return ctx
 
     @property
@@ -115,6 +119,8 @@ class Job:
         """A queue entry that re-runs exactly this job."""
         entry = {"command": self.command}
         entry.update(self.params)
+        if "retry_on" in entry:  # one setting, typed as a list: kept as one
+            entry["retry_on"] = [code.strip() for code in entry["retry_on"].split(",")]
         return entry
 
 
@@ -145,6 +151,7 @@ class Result:
     outcome_hint: Optional[Outcome] = None  # LOST or NOT_STARTED, with error
     put_back: bool = False  # not started, and back in the queue: it runs later
     timed_out: Optional[float] = None  # the timeout (seconds) that stopped it
+    retrying: bool = False  # this attempt failed and the job runs again (``retry``)
 
     @property
     def outcome(self) -> Outcome:

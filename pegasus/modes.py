@@ -33,7 +33,7 @@ from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.probing import Heard, Probes
 from pegasus.progress import Counts
 from pegasus.queuefile import LockWaitAborted
-from pegasus.running import Jobs, QueueHead, Run
+from pegasus.running import Jobs, QueueHead, Retries, Run
 from pegasus.scheduler import Plan, Scheduler
 from pegasus.words import plural
 
@@ -105,7 +105,8 @@ class Loop(Mode):
         self.tally, self.halted = Tally(run.halt), None  # --halt; why it stopped the run
         self.head = QueueHead(run.queue, run.sink, run.daemon)
         self.jobs = Jobs(self.hosts, run.records, run.sink, self.events.put, run.timeout,
-                         run.logs)
+                         run.logs, run.retries)
+        self.retries = Retries(run.records, run.sink, run.retries)
 
     def loop(self) -> ExitStatus:
         with _side_tasks(self):
@@ -113,9 +114,10 @@ class Loop(Mode):
                 self.reap(block=False)
                 if self.may_take():
                     self.take()
-                if self.finished():
+                if _over(self):
                     break
                 self.reap(block=True)
+            self.give_back()
         return self.report()
 
     def host_lost(self, node: SubNode, why: str) -> None:
@@ -161,10 +163,12 @@ class Loop(Mode):
         self.head.wake()
         self.jobs.ended(result.node)
         try:
-            result = self.run.records.settle(result)
+            result = self.run.records.settle(result, self.retries.entry(result))
         except PegasusError as err:
             self.storage_failed(err)
-        if not result.put_back:  # it will run again: not an outcome yet
+        if result.retrying:  # it runs again: not an outcome yet
+            self.retries.add(result)
+        elif not result.put_back:
             self.failed += not result.ok
             self.record(result)
             self.halt_if(self.tally.add(result.ok))
@@ -179,10 +183,15 @@ class Loop(Mode):
     def may_take(self) -> bool:
         if self.state is not State.RUNNING or self.run.stop.requested:
             return False
-        return self.has_targets() and self.head.may_have_jobs()
+        return self.has_targets() and (bool(self.retries) or self.head.may_have_jobs())
 
     def take(self) -> None:
         plan = self.plan()
+        if self.retries:  # taken before: ahead of the queue's entries
+            for node, job in self.retries.place(plan.place_retry):
+                self.start(node, job)
+            if not plan.want or not self.head.may_have_jobs():
+                return None
         try:
             taken = self.run.records.take_placed(plan.want, plan.place, self.run.check)
         except InputError as err:
@@ -204,24 +213,6 @@ class Loop(Mode):
     def start(self, node: SubNode, job: Job) -> None:
         self.scheduler.start([node])
         self.jobs.start(node, job)
-
-    def finished(self) -> bool:
-        if self.scheduler.running:
-            return False
-        if self.state is not State.RUNNING:
-            return True
-        if self.head.done():
-            return True
-        if self.hosts.reconnecting:
-            return False
-        if not self.scheduler.has_free():
-            self.run.sink.message("no usable sub-node is left; stopping")
-            return True
-        if self.head.waiting and not self.run.daemon and not self.may_free_up():
-            self.run.sink.message("the job at the head of the queue needs more slots than "
-                                  "any host that is up has free; it stays in the queue")
-            return True
-        return False
 
     def wait_seconds(self) -> Optional[float]:
         if self.state is not State.RUNNING or not self.has_targets():
@@ -261,6 +252,13 @@ class Loop(Mode):
             self.state, self.abort_status = State.ABORTING, status
             self.run.sink.message(why)
 
+    def give_back(self) -> None:
+        """Jobs still waiting for their next attempt go back to the queue: not a success."""
+        try:
+            self.failed += self.retries.give_back()
+        except PegasusError as err:
+            self.storage_failed(err)
+
     def storage_failed(self, err: PegasusError) -> None:
         self.abort(f"{err}\n(no new jobs will start; running jobs finish: their records "
                    "are kept where they can still be written)", ExitStatus.IO_ERROR)
@@ -286,6 +284,27 @@ def _output_lost_words(err: OSError, running: int) -> str:
     return (f"{output_failure(err)}: no new jobs will start and the queue file is left "
             "as it is" + (f"; waiting for {plural(running, 'running job')} to finish"
                           if running else ""))
+
+
+def _over(loop: Loop) -> bool:
+    """Whether the run is over: nothing runs and nothing more will be taken (said
+    when that is not plain: no sub-node left, a head that can never be placed)."""
+    if loop.scheduler.running:
+        return False
+    if loop.state is not State.RUNNING:
+        return True
+    if loop.head.done() and not loop.retries:
+        return True
+    if loop.hosts.reconnecting:
+        return False
+    if not loop.scheduler.has_free():
+        loop.run.sink.message("no usable sub-node is left; stopping")
+        return True
+    if loop.head.waiting and not loop.run.daemon and not loop.may_free_up():
+        loop.run.sink.message("the job at the head of the queue needs more slots than "
+                              "any host that is up has free; it stays in the queue")
+        return True
+    return False
 
 
 def _exit_status(loop: Loop) -> ExitStatus:
@@ -412,6 +431,12 @@ class QueuePlan:
             return None
         self.nodes.append(node)
         return node.label
+
+    def place_retry(self, job: Job, avoid) -> Optional[SubNode]:
+        """A job taken before, waiting to run again (``avoid``: where it failed)."""
+        node = self.plan.place(job, avoid)
+        self.want -= node is not None
+        return node
 
     def assign(self, jobs) -> List[Tuple[SubNode, Job]]:
         return list(zip(self.nodes, jobs))

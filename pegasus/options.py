@@ -18,6 +18,14 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
+class RetryDefaults:
+    """``--retries N`` and ``--retry-lost``: for jobs that do not say (``retry``)."""
+
+    retries: int = 0
+    retry_lost: bool = False
+
+
+@dataclass(frozen=True)
 class Options:
     mode: str  # "q", "b", "l" or "requeue"
     daemon: bool
@@ -36,6 +44,7 @@ class Options:
     log_dir: Optional[str] = None  # the job logs' folder; None: --no-logs
     job_id: Optional[int] = None  # pegasus log ID
     follow: bool = False  # pegasus log -f
+    retries: RetryDefaults = RetryDefaults()  # --retries, --retry-lost
 
 
 def parse_duration(text: str) -> Optional[float]:

@@ -386,15 +386,20 @@ class Sink:
             picked = self._wrap(picked, max(self.width - prefix_width, _MIN_ROOM))
         self.outlet.write(b"".join((prefix, (b"\n" + prefix).join(picked), b"\n")), wait=True)
 
-    def job_started(self, node, command: str, job_id: Optional[int] = None) -> None:
-        """Print the ``=== run #17 'command' ===`` frame and restart the print period."""
+    def job_started(self, node, command: str, job_id: Optional[int] = None,
+                    attempt: int = 1) -> None:
+        """Print the ``=== run #17 'command' ===`` frame (a retry: ``=== run #17
+        (attempt 2) 'command' ===``) and restart the print period."""
         self._counts.pop(node, None)
         number = "" if job_id is None else f"#{job_id} "
+        number += f"(attempt {attempt}) " if attempt > 1 else ""
         self._frame(node, f"=== run {number}'{one_line(command)}' ===")
 
     def job_done(self, node, result) -> None:
-        """Print ``=== done (exit N) ===`` or ``=== done (<error>) ===``."""
-        self._frame(node, f"=== done ({result.describe()}) ===")
+        """Print ``=== done (exit N) ===`` or ``=== done (<error>) ===`` (plus
+        ``; it runs again`` for a failed attempt that is retried)."""
+        again = "; it runs again" if result.retrying else ""
+        self._frame(node, f"=== done ({result.describe()}{again}) ===")
 
     def command(self, node, text: str) -> None:
         """A dry run's job: its command under the sub-node's label (every line,

@@ -18,6 +18,11 @@ through these steps, each recorded before the next one happens:
    connection died while it ran; also written to ``interrupted.yaml``), or
    **put back** (never sent: it goes back to the head of the queue, announced
    in the journal before the rename, like a take).
+4. **retried** (``retries:``): a failed attempt's end is journaled with a
+   ``retry`` record in one fsync, and the next attempt's launch is journaled
+   on its own (``launching``), on whatever sub-node it goes to. A job still
+   waiting for its next attempt when the run stops is put back, with the
+   retries it has left; so is it by the recovery after a crash.
 
 When a Pegasus dies, its journal's lock is freed. The next one to start
 (``open_run``) reads the dead journals under the queue lock: a job taken and
@@ -142,20 +147,26 @@ class Records:
 
     def launching(self, job: Job, node: str) -> None:
         """The job's command is about to be sent to ``node``."""
-        if self.journal is not None and job.ticket is not None and not self.launch_with_take:
+        again = job.attempt > 1  # a retry: launched anew, on a sub-node chosen now
+        if self.journal is not None and job.ticket is not None and \
+                (again or not self.launch_with_take):
             with _journal_errors(self.journal):
                 self.journal.launched(job.ticket, node)
-        faults.point("launch-journaled")
+        faults.point("retry-launch-journaled" if again else "launch-journaled")
 
     # -- 3. finished, lost or put back
 
-    def settle(self, result: Result) -> Result:
+    def settle(self, result: Result, retry: Optional[dict] = None) -> Result:
         """Record how a job ended on its sub-node; returns the result as recorded.
 
         A job that could not be sent goes back to the queue, but not forever:
         after ``MAX_PUT_BACKS`` times in one run it is recorded as failed.
+        ``retry``: this attempt failed (or was lost) and the job runs again; the
+        entry a crash before its next launch puts back (journaled with the end).
         """
         outcome, job, node = result.outcome, result.job, result.node.label
+        if retry is not None:
+            return self._retried(result, retry)
         if outcome is Outcome.NOT_STARTED and self.launch_with_take:
             key = (job.command, job.params)
             self.put_backs[key] += 1
@@ -170,6 +181,20 @@ class Records:
             self.lost(job, node, result.error, to_user=outcome is not Outcome.NOT_STARTED)
         else:
             self._finished(result)
+        self._compact()
+        return result
+
+    def _retried(self, result: Result, entry: dict) -> Result:
+        """An attempt that runs again: journaled (fsynced), in no file of the user's."""
+        job, node = result.job, result.node.label
+        if self.journal is not None and job.ticket is not None:
+            with _journal_errors(self.journal):
+                if result.outcome in (Outcome.LOST, Outcome.ORPHANED):
+                    self.journal.lost(job.ticket, node, result.error or "", retry=entry)
+                else:
+                    self.journal.finished(job.ticket, node, result.exit_status or 0,
+                                          retry=entry)
+            faults.point("retry-journaled")
         self._compact()
         return result
 
@@ -207,14 +232,15 @@ class Records:
             with _journal_errors(self.journal):
                 self.journal.compact_if_large()
 
-    def put_back(self, jobs: Sequence[Job]) -> None:
-        """Jobs that were never sent go back to the head of the queue."""
+    def put_back(self, jobs: Sequence[Job], entries: Optional[Sequence[dict]] = None) -> None:
+        """Jobs that were never sent go back to the head of the queue (``entries``:
+        as these, for jobs waiting for a retry: with the retries they have left)."""
         tickets = [j.ticket for j in jobs]
         journal = self.journal
         announce = None if journal is None else (
             lambda partial: journal.put_back(tickets, partial))
         with self.queue.locked():
-            self.queue.insert_head([j.canonical() for j in jobs], announce)
+            self.queue.insert_head(entries or [j.canonical() for j in jobs], announce)
 
     def lost(self, job: Job, node: str, reason: str, to_user: bool = True) -> None:
         """The job's outcome on ``node`` is unknown: recorded for the user to re-run.

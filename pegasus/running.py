@@ -9,7 +9,7 @@ greenlets (with ``modes``, ``connecting`` and ``probing``, the only code that sp
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 import gevent
 
@@ -24,6 +24,7 @@ from pegasus.options import format_duration
 from pegasus.output import Sink
 from pegasus.queuefile import Check, LockWaitAborted, QueueFile
 from pegasus.records import Records
+from pegasus.retry import Defaults, Pending, left_entry, next_attempt, retrying_words, wants
 from pegasus.words import plural
 
 GIVE_UP_AFTER = 3  # seconds after a stopped job's KILL before Pegasus stops waiting for it
@@ -62,6 +63,7 @@ class Run:
     timeout: Optional[float] = None  # --timeout: seconds, for jobs without their own
     halt: Optional[Policy] = None  # --halt (None: never)
     logs: Optional[JobLogs] = None  # None: --no-logs
+    retries: Defaults = Defaults()  # --retries, --retry-lost
 
 
 class QueueHead:
@@ -127,12 +129,14 @@ class Jobs:
     sub-node. ``timeout``: seconds a job without its own ``timeout:`` may run."""
 
     def __init__(self, hosts, records: Records, sink: Sink, post,
-                 timeout: Optional[float] = None, logs: Optional[JobLogs] = None):
+                 timeout: Optional[float] = None, logs: Optional[JobLogs] = None,
+                 retries: Defaults = Defaults()):
         self.hosts, self.records, self.sink, self.post = hosts, records, sink, post
-        self.timeout, self.logs = timeout, logs
+        self.timeout, self.logs, self.retries = timeout, logs, retries
         self.greenlets: Dict[SubNode, gevent.Greenlet] = {}
         self.timers: Dict[SubNode, List[gevent.Greenlet]] = {}  # ended with the job
         self.expired: Dict[SubNode, float] = {}  # the timeouts that ran out
+        self.stopped: Set[SubNode] = set()  # stopped by Pegasus: not retried (unless timed out)
 
     def start(self, node: SubNode, job: Job) -> None:
         self.greenlets[node] = gevent.spawn(self._run, node, job)
@@ -142,6 +146,8 @@ class Jobs:
 
     def _run(self, node: SubNode, job: Job) -> None:
         log = NO_LOG if self.logs is None else self.logs.start(job.id, node)
+        if job.attempt > 1:  # the attempts share the job's log
+            log.write(f"=== attempt {job.attempt} on {node.label} ===\n".encode())
         try:
             result = run_job(node, job, self.hosts.executor(node), self.sink,
                              lambda: self.records.launching(job, node.label), log,
@@ -161,15 +167,20 @@ class Jobs:
         self.stop([node])
 
     def _verdict(self, node: SubNode, result: Result) -> Result:
-        """A job stopped by its timeout (it did not succeed first) timed out: 124."""
+        """A job stopped by its timeout (it did not succeed first) timed out: 124.
+        A failed attempt with retries left runs again, unless Pegasus stopped it
+        for another reason than its timeout (Ctrl-c, --halt now, a kill)."""
         seconds = self.expired.get(node)
-        if seconds is None or result.error is not None or result.exit_status == 0:
-            return result
-        return replace(result, exit_status=TIMED_OUT_STATUS, timed_out=seconds)
+        if seconds is not None and result.error is None and result.exit_status != 0:
+            result = replace(result, exit_status=TIMED_OUT_STATUS, timed_out=seconds)
+        if (node not in self.stopped or seconds is not None) and wants(result, self.retries):
+            result = replace(result, retrying=True)
+        return result
 
     def ended(self, node: SubNode) -> None:
         self.greenlets.pop(node, None)
         self.expired.pop(node, None)
+        self.stopped.discard(node)
         for timer in self.timers.pop(node, ()):
             timer.kill(block=False)
 
@@ -182,6 +193,7 @@ class Jobs:
     def stop(self, nodes: List[SubNode]) -> None:
         """TERM to each job's process group, KILL later; then stop waiting for it."""
         for node in nodes:
+            self.stopped.add(node)
             executor = self.hosts.executor(node)
             gevent.spawn(executor.cancel)
             self.timers.setdefault(node, []).extend((
@@ -195,3 +207,38 @@ class Jobs:
         greenlet = self.greenlets.get(node)
         if greenlet is not None:
             greenlet.kill(ConnectionLost(why), block=False)
+
+
+class Retries:
+    """Jobs waiting for their next attempt (``retries:``, queue mode): each
+    retried result's entry for the journal, their places, and at the end of a
+    run the ones that never got one, back at the head of the queue."""
+
+    def __init__(self, records: Records, sink: Sink, defaults: Defaults):
+        self.records, self.sink, self.defaults = records, sink, defaults
+        self.pending = Pending()
+
+    def __bool__(self) -> bool:
+        return bool(self.pending)
+
+    def entry(self, result: Result) -> Optional[dict]:
+        """For a retried attempt: the entry a crash before the next one puts back."""
+        return left_entry(next_attempt(result), self.defaults) if result.retrying else None
+
+    def add(self, result: Result) -> None:
+        self.sink.message(retrying_words(result, self.defaults))
+        self.pending.add(next_attempt(result))
+
+    def place(self, place) -> List:
+        return self.pending.place(place)
+
+    def give_back(self) -> int:
+        """The run ends: jobs still waiting go back to the head of the queue, with
+        the retries they have left (raises a PegasusError if it cannot be written)."""
+        jobs = self.pending.take_all()
+        if jobs:
+            self.sink.message(f"{plural(len(jobs), 'job')} waiting to run again "
+                              f"{'goes' if len(jobs) == 1 else 'go'} back to the head of "
+                              "the queue, with the retries left")
+            self.records.put_back(jobs, [left_entry(job, self.defaults) for job in jobs])
+        return len(jobs)

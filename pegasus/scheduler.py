@@ -212,19 +212,28 @@ class Plan:
             self.skipped = gpus.skipped
             self.first = 0  # hosts before it have no free lane left
         else:
-            self.free = iter(free)
+            self.free = free[::-1]  # popped from the end, in order
 
-    def place(self, job: Job) -> Optional[SubNode]:
-        """The sub-node, with its slots, the job would run on; None: it waits."""
+    def place(self, job: Job, avoid: AbstractSet[SubNode] = frozenset()) -> Optional[SubNode]:
+        """The sub-node, with its slots, the job would run on; None: it waits.
+        ``avoid``: where an earlier attempt failed (a retry): another host if one
+        is free, else another sub-node, else one of those."""
         if not self.scheduler.packing:
-            node = next(self.free, None)  # every host has one slot, every job needs one
-            return None if node is None else replace(node, slots=(0,))
+            if not self.free:  # every host has one slot, every job needs one
+                return None
+            node = self.free.pop(_preferred(self.free[::-1], avoid, len(self.free))
+                                 if avoid else -1)
+            return replace(node, slots=(0,))
         params = dict(job.params)
         count = slots.count_of(params.get("slots", "1"))
         policy = params.get("allocation_policy")
         while self.first < len(self.order) and self._spent(self.order[self.first]):
             self.first += 1  # hosts with no free lane left are passed over once
-        for host in self.order[self.first:]:
+        order = self.order[self.first:]
+        if avoid:  # hosts where it failed last (sorted is stable)
+            failed = {node.colour for node in avoid}
+            order = sorted(order, key=lambda host: host in failed)
+        for host in order:
             lanes = self.hosts[host]
             if self._spent(host):
                 continue
@@ -236,9 +245,23 @@ class Plan:
                 return None
             if chosen is not None:
                 self.held[host].update(chosen)
-                return replace(lanes.pop(0), slots=chosen)
+                lane = _preferred(lanes, avoid, 0) if avoid else 0
+                return replace(lanes.pop(lane), slots=chosen)
         return None
 
     def _spent(self, host: int) -> bool:
         """No free lane left (a lane that probes will be free soon)."""
         return not self.hosts[host] and host not in self.probing
+
+
+def _preferred(nodes: Sequence[SubNode], avoid: AbstractSet[SubNode], size: int) -> int:
+    """The index of the first of ``nodes`` on a host not in ``avoid``, else of the
+    first not in ``avoid``, else of the first; ``size``: counted from the end (the
+    index in a reversed list of that size), 0: from the start."""
+    if avoid:
+        hosts = {node.hostname for node in avoid}
+        for good in (lambda n: n.hostname not in hosts, lambda n: n not in avoid):
+            for index, node in enumerate(nodes):
+                if good(node):
+                    return size - 1 - index if size else index
+    return size - 1 if size else 0

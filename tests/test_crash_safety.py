@@ -405,6 +405,51 @@ def test_fault_while_compacting_the_journal(step, tmp_path, run_pegasus, run_in_
     assert all(reason == STOPPED for _, reason, _ in f.interrupted())
 
 
+# ---------------------------------------------------------------- a crash between attempts
+
+@pytest.mark.parametrize("step", faults.RETRY_STEPS)
+@pytest.mark.parametrize("where", ["local", CLUSTER])
+def test_fault_between_the_attempts_of_a_retried_job(where, step, request, tmp_path,
+                                                     run_pegasus, run_in_process):
+    """A job with 'retries: 1' fails its first attempt (a counter file says which
+    attempt it is) and would succeed at its second; Pegasus dies between them:
+    after the failed attempt's end and the retry are journaled (the job goes
+    back to the head of the queue with 'retries: 0' and runs once more), or
+    after the second attempt's launch is journaled, before it is sent (outcome
+    unknown: interrupted.yaml, not run). No attempt is lost or run twice."""
+    f = folder_for(where, request, tmp_path, run_pegasus, run_again=run_in_process)
+    node = "[localhost]" if where == "local" else "[node-1]"
+    counter = os.path.join(os.path.dirname(f.marker), "attempts-" + uuid.uuid4().hex)
+    open(counter, "w").close()
+    os.chmod(counter, 0o666)
+    retried, other = f.ids = ["j00-" + uuid.uuid4().hex[:8], "j01-" + uuid.uuid4().hex[:8]]
+    command = ('n=$(cat %s); printf "x\\n" >> %s; [ -n "$n" ] || exit 1; echo %s >> %s'
+               % (counter, counter, retried, f.marker))
+    with open(f.file("queue.yaml"), "w") as out:
+        out.write(yaml.safe_dump([{"command": command, "retries": "1"},
+                                  "echo %s >> %s" % (other, f.marker)]))
+
+    first = f.run(fault=step)
+    assert first.returncode == faults.EXIT_STATUS, first.output
+    assert read(counter) == "x\n", "the first attempt ran once, the second not yet"
+    f.check_unrecovered("after a crash at " + step)
+
+    second = f.run()
+    ran, interrupted = f.check("after the run that recovered from " + step)
+    assert f.queue() == collections.Counter() and f.journals() == []
+    assert ran[other] == 1
+    if step == "retry-journaled":
+        assert second.returncode == 0, second.output
+        assert PUT_BACK_MSG in second.output, second.output
+        assert ran[retried] == 1 and read(counter) == "x\nx\n"
+        assert load(read(f.file("consumed.yaml")))[-2]["retries"] == "0"  # what it had left
+    else:
+        assert second.returncode == 0, second.output
+        assert f.interrupted() == [(node, STOPPED, retried)]
+        assert INTERRUPTED_MSG in second.output, second.output
+        assert retried not in ran and read(counter) == "x\n"
+
+
 # ---------------------------------------------------------------- the void rule's window
 
 def test_queue_edited_between_a_crash_and_the_restart(tmp_path, run_pegasus, run_in_process):

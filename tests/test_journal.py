@@ -1091,3 +1091,51 @@ def test_a_take_whose_record_cannot_be_written_leaves_nothing_behind(tmp_path, m
     opened.close()
     assert sorted(os.listdir(str(tmp_path))) == [".queue.yaml.job-id", ".queue.yaml.lock",
                                                  "queue.yaml"]  # the id counter stays
+
+
+# ---------------------------------------------------------------- retries (issue 13)
+
+LEFT_A = {"command": "echo a", "retries": "1"}  # the entry with the retries it has left
+
+
+def retry(ticket, entry=LEFT_A):
+    return {"ev": "retry", "ticket": ticket, "entry": entry}
+
+
+@pytest.mark.parametrize("end", [finished("t1", status=1), lost("t1")], ids=["failed", "lost"])
+def test_a_crash_between_attempts_puts_the_job_back_with_the_retries_it_has_left(
+        tmp_path, end):
+    write_journal(tmp_path, [taken("t1", ENTRY_A), launched("t1"), end, retry("t1")])
+    orphan = only(tmp_path)
+    assert orphan.unlaunched == [("t1", LEFT_A)]
+    assert orphan.interrupted == []
+
+
+def test_a_crash_during_the_next_attempt_is_interrupted_where_it_runs(tmp_path):
+    write_journal(tmp_path, [taken("t1", ENTRY_A), launched("t1"), finished("t1", status=1),
+                             retry("t1"), launched("t1", "[n2]")])
+    orphan = only(tmp_path)
+    assert orphan.unlaunched == []
+    assert orphan.interrupted == [("t1", ENTRY_A, "[n2]")]
+
+
+def test_a_retried_job_that_finished_leaves_nothing(tmp_path):
+    write_journal(tmp_path, [taken("t1", ENTRY_A), launched("t1"), finished("t1", status=1),
+                             retry("t1"), launched("t1", "[n2]"), finished("t1", "[n2]")])
+    orphan = only(tmp_path)
+    assert (orphan.unlaunched, orphan.interrupted) == ([], [])
+
+
+def test_a_job_waiting_for_its_retry_stays_live_through_a_compaction(tmp_path):
+    journal = Journal.create(str(tmp_path / "queue.yaml"))
+    journal.limit = 0  # compact at every chance
+    ticket = journal.new_ticket()
+    journal.taken([(ticket, ENTRY_A, "[n1]")], GONE, launched=True)
+    journal.finished(ticket, "[n1]", 1, retry=LEFT_A)
+    for _ in range(10):  # settled jobs: a compaction drops their lines
+        done = journal.new_ticket()
+        journal.taken([(done, ENTRY_B, "[n2]")], GONE, launched=True)
+        journal.finished(done, "[n2]", 0)
+    assert journal.compact_if_large()
+    die(journal)
+    assert only(tmp_path).unlaunched == [(ticket, LEFT_A)]

@@ -4,7 +4,10 @@ import random
 
 import pytest
 
-from pegasus.model import SubNode
+from dataclasses import replace
+
+from pegasus.expand import expand_hosts
+from pegasus.model import Job, SubNode
 from pegasus.scheduler import Scheduler
 
 
@@ -134,3 +137,28 @@ def test_a_lane_that_probes_takes_no_job_and_a_job_waits_for_it_if_it_was_the_la
     assert plan.place(one()) == SubNode(1, "h0", (), 1, 2)  # the other lane
     assert plan.place(one()) is None  # the lane probing will be free soon: wait
     assert plan.waits_for == {0}
+
+
+# ---------------------------------------------------------------- retries (issue 13)
+
+def test_a_retry_avoids_the_host_where_it_failed_when_another_is_free():
+    nodes = expand_hosts(["h1", "h2", "h3"])
+    plan = Scheduler(nodes).plan()
+    assert plan.place(Job("x"), avoid={nodes[0]}).hostname == "h2"
+    assert plan.place(Job("y")).hostname == "h1"  # the others keep their order
+    assert plan.place(Job("z")).hostname == "h3"
+
+
+def test_a_retry_takes_the_sub_node_where_it_failed_when_no_other_is_free():
+    nodes = expand_hosts(["h1", "h2"])
+    scheduler = Scheduler(nodes)
+    scheduler.start([replace(nodes[1], slots=(0,))])
+    assert scheduler.plan().place(Job("x"), avoid={nodes[0]}).hostname == "h1"
+
+
+def test_a_retry_with_slots_prefers_another_host_then_another_lane():
+    nodes = expand_hosts([{"hostname": ["h1", "h2"], "slots": "2"}])
+    plan = Scheduler(nodes).plan()
+    assert plan.place(Job("x"), avoid={nodes[0], nodes[2]}).hostname == "h1"  # none better
+    plan = Scheduler(nodes).plan()
+    assert plan.place(Job("x"), avoid={nodes[0]}).hostname == "h2"
