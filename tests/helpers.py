@@ -28,7 +28,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 # runs the full count anywhere.
 HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI else "dev")
 LABELED = re.compile(r"^(\[[^\]]*\]) (.*)$")
-RUN_FRAME = re.compile(r"^=== run (?:#\d+ )?'(.*)' ===$")
+RUN_FRAME = re.compile(r"^=== run (?:#\d+ )?(?:\(attempt \d+\) )?'(.*)' ===$")
 DONE_FRAME = re.compile(r"^=== done \((.*)\) ===$")
 # The test being run and whether it is marked sshd (conftest.py sets it).
 _RUNNING = {"test": None, "sshd": True}
