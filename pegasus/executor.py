@@ -13,12 +13,14 @@ wait cooperatively); they spawn nothing.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol, runtime_checkable
+from typing import Callable, Optional, Protocol, Tuple, runtime_checkable
 
 Emit = Callable[[str, bytes], None]  # emit(stream name, raw bytes as they arrive)
 CHUNK = 65536  # bytes read at once from a job's output
 
 KILL_AFTER = 3  # seconds between TERM and KILL when a job is cancelled
+HOOK_TIMEOUT = 10  # seconds a cancel hook may take before the job is stopped anyway
+ASIDE_OUTPUT = 4096  # bytes of a command run aside (a cancel hook) kept for a message
 HEARTBEAT = 1.0  # seconds between the loop's heartbeat calls (an executor may skip some)
 ORPHAN_TIMEOUT = 600  # default seconds (options.ORPHAN_TIMEOUT) without a word from Pegasus before a remote job stops
 NOT_RESPONDING = 30  # seconds without a packet from a host (keepalives want replies)
@@ -62,6 +64,10 @@ class Executor(Protocol):
     def kill(self) -> None:
         """KILL the group of a command still running ``KILL_AFTER`` s after ``cancel()``
         (a remote watchdog does that itself)."""
+
+    def run_aside(self, command: str) -> Tuple[int, bytes]:
+        """Run a short command beside the running job, on the same sub-node (a
+        cancel hook): its exit status and the start of its output."""
 
     def silent_for(self) -> Optional[float]:
         """Seconds since the host last sent anything, or None where unknown."""

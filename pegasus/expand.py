@@ -114,6 +114,8 @@ def _host_entry(entry, first_index: int) -> List[SubNode]:
                          "(e.g. 'hostname: node-1')")
     count = _host_slots(entry["slots"]) if "slots" in entry else 0
     probe = _gpu_probe(entry)
+    hook = _one_value(entry["cancel"], "cancel", "'cancel: docker stop ...'") \
+        if "cancel" in entry else None
     axes = {name: _values(name, raw, "host entry") for name, raw in entry.items()
             if name not in HOST_SETTINGS}
     nodes = []
@@ -122,11 +124,11 @@ def _host_entry(entry, first_index: int) -> List[SubNode]:
         name = _render_hostname(point["hostname"], params)
         for lane in range(max(count, 1)):
             nodes.append(SubNode(first_index + len(nodes), name, params_of(params),
-                                 lane, count, probe=probe))
+                                 lane, count, probe=probe, cancel=hook))
     return nodes
 
 
-HOST_SETTINGS = frozenset({"slots", "gpu_probe", "gpu_busy_mib"})  # not template names
+HOST_SETTINGS = frozenset({"slots", "gpu_probe", "gpu_busy_mib", "cancel"})  # not names
 
 
 def _gpu_probe(entry: dict) -> Optional[GpuProbe]:
@@ -291,7 +293,10 @@ def _check_slots(job: Job, largest: SubNode) -> None:
 
 def _check_names(job: Job, name_sets, cache: Optional[dict]) -> None:
     names = {k for k, _ in job.params}
+    hook = dict(job.params).get("cancel") if "cancel" in names else None
     for name_set in name_sets:
+        if hook is not None:  # the entry's cancel hook renders as its command does
+            template.check(hook, names | name_set)
         key = (job.command, frozenset(names | name_set))
         if cache is None or key not in cache:
             template.check(job.command, key[1])
@@ -311,6 +316,14 @@ def _node_name_sets(nodes: Sequence[SubNode]) -> set:
 
 def render(job: Job, node: SubNode) -> str:
     return template.render(job.command, job.context_on(node))
+
+
+def render_cancel(job: Job, node: SubNode) -> Optional[str]:
+    """The job's cancel hook on ``node`` (the entry's ``cancel:``, else the host's),
+    rendered like the command; None without one. TemplateError if it cannot render
+    (a host's hook naming a parameter the job lacks)."""
+    hook = dict(job.params).get("cancel", node.cancel)
+    return None if hook is None else template.render(hook, job.context_on(node))
 
 
 # ---------------------------------------------------------------- canonical form

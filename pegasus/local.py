@@ -9,13 +9,13 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from typing import Callable
+from typing import Callable, Tuple
 
 from gevent import select as gselect
 from gevent import subprocess
 
 from pegasus import faults
-from pegasus.executor import CHUNK, Emit, NotStarted, nothing
+from pegasus.executor import ASIDE_OUTPUT, CHUNK, HOOK_TIMEOUT, Emit, NotStarted, nothing
 
 
 ARG_MAX_KIB = 128  # Linux's limit for one exec argument (MAX_ARG_STRLEN)
@@ -46,7 +46,7 @@ class LocalExecutor:
             status = self.proc.wait()
         finally:
             self.proc = None
-        return 128 - status if status < 0 else status
+        return _status(status)
 
     def heartbeat(self) -> None:
         """Local jobs need none."""
@@ -65,12 +65,28 @@ class LocalExecutor:
             except ProcessLookupError:
                 pass
 
+    def run_aside(self, command: str) -> Tuple[int, bytes]:
+        """A short command beside the job (a cancel hook): ``sh -c``, in a session of
+        its own, ended (KILL) if it outlasts ``HOOK_TIMEOUT``."""
+        try:
+            done = subprocess.run(["sh", "-c", command], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  start_new_session=True, timeout=HOOK_TIMEOUT)
+        except subprocess.TimeoutExpired as err:
+            return 137, (err.output or b"")[:ASIDE_OUTPUT]
+        return _status(done.returncode), done.stdout[:ASIDE_OUTPUT]
+
     def silent_for(self) -> None:
         """A local process cannot hang the way a host does."""
         return None
 
     def close(self) -> None:
         pass
+
+
+def _status(returncode: int) -> int:
+    """128+N for a process killed by signal N, as a shell says."""
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def _pump(proc, emit: Emit) -> None:

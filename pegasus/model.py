@@ -51,6 +51,7 @@ class SubNode:
     slots: Tuple[int, ...] = field(default=(), compare=False)  # a running job's
     copy: int = 0  # the same host and params listed again: 1, 2, ... in file order
     probe: Optional[GpuProbe] = field(default=None, compare=False)  # a host setting
+    cancel: Optional[str] = field(default=None, compare=False)  # the host's cancel hook
 
     @property
     def label(self) -> str:

@@ -9,7 +9,7 @@ greenlets (with ``modes``, ``connecting`` and ``probing``, the only code that sp
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 import gevent
 
@@ -17,6 +17,7 @@ from pegasus.errors import WAITS_FOR_FIX, HostError, InputError
 from pegasus.events import JobDone
 from pegasus.executor import KILL_AFTER, ConnectionLost
 from pegasus.halt import Policy
+from pegasus.hook import Hook
 from pegasus.job import NO_LOG, run_job
 from pegasus.joblogs import JobLogs
 from pegasus.model import TIMED_OUT_STATUS, Job, Result, SubNode
@@ -137,8 +138,10 @@ class Jobs:
         self.timers: Dict[SubNode, List[gevent.Greenlet]] = {}  # ended with the job
         self.expired: Dict[SubNode, float] = {}  # the timeouts that ran out
         self.stopped: Set[SubNode] = set()  # stopped by Pegasus: not retried (unless timed out)
+        self.running: Dict[SubNode, Tuple[SubNode, Job]] = {}
 
     def start(self, node: SubNode, job: Job) -> None:
+        self.running[node] = (node, job)  # the node with the job's slots, for its hook
         self.greenlets[node] = gevent.spawn(self._run, node, job)
         seconds = job.timeout or self.timeout
         if seconds:
@@ -179,6 +182,7 @@ class Jobs:
 
     def ended(self, node: SubNode) -> None:
         self.greenlets.pop(node, None)
+        self.running.pop(node, None)
         self.expired.pop(node, None)
         self.stopped.discard(node)
         for timer in self.timers.pop(node, ()):
@@ -191,16 +195,34 @@ class Jobs:
         self.stop(nodes)
 
     def stop(self, nodes: List[SubNode]) -> None:
-        """TERM to each job's process group, KILL later; then stop waiting for it."""
+        """The one way Pegasus ends a job: its cancel hook (``cancel:``) on its
+        sub-node first, if it has one; then TERM to its process group, KILL
+        later; then stop waiting for it."""
         for node in nodes:
+            if node in self.stopped:
+                continue
             self.stopped.add(node)
-            executor = self.hosts.executor(node)
-            gevent.spawn(executor.cancel)
-            self.timers.setdefault(node, []).extend((
-                gevent.spawn_later(KILL_AFTER, executor.kill),  # local; remote watchdogs do their own
-                gevent.spawn_later(KILL_AFTER + GIVE_UP_AFTER, self.abandon, node,
-                                   f"no answer {KILL_AFTER + GIVE_UP_AFTER} s after it "
-                                   "was stopped")))
+            placed, job = self.running.get(node, (node, None))
+            hook = None if job is None else Hook.of(job, placed, self.sink)
+            if hook is None:
+                self._terminate(node)
+            else:  # a greenlet of its own, bounded: never waited for by the loop
+                gevent.spawn(self._hook_first, hook, node, self.greenlets.get(node))
+
+    def _hook_first(self, hook: Hook, node: SubNode, job) -> None:
+        """Run the hook; then TERM the job if it is still the one running there."""
+        hook.run(self.hosts.executor(node))
+        if job is not None and self.greenlets.get(node) is job and not job.dead:
+            self._terminate(node)
+
+    def _terminate(self, node: SubNode) -> None:
+        executor = self.hosts.executor(node)
+        gevent.spawn(executor.cancel)
+        self.timers.setdefault(node, []).extend((
+            gevent.spawn_later(KILL_AFTER, executor.kill),  # local; remote watchdogs do their own
+            gevent.spawn_later(KILL_AFTER + GIVE_UP_AFTER, self.abandon, node,
+                               f"no answer {KILL_AFTER + GIVE_UP_AFTER} s after it "
+                               "was stopped")))
 
     def abandon(self, node: SubNode, why: str) -> None:
         """Stop waiting for a job: it ends as lost (outcome unknown)."""

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import os
 import random
+import shlex
 import socket
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import gevent
 
 from pegasus import faults
 from pegasus.errors import HostAuthError, HostError, HostKeyError
-from pegasus.executor import (ORPHAN_TIMEOUT, ORPHANED, ConnectionLost, Emit, NotStarted,
-                              Orphaned, nothing)
+from pegasus.executor import (ASIDE_OUTPUT, ORPHAN_TIMEOUT, ORPHANED, ConnectionLost, Emit,
+                              NotStarted, Orphaned, nothing)
 from pegasus.sshclient import AuthenticationError, Client, link_errors, open_client, words
 from pegasus.sshconfig import SshTarget
 from pegasus.wrapper import POSIX_LOGIN_SHELLS, command_input, new_nonce, shell_command
@@ -215,6 +216,19 @@ class SshExecutor:
 
     def kill(self) -> None:
         """Nothing to do: the remote watchdog sends KILL itself."""
+
+    def run_aside(self, command: str) -> Tuple[int, bytes]:
+        """A short command on a channel of its own, beside the job (a cancel hook),
+        run by ``sh`` as the job is; its exit status and its output's start."""
+        out = bytearray()
+
+        def keep(_stream: str, data: bytes) -> None:
+            out.extend(data[:max(ASIDE_OUTPUT - len(out), 0)])
+        with link_errors(ConnectionLost, self.client):
+            channel = self.client.channel()
+            self.client.run_exec(channel, "exec sh -c " + shlex.quote(command))
+            self.client.read(channel, keep)
+            return self.client.exit_status(channel), bytes(out)
 
     def silent_for(self) -> Optional[float]:
         """Seconds since the host last sent anything (keepalives ask it to reply)."""

@@ -33,8 +33,8 @@ import yaml
 from gevent.event import AsyncResult
 
 from helpers import queue_entries, read
-from pegasus import (app, atrest, broadcast, cli, connecting, executor, expand, halt, modes,
-                     output, probing, records, running)
+from pegasus import (app, atrest, broadcast, cli, connecting, executor, expand, halt, hook,
+                     modes, output, probing, records, running)
 from pegasus.errors import HostAuthError, HostError, HostKeyError, InputError
 from pegasus.events import HostSilent, Signal
 from pegasus.executor import ConnectionLost, NotStarted
@@ -51,7 +51,8 @@ _FAST = ((modes, "POLL_SECONDS", 0.005), (executor, "HEARTBEAT", 0.005),
          (running, "KILL_AFTER", 0.01), (running, "GIVE_UP_AFTER", 0.02),
          (connecting, "RETRY_FIRST", 0.001), (connecting, "RETRY_MAX", 0.004),
          (probing, "FRESH", 1.0), (probing, "REFRESH", 0.5), (probing, "RECHECK", 0.005),
-         (probing, "PROBE_TIMEOUT", 0.05), (probing, "GIVE_UP", 0.05))
+         (probing, "PROBE_TIMEOUT", 0.05), (probing, "GIVE_UP", 0.05),
+         (hook, "HOOK_TIMEOUT", 0.05))
 
 
 # ---------------------------------------------------------------- scripts
@@ -355,6 +356,16 @@ class FakeExecutor:
     def kill(self) -> None:
         self.fake.call(self.node, "kill", self.running or "")
         self.end(128 + signal.SIGKILL)
+
+    def run_aside(self, command: str):
+        """A cancel hook, scripted like a job (``hang``: until the hook's bound)."""
+        self.fake.call(self.node, "aside", command)
+        script = self.fake.script(self.node, command)
+        if script.hang:
+            gevent.sleep(RUN_TIMEOUT)
+        if script.lost_after is not None:
+            raise ConnectionLost("fake: connection reset by peer")
+        return script.status, b"".join(data for _, data in script.chunks)
 
     def silent_for(self) -> Optional[float]:
         return None  # never "not responding"

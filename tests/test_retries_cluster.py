@@ -84,3 +84,43 @@ def test_retry_lost_runs_a_job_lost_with_its_host_again_on_another(cluster, tmp_
     assert not os.path.exists(tmp_path / "interrupted.yaml") or \
         read(str(tmp_path / "interrupted.yaml")) == ""
     assert status == 0, peg.said()
+
+
+# ---------------------------------------------------------------- the cancel hook
+
+def pids_of(cluster, alias, sleep):
+    res = cluster.ssh(alias, "pgrep -f '[s]%s'; true" % sleep[1:])
+    assert res.returncode == 0, res.stderr
+    return res.stdout.split()
+
+
+def escaping_job(sleeper, sleep):
+    """Shell: a sleeper in a session of its own (as a 'docker exec' job's processes
+    belong to the container, not to the job's process group), then a sleep."""
+    return "(setsid %s </dev/null >/dev/null 2>&1 &); %s" % (sleeper, sleep)
+
+
+def test_a_cancel_hook_stops_what_escaped_the_jobs_process_group(cluster, run_pegasus,
+                                                                 tmp_path):
+    """Its timeout ends the job: the hook kills the escaped sleeper, TERM the rest.
+    (Without the hook the escaped sleeper is still there: the second job.)"""
+    a, b = cluster.aliases[:2]
+    tag = "%06d" % random.randrange(10 ** 6)
+    hooked, loose, sleep = "sleep 1001.%s" % tag, "sleep 1002.%s" % tag, "sleep 1003.%s" % tag
+    write(str(tmp_path / "hosts.yaml"), "- %s\n- %s\n" % (a, b))
+    write(str(tmp_path / "queue.yaml"), yaml.safe_dump([
+        {"command": escaping_job(hooked, sleep), "timeout": "1",
+         "cancel": "pkill -f '^%s'" % hooked},  # the sleeper, not the job's shell
+        {"command": escaping_job(loose, sleep), "timeout": "1"}], sort_keys=False))
+    try:
+        res = run_pegasus(["q", "--ssh-config", cluster.ssh_config], tmp_path)
+        assert "cancel hook of job #1: running 'pkill -f " in res.stdout, res.stdout
+        assert [job["done"] for job in jobs_of(res.stdout)] == [
+            "timed out after 1s, exit 124"] * 2, res.stdout
+        wait_for(lambda: not pids_of(cluster, a, sleep) and not pids_of(cluster, b, sleep),
+                 what="the jobs' own sleeps to be gone")
+        assert pids_of(cluster, a, hooked) == [], "the hook did not stop the escaped sleeper"
+        assert pids_of(cluster, b, loose) != [], "without a hook the escaped sleeper lives on"
+    finally:
+        for alias in (a, b):
+            cluster.ssh(alias, "pkill -9 -f '[s]leep 100[123].%s'; true" % tag)
