@@ -1,7 +1,7 @@
 """A job's cancel hook (``cancel:`` in its queue entry or on its host in hosts.yaml).
 
-When Pegasus ends a job (a second Ctrl-c, ``--halt now``, a timeout, a kill of
-one job: every caller of ``running.Jobs.stop``), it first runs the hook on the
+When Pegasus ends a job (a second Ctrl-c or SIGTERM, ``--halt now``, a
+timeout: every caller of ``running.Jobs.stop``), it first runs the hook on the
 job's sub-node, for the processes that signals to the job's process group do
 not reach (``docker exec``'s, which belong to the container). The hook is
 bounded (``executor.HOOK_TIMEOUT``); whatever it does, the usual TERM and KILL

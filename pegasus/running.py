@@ -172,7 +172,7 @@ class Jobs:
     def _verdict(self, node: SubNode, result: Result) -> Result:
         """A job stopped by its timeout (it did not succeed first) timed out: 124.
         A failed attempt with retries left runs again, unless Pegasus stopped it
-        for another reason than its timeout (Ctrl-c, --halt now, a kill)."""
+        for another reason than its timeout (Ctrl-c, SIGTERM, --halt now)."""
         seconds = self.expired.get(node)
         if seconds is not None and result.error is None and result.exit_status != 0:
             result = replace(result, exit_status=TIMED_OUT_STATUS, timed_out=seconds)
