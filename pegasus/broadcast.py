@@ -22,6 +22,8 @@ from pegasus.words import plural
 class BroadcastLoop(Loop):
     """Each job on every sub-node; the next only when all have finished."""
 
+    RETRIES = False  # a step runs once on each sub-node: 'retries' does not apply
+
     def __init__(self, run: Run):
         super().__init__(run)
         self.table = StepTable()  # the summary's rows

@@ -91,6 +91,8 @@ class Mode:
 class Loop(Mode):
     """What both modes share: events, taking, stopping, the exit status."""
 
+    RETRIES = True  # failed jobs with retries left run again (broadcast: steps run once)
+
     def __init__(self, run: Run):
         self.run = run
         self.events: gevent.queue.Queue = gevent.queue.Queue()
@@ -105,7 +107,7 @@ class Loop(Mode):
         self.tally, self.halted = Tally(run.halt), None  # --halt; why it stopped the run
         self.head = QueueHead(run.queue, run.sink, run.daemon)
         self.jobs = Jobs(self.hosts, run.records, run.sink, self.events.put, run.timeout,
-                         run.logs, run.retries)
+                         run.logs, run.retries if self.RETRIES else None)
         self.retries = Retries(run.records, run.sink, run.retries)
 
     def loop(self) -> ExitStatus:

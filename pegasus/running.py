@@ -127,11 +127,12 @@ class QueueHead:
 
 class Jobs:
     """The running jobs: one greenlet each, stopped, timed out or given up on by
-    sub-node. ``timeout``: seconds a job without its own ``timeout:`` may run."""
+    sub-node. ``timeout``: seconds a job without its own ``timeout:`` may run;
+    ``retries``: the defaults of jobs without their own (None: no job is retried)."""
 
     def __init__(self, hosts, records: Records, sink: Sink, post,
                  timeout: Optional[float] = None, logs: Optional[JobLogs] = None,
-                 retries: Defaults = Defaults()):
+                 retries: Optional[Defaults] = Defaults()):
         self.hosts, self.records, self.sink, self.post = hosts, records, sink, post
         self.timeout, self.logs, self.retries = timeout, logs, retries
         self.greenlets: Dict[SubNode, gevent.Greenlet] = {}
@@ -176,7 +177,8 @@ class Jobs:
         seconds = self.expired.get(node)
         if seconds is not None and result.error is None and result.exit_status != 0:
             result = replace(result, exit_status=TIMED_OUT_STATUS, timed_out=seconds)
-        if (node not in self.stopped or seconds is not None) and wants(result, self.retries):
+        if self.retries is not None and (node not in self.stopped or seconds is not None) \
+                and wants(result, self.retries):
             result = replace(result, retrying=True)
         return result
 

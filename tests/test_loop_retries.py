@@ -187,3 +187,14 @@ def test_the_retry_options_are_for_queue_mode(tmp_path):
     assert "--retries is for queue mode (q)" in out.output
     assert out.status == 2
     assert not os.path.exists(tmp_path / "consumed.yaml")
+
+
+def test_broadcast_mode_runs_each_step_once_whatever_retries_says(tmp_path):
+    out = run_loop(tmp_path, mode="b", nodes=["node-1", "node-2"],
+                   queue=[{"command": "a", "retries": "2"}, "b"],
+                   scripts={("node-2", "a"): FakeJob(exit=1)})
+
+    assert out.ran("[node-1]") == ["a", "b"]
+    assert out.ran("[node-2]") == ["a", "b"]
+    assert "step 1 'a': 1 of 2 sub-nodes failed:" in out.messages
+    assert out.status == 1
