@@ -165,17 +165,14 @@ class Loop(Mode):
         self.head.wake()
         self.jobs.ended(result.node)
         try:
-            result = self.run.records.settle(result, self.retries.entry(result))
+            result = self.retries.settle(result)  # the records, and what runs again
         except PegasusError as err:
             self.storage_failed(err)
-        if result.retrying:  # it runs again: not an outcome yet
-            self.retries.add(result)
-        elif not result.put_back:
+        if not (result.retrying or result.put_back):  # else it runs again: no outcome yet
             self.failed += not result.ok
             self.record(result)
             self.halt_if(self.tally.add(result.ok))
-        else:
-            self.queued += 1
+        self.queued += result.put_back
         if result.outcome in (Outcome.NOT_STARTED, Outcome.LOST):
             self.host_lost(result.node, "connection lost" if result.outcome is Outcome.LOST
                            else "not reachable")

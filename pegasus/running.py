@@ -20,7 +20,7 @@ from pegasus.halt import Policy
 from pegasus.hook import Hook
 from pegasus.job import NO_LOG, run_job
 from pegasus.joblogs import JobLogs
-from pegasus.model import TIMED_OUT_STATUS, Job, Result, SubNode
+from pegasus.model import TIMED_OUT_STATUS, Job, Outcome, Result, SubNode
 from pegasus.options import format_duration
 from pegasus.output import Sink
 from pegasus.queuefile import Check, LockWaitAborted, QueueFile
@@ -245,13 +245,21 @@ class Retries:
     def __bool__(self) -> bool:
         return bool(self.pending)
 
-    def entry(self, result: Result) -> Optional[dict]:
-        """For a retried attempt: the entry a crash before the next one puts back."""
-        return left_entry(next_attempt(result), self.defaults) if result.retrying else None
-
-    def add(self, result: Result) -> None:
+    def settle(self, result: Result) -> Result:
+        """Record how an attempt ended (``Records.settle``). A failed one with retries
+        left waits for its next attempt (journaled with the entry a crash before it
+        puts back); so does an attempt that could not be sent (never launched: the
+        ``retry`` record before it stands). A PegasusError: not recorded (a full disk)."""
+        job = result.job
+        if result.outcome is Outcome.NOT_STARTED and job.attempt > 1:
+            self.pending.add(job)
+            return replace(result, retrying=True)
+        if not result.retrying:
+            return self.records.settle(result)
         self.sink.message(retrying_words(result, self.defaults))
-        self.pending.add(next_attempt(result))
+        again = next_attempt(result)
+        self.pending.add(again)  # first: a journal that cannot be written loses no job
+        return self.records.settle(result, left_entry(again, self.defaults))
 
     def place(self, place) -> List:
         return self.pending.place(place)

@@ -198,3 +198,16 @@ def test_broadcast_mode_runs_each_step_once_whatever_retries_says(tmp_path):
     assert out.ran("[node-2]") == ["a", "b"]
     assert "step 1 'a': 1 of 2 sub-nodes failed:" in out.messages
     assert out.status == 1
+
+
+def test_a_retry_that_cannot_be_sent_waits_for_another_sub_node_and_keeps_its_id(tmp_path):
+    out = run_loop(tmp_path, nodes=["node-1", "node-2"],
+                   queue=[{"command": "a", "retries": "1"}],
+                   scripts={("node-1", "a"): [FakeJob(exit=1), FakeJob()],
+                            ("node-2", "a"): FakeJob(not_started=True)})
+
+    assert [job.node for job in out.runs_of("a")] == ["[node-1]", "[node-1]"]
+    assert out.lines("[node-1]")[2] == "=== run #1 (attempt 2) 'a' ==="
+    assert out.consumed == [{"command": "a", "retries": "1"}]  # taken once
+    assert out.queue == []
+    assert out.status == 0
