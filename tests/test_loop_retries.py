@@ -211,3 +211,13 @@ def test_a_retry_that_cannot_be_sent_waits_for_another_sub_node_and_keeps_its_id
     assert out.consumed == [{"command": "a", "retries": "1"}]  # taken once
     assert out.queue == []
     assert out.status == 0
+
+
+def test_a_failed_attempt_that_is_retried_does_not_count_for_halt(tmp_path):
+    out = run_app(tmp_path, queue=[{"command": "a", "retries": "1"}, "b"],
+                  scripts={"a": [FakeJob(exit=1), FakeJob()]},
+                  options=["--halt", "soon,fail=1"])
+
+    assert out.ran("[node-1]") == ["a", "a", "b"]
+    assert not any("halted" in message for message in out.messages)
+    assert out.status == 0
