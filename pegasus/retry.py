@@ -1,10 +1,11 @@
 """Retries (``retries:``, ``retry_on:``, ``retry_lost:``; ``--retries``, ``--retry-lost``).
 
-Pure: ``Defaults`` are the command line's, ``settings`` reads a job's own
-(they win), ``check`` refuses bad values before a job is taken, ``wants``
-says whether a result runs again, and ``Pending`` keeps the jobs waiting for
-their next attempt, each placed on a sub-node where it has not failed when
-one is free. The loop (``modes``) acts; ``records`` journals each attempt.
+Pure: ``Defaults`` are the command line's (``options.RetryDefaults``),
+``settings`` reads a job's own (they win), ``check`` refuses bad values before
+a job is taken, ``wants`` says whether a result runs again, and ``Pending``
+keeps the jobs waiting for their next attempt, each placed on a sub-node
+where it has not failed when one is free. ``running.Retries`` and the loop
+(``modes``) act; ``records`` journals each attempt.
 """
 
 from __future__ import annotations

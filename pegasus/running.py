@@ -234,9 +234,9 @@ class Jobs:
 
 
 class Retries:
-    """Jobs waiting for their next attempt (``retries:``, queue mode): each
-    retried result's entry for the journal, their places, and at the end of a
-    run the ones that never got one, back at the head of the queue."""
+    """Jobs waiting for their next attempt (``retries:``, queue mode): how each
+    attempt is recorded, where the next goes, and at the end of a run the jobs
+    that never got one, back at the head of the queue."""
 
     def __init__(self, records: Records, sink: Sink, defaults: Defaults):
         self.records, self.sink, self.defaults = records, sink, defaults
