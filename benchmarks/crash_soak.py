@@ -25,8 +25,12 @@ prints: crashes survived, jobs lost, jobs run twice, jobs interrupted (outcome
 unknown, and how many of those the marker shows ran), total wall time. It
 stops at the first broken invariant, prints the evidence and exits 1.
 
+With --fail-first every job has ``retries: 1`` and fails its first attempt
+(noted in a file of attempts), so crashes also fall between two attempts;
+one more invariant: no job's first attempt ran twice.
+
 Run:  /tmp/venv/bin/python benchmarks/crash_soak.py [--crashes 100] [--jobs 200]
-          [--hosts 2] [--slots 1] [--seed N] [--local] [--keep] [-v]
+          [--hosts 2] [--slots 1] [--seed N] [--local] [--fail-first] [--keep] [-v]
 """
 
 from __future__ import annotations
@@ -97,9 +101,18 @@ class Soak:
         tag = uuid.uuid4().hex[:8]
         self.ids = ["j%04d-%s" % (i, tag) for i in range(args.jobs)]
         pause = "sleep %s; " % args.sleep if args.sleep else ""
+        self.attempts = os.path.join(marker_dir, "attempts-" + uuid.uuid4().hex)
+        open(self.attempts, "w").close()
+        os.chmod(self.attempts, 0o666)
         with open(self.file("queue.yaml"), "w") as f:
             for job_id in self.ids:
-                f.write("- '%secho %s >> %s'\n" % (pause, job_id, self.marker))
+                if args.fail_first:  # its first attempt fails, once noted in `attempts`
+                    f.write("- command: 'grep -qx %s %s || { echo %s >> %s; exit 1; }; %secho "
+                            "%s >> %s'\n  retries: 1\n" % (job_id, self.attempts, job_id,
+                                                           self.attempts, pause, job_id,
+                                                           self.marker))
+                else:
+                    f.write("- '%secho %s >> %s'\n" % (pause, job_id, self.marker))
         self.command = [sys.executable, "-m", "pegasus", "q"]
         if ssh_config:
             self.command += ["--ssh-config", ssh_config]
@@ -152,6 +165,7 @@ class Soak:
         journaled = "".join(read(p) or "" for p in self.journals())
         where = "%s\nran %d, queue %d, interrupted %d" % (
             state, len(ran), sum(queue.values()), sum(interrupted.values()))
+        self.check_attempts(where)
         twice = sorted(i for i, n in ran.items() if n > 1)
         if twice:
             raise Broken("ran more than once: %s\n%s" % (twice, where))
@@ -164,11 +178,19 @@ class Soak:
                     or job_id in journaled):
                 raise Broken("%s is lost\n%s" % (job_id, where))
 
+    def check_attempts(self, where):
+        """--fail-first: no job's first attempt ran twice (each attempt at most once)."""
+        twice = sorted(i for i, n in collections.Counter(read(self.attempts).split()).items()
+                       if n > 1)
+        if twice:
+            raise Broken("a first attempt ran more than once: %s\n%s" % (twice, where))
+
     def check(self, state):
         ran, queue, interrupted = self.ran(), self.queue(), self.interrupted()
         consumed = self.consumed()
         where = "%s\nran %d, queue %d, interrupted %d" % (
             state, len(ran), sum(queue.values()), sum(interrupted.values()))
+        self.check_attempts(where)
         twice = sorted(i for i, n in ran.items() if n > 1)
         if twice:
             raise Broken("ran more than once: %s\n%s" % (twice, where))
@@ -283,6 +305,9 @@ def main(argv=None):
                         help="start-up kills land before this many seconds until a "
                              "start-up has been timed (then: the shortest one seen)")
     parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument("--fail-first", action="store_true",
+                        help="each job has 'retries: 1' and fails its first attempt, so "
+                             "crashes also fall between attempts")
     parser.add_argument("--local", action="store_true",
                         help="localhost sub-nodes (local processes) instead of the sshd cluster")
     parser.add_argument("--keep", action="store_true", help="keep the run folder")
