@@ -130,3 +130,15 @@ def test_a_log_folder_that_cannot_be_made_stops_before_anything_is_taken(tmp_pat
     assert "--no-logs" in res.stderr
     assert (tmp_path / "queue.yaml").read_text() == "- echo x\n"
     assert not (tmp_path / "consumed.yaml").exists()
+
+
+def test_a_retried_job_s_log_holds_every_attempt_and_log_f_reports_its_end(tmp_path):
+    write_run(tmp_path, "- command: '[ -e flag ] && echo two || { touch flag; echo one; exit 1; }'"
+                        "\n  retries: 1\n")
+    assert run_in_process(["q"], tmp_path).returncode == 0
+
+    assert [(row["job_id"], row["exit_status"], row["outcome"])
+            for row in joblog(tmp_path / "logs")] == [("1", "1", "retried"), ("1", "0", "ok")]
+    followed = run_in_process(["log", "-f", "1"], tmp_path)
+    assert followed.stdout == "one\n=== attempt 2 on [localhost] ===\ntwo\n"
+    assert followed.returncode == 0  # its last attempt succeeded
