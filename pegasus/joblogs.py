@@ -158,7 +158,7 @@ def outcome_word(result: Result, signal: str) -> str:
     if outcome is Outcome.SUCCEEDED:
         return "ok"
     if outcome is Outcome.FAILED:
-        return "killed" if signal else "failed"
+        return "killed" if signal or result.killed else "failed"
     if outcome in (Outcome.LOST, Outcome.ORPHANED):
         return "interrupted"
     return "not started" if outcome is Outcome.NOT_STARTED else "failed"

@@ -8,8 +8,9 @@ greenlets (with ``modes``, ``connecting`` and ``probing``, the only code that sp
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import gevent
 
@@ -133,8 +134,11 @@ class Jobs:
         self.greenlets: Dict[SubNode, gevent.Greenlet] = {}
         self.timers: Dict[SubNode, List[gevent.Greenlet]] = {}  # ended with the job
         self.expired: Dict[SubNode, float] = {}  # the timeouts that ran out
+        self.killed: set = set()  # the sub-nodes whose job ``pegasus kill`` stopped
+        self.running: Dict[SubNode, Tuple[Job, float]] = {}  # job and start (epoch s)
 
     def start(self, node: SubNode, job: Job) -> None:
+        self.running[node] = (job, time.time())
         self.greenlets[node] = gevent.spawn(self._run, node, job)
         seconds = job.timeout or self.timeout
         if seconds:
@@ -160,8 +164,16 @@ class Jobs:
                           f"stopping it (TERM, then KILL {KILL_AFTER:g} s later)")
         self.stop([node])
 
+    def kill(self, nodes: List[SubNode]) -> None:
+        """``pegasus kill``: stop these jobs as a timeout does; they were killed by user."""
+        self.killed.update(nodes)
+        self.stop(nodes)
+
     def _verdict(self, node: SubNode, result: Result) -> Result:
-        """A job stopped by its timeout (it did not succeed first) timed out: 124."""
+        """A job stopped by its timeout (it did not succeed first) timed out: 124;
+        one stopped by ``pegasus kill`` was killed by user."""
+        if node in self.killed and result.error is None and result.exit_status != 0:
+            return replace(result, killed=True)
         seconds = self.expired.get(node)
         if seconds is None or result.error is not None or result.exit_status == 0:
             return result
@@ -169,7 +181,9 @@ class Jobs:
 
     def ended(self, node: SubNode) -> None:
         self.greenlets.pop(node, None)
+        self.running.pop(node, None)
         self.expired.pop(node, None)
+        self.killed.discard(node)
         for timer in self.timers.pop(node, ()):
             timer.kill(block=False)
 
