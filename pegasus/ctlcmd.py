@@ -162,7 +162,8 @@ def kill(opts: Options, say) -> ExitStatus:
         if "killed" not in answer:
             late += ids
             continue
-        say(f"Pegasus (pid {pid}): killing {_ids(ids)} (TERM to its process group, then "
+        say(f"Pegasus (pid {pid}): killing {_ids(ids)} (TERM to "
+            f"{'its process group' if len(ids) == 1 else 'their process groups'}, then "
             "KILL 3 s later); reported as killed by user")
     if late:
         raise InputError(f"{_ids(late)} ended before it could be killed; nothing was done "
