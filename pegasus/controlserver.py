@@ -79,8 +79,9 @@ class Server:
         """The first Ctrl-c; ``now``: the second as well."""
         self.loop.run.sink.message(f"pegasus stop{' --now' if now else ''}: "
                                    "asked from another terminal")
-        already = self.loop.state.name in ("STOPPING", "TERMINATING")
-        for _ in range(2 if now and not already else 1):
+        stopping = self.loop.state.name in ("STOPPING", "TERMINATING")
+        times = (1 if stopping else 2) if now else (0 if stopping else 1)  # stop: once only
+        for _ in range(times):
             self.loop.signalled(Signal.CTRL_C)
         return {"stopped": True, "running": self.loop.scheduler.running}
 

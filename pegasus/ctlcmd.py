@@ -159,6 +159,8 @@ def kill(opts: Options, say) -> ExitStatus:
         ids = [i for i in opts.job_ids if owner[i] == pid]
         answer = control.ask(control.socket_path(opts.queue_file, pid, control.folder()),
                              {"request": "kill", "ids": ids}) or {}
+        if "error" in answer:
+            raise ControlError(f"Pegasus (pid {pid}): {answer['error']}")
         if "killed" not in answer:
             late += ids
             continue

@@ -218,3 +218,33 @@ def test_another_local_user_cannot_control_a_run(tmp_path):
     assert [job.command for job in out.jobs] == ["a", "b"]  # neither stopped nor killed
     assert "pegasus stop" not in out.output
     assert out.status == 0
+
+
+def test_stop_twice_is_still_the_first_ctrl_c(tmp_path):
+    out = run_loop(tmp_path, nodes=TWO, queue=["a", "b", "c"], scripts={"a": HANG, "b": HANG},
+                   actions=[when_started("b", pegasus("stop", "first", pegasus(
+                       "stop", "second", release("a"), release("b"))))])
+
+    assert out.snapshots["second"][0] == 0
+    assert out.called("cancel") == []
+    assert [(job.command, job.status) for job in out.jobs] == [("a", 0), ("b", 0)]
+    assert out.status == 130
+
+
+def test_broadcast_status_and_kill_of_a_step_on_every_sub_node(tmp_path):
+    out = run_loop(tmp_path, mode="b", nodes=TWO, queue=["a", "b"], scripts={"a": HANG},
+                   actions=[when_started("a", pegasus("status --json", "status",
+                                                      pegasus("kill 1", "kill")), nth=2)])
+
+    doc = json.loads(out.snapshots["status"][1])
+    assert doc["mode"] == "broadcast"
+    assert sorted((j["id"], j["node"]) for j in doc["running"]) == [(1, "[node-1]"),
+                                                                  (1, "[node-2]")]
+    assert out.snapshots["kill"][0] == 0
+    assert sorted(out.called("cancel")) == [("[node-1]", "a"), ("[node-2]", "a")]
+    assert [(job.command, job.status) for job in out.jobs] == [
+        ("a", 143), ("a", 143), ("b", 0), ("b", 0)]
+    failed = (tmp_path / "failed.yaml").read_text()
+    assert "for [node-1], [node-2]: killed by user, exit 143; killed by user, exit 143" \
+        in failed
+    assert out.status == 1
