@@ -34,7 +34,7 @@ from gevent.event import AsyncResult
 
 from helpers import queue_entries, read
 from pegasus import (app, atrest, broadcast, cli, connecting, ctlcmd, executor, expand, halt,
-                     modes, output, probing, records, running)
+                     logcmd, modes, output, probing, records, running)
 from pegasus.errors import HostAuthError, HostError, HostKeyError, InputError, PegasusError
 from pegasus.events import HostSilent, Signal
 from pegasus.executor import ConnectionLost, NotStarted
@@ -156,7 +156,7 @@ def sigterm(fake: "FakeRun") -> None:
 
 
 def pegasus(args: str, name: str, *then) -> Callable:
-    """``pegasus ARGS [-Q <the run's queue>]`` (status, stop, kill) from another
+    """``pegasus ARGS [-Q <the run's queue>]`` (status, stop, kill, log) from another
     terminal: the real client, in a thread, against the run's real control
     socket. Its (exit status, output) goes to ``snapshots[name]``; then the
     actions ``then`` run."""
@@ -171,10 +171,11 @@ def pegasus(args: str, name: str, *then) -> Callable:
 
 
 def control_client(argv: Sequence[str]) -> Tuple[int, str]:
-    """``pegasus status|stop|kill ...`` as cli.main runs it: (exit status, output)."""
+    """``pegasus status|stop|kill|log ...`` as cli.main runs it: (exit status, output)."""
     out = io.BytesIO()
     try:
-        status = int(ctlcmd.run(cli.parse_args(list(argv)), out))
+        opts = cli.parse_args(list(argv))
+        status = int((logcmd if opts.mode == "log" else ctlcmd).run(opts, out))
     except PegasusError as err:
         return int(err.exit_status), out.getvalue().decode() + f"pegasus: {err}\n"
     return status, out.getvalue().decode()

@@ -248,3 +248,14 @@ def test_broadcast_status_and_kill_of_a_step_on_every_sub_node(tmp_path):
     assert "for [node-1], [node-2]: killed by user, exit 143; killed by user, exit 143" \
         in failed
     assert out.status == 1
+
+
+def test_log_of_a_running_job_that_printed_nothing_yet_is_empty_not_missing(tmp_path):
+    out = run_app(tmp_path, queue=["a"], scripts={"a": HANG},
+                  actions=[when_started("a", pegasus("log 1", "log", pegasus(
+                      "log 2", "other", release("a"))))])
+
+    assert out.snapshots["log"] == (0, "")  # it runs: its file comes with its first output
+    status, text = out.snapshots["other"]
+    assert status == 2 and "no log of job 2" in text
+    assert not (tmp_path / "logs" / "1.log").exists()
