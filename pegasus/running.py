@@ -3,14 +3,15 @@
 ``Run`` is everything a loop needs, built whole before it starts;
 ``StopFlag`` lets a signal interrupt a wait for the queue lock; ``QueueHead``
 is what the loop knows of the queue's head; ``Jobs`` holds the running jobs'
-greenlets (with ``modes``, ``connecting`` and ``probing``, the only code that spawns).
+greenlets (with ``modes``, ``connecting``, ``probing`` and ``controlserver``, the
+only code that spawns).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import gevent
 
@@ -134,7 +135,7 @@ class Jobs:
         self.greenlets: Dict[SubNode, gevent.Greenlet] = {}
         self.timers: Dict[SubNode, List[gevent.Greenlet]] = {}  # ended with the job
         self.expired: Dict[SubNode, float] = {}  # the timeouts that ran out
-        self.killed: set = set()  # the sub-nodes whose job ``pegasus kill`` stopped
+        self.killed: Set[SubNode] = set()  # the sub-nodes whose job ``pegasus kill`` stopped
         self.running: Dict[SubNode, Tuple[Job, float]] = {}  # job and start (epoch s)
 
     def start(self, node: SubNode, job: Job) -> None:
