@@ -99,10 +99,9 @@ def _pegasus_words(a: Dict, now: float) -> List[str]:
              f"{run['failed']} failed"]
     jobs = a["running"]
     lines.append(f"running jobs ({len(jobs)}):" if jobs else "no job is running")
-    for job in jobs:
-        slots = f" slots {','.join(map(str, job['slots']))}" if job["slots"] else ""
-        lines.append(f"  #{job['id']} {job['node']}{slots} "
-                     f"{progress.clock(job['elapsed'])} {job['command']!r}")
+    for job in jobs:  # a label names the slots a job holds: [node-2 slots 0,1]
+        lines.append(f"  #{job['id']} {job['node']} {progress.clock(job['elapsed'])} "
+                     f"{job['command']!r}")
     lines.append(_nodes_words(a["nodes"]))
     return lines
 

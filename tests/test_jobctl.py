@@ -259,3 +259,22 @@ def test_log_of_a_running_job_that_printed_nothing_yet_is_empty_not_missing(tmp_
     status, text = out.snapshots["other"]
     assert status == 2 and "no log of job 2" in text
     assert not (tmp_path / "logs" / "1.log").exists()
+
+
+def test_status_names_the_slots_each_running_job_holds(tmp_path):
+    held = "train on {{slots}}"
+    out = run_loop(tmp_path, nodes=[{"hostname": "g1", "slots": "4"}],
+                   queue=[{"command": held, "slots": "2"}, {"command": held, "slots": "2"}],
+                   scripts={"train on 0,1": HANG, "train on 2,3": HANG},
+                   actions=[when_started("train on 2,3", pegasus(
+                       "status --json", "json", pegasus("status", "words",
+                                                        release("train on 0,1"),
+                                                        release("train on 2,3"))))])
+
+    jobs = sorted((j["node"], j["slots"], j["command"])
+                  for j in json.loads(out.snapshots["json"][1])["running"])
+    assert jobs == [("[g1 slots 0,1]", [0, 1], "train on 0,1"),
+                    ("[g1 slots 2,3]", [2, 3], "train on 2,3")]
+    words = out.snapshots["words"][1]
+    assert "  #1 [g1 slots 0,1] 0:00 'train on 0,1'" in words
+    assert "  #2 [g1 slots 2,3] 0:00 'train on 2,3'" in words
