@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from typing import Dict, List, Optional, Tuple
@@ -81,6 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                       f"{cpu:5.2f} ms cpu a job (load {loadavg()})", flush=True)
     finally:
         cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     print("medians:")
     for name, runs in got.items():
         print(f"  {name:<32} {med([w for w, _ in runs]):6.2f} ms wall, "
