@@ -30,6 +30,10 @@ def run(opts: Options) -> ExitStatus:
         from pegasus import logcmd
 
         return logcmd.run(opts, getattr(sys.stdout, "buffer", None))
+    if opts.mode in ("status", "stop", "kill"):
+        from pegasus import ctlcmd
+
+        return ctlcmd.run(opts, getattr(sys.stdout, "buffer", None))
     if opts.dry_run:
         from pegasus import dryrun
 

@@ -4,6 +4,9 @@ Usage:
   pegasus (q | b | l) [options]
   pegasus requeue [options]
   pegasus log [-f] ID [options]
+  pegasus status [--json] [options]
+  pegasus stop [--now] [options]
+  pegasus kill ID... [options]
   pegasus (-h | --help)
   pegasus --version
 
@@ -14,6 +17,13 @@ Modes:
   requeue  Move the jobs in interrupted.yaml (outcome unknown after a crash
            or a lost connection) back to the head of the queue; those in
            failed.yaml (failed, killed or timed out) with --failed.
+  log      Print a job's log (-f: follow it until the job ends).
+  status   Show what the Pegasus running on the queue runs, its sub-nodes,
+           and the queue's counts (also when none runs).
+  stop     As Ctrl-c in the running Pegasus's terminal: take no more jobs,
+           let running jobs finish; --now: as a second Ctrl-c, stop them.
+  kill     Stop these running jobs only (TERM, then KILL 3 s later); they
+           are reported killed by user and the queue goes on.
 
 Options:
   -d --daemon                 Queue and broadcast modes: keep running when the
@@ -66,13 +76,16 @@ Options:
   --no-logs                   Queue and broadcast modes: write no job logs.
   -f --follow                 log: print the log as it grows, until the job
                               ends.
+  --json                      status: print one JSON document.
+  --now                       stop: stop the running jobs too.
   -h --help                   Show this help.
   --version                   Show the version.
 
 Exit status: 0 every job succeeded, 1 some job failed or was lost, 2 bad usage
 or bad input, 3 no host could be reached (broadcast: some host), 74 Pegasus's
 output or files could not be written, 130 stopped by Ctrl-c, 143 stopped by
-SIGTERM.
+SIGTERM. status, stop, kill: 0 done, 2 a job id that is not running (nothing
+killed), 3 no Pegasus runs on the queue (or it cannot be reached).
 """
 
 from __future__ import annotations
@@ -130,11 +143,14 @@ _MODE_OPTIONS = (("--error-aborts", "b", "-e/--error-aborts is for broadcast mod
                  ("--failed", ("requeue",), "--failed is for requeue"),
                  ("--no-logs", "qb", "--no-logs is for queue and broadcast modes (q, b)"),
                  ("--log-dir", ("q", "b", "log"),
-                  "--log-dir is for queue and broadcast modes (q, b) and log"))
+                  "--log-dir is for queue and broadcast modes (q, b) and log"),
+                 ("--json", ("status",), "--json is for status"),
+                 ("--now", ("stop",), "--now is for stop"))
 
 
 def _options(args) -> Options:
-    mode = next(m for m in ("q", "b", "l", "requeue", "log") if args[m])
+    mode = next(m for m in ("q", "b", "l", "requeue", "log", "status", "stop", "kill")
+                if args[m])
     for option, modes, words in _MODE_OPTIONS:
         if args[option] and mode not in modes:
             raise UsageError(f"{words}\n{_usage()}")
@@ -152,7 +168,10 @@ def _options(args) -> Options:
                    _job_timeout(args["--timeout"]), _halt(args["--halt"]),
                    args["--failed"], args["--dry-run"],
                    _shown(args["-n"], args["--dry-run"]),
-                   _log_dir(args), _job_id(args["ID"]), args["--follow"],
+                   _log_dir(args), _job_id(args["ID"][0] if mode == "log" else None),
+                   args["--follow"], args["--json"], args["--now"],
+                   tuple(_job_id(text, "kill") for text in args["ID"]) if mode == "kill"
+                   else (),
                    retry.Defaults(_retries(args["--retries"]), args["--retry-lost"]))
 
 
@@ -164,12 +183,12 @@ def _log_dir(args) -> Optional[str]:
     return args["--log-dir"] or os.path.join(os.path.dirname(args["--queue-file"]), "logs")
 
 
-def _job_id(text: Optional[str]) -> Optional[int]:
+def _job_id(text: Optional[str], command: str = "log") -> Optional[int]:
     if text is None:
         return None
     if not text.lstrip("#").isdigit():
-        raise UsageError(f"pegasus log {text}: a job id is a whole number, as in "
-                         "'=== run #17 ...' (pegasus log 17)")
+        raise UsageError(f"pegasus {command} {text}: a job id is a whole number, as in "
+                         f"'=== run #17 ...' (pegasus {command} 17)")
     return int(text.lstrip("#"))
 
 

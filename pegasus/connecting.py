@@ -4,8 +4,8 @@ Host names are resolved with ``ssh -G`` (a few at a time in threads); then
 one executor is opened per sub-node, every sub-node at once but at most
 ``CONNECTS_PER_HOST`` handshakes per host at a time (sshd's ``MaxStartups``
 starts dropping at 10). ``Hosts`` is the one place where sub-nodes go down
-and come back during a run. With ``modes``, ``running`` and ``probing``, the only code that spawns
-greenlets. Failures are values: ``HostError``s, for the caller to report.
+and come back during a run. With ``modes``, ``running``, ``probing`` and
+``controlserver``, the only code that spawns greenlets. Failures are values: ``HostError``s, for the caller to report.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ class ExitStatus(IntEnum):
     JOB_FAILED = 1  # some job failed or was interrupted
     BAD_INPUT = 2  # bad usage or bad input; nothing (more) was taken
     UNREACHABLE = 3  # a host could not be connected or authenticated
+    NOT_RUNNING = 3  # status, stop, kill: no Pegasus runs on the queue (or none answers)
     IO_ERROR = 74  # Pegasus's own output or records could not be written (sysexits EX_IOERR)
     INTERRUPTED = 130  # Ctrl-c
     TERMINATED = 143  # SIGTERM: running jobs were stopped
@@ -37,6 +38,13 @@ class StorageError(PegasusError):
 
 class UsageError(PegasusError):
     """Bad command line."""
+
+
+class ControlError(PegasusError):
+    """``pegasus status``/``stop``/``kill`` cannot reach a running Pegasus: none
+    runs on the queue, or its control folder or socket is not the user's own."""
+
+    exit_status = ExitStatus.NOT_RUNNING
 
 
 RUN_AGAIN = "fix the file and run again"  # the advice of an error that ends Pegasus

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Optional
+from typing import Callable, Optional
 
 from pegasus.errors import ExitStatus, HostError
 from pegasus.gpuprobe import Reading
@@ -83,3 +83,11 @@ class ProbeDue:
     """Time to probe ``node``'s host again, if the queue's head still waits."""
 
     node: SubNode
+
+
+@dataclass(frozen=True)
+class Request:
+    """``pegasus kill`` from another terminal (``controlserver``): ``act(loop)``
+    runs in the loop, between two of its steps, and answers the requester."""
+
+    act: Callable[[object], None]

@@ -3,6 +3,9 @@
 ``<log dir>/<id>.log`` gets a job's stdout and stderr as they arrive, raw
 (no prefixes, no colours, every ``\\r`` update kept), one unbuffered write a
 chunk, so a running job's log grows and a crash leaves it as far as it got.
+In queue mode the file is created at the job's first output: a job that
+prints nothing has none (creating a file cost 0.45 ms of CPU here and made the take's next
+fsync 0.7 ms longer: most of what logs cost a silent job; docs/performance.md).
 Broadcast runs one job on every sub-node: ``<id>.<sub-node>.log`` each.
 When a job ends, its row is appended to ``<log dir>/joblog.tsv`` (one write,
 ``O_APPEND``): that row is how ``pegasus log -f`` knows the job ended. A
@@ -68,9 +71,12 @@ class JobLogs:
     def start(self, job_id: Optional[int], node: SubNode) -> "JobLog":
         """The log of a job starting now on ``node``."""
         if job_id is None:
-            return JobLog("", None, self)
+            return JobLog("", self)
         path = log_path(self.folder, job_id, node if self.per_node else None)
-        return JobLog(path, self._open(path), self, time.time())
+        log = JobLog(path, self, time.time())
+        if self.per_node:  # broadcast: a file each, so ``log -f`` knows how many rows to wait for
+            log.open()
+        return log
 
     def failed(self, path: str, err: OSError) -> None:
         if not self.warned:
@@ -80,7 +86,7 @@ class JobLogs:
             self.warn(f"cannot write the job log {path}: {why}; the job goes on, its log "
                       "stops there (said once a run)")
 
-    def _open(self, path: str) -> Optional[int]:
+    def open_file(self, path: str) -> Optional[int]:
         try:
             return os.open(path, _FLAGS, 0o600)
         except OSError as err:
@@ -97,7 +103,7 @@ class JobLogs:
                 self.joblog = os.open(path, _FLAGS | os.O_EXCL, 0o600)
                 line = ("\t".join(COLUMNS) + "\n").encode() + line
             except FileExistsError:
-                self.joblog = self._open(path)
+                self.joblog = self.open_file(path)
             except OSError as err:
                 return self.failed(path, err)
         if self.joblog is not None:
@@ -110,12 +116,20 @@ class JobLogs:
 
 
 class JobLog:
-    """One job's log file (``fd`` None: not written) and its joblog row."""
+    """One job's log file, created at its first output (``path`` "": not written),
+    and its joblog row."""
 
-    def __init__(self, path: str, fd: Optional[int], logs: JobLogs, started: float = 0.0):
-        self.path, self.fd, self.logs, self.started = path, fd, logs, started
+    def __init__(self, path: str, logs: JobLogs, started: float = 0.0):
+        self.path, self.logs, self.started = path, logs, started
+        self.fd: Optional[int] = None
+        self.opened = not path  # the file was created (or there is none to create)
+
+    def open(self) -> None:
+        if not self.opened:
+            self.opened, self.fd = True, self.logs.open_file(self.path)
 
     def write(self, data: bytes) -> None:
+        self.open()
         if self.fd is not None and not _write(self.fd, data, self._failed):
             self.close()
 
@@ -164,7 +178,7 @@ def outcome_word(result: Result, signal: str) -> str:
     if outcome is Outcome.SUCCEEDED:
         return "ok"
     if outcome is Outcome.FAILED:
-        return "killed" if signal else "failed"
+        return "killed" if signal or result.killed else "failed"
     if outcome in (Outcome.LOST, Outcome.ORPHANED):
         return "interrupted"
     return "not started" if outcome is Outcome.NOT_STARTED else "failed"

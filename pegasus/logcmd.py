@@ -1,7 +1,9 @@
 """``pegasus log ID``: print a job's log; ``-f``: follow it until the job ends.
 
-A job has ended when ``joblog.tsv`` has its row (broadcast: a row for each
-sub-node's log). A follower also stops when no Pegasus runs on the queue any
+A job that printed nothing has no log file: its log is empty once
+``joblog.tsv`` has its row, or while the Pegasus running it says so
+(``control``). A job has ended when ``joblog.tsv`` has its row (broadcast:
+a row for each sub-node's log). A follower also stops when no Pegasus runs on the queue any
 more (no journal of it is locked: ``/proc/locks``), since then no row will
 come: that job was stopped mid-way (a crash, ``kill -9``).
 """
@@ -13,8 +15,8 @@ import os
 import time
 from typing import Dict, List, Optional
 
-from pegasus import journal
-from pegasus.errors import ExitStatus, InputError, StorageError, output_failure
+from pegasus import control, journal
+from pegasus.errors import ControlError, ExitStatus, InputError, StorageError, output_failure
 from pegasus.joblogs import JOBLOG
 from pegasus.options import Options
 
@@ -25,14 +27,23 @@ def run(opts: Options, out) -> ExitStatus:
     folder = opts.log_dir or os.path.join(os.path.dirname(opts.queue_file), "logs")
     job_id = opts.job_id
     paths = log_files(folder, job_id)
-    if not paths:
+    follower = Follower(folder, job_id, out)
+    if not paths and not follower.ended() and not running_now(opts.queue_file, job_id):
         raise InputError(f"{folder}: no log of job {job_id} (no such job has started, or "
                          "it ran with --no-logs or another --log-dir)")
-    follower = Follower(folder, job_id, out)
     if not opts.follow:
         follower.copy(paths)
         return ExitStatus.OK
     return follower.follow(opts.queue_file)
+
+
+def running_now(queue_path: str, job_id: int) -> bool:
+    """Whether a Pegasus runs the job now (it has printed nothing yet: no file)."""
+    try:
+        return any(job["id"] == job_id for _, answer in control.ask_all(
+            queue_path, {"request": "status"}) for job in answer.get("running", ()))
+    except ControlError:
+        return False
 
 
 def log_files(folder: str, job_id: int) -> List[str]:

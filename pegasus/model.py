@@ -153,6 +153,7 @@ class Result:
     put_back: bool = False  # not started, and back in the queue: it runs later
     timed_out: Optional[float] = None  # the timeout (seconds) that stopped it
     retrying: bool = False  # this attempt failed and the job runs again (``retry``)
+    killed: bool = False  # stopped by ``pegasus kill`` (it did not succeed first)
 
     @property
     def outcome(self) -> Outcome:
@@ -173,6 +174,8 @@ class Result:
             return self.error
         if self.timed_out is not None:
             return f"timed out after {format_duration(self.timed_out)}, exit {self.exit_status}"
+        if self.killed:
+            return f"killed by user, exit {self.exit_status}"
         signal = SIGNALS.get(self.exit_status - 128) if self.exit_status > 128 else None
         killed = f" (killed by SIG{signal})" if signal else ""
         return f"exit {self.exit_status}{killed}"

@@ -1,10 +1,11 @@
 """The run loop that queue mode and broadcast mode (``broadcast``) share.
 
-With ``running``, ``connecting`` and ``probing``, the only code that spawns
-greenlets. A loop is a tick of small named steps (reap what happened, take
-entries for the free sub-nodes and start them, wait for the next event),
-driven by typed events (``events``) that job greenlets, reconnecting
-greenlets, GPU probes and the signal handlers put on one queue. Its state is
+With ``running``, ``connecting``, ``probing`` and ``controlserver``, the only
+code that spawns greenlets. A loop is a tick of small named steps (reap what
+happened, take entries for the free sub-nodes and start them, wait for the
+next event), driven by typed events (``events``) that job greenlets,
+reconnecting greenlets, GPU probes, the signal handlers and ``pegasus kill``
+(``controlserver``) put on one queue. Its state is
 one ``State``. Queue and broadcast mode differ only in which sub-nodes a
 taken job goes to and in what a finished step means: ``QueueLoop`` here
 (with its GPU probes, ``probing``), ``BroadcastLoop`` in ``broadcast``.
@@ -22,12 +23,12 @@ from typing import Dict, List, Optional, Tuple
 import gevent
 import gevent.queue
 
-from pegasus import progress
+from pegasus import controlserver, progress
 from pegasus.connecting import Hosts
 from pegasus.errors import (ExitStatus, HostsUnreachable, InputError, PegasusError,
                             StorageError, output_failure)
 from pegasus.events import (HostBack, HostFailed, HostRefused, HostSilent, OutputLost,
-                            ProbeDone, ProbeDue, Signal, Signalled)
+                            ProbeDone, ProbeDue, Request, Signal, Signalled)
 from pegasus.halt import Tally, halt_words
 from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.probing import Heard, Probes
@@ -158,6 +159,8 @@ class Loop(Mode):
                                      self.host_lost)
         if isinstance(event, (ProbeDone, ProbeDue)):
             return self.probed(event)
+        if isinstance(event, Request):
+            return event.act(self)
         self.job_done(event.result)
 
     def job_done(self, result: Result) -> None:
@@ -321,7 +324,8 @@ def _exit_status(loop: Loop) -> ExitStatus:
 
 @contextmanager
 def _side_tasks(loop: Loop):
-    """While the loop runs: signal handlers, heartbeats, stdout's writer, reconnects."""
+    """While the loop runs: signal handlers, heartbeats, stdout's writer, reconnects,
+    the control socket (``pegasus status``, ``stop``, ``kill``)."""
     handlers = [gevent.signal_handler(signal.SIGINT, loop.signalled, Signal.CTRL_C),
                 gevent.signal_handler(signal.SIGTERM, loop.signalled, Signal.SIGTERM)]
     beating = gevent.spawn(loop.hosts.watch, lambda: list(loop.scheduler.busy))
@@ -329,12 +333,16 @@ def _side_tasks(loop: Loop):
     outlet = sink.outlet
     draining = gevent.spawn(outlet.drain, lambda err: loop.events.put(OutputLost(err)))
     drawing = gevent.spawn(_draw_progress, loop) if sink.shows_progress else None
+    control = None
     try:
         if outlet.error is not None:
             loop.output_lost(outlet.error)
         loop.hosts.start()
+        control = controlserver.serve(loop)
         yield
     finally:
+        if control is not None:
+            control.close()
         for handler in handlers:
             handler.cancel()
         loop.hosts.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 from pegasus.halt import Policy
 
@@ -27,7 +27,7 @@ class RetryDefaults:
 
 @dataclass(frozen=True)
 class Options:
-    mode: str  # "q", "b", "l" or "requeue"
+    mode: str  # "q", "b", "l", "requeue", "log", "status", "stop" or "kill"
     daemon: bool
     error_aborts: bool
     editor: Optional[str]
@@ -44,6 +44,9 @@ class Options:
     log_dir: Optional[str] = None  # the job logs' folder; None: --no-logs
     job_id: Optional[int] = None  # pegasus log ID
     follow: bool = False  # pegasus log -f
+    json: bool = False  # pegasus status --json
+    now: bool = False  # pegasus stop --now
+    job_ids: Tuple[int, ...] = ()  # pegasus kill ID...
     retries: RetryDefaults = RetryDefaults()  # --retries, --retry-lost
 
 

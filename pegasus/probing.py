@@ -4,8 +4,8 @@ Before Pegasus places a job on such a host it runs the probe (``gpuprobe``'s
 two queries) on one of the host's idle lanes, on the connection that lane
 already holds, in a greenlet of its own; the loop hears the answer as a
 ``ProbeDone`` event and the plan reads the latest answers (``view``). With
-``modes``, ``running`` and ``connecting``, the only code that spawns greenlets
-(tests/test_structure.py).
+``modes``, ``running``, ``connecting`` and ``controlserver``, the only code
+that spawns greenlets (tests/test_structure.py).
 
 A host's answer is used for ``FRESH`` s; a take probes it again once the
 answer is ``REFRESH`` s old, and while the queue's head waits, a host with

@@ -3,13 +3,15 @@
 ``Run`` is everything a loop needs, built whole before it starts;
 ``StopFlag`` lets a signal interrupt a wait for the queue lock; ``QueueHead``
 is what the loop knows of the queue's head; ``Jobs`` holds the running jobs'
-greenlets (with ``modes``, ``connecting`` and ``probing``, the only code that spawns).
+greenlets (with ``modes``, ``connecting``, ``probing`` and ``controlserver``, the
+only code that spawns).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, NamedTuple, Optional, Set
 
 import gevent
 
@@ -125,6 +127,13 @@ class QueueHead:
         return not self.daemon and (self.blocked is not None or self.empty)
 
 
+class Started(NamedTuple):
+    """A running job: what, since when (epoch s), and the sub-node with its slots."""
+    job: Job
+    at: float
+    node: SubNode
+
+
 class Jobs:
     """The running jobs: one greenlet each, stopped, timed out or given up on by
     sub-node. ``timeout``: seconds a job without its own ``timeout:`` may run;
@@ -139,10 +148,11 @@ class Jobs:
         self.timers: Dict[SubNode, List[gevent.Greenlet]] = {}  # ended with the job
         self.expired: Dict[SubNode, float] = {}  # the timeouts that ran out
         self.stopped: Set[SubNode] = set()  # stopped by Pegasus: not retried (unless timed out)
-        self.running: Dict[SubNode, Tuple[SubNode, Job]] = {}
+        self.killed: Set[SubNode] = set()  # the sub-nodes whose job ``pegasus kill`` stopped
+        self.running: Dict[SubNode, Started] = {}
 
     def start(self, node: SubNode, job: Job) -> None:
-        self.running[node] = (node, job)  # the node with the job's slots, for its hook
+        self.running[node] = Started(job, time.time(), node)
         self.greenlets[node] = gevent.spawn(self._run, node, job)
         seconds = job.timeout or self.timeout
         if seconds:
@@ -170,10 +180,18 @@ class Jobs:
                           f"stopping it (TERM, then KILL {KILL_AFTER:g} s later)")
         self.stop([node])
 
+    def kill(self, nodes: List[SubNode]) -> None:
+        """``pegasus kill``: stop these jobs as a timeout does; they were killed by user."""
+        self.killed.update(nodes)
+        self.stop(nodes)
+
     def _verdict(self, node: SubNode, result: Result) -> Result:
-        """A job stopped by its timeout (it did not succeed first) timed out: 124.
-        A failed attempt with retries left runs again, unless Pegasus stopped it
-        for another reason than its timeout (Ctrl-c, SIGTERM, --halt now)."""
+        """A job stopped by its timeout (it did not succeed first) timed out: 124;
+        one stopped by ``pegasus kill`` was killed by user. A failed attempt with
+        retries left runs again, unless Pegasus stopped it for another reason
+        than its timeout (Ctrl-c, SIGTERM, --halt now, ``pegasus kill``)."""
+        if node in self.killed and result.error is None and result.exit_status != 0:
+            return replace(result, killed=True)
         seconds = self.expired.get(node)
         if seconds is not None and result.error is None and result.exit_status != 0:
             result = replace(result, exit_status=TIMED_OUT_STATUS, timed_out=seconds)
@@ -187,6 +205,7 @@ class Jobs:
         self.running.pop(node, None)
         self.expired.pop(node, None)
         self.stopped.discard(node)
+        self.killed.discard(node)
         for timer in self.timers.pop(node, ()):
             timer.kill(block=False)
 
@@ -204,8 +223,8 @@ class Jobs:
             if node in self.stopped:
                 continue
             self.stopped.add(node)
-            placed, job = self.running.get(node, (node, None))
-            hook = None if job is None else Hook.of(job, placed, self.sink)
+            started = self.running.get(node)
+            hook = None if started is None else Hook.of(started.job, started.node, self.sink)
             if hook is None:
                 self._terminate(node)
             else:  # a greenlet of its own, bounded: never waited for by the loop

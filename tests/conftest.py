@@ -102,6 +102,16 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _private_runtime_dir(monkeypatch):
+    """Each test's own XDG_RUNTIME_DIR, where a running Pegasus puts its control
+    socket (short: a socket's path has at most 107 bytes)."""
+    path = tempfile.mkdtemp(prefix="pgrt-", dir="/tmp")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", path)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
 def _sshd_needs_its_mark(request):
     """Fail an unmarked test that got the cluster with request.getfixturevalue."""
     yield

@@ -33,9 +33,9 @@ import yaml
 from gevent.event import AsyncResult
 
 from helpers import queue_entries, read
-from pegasus import (app, atrest, broadcast, cli, connecting, executor, expand, halt, hook,
-                     modes, output, probing, records, running)
-from pegasus.errors import HostAuthError, HostError, HostKeyError, InputError
+from pegasus import (app, atrest, broadcast, cli, connecting, ctlcmd, executor, expand, halt,
+                     hook, logcmd, modes, output, probing, records, running)
+from pegasus.errors import HostAuthError, HostError, HostKeyError, InputError, PegasusError
 from pegasus.events import HostSilent, Signal
 from pegasus.executor import ConnectionLost, NotStarted
 from pegasus.outlet import Outlet
@@ -154,6 +154,32 @@ def ctrl_c(fake: "FakeRun") -> None:
 def sigterm(fake: "FakeRun") -> None:
     """What Pegasus gets from ``kill PID``."""
     fake.loop.signalled(Signal.SIGTERM)
+
+
+def pegasus(args: str, name: str, *then) -> Callable:
+    """``pegasus ARGS [-Q <the run's queue>]`` (status, stop, kill, log) from another
+    terminal: the real client, in a thread, against the run's real control
+    socket. Its (exit status, output) goes to ``snapshots[name]``; then the
+    actions ``then`` run."""
+    def act(fake: "FakeRun") -> None:
+        def ask():
+            argv = args.split() + ([] if "-Q" in args.split() else ["-Q", fake.queue_path])
+            fake.snapshots[name] = gevent.get_hub().threadpool.apply(control_client, (argv,))
+            for action in then:
+                action(fake)
+        fake.asking.append(gevent.spawn(ask))
+    return act
+
+
+def control_client(argv: Sequence[str]) -> Tuple[int, str]:
+    """``pegasus status|stop|kill|log ...`` as cli.main runs it: (exit status, output)."""
+    out = io.BytesIO()
+    try:
+        opts = cli.parse_args(list(argv))
+        status = int((logcmd if opts.mode == "log" else ctlcmd).run(opts, out))
+    except PegasusError as err:
+        return int(err.exit_status), out.getvalue().decode() + f"pegasus: {err}\n"
+    return status, out.getvalue().decode()
 
 
 def stops_answering(host: str, seconds: float = 30.0) -> Callable:
@@ -457,6 +483,7 @@ class FakeRun:
         self.executors: List[FakeExecutor] = []
         self.screen = _Screen()
         self.loop = None
+        self.asking: List[gevent.Greenlet] = []  # ``pegasus`` actions: answered by the end
 
     # -- what the fakes ask and tell
 
@@ -572,6 +599,7 @@ class FakeRun:
         return self.screen.getvalue().decode("utf-8", "replace")
 
     def outcome(self, status: int) -> Outcome:
+        gevent.joinall(self.asking, timeout=RUN_TIMEOUT)
         consumed = read(os.path.join(self.folder, "consumed.yaml"))
         interrupted = read(os.path.join(self.folder, "interrupted.yaml"))
         return Outcome(status, self.output(), _queue_now(self.queue_path),

@@ -24,7 +24,7 @@ def test_each_job_s_output_is_logged_raw_as_it_came(tmp_path):
     assert out.status == 0, out.output
     logs = tmp_path / "logs"
     assert (logs / "1.log").read_bytes() == b"start\nwarn\n10%\r50%\r100%\ndone"
-    assert (logs / "2.log").read_bytes() == b""
+    assert not (logs / "2.log").exists()  # a job that printed nothing has no file
     assert "[node-1] 50%" not in out.output  # the terminal shows fewer \r updates
 
 
@@ -93,13 +93,16 @@ def test_log_dir_and_no_logs(tmp_path):
 
 
 def test_pegasus_log_prints_a_job_s_log(tmp_path):
-    write_run(tmp_path, "- printf 'one\\rtwo\\n'\n- echo err >&2; exit 4\n")
+    write_run(tmp_path, "- printf 'one\\rtwo\\n'\n- echo err >&2; exit 4\n- 'true'\n")
     assert run_in_process(["q"], tmp_path).returncode == 1
 
     shown = run_in_process(["log", "1"], tmp_path, text=False)
     assert shown.returncode == 0 and shown.stdout == b"one\rtwo\n"
     followed = run_in_process(["log", "-f", "2"], tmp_path)
     assert followed.returncode == 1 and followed.stdout == "err\n"  # job 2 failed
+    silent = run_in_process(["log", "3"], tmp_path)
+    assert silent.returncode == 0 and silent.stdout == ""  # ended, printed nothing
+    assert run_in_process(["log", "-f", "3"], tmp_path).returncode == 0
     missing = run_in_process(["log", "9"], tmp_path)
     assert missing.returncode == 2
     assert "logs: no log of job 9" in missing.stderr

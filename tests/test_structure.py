@@ -77,7 +77,7 @@ def test_no_class_is_over_200_lines():
     assert big == []
 
 
-SPAWNERS = {"modes", "running", "connecting", "probing",  # see their docstrings
+SPAWNERS = {"modes", "running", "connecting", "probing", "controlserver",  # their docstrings
             "outlet"}  # only to end its writer thread in the background when a write is stuck
 
 
