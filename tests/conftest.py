@@ -1,11 +1,11 @@
 """Shared pytest fixtures: an isolated HOME, the real-SSH cluster, run_pegasus, run_in_process.
 
 Two tiers: a test that needs root or real sshd processes is marked ``sshd``;
-``python -m pytest -m "not sshd"`` runs the others, on as many pytest-xdist
-workers as there are CPUs (``-n auto`` in pyproject.toml's addopts,
-``pytest_xdist_auto_num_workers`` here); a run that may need sshd gets one
-worker more, each with a cluster of its own (the cluster is a session
-fixture, on the worker's own addresses: cluster.FIRST_IP). Every test that uses the
+``python -m pytest -m "not sshd"`` runs the others. Both run on a pytest-xdist
+worker a CPU and one more (``-n auto`` in pyproject.toml's addopts,
+``pytest_xdist_auto_num_workers`` here); each worker that reaches sshd has a
+cluster of its own (the cluster is a session fixture, on the worker's own
+addresses: cluster.FIRST_IP). Every test that uses the
 ``cluster`` fixture (directly or through another fixture) is marked here; a
 test that gets sshd another way says so with ``pytest.mark.sshd``. An unmarked
 test that reaches sshd all the same fails, wherever it runs: through
@@ -15,9 +15,7 @@ Does not import the ``pegasus`` package, so the fixture tests run even while
 the package is incomplete.
 """
 import collections
-import itertools
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -41,26 +39,11 @@ settings.load_profile(HYPOTHESIS_PROFILE)
 
 
 def pytest_xdist_auto_num_workers(config):
-    """``-n auto``: a worker a CPU when ``-m`` leaves out the tests marked ``sshd``;
-    one more when it keeps them: they mostly wait (on sshd, on timeouts), and each
-    worker starts a cluster of its own (its own addresses and user, cluster.FIRST_IP)."""
-    cpus = os.cpu_count() or 1
-    return cpus + 1 if _selects_sshd(config.getoption("markexpr")) else cpus
-
-
-def _selects_sshd(markexpr):
-    """Whether ``-m markexpr`` keeps some test marked ``sshd`` (whatever its other marks)."""
-    if not markexpr:
-        return True
-    others = sorted(set(re.findall(r"[A-Za-z_]\w*", markexpr)) - {"and", "or", "not", "sshd"})
-    try:
-        from _pytest.mark.expression import Expression
-        expression = Expression.compile(markexpr)
-        return any(expression.evaluate(lambda name, **_: name in {"sshd", *marks})
-                   for n in range(len(others) + 1)
-                   for marks in itertools.combinations(others, n))
-    except Exception:  # noqa: BLE001 - another pytest's API, a bad -m: one process
-        return True
+    """``-n auto``: a worker a CPU and one more: tests mostly wait (for sshd, for
+    Pegasus processes, for timeouts). Measured on 2 cores: the fast tier and the
+    whole suite were quickest with 3. Each worker that reaches sshd starts a
+    cluster of its own (its own addresses and user, cluster.FIRST_IP)."""
+    return (os.cpu_count() or 1) + 1
 
 
 def pytest_configure(config):

@@ -194,20 +194,14 @@ class _Config:
         return self.markexpr
 
 
-@pytest.mark.parametrize("markexpr, workers", [
-    ("not sshd", "a CPU each"), ("not sshd and not slow", "a CPU each"),
-    ("not (sshd or slow)", "a CPU each"), ("slow and not sshd", "a CPU each"),
-    ("", "one more"), ("sshd", "one more"), ("slow", "one more"),  # some sshd tests are slow
-    ("not slow", "one more"), ("sshd or slow", "one more"),
-    ("not", "one more"),  # a bad -m: pytest says so
-])
-def test_a_run_with_the_sshd_tests_has_a_worker_more_than_cpus(markexpr, workers):
-    """``-n auto`` (addopts): the fast tier gets a worker a CPU; a run that may reach
-    sshd one more (its tests mostly wait), each worker with a cluster of its own."""
+@pytest.mark.parametrize("markexpr", ["not sshd", "not sshd and not slow", "", "sshd",
+                                      "slow", "not"])  # "not": a bad -m, pytest says so
+def test_auto_gives_a_worker_more_than_cpus(markexpr):
+    """``-n auto`` (addopts): tests mostly wait, so a worker more than CPUs, with or
+    without the sshd tests (each worker starts a cluster of its own)."""
     import conftest
 
-    expected = os.cpu_count() + (workers == "one more")
-    assert conftest.pytest_xdist_auto_num_workers(_Config(markexpr)) == expected
+    assert conftest.pytest_xdist_auto_num_workers(_Config(markexpr)) == os.cpu_count() + 1
 
 
 def test_each_worker_has_its_own_addresses_and_user():
