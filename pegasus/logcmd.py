@@ -67,8 +67,8 @@ class Follower:
 
     def follow(self, queue_path: str) -> ExitStatus:
         while True:
+            alive = pegasus_running(queue_path)  # first: a row written meanwhile is read
             ended = self.ended()
-            alive = ended or pegasus_running(queue_path)
             self.copy(log_files(self.folder, self.job_id))
             if ended:
                 ok = all(row[7] == "ok" for row in _ends(self.rows) if len(row) > 7)

@@ -194,10 +194,11 @@ class Loop(Mode):
                 self.start(node, job)
             if not plan.want or not self.head.may_have_jobs():
                 return None
+        seen = self.head.queue.signature()  # before: a file replaced after the take is new
         try:
             taken = self.run.records.take_placed(plan.want, plan.place, self.run.check)
         except InputError as err:
-            return self.head.block(err)
+            return self.head.block(err, seen)
         except StorageError as err:  # a full disk
             return self.storage_failed(err)
         except PegasusError as err:  # a folder made unwritable, a link planted

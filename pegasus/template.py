@@ -233,9 +233,58 @@ def _refuse_unknown_helper(path: tuple, args: list, call: bool) -> None:
             _refuse_unknown_helper(arg[1], arg[2], True)
 
 
+# ``{{ name }}`` and ``{{ helper name }}`` (a helper of one argument) alone, as
+# pybars reads them: most commands hold nothing else, and need no parse of
+# pybars' grammar, the ~10 ms of a first check or render per command
+# (tests/test_template.py checks both ways agree on templates of every kind of piece).
+_SIMPLE = re.compile(r"\{\{[ \t\r\n]*(?:([A-Za-z]+)[ \t\r\n]+)?"
+                     r"([A-Za-z_][A-Za-z0-9_-]*)[ \t\r\n]*\}\}")
+_NOT_SIMPLE = frozenset(("else", "this", *_HELPERS))  # pybars' own meanings, our helpers
+_LITERAL = re.compile("true|false|null|undefined")  # an argument pybars reads as a value
+_UNARY = frozenset(name for name, fn in _HELPERS.items() if name != "replace")
+
+
+def _simple_part(match) -> tuple | None:
+    """(helper or None, name) of a ``{{ ... }}`` the shortcut renders as pybars does."""
+    helper, name = match[1], match[2]
+    if name in _NOT_SIMPLE or (helper and (helper not in _UNARY or _LITERAL.match(name))):
+        return None
+    return (_RENDER_HELPERS[helper] if helper else None, name)
+
+
+def _simple(chunk: str) -> Callable | None:
+    """The render function of a chunk of text and ``{{ [helper] name }}`` only, else None."""
+    if "~}}" in chunk:  # pybars' whitespace control would eat it
+        return None
+    texts, parts, at = [], [], 0
+    for match in _SIMPLE.finditer(chunk):
+        part = _simple_part(match)
+        if chunk.find("{{", at) != match.start() or part is None:
+            return None
+        texts.append(chunk[at:match.start()])
+        parts.append(part)
+        at = match.end()
+    if "{{" in chunk[at:]:
+        return None
+    texts.append(chunk[at:])
+
+    def render(values, helpers=None):
+        out = [texts[0]]
+        for (helper, name), text in zip(parts, texts[1:]):
+            value = values[name]  # an unknown name's str() raises _Problem
+            out += (helper(values, value) if helper else str(value), text)
+        return "".join(out)
+    return render
+
+
 @functools.lru_cache(maxsize=4096)
 def _compile(chunk: str) -> Callable:
     """The render function of `chunk`, compiled once; never HTML-escapes."""
+    return _simple(chunk) or _pybars(chunk)
+
+
+def _pybars(chunk: str) -> Callable:
+    """The render function pybars compiles for `chunk`, its escaping turned off."""
     with _LOCK:
         tree = _parse(chunk)
         try:

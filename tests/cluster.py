@@ -57,12 +57,27 @@ __all__ = [
     "cluster_from_env",
     "SHARED_SSHD_CONFIG",
     "TEST_USER",
+    "FIRST_IP",
 ]
 
-# Two suites at once (PEGASUS_TEST_FIRST_IP set) each get their own user, so one
-# suite emptying its user's home at start never deletes the other's files.
-TEST_USER = "pegasus-test" + ("" if os.environ.get("PEGASUS_TEST_FIRST_IP", "11") == "11"
-                              else "-" + os.environ["PEGASUS_TEST_FIRST_IP"])
+# A suite's address range starts at PEGASUS_TEST_FIRST_IP (default 11); each
+# pytest-xdist worker (gw0, gw1, ...) takes the next WORKER_SPAN addresses of it.
+WORKER_SPAN = 20
+# Within a range: the session cluster (4 nodes), then clusters tests start of their own.
+OFFSET_FAILING = 4   # tests/test_failing_hosts.py: 2 nodes
+OFFSET_PRIVATE = 6   # tests/test_cluster.py: 2 nodes
+
+
+def _first_ip() -> int:
+    base = int(os.environ.get("PEGASUS_TEST_FIRST_IP", "11"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return base + WORKER_SPAN * int(worker[2:] if worker.startswith("gw") else 0)
+
+
+FIRST_IP = _first_ip()
+# Each range (two suites at once, each worker of a suite) gets its own user, so
+# one emptying its user's home at start never deletes another's files.
+TEST_USER = "pegasus-test" + ("" if FIRST_IP == 11 else "-%d" % FIRST_IP)
 TEST_SHELL = "/bin/sh"
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = "/run/sshd"
@@ -305,7 +320,7 @@ class Cluster:
         self,
         workdir: str,
         n_hosts: int = 4,
-        first_ip: int = 11,
+        first_ip: int = FIRST_IP,
         port: Optional[int] = None,
         start_timeout: float = 60.0,
     ):

@@ -1,10 +1,11 @@
 """Shared pytest fixtures: an isolated HOME, the real-SSH cluster, run_pegasus, run_in_process.
 
 Two tiers: a test that needs root or real sshd processes is marked ``sshd``;
-``python -m pytest -m "not sshd"`` runs the others, on as many pytest-xdist
-workers as there are CPUs (``-n auto`` in pyproject.toml's addopts,
-``pytest_xdist_auto_num_workers`` here); a run that may need sshd stays in one
-process (the cluster is a session fixture). Every test that uses the
+``python -m pytest -m "not sshd"`` runs the others. Both run on a pytest-xdist
+worker a CPU and one more (``-n auto`` in pyproject.toml's addopts,
+``pytest_xdist_auto_num_workers`` here); each worker that reaches sshd has a
+cluster of its own (the cluster is a session fixture, on the worker's own
+addresses: cluster.FIRST_IP). Every test that uses the
 ``cluster`` fixture (directly or through another fixture) is marked here; a
 test that gets sshd another way says so with ``pytest.mark.sshd``. An unmarked
 test that reaches sshd all the same fails, wherever it runs: through
@@ -14,9 +15,7 @@ Does not import the ``pegasus`` package, so the fixture tests run even while
 the package is incomplete.
 """
 import collections
-import itertools
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -40,26 +39,11 @@ settings.load_profile(HYPOTHESIS_PROFILE)
 
 
 def pytest_xdist_auto_num_workers(config):
-    """``-n auto``: a worker a CPU when ``-m`` leaves out the tests marked ``sshd``;
-    else none (the run stays in this process): one cluster, started once."""
-    if _selects_sshd(config.getoption("markexpr")):
-        return 0
-    return os.cpu_count() or 1
-
-
-def _selects_sshd(markexpr):
-    """Whether ``-m markexpr`` keeps some test marked ``sshd`` (whatever its other marks)."""
-    if not markexpr:
-        return True
-    others = sorted(set(re.findall(r"[A-Za-z_]\w*", markexpr)) - {"and", "or", "not", "sshd"})
-    try:
-        from _pytest.mark.expression import Expression
-        expression = Expression.compile(markexpr)
-        return any(expression.evaluate(lambda name, **_: name in {"sshd", *marks})
-                   for n in range(len(others) + 1)
-                   for marks in itertools.combinations(others, n))
-    except Exception:  # noqa: BLE001 - another pytest's API, a bad -m: one process
-        return True
+    """``-n auto``: a worker a CPU and one more: tests mostly wait (for sshd, for
+    Pegasus processes, for timeouts). Measured on 2 cores: the fast tier and the
+    whole suite were quickest with 3. Each worker that reaches sshd starts a
+    cluster of its own (its own addresses and user, cluster.FIRST_IP)."""
+    return (os.cpu_count() or 1) + 1
 
 
 def pytest_configure(config):
@@ -121,7 +105,8 @@ def _sshd_needs_its_mark(request):
 
 @pytest.fixture(scope="session")
 def cluster():
-    """4 real sshd nodes (node-1 .. node-4), started once per session.
+    """4 real sshd nodes (node-1 .. node-4), started once per session (per xdist
+    worker: each on its own addresses, with its own test user, cluster.FIRST_IP).
 
     Uses the external cluster named by PEGASUS_TEST_SSH_CONFIG and
     PEGASUS_TEST_NODES when those are set.  If this machine cannot run sshd
@@ -132,17 +117,15 @@ def cluster():
     if external is not None:
         yield external
         return
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker would start the same nodes
-        pytest.fail("the sshd tests start one cluster for the whole run: run them "
-                    "without pytest-xdist's -n (or with -n 0)", pytrace=False)
     # Not require_sshd_mark() here: this fixture's failure would be cached and
     # blamed on every later test; _sshd_needs_its_mark checks each test.
     can_run_cluster_or_skip()
     # Not under pytest's tmp_path: the test user must be able to read the
     # authorized_keys file, and pytest's base temp dir is mode 0700.
     workdir = tempfile.mkdtemp(prefix="pegasus-cluster-")
-    # PEGASUS_TEST_FIRST_IP: another address range, for two suites at once
-    c = Cluster(workdir, n_hosts=4, first_ip=int(os.environ.get("PEGASUS_TEST_FIRST_IP", "11")))
+    # cluster.FIRST_IP: this worker's own addresses and user (PEGASUS_TEST_FIRST_IP
+    # moves a whole suite, for two suites at once)
+    c = Cluster(workdir, n_hosts=4)
     try:
         c.start()
         empty_test_home()  # the home jobs start in, as a fresh machine has it

@@ -60,6 +60,14 @@ def read(path):
         return ""
 
 
+def written_long_ago(path, age=3600):
+    """Date the file ``age`` seconds back: at rest, as a queue file written before
+    Pegasus started (one just written has an error reported only once it has not
+    changed for ``atrest.QUIET`` seconds: a writer may be half-way through)."""
+    st = os.stat(str(path))
+    os.utime(str(path), ns=(st.st_atime_ns, st.st_mtime_ns - int(age * 1e9)))
+
+
 def write(path, text):
     """Write ``text`` to a file, replacing what it held."""
     with open(str(path), "w") as f:

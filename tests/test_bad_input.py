@@ -29,6 +29,8 @@ from pegasus.errors import PegasusError
 from pegasus.queuefile import QueueFile
 from pegasus.records import Records
 
+from helpers import written_long_ago
+
 WHERE = re.compile(r"^pegasus: (?P<file>[^\n:]+?):(?P<line>\d+)"
                    r"(?: \(entry (?P<entry>\d+)\))?: (?P<what>.+)")
 BIG = ", ".join(str(i) for i in range(1000))  # 4 of these: 10^12 combinations
@@ -64,6 +66,7 @@ class Work:
             write(self.folder / "hosts.yaml", hosts)
         if queue is not None:
             write(self.folder / "queue.yaml", queue)
+            written_long_ago(self.folder / "queue.yaml")
         self.queue_before = read_bytes(self.folder / "queue.yaml") \
             if os.path.isfile(str(self.folder / "queue.yaml")) else None
 

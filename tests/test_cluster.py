@@ -152,13 +152,14 @@ def test_stop_is_idempotent_and_kills_sessions(tmp_path_factory):
     import shutil
     import tempfile
 
-    from cluster import Cluster
+    from cluster import FIRST_IP, OFFSET_PRIVATE, Cluster
 
     helpers.cluster_or_skip()
     workdir = tempfile.mkdtemp(prefix="pegasus-cluster-")
     try:
-        with Cluster(workdir, n_hosts=2, first_ip=101) as c:
-            assert c.ips == ["127.0.0.101", "127.0.0.102"]
+        with Cluster(workdir, n_hosts=2, first_ip=FIRST_IP + OFFSET_PRIVATE) as c:
+            ips = ["127.0.0.%d" % (FIRST_IP + OFFSET_PRIVATE + i) for i in range(2)]
+            assert c.ips == ips
             # the sleep escapes the sshd process tree (its parent sh exits)
             res = c.ssh("node-2", "setsid sh -c 'sleep 600 </dev/null >/dev/null 2>&1 & echo $!'")
             assert res.returncode == 0, res.stderr
@@ -166,7 +167,7 @@ def test_stop_is_idempotent_and_kills_sessions(tmp_path_factory):
             assert _alive(pid)
             port = c.port
         wait_for(lambda: not _alive(pid), what="daemonized sleep to die")
-        for ip in ("127.0.0.101", "127.0.0.102"):
+        for ip in ips:
             assert connection_refused(ip, port)
         c.stop()  # again: no error
     finally:
@@ -193,19 +194,34 @@ class _Config:
         return self.markexpr
 
 
-@pytest.mark.parametrize("markexpr, workers", [
-    ("not sshd", "a CPU each"), ("not sshd and not slow", "a CPU each"),
-    ("not (sshd or slow)", "a CPU each"), ("slow and not sshd", "a CPU each"),
-    ("", "none"), ("sshd", "none"), ("slow", "none"),  # slow: some sshd tests are slow
-    ("not slow", "none"), ("sshd or slow", "none"), ("not", "none"),  # a bad -m: pytest says so
-])
-def test_only_a_run_without_the_sshd_tests_has_xdist_workers(markexpr, workers):
-    """``-n auto`` (addopts): the cluster is started once a run, so a run that may
-    reach it stays in one process; the fast tier gets a worker a CPU."""
+@pytest.mark.parametrize("markexpr", ["not sshd", "not sshd and not slow", "", "sshd",
+                                      "slow", "not"])  # "not": a bad -m, pytest says so
+def test_auto_gives_a_worker_more_than_cpus(markexpr):
+    """``-n auto`` (addopts): tests mostly wait, so a worker more than CPUs, with or
+    without the sshd tests (each worker starts a cluster of its own)."""
     import conftest
 
-    expected = os.cpu_count() if workers == "a CPU each" else 0
-    assert conftest.pytest_xdist_auto_num_workers(_Config(markexpr)) == expected
+    assert conftest.pytest_xdist_auto_num_workers(_Config(markexpr)) == os.cpu_count() + 1
+
+
+def test_each_worker_has_its_own_addresses_and_user():
+    """The sshd tests of two xdist workers never share a node or a test user's home."""
+    code = ("import cluster, os; print(cluster.FIRST_IP, cluster.TEST_USER, "
+            "cluster.Cluster('/tmp/x').ips[0])")
+    tests = os.path.dirname(os.path.abspath(__file__))
+
+    def worker(name, base):
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PYTEST_XDIST_WORKER", "PEGASUS_TEST_FIRST_IP")}
+        env.update({} if name is None else {"PYTEST_XDIST_WORKER": name})
+        env.update({} if base is None else {"PEGASUS_TEST_FIRST_IP": base})
+        return subprocess.run([sys.executable, "-c", code], cwd=tests, env=env,
+                              capture_output=True, text=True, check=True).stdout.split()
+
+    assert worker(None, None) == ["11", "pegasus-test", "127.0.0.11"]
+    assert worker("gw0", None) == ["11", "pegasus-test", "127.0.0.11"]
+    assert worker("gw2", None) == ["51", "pegasus-test-51", "127.0.0.51"]
+    assert worker("gw1", "100") == ["120", "pegasus-test-120", "127.0.0.120"]
 
 
 def test_ctrl_c_is_not_ignored_in_the_suite():

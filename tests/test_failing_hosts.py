@@ -1,9 +1,9 @@
 """Hosts that fail: the real ``pegasus`` CLI against real sshd's that die.
 
 The tests kill and restart sshd's, so they use a small cluster of their own
-(``failing``: 2 nodes on 127.0.0.41-42) instead of the session cluster, and a
-host in a network namespace of their own (``netns_host``: an sshd behind a
-veth pair with link-local addresses) for network partitions. Jobs are gated
+(``failing``: 2 nodes on the addresses after the session cluster's) instead of
+it, and a host in a network namespace of their own (``netns_host``: an sshd
+behind a veth pair with link-local addresses) for network partitions. Jobs are gated
 by flag files in the cluster's scratch folder (the nodes share this
 machine's file system) and say where they ran with ``{{ hostname }}``.
 
@@ -23,7 +23,8 @@ import uuid
 import pytest
 import yaml
 
-from cluster import SSHD, Cluster, _descendants, _proc_table, _sshd_preexec
+from cluster import (FIRST_IP, OFFSET_FAILING, SSHD, Cluster, _descendants, _proc_table,
+                     _sshd_preexec)
 from helpers import (IN_CI, Pegasus, cluster_or_skip, jobs_of, kill_all, queue_entries, read,
                      setup, wait_for, write)
 
@@ -123,10 +124,11 @@ def crash_sshd(cluster, alias):
 
 @pytest.fixture(scope="module")
 def failing():
-    """2 sshd nodes of our own (node-1, node-2 on 127.0.0.41-42) that tests may kill."""
+    """2 sshd nodes of our own (node-1, node-2, after the session cluster's addresses)
+    that tests may kill."""
     cluster_or_skip()
     workdir = tempfile.mkdtemp(prefix="pegasus-failing-")
-    c = Cluster(workdir, n_hosts=2, first_ip=41)
+    c = Cluster(workdir, n_hosts=2, first_ip=FIRST_IP + OFFSET_FAILING)
     try:
         c.start()
         yield c

@@ -110,6 +110,26 @@ def test_pegasus_log_prints_a_job_s_log(tmp_path):
     assert bad.returncode == 2 and "a job id is a whole number" in bad.stderr
 
 
+def test_log_f_of_a_job_whose_pegasus_ends_between_two_looks_prints_its_end(tmp_path,
+                                                                             monkeypatch):
+    """Pegasus writes the job's row and exits between the follower's look at
+    joblog.tsv and its look for a running Pegasus: the job ended, not "stopped mid-way"."""
+    from pegasus import logcmd
+
+    write_run(tmp_path, "- echo first\n")
+    assert run_in_process(["q"], tmp_path).returncode == 0
+    table = tmp_path / "logs" / "joblog.tsv"
+    rows = table.read_text()
+    table.write_text(rows.splitlines(keepends=True)[0])  # the header: the job still runs
+
+    def ends_meanwhile(queue_path):
+        table.write_text(rows)
+        return False
+    monkeypatch.setattr(logcmd, "pegasus_running", ends_meanwhile)
+    followed = run_in_process(["log", "-f", "1"], tmp_path)
+    assert (followed.returncode, followed.stdout, followed.stderr) == (0, "first\n", "")
+
+
 @pytest.mark.parametrize("args, words", [
     (["q", "--no-logs", "--log-dir", "d"], "--no-logs and --log-dir"),
     (["requeue", "--no-logs"], "--no-logs is for queue and broadcast modes"),

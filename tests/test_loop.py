@@ -142,6 +142,17 @@ def test_daemon_waits_at_a_bad_entry_until_it_is_fixed(tmp_path):
     assert out.status == 130
 
 
+def test_daemon_reads_a_bad_head_fixed_just_as_the_take_found_it(tmp_path):
+    """The file is replaced between the take that found the bad entry (lock
+    released) and the loop's note of the file it saw: that note is of the bad file."""
+    out = run_loop(tmp_path, queue=[BAD], daemon=True,
+                   actions=[when_bad_entry(rewrite(["echo fixed"])),
+                            when_finished("echo fixed", ctrl_c)])
+
+    assert out.ran("[node-1]") == ["echo fixed"]
+    assert out.status == 130
+
+
 # ---------------------------------------------------------------- exit statuses
 
 @pytest.mark.parametrize("script, status, summary", [

@@ -236,7 +236,7 @@ def test_compile_cache_compiles_each_template_once(monkeypatch):
     calls = []
     original = template._code
     monkeypatch.setattr(template, "_code", lambda tree: calls.append(tmpl) or original(tree))
-    tmpl = "echo {{x}} # test_compile_cache_compiles_each_template_once"
+    tmpl = "echo {{replace x 'q' 'q'}} # test_compile_cache_compiles_each_template_once"
     before = template._compile.cache_info()
     assert render(tmpl, {"x": "1"}) == "echo 1 # test_compile_cache_compiles_each_template_once"
     assert render(tmpl, {"x": "2"}) == "echo 2 # test_compile_cache_compiles_each_template_once"
@@ -412,3 +412,59 @@ def test_code_is_generated_from_the_tree_the_check_parsed(monkeypatch):
     assert render('a {{x}} {{shq (lower y)}}', {"x": "1", "y": "B c"}) == "a 1 'b c'"
     assert len(parses) == 1
 
+
+
+# -- names alone need no parse of pybars' grammar --------------------------------
+
+def test_ten_thousand_commands_of_names_alone_are_checked_without_pybars(monkeypatch):
+    """The start-up check of 10,000 distinct commands (some 10 ms each through
+    pybars' grammar): text, ``{{ name }}`` and ``{{ helper name }}`` never reach it."""
+    compiler = template._compiler()
+    parses = []
+    real = type(compiler)._handlebars
+    monkeypatch.setattr(type(compiler), "_handlebars",
+                        staticmethod(lambda text: parses.append(text) or real(text)))
+    names = ["lr", "hostname", "a_b", "c-d", "each"]
+    for i in range(10000):
+        check("python t.py --lr={{lr}} --seed %d {{ hostname }}/{{a_b}}{{c-d}} {{each}}"
+              " ${HOME} } }} {x} ~/%d {{shq a_b}}" % (i, i), names)
+    assert render("{{upper a_b}} {{ shq\nc-d }}", {"a_b": "x", "c-d": "a b"}) == "X 'a b'"
+    assert render("x{{\tlr\n}}{{each}}}", {"lr": "1e-3", "each": "&"}) == "x1e-3&}"
+    assert error_of("{{lr}} {{nope}}", {"lr": "1"}).startswith(
+        "unknown name 'nope' in template '{{lr}} {{nope}}' (defined here: lr)")
+    assert error_of("{{shq lr}}", {"lr": " "}).startswith("helper 'shq' gives an empty value")
+    assert parses == []
+    assert render("{{replace lr 'a' 'b'}}", {"lr": "a"}) == "b" and len(parses) == 1
+
+
+# Pieces of templates: every kind of pybars token, names of every kind, text.
+_PIECES = ["{{", "}}", "{", "}", " ", "\t", "\n", "\r", "~", "\\", "x", "y", "a_b", "c-d",
+           "1", "9a", "else", "this", "true", "null", "each", "lookup", "upper", "shq",
+           "@index", ".", "/", "../", "[x]", "#", "!", "&", ">", "^", "(", ")", "=", "'", "²",
+           "é", "text", "{{x}}", "{{ a_b }}", "{{shq x}}", "{{ upper\tc-d }}", "trueish", "nullx",
+           "{{shq 9a}}", "{{lower true}}", "{{replace x}}", "{{shq else}}", "{{shq each}}"]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=12).map("".join),
+       st.dictionaries(st.sampled_from(["x", "y", "a_b", "c-d", "1", "9a", "true", "each",
+                                        "trueish", "nullx"]),
+                       st.sampled_from(["v", "", " ", "&<>'\"", "{{x}}", "é"])))
+@settings(max_examples=examples(400), deadline=None)
+def test_names_alone_render_as_pybars_renders_them(tmpl, context):
+    """The shortcut for text and ``{{ [helper] name }}`` gives what pybars gives: the same
+    text or the same error, for templates made of every kind of piece."""
+    def outcome():
+        template._compile.cache_clear()
+        try:
+            return render(tmpl, context)
+        except TemplateError as err:
+            return "error: %s" % err
+    fast = outcome()
+    real = template._simple
+    try:
+        template._simple = lambda chunk: None
+        slow = outcome()
+    finally:
+        template._simple = real
+        template._compile.cache_clear()
+    assert fast == slow
