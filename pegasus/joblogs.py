@@ -170,8 +170,8 @@ def row(result: Result, start: float, runtime: float):
 
 
 def outcome_word(result: Result, signal: str) -> str:
-    """ok, failed, killed, interrupted (outcome unknown), not started, or retried
-    (an attempt that did not succeed, and the job runs again: not its end)."""
+    """ok, failed, killed, timed out, interrupted (outcome unknown), not started,
+    or retried (an attempt that did not succeed, and the job runs again: not its end)."""
     if result.retrying:
         return "retried"
     outcome = result.outcome
@@ -179,6 +179,8 @@ def outcome_word(result: Result, signal: str) -> str:
         return "ok"
     if outcome is Outcome.FAILED:
         return "killed" if signal or result.killed else "failed"
+    if outcome is Outcome.TIMED_OUT:
+        return "timed out"
     if outcome in (Outcome.LOST, Outcome.ORPHANED):
         return "interrupted"
     return "not started" if outcome is Outcome.NOT_STARTED else "failed"

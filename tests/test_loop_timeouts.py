@@ -24,6 +24,16 @@ def test_a_job_past_its_timeout_is_stopped_and_reported_as_timed_out(tmp_path):
     assert out.status == 1
 
 
+def test_the_job_log_says_a_job_past_its_timeout_timed_out(tmp_path):
+    run_app(tmp_path, queue=[{"command": "a", "timeout": "0.05"}, "b"],
+            scripts={"a": FakeJob(hang=True)})
+
+    rows = [line.split("\t") for line in (tmp_path / "logs" / "joblog.tsv").read_text()
+            .splitlines()[1:]]
+    assert sorted((r[0], r[5], r[7]) for r in rows) == [("1", "124", "timed out"),
+                                                        ("2", "0", "ok")]
+
+
 def test_a_job_deaf_to_term_is_killed(tmp_path):
     out = run_loop(tmp_path, queue=[{"command": "a", "timeout": "0.05"}],
                    scripts={"a": FakeJob(hang=True, term_deaf=True)})
