@@ -19,6 +19,22 @@ while :; do
   command=$command$sep$line sep=$nl
 done
 
+# The job's stderr is the channel's (fd 4); the wrapper's own goes to /dev/null,
+# where shells print "Killed" notices (Pegasus reports the signal itself).
+exec 4>&2 2>/dev/null
+# The wrapper must never die of a signal: ssh2-python cannot read SSH's
+# exit-signal message, so that would read as exit 0. It survives the group's
+# TERM and reports the job's status; when the job ignores TERM, the
+# watchdog's USR1 makes it report 137.
+report() { exit "${orphaned:-$1}"; }  # ORPHANED when the watchdog gave up on Pegasus
+trap 'orphaned={ORPHANED}' USR2
+trap '[ -z "$stopping" ] || report 137' USR1
+# The job starts before the wrapper catches TERM: a shell just forked keeps its
+# parent's handlers until it drops them, and a TERM then would be lost (KILL,
+# 137, 3 s later). Nothing sends TERM yet: the watchdog starts after the trap.
+sh -c "$command" 2>&4 3<&- 4>&- & job=$!  # in the background, so the traps run while it runs
+trap 'stopping=1' TERM
+
 # The watchdog reads fd 3, where Pegasus writes a line now and then. At
 # end-of-file (a cancel, or Pegasus died) it sends TERM to the group, then
 # KILL. After the orphan timeout without a line (Pegasus cut off or paused that long) it
@@ -35,20 +51,9 @@ done
  while read -r _ <&3; do
    kill "$timer"; timer  # restart the silence clock
  done
- kill "$timer"; stop) >/dev/null 2>&1 &
+ kill "$timer"; stop) >/dev/null 2>&1 4>&- &  # not the channel's stderr: the job's alone
 
-# The job's stderr is the channel's (fd 4); the wrapper's own goes to /dev/null,
-# where shells print "Killed" notices (Pegasus reports the signal itself).
-exec 3<&- 4>&2 2>/dev/null
-# The wrapper must never die of a signal: ssh2-python cannot read SSH's
-# exit-signal message, so that would read as exit 0. It survives the group's
-# TERM and reports the job's status; when the job ignores TERM, the
-# watchdog's USR1 makes it report 137.
-report() { exit "${orphaned:-$1}"; }  # ORPHANED when the watchdog gave up on Pegasus
-trap 'stopping=1' TERM
-trap 'orphaned={ORPHANED}' USR2
-trap '[ -z "$stopping" ] || report 137' USR1
-sh -c "$command" 2>&4 4>&- & job=$!  # in the background, so the traps run while it runs
+exec 3<&- 4>&-
 wait "$job"; status=$?
 while kill -0 "$job"; do wait "$job"; status=$?; done  # wait returns early when a trap runs
 report "$status"  # 128+N when signal N killed the job

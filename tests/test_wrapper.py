@@ -157,6 +157,27 @@ def test_a_wrapper_whose_channel_ends_before_the_nonce_runs_nothing(shell, sent,
     assert not proof.exists()
 
 
+def cancelled_as_it_starts(shell, _):
+    """The command and its nonce, then at once the end of the channel: the
+    watchdog's TERM comes while the job's shell is being started."""
+    proc = start(shell, "sleep 300", kill_after=KILL_AFTER)
+    proc.stdin.close()
+    try:
+        return finish(proc)[0]
+    finally:
+        _kill_group(proc.pid)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_cancel_as_the_job_starts_terminates_it_with_term(shell):
+    # A shell just forked keeps its parent's TERM handler for a moment: a TERM
+    # then was lost, and the job died of the KILL 3 s later (137, a third of
+    # the time with dash).
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(partial(cancelled_as_it_starts, shell), range(16)))
+    assert statuses == [128 + signal.SIGTERM] * 16
+
+
 def test_the_command_arrives_byte_for_byte():
     for command in TRICKY + ["", "\n", "a\n\nb\n", "  lead and trail  ", "tab\there\r"]:
         data = wrapper.command_input(command, "NONCE")
