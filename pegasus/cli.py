@@ -108,8 +108,16 @@ def parse_args(argv: List[str]) -> Options:
     try:
         args = docopt(__doc__, argv, default_help=False)
     except DocoptExit as err:
-        raise UsageError(f"{_usage_problem(err)}\n{_usage()}") from None
+        problem = _NEEDS_ID.get(argv[0]) if argv else None
+        raise UsageError(f"{problem or _usage_problem(err)}\n{_usage()}") from None
     return _options(args)
+
+
+# What docopt calls an unknown word when a mode that needs job ids has none.
+_NEEDS_ID = {"log": "pegasus log: give the id of a job (pegasus status shows the running "
+                    "ones; job ids are in the job frames and logs/joblog.tsv)",
+             "kill": "pegasus kill: give the id of each job to stop (pegasus status shows "
+                     "the running ones)"}
 
 
 def _usage_problem(err) -> str:

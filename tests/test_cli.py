@@ -99,6 +99,17 @@ def test_usage_error_names_the_unknown_word(argv, name, capsys):
 
 # ---------------------------------------------------------------- issue 10 §7: messages
 
+@pytest.mark.parametrize("argv, words", [
+    (["kill"], "pegasus kill: give the id of each job to stop"),
+    (["log"], "pegasus log: give the id of a job"),
+    (["log", "-f"], "pegasus log: give the id of a job"),
+])
+def test_log_and_kill_without_an_id_say_the_id_is_missing(argv, words, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[0].startswith(f"pegasus: {words}"), err
+
+
 @pytest.mark.parametrize("argv, names", [(["q", "-x"], "-x"), (["q", "-xyz"], "-x -y -z"),
                                          (["b", "-x", "--bogus"], "-x --bogus")])
 def test_an_unknown_option_is_named_without_docopt_internals(argv, names, capsys):
