@@ -212,10 +212,9 @@ class Records:
         """The job ended failed (killed, timed out) where ``results`` say: to failed.yaml."""
         where = ", ".join(r.node.label for r in results)
         why = "; ".join(r.describe() for r in results)
-        ticket = f" (job {job.ticket})" if job.ticket else ""
         with self.queue.locked():  # requeue --failed empties it under the lock
             append(self.queue.failed_path,
-                   _entry_record("failed", job.canonical(), where, why + ticket))
+                   _entry_record("failed", job.canonical(), where, why, job.id))
 
     def step_done(self, job: Job, failed: Sequence[Result] = ()) -> None:
         """Broadcast: every sub-node's record of this job is in; its ticket is done.

@@ -113,8 +113,8 @@ def test_failed_yaml_and_requeue_failed(cluster, run_pegasus, tmp_path):
 
     assert res.returncode == 1, res.stdout + res.stderr
     failed = (tmp_path / "failed.yaml").read_text()
-    assert "for [%s]: exit 3 (job " % a in failed
-    assert "for [%s]: timed out after 1s, exit 124 (job " % a in failed
+    assert " #1 for [%s]: exit 3\n" % a in failed
+    assert " #3 for [%s]: timed out after 1s, exit 124\n" % a in failed
     assert yaml.safe_load(failed) == [{"command": "exit 3"},
                                       {"command": "sleep 30", "timeout": "1"}]
 
