@@ -76,17 +76,16 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 leftovers() {   # remove, and name, whatever of the project `down` left behind
-    local label="label=com.docker.compose.project=$PROJECT" left="" id
+    local label="label=com.docker.compose.project=$PROJECT" left="" other="" id
     for id in $(docker ps -aq --filter "$label"); do left+=" container $id"; docker rm -f "$id" >/dev/null; done
     for id in $(docker network ls -q --filter "$label"); do left+=" network $id"; docker network rm "$id" >/dev/null; done
-    for id in $(docker images -aq --no-trunc | sort -u); do
-        case " $images_before " in *" $id "*) ;; *) left+=" image $id"; docker rmi -f "$id" >/dev/null 2>&1;; esac
+    for id in $(docker images -q --filter "reference=$PROJECT*"); do left+=" image $id"; docker rmi -f "$id" >/dev/null; done
+    for id in $(docker images -aq --no-trunc | sort -u); do   # not ours to remove: named only
+        case " $images_before " in *" $id "*) ;; *) other+=" $id";; esac
     done
-    if [ -n "$left" ]; then
-        echo "down left:$left (removed now)"
-    else
-        echo "nothing of $PROJECT left: no container, network or image (base images kept)"
-    fi
+    [ -z "$left" ] || echo "down left:$left (removed now)"
+    [ -z "$other" ] || echo "images made during this run and still there (another user's build?):$other"
+    [ -n "$left$other" ] || echo "nothing of $PROJECT left: no container, network or image (base images kept)"
 }
 
 # --- packages ----------------------------------------------------------------
