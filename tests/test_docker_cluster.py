@@ -109,7 +109,9 @@ def test_queue_mode_runs_every_job_once_over_the_four_nodes(ssh_config, tmp_path
     for job in ran:  # each ran in the container its label names
         assert job["lines"] == ["%s on %s" % (job["command"].split()[1], job["label"][1:-1])], job
         assert job["done"] == "exit 0"
-    assert {j["label"] for j in ran} == {"[%s]" % n for n in NODES}
+    # (not "every node ran one": a node slow to connect under load may get none;
+    # the stop test below has each node take a job)
+    assert {j["label"] for j in ran} <= {"[%s]" % n for n in NODES}
     assert queue_entries(tmp_path / "queue.yaml") == []
     assert [e["command"] for e in queue_entries(tmp_path / "consumed.yaml")] == jobs
 
