@@ -55,14 +55,21 @@ def pytest_configure(config):
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
-def pytest_collection_modifyitems(items):
-    """Mark ``sshd`` every test that uses the ``cluster`` fixture. On xdist workers,
+def pytest_collection_modifyitems(config, items):
+    """Mark ``sshd`` every test that uses the ``cluster`` fixture. Deselect the
+    tests marked ``docker`` unless ``-m`` names them (docker/ci.sh runs them against
+    the compose cluster it brings up). On xdist workers,
     files come in the order of their share of ``slow`` tests, highest first (else as
     collected): workers take whole files in this order, and a long file taken last
     would end the run alone."""
     for item in items:
         if "cluster" in item.fixturenames:
             item.add_marker(pytest.mark.sshd)
+    if "docker" not in (config.getoption("markexpr") or ""):
+        docker = [item for item in items if item.get_closest_marker("docker")]
+        if docker:
+            config.hook.pytest_deselected(items=docker)
+            items[:] = [item for item in items if item.get_closest_marker("docker") is None]
     if os.environ.get("PYTEST_XDIST_WORKER"):
         counts = collections.defaultdict(lambda: [0, 0])  # file: [slow tests, tests]
         for item in items:

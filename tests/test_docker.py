@@ -35,6 +35,10 @@ def compose():
     return yaml.safe_load((DOCKER / "compose.yaml").read_text())
 
 
+def node_services():
+    return {name: service for name, service in compose()["services"].items() if name in NODES}
+
+
 def mounts(service):
     """[(source, target)] of a service's bind mounts (short syntax)."""
     out = []
@@ -96,17 +100,48 @@ def setup_copy():
 
 def test_compose_names_the_fixture_nodes_on_distinct_local_ports():
     services = compose()["services"]
-    assert sorted(services) == NODES
+    assert sorted(services) == sorted(NODES + ["jump"])
     ports = [published_port(services[n]) for n in NODES]
     assert len(set(ports)) == len(ports)
+    assert "ports" not in services["jump"]  # reached with docker exec only
+
+
+def test_compose_file_has_only_keys_compose_1_29_accepts():
+    """Debian 12's docker-compose 1.29 refuses a top-level ``name:`` ('name' does not
+    match any of the regexes: '^x-'); the project name is in .env, read by both."""
+    allowed = {"version", "services", "networks", "volumes", "configs", "secrets"}
+    assert [k for k in compose() if k not in allowed and not k.startswith("x-")] == []
+    env = dict(line.split("=", 1) for line in (DOCKER / ".env").read_text().split())
+    assert env["COMPOSE_PROJECT_NAME"] == "pegasus-cluster"
+
+
+@pytest.mark.parametrize("command", [["docker-compose"], ["docker", "compose"]],
+                         ids=["docker-compose", "docker compose"])
+def test_installed_compose_accepts_the_file_and_names_the_project(command, setup_copy):
+    """Each compose spelling found here reads compose.yaml and .env as they are meant."""
+    if shutil.which(command[0]) is None:
+        pytest.skip("%s is not installed" % command[0])
+    version = subprocess.run(command + ["version"], capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL, timeout=60)
+    if version.returncode != 0:
+        pytest.skip("%s is not installed (%s version failed)" % (" ".join(command), " ".join(command)))
+    res = subprocess.run(command + ["config"], cwd=str(setup_copy), capture_output=True,
+                         text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert res.returncode == 0, res.stderr
+    config = yaml.safe_load(res.stdout)
+    assert sorted(config["services"]) == sorted(NODES + ["jump"])
+    if "name" in config:  # v2 prints the project's name; 1.29 does not (the docker tier
+        assert config["name"] == "pegasus-cluster"  # finds its containers by that name)
 
 
 def test_every_build_context_and_dockerfile_exists():
     for name, service in compose()["services"].items():
         context = DOCKER / service["build"] if isinstance(service["build"], str) \
             else DOCKER / service["build"].get("context", ".")
-        assert (context / "Dockerfile").is_file(), name
-        for line in (context / "Dockerfile").read_text().splitlines():
+        dockerfile = "Dockerfile" if isinstance(service["build"], str) \
+            else service["build"].get("dockerfile", "Dockerfile")
+        assert (context / dockerfile).is_file(), name
+        for line in (context / dockerfile).read_text().splitlines():
             if line.startswith(("COPY ", "ADD ")):
                 for source in line.split()[1:-1]:
                     assert (context / source).exists(), "%s: %s" % (name, line)
@@ -121,14 +156,14 @@ def test_static_mount_sources_exist_in_the_repository():
 
 def test_every_node_uses_the_fixture_sshd_config():
     include = node_sshd_paths()["Include"]
-    for name, service in compose()["services"].items():
+    for name, service in node_services().items():
         assert resolve_in_container(include, mounts(service), DOCKER) == Path(SHARED_SSHD_CONFIG).resolve(), name
 
 
 # ---------------------------------------------------------------- setup.sh
 
 def test_setup_makes_every_generated_mount_source(setup_copy):
-    for name, service in compose()["services"].items():
+    for name, service in node_services().items():
         for source, _ in mounts(service):
             assert (setup_copy / source).exists(), "%s: setup.sh did not make %s" % (name, source)
         paths = node_sshd_paths()
