@@ -130,62 +130,6 @@ class Hosts:
     def executor(self, node: SubNode):
         return self.executors[node]
 
-    def watch(self, busy: Callable[[], List[SubNode]]) -> None:
-        """Remote jobs hear from Pegasus; hosts that stopped answering are found
-        (``HostSilent``). Runs in its own greenlet while the loop runs.
-
-        Silence is judged only while Pegasus itself has been reading for
-        ``NOT_RESPONDING`` s: after a pause of Pegasus (Ctrl-z, a laptop lid)
-        hosts had no keepalive to answer, and while job output waits for a
-        stalled stdout their sockets are not read (their replies wait in the
-        kernel's full buffers)."""
-        awake_since = last = time.monotonic()
-        while True:
-            gevent.sleep(executor.HEARTBEAT)
-            now = time.monotonic()
-            if now - last > PAUSED or self.sink.output_held_since(last):
-                awake_since = now
-            last = now
-            self.heartbeat(busy())
-            if now - awake_since >= executor.NOT_RESPONDING:
-                for host, seconds in self.silent_hosts():
-                    self.post(HostSilent(host, seconds))
-
-    def heartbeat(self, busy: Sequence[SubNode]) -> None:
-        """Tell the remote watchdogs of these sub-nodes' jobs that Pegasus is there."""
-        for node in busy:
-            try:
-                self.executors[node].heartbeat()
-            except executor.ConnectionLost:
-                pass  # its reader reports the lost connection
-
-    def silent_hosts(self) -> List[Tuple[str, float]]:
-        """Connected hosts that sent nothing for ``NOT_RESPONDING`` s: (host, seconds)."""
-        found = []
-        for host, nodes in self.by_host.items():
-            if host not in self.reconnecting:
-                seconds = self._silence(nodes)
-                if seconds is not None:
-                    found.append((host, seconds))
-        return found
-
-    def _silence(self, nodes: Sequence[SubNode]) -> Optional[float]:
-        """How long a host's connections have all been silent, if for ``NOT_RESPONDING``
-        s or more. Stops at the first connection heard from since: every second, a
-        healthy host costs one ``silent_for`` (a getsockopt), not one per sub-node."""
-        least = None
-        for node in nodes:
-            made = self.executors.get(node)
-            if made is None or self.scheduler.is_down(node):
-                continue
-            seconds = made.silent_for()
-            if seconds is None:
-                continue
-            if seconds < executor.NOT_RESPONDING:
-                return None
-            least = seconds if least is None else min(least, seconds)
-        return least
-
     def lose_host(self, node: SubNode) -> None:
         """Its host gives no more jobs until a new connection is made."""
         up = [n for n in self.by_host[node.hostname] if not self.scheduler.is_down(n)]
@@ -285,6 +229,70 @@ class Hosts:
         if isinstance(made, HostError) and not made.fatal:
             return self.post(HostFailed(node, made))
         self._report(node, made)
+
+
+class Watch:
+    """Remote jobs hear from Pegasus (heartbeats); hosts that stopped answering are
+    found (``HostSilent``, posted for the loop to hand to ``Hosts.silent``)."""
+
+    def __init__(self, hosts: "Hosts"):
+        self.hosts = hosts
+
+    def run(self, busy: Callable[[], List[SubNode]]) -> None:
+        """Remote jobs hear from Pegasus; hosts that stopped answering are found
+        (``HostSilent``). Runs in its own greenlet while the loop runs.
+
+        Silence is judged only while Pegasus itself has been reading for
+        ``NOT_RESPONDING`` s: after a pause of Pegasus (Ctrl-z, a laptop lid)
+        hosts had no keepalive to answer, and while job output waits for a
+        stalled stdout their sockets are not read (their replies wait in the
+        kernel's full buffers)."""
+        awake_since = last = time.monotonic()
+        while True:
+            gevent.sleep(executor.HEARTBEAT)
+            now = time.monotonic()
+            if now - last > PAUSED or self.hosts.sink.output_held_since(last):
+                awake_since = now
+            last = now
+            self.heartbeat(busy())
+            if now - awake_since >= executor.NOT_RESPONDING:
+                for host, seconds in self.silent_hosts():
+                    self.hosts.post(HostSilent(host, seconds))
+
+    def heartbeat(self, busy: Sequence[SubNode]) -> None:
+        """Tell the remote watchdogs of these sub-nodes' jobs that Pegasus is there."""
+        for node in busy:
+            try:
+                self.hosts.executors[node].heartbeat()
+            except executor.ConnectionLost:
+                pass  # its reader reports the lost connection
+
+    def silent_hosts(self) -> List[Tuple[str, float]]:
+        """Connected hosts that sent nothing for ``NOT_RESPONDING`` s: (host, seconds)."""
+        found = []
+        for host, nodes in self.hosts.by_host.items():
+            if host not in self.hosts.reconnecting:
+                seconds = self._silence(nodes)
+                if seconds is not None:
+                    found.append((host, seconds))
+        return found
+
+    def _silence(self, nodes: Sequence[SubNode]) -> Optional[float]:
+        """How long a host's connections have all been silent, if for ``NOT_RESPONDING``
+        s or more. Stops at the first connection heard from since: every second, a
+        healthy host costs one ``silent_for`` (a getsockopt), not one per sub-node."""
+        least = None
+        for node in nodes:
+            made = self.hosts.executors.get(node)
+            if made is None or self.hosts.scheduler.is_down(node):
+                continue
+            seconds = made.silent_for()
+            if seconds is None:
+                continue
+            if seconds < executor.NOT_RESPONDING:
+                return None
+            least = seconds if least is None else min(least, seconds)
+        return least
 
 
 def _resolve_all(names: List[str], ssh_config: Optional[str]) -> Dict[str, object]:

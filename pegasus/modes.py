@@ -24,7 +24,7 @@ import gevent
 import gevent.queue
 
 from pegasus import controlserver, progress
-from pegasus.connecting import Hosts
+from pegasus.connecting import Hosts, Watch
 from pegasus.errors import (ExitStatus, HostsUnreachable, InputError, PegasusError,
                             StorageError, output_failure)
 from pegasus.events import (HostBack, HostFailed, HostRefused, HostSilent, OutputLost,
@@ -329,7 +329,7 @@ def _side_tasks(loop: Loop):
     the control socket (``pegasus status``, ``stop``, ``kill``)."""
     handlers = [gevent.signal_handler(signal.SIGINT, loop.signalled, Signal.CTRL_C),
                 gevent.signal_handler(signal.SIGTERM, loop.signalled, Signal.SIGTERM)]
-    beating = gevent.spawn(loop.hosts.watch, lambda: list(loop.scheduler.busy))
+    beating = gevent.spawn(Watch(loop.hosts).run, lambda: list(loop.scheduler.busy))
     sink = loop.run.sink
     outlet = sink.outlet
     draining = gevent.spawn(outlet.drain, lambda err: loop.events.put(OutputLost(err)))
