@@ -205,7 +205,7 @@ class Hosts:
     def back(self, event) -> None:
         """A ``HostBack``, ``HostFailed`` or ``HostRefused`` from a connecting greenlet."""
         node = event.node
-        self.connecting.pop(node, None)
+        first = self.connecting.pop(node, None) is not None  # not connected before
         if not self.is_live(node):  # gone from hosts.yaml while connecting
             if isinstance(event, HostBack):
                 gevent.spawn(event.executor.close)
@@ -224,8 +224,8 @@ class Hosts:
         self.scheduler.bring_up(node)
         if not self.scheduler.has_down(node.hostname):
             self.stop_host(node.hostname)
-            again = " again" if node.hostname in self.was_up or node.hostname in self.errors \
-                else ""
+            again = " again" if (node.hostname in self.was_up and not first) or \
+                node.hostname in self.errors else ""
             self.sink.message(f"host {node.hostname}: connected; taking jobs{again}")
             self.was_up.add(node.hostname)  # all its sub-nodes: a host of lanes says it once
 

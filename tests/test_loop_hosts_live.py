@@ -108,3 +108,11 @@ def test_a_host_removed_while_it_cannot_be_reached_is_tried_no_more(tmp_path):
     assert [host for host, _ in out.connects[tried[0]:]] == []  # no attempt after it
     assert out.ran("[node-1]") == ["echo 1"]
     assert "internal error" not in out.output and "Traceback" not in out.output
+
+
+def test_a_sub_node_added_to_a_host_already_up_is_connected_not_again(tmp_path):
+    out = run_app(tmp_path, nodes=["node-1"], queue=[], daemon=True, timeout=10, actions=[
+        when_queue_empty(write_hosts(["node-1", {"hostname": "node-1", "gpu": "1"}])),
+        when_printed("host node-1: connected", ctrl_c)])
+    assert "1 sub-node added ([node-1 (gpu=1)])" in out.output
+    assert "host node-1: connected; taking jobs" in out.messages
