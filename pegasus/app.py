@@ -6,7 +6,7 @@ import sys
 
 import gevent
 
-from pegasus import broadcast, checks, expand, modes, records, running
+from pegasus import broadcast, checks, expand, hostswatch, modes, records, running
 from pegasus.connecting import Connector, close_all
 from pegasus.errors import ExitStatus, HostsUnreachable, unreachable_lines
 from pegasus.joblogs import JobLogs
@@ -44,13 +44,15 @@ def run(opts: Options) -> ExitStatus:
 def run_mode(opts: Options, sink: Sink) -> ExitStatus:
     """Queue or broadcast mode: everything is built before the loop starts."""
     broadcasting = opts.mode == "b"
+    source = hostswatch.Source.before_reading(opts.hosts_file, broadcasting) \
+        if opts.daemon else None  # a daemon reads hosts.yaml again when it changes
     nodes = checks.sub_nodes(opts)
     stop = running.StopFlag()
     queue = QueueFile(opts.queue_file, wait=stop.wait, on_lock_wait=lambda path: sink.message(
         f"waiting for the queue lock {path} (someone is editing the queue)"))
     job_records = _open_records(queue, sink, broadcasting)
     try:
-        check = expand.checker(nodes)
+        check = hostswatch.Check(nodes)
         counts = checks.check_queue(queue, check, sink, opts.daemon)
         logs = None if opts.log_dir is None else JobLogs(opts.log_dir, sink.message,
                                                          broadcasting)
@@ -62,7 +64,7 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
     run = running.Run(nodes, executors, connecting, failed, connector, queue, job_records,
                       sink, stop, check, opts.daemon, opts.error_aborts,
                       counts[1] if counts else 0, opts.timeout, opts.halt, logs,
-                      opts.retries)
+                      opts.retries, source)
     mode = broadcast.broadcast_mode if broadcasting else modes.queue_mode
     try:
         return mode(run)  # closes the connections

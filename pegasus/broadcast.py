@@ -29,8 +29,10 @@ class BroadcastLoop(Loop):
         self.table = StepTable()  # the summary's rows
         self.step: List[Result] = []  # the current step's results
         self.in_step = False  # a step was started and has not ended yet
+        self.members = list(run.nodes)  # the sub-nodes when the step started (hosts.yaml)
 
     def plan(self) -> "Step":
+        self.members = list(self.hosts.nodes)  # a change to hosts.yaml applies between steps
         return Step([] if self.scheduler.running else self.scheduler.free())
 
     def has_targets(self) -> bool:
@@ -49,7 +51,7 @@ class BroadcastLoop(Loop):
         if results:
             self.run.records.step_done(results[0].job, [
                 r for r in results if r.outcome in (Outcome.FAILED, Outcome.TIMED_OUT)])
-        missed = self.table.add(results, self.run.nodes)
+        missed = self.table.add(results, self.members)
         self.in_step = False
         self.failed += len(missed)  # a job a sub-node did not run has not succeeded
         self.run.sink.step_report(number, results, missed)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import gevent
 from gevent.lock import BoundedSemaphore
@@ -33,7 +33,7 @@ PAUSED = 5.0  # a watch step this late means Pegasus was paused (Ctrl-z, a lapto
 class Connector:
     def __init__(self, nodes: Sequence[SubNode], ssh_config: Optional[str],
                  orphan_timeout: int = executor.ORPHAN_TIMEOUT):
-        self.orphan_timeout = orphan_timeout
+        self.orphan_timeout, self.ssh_config = orphan_timeout, ssh_config
         names = list(dict.fromkeys(n.hostname for n in nodes if not n.is_local))
         self.targets = _resolve_all(names, ssh_config)
         self.limits = {name: BoundedSemaphore(CONNECTS_PER_HOST) for name in names}
@@ -42,8 +42,16 @@ class Connector:
         """An executor for one sub-node; raises HostError."""
         if node.is_local:
             return LocalExecutor()
+        if node.hostname not in self.targets:  # a host added to hosts.yaml while running
+            self._resolve(node.hostname)
         with self.limits[node.hostname]:
             return ssh.connect(self.targets[node.hostname], self.orphan_timeout)
+
+    def _resolve(self, name: str) -> None:
+        """``ssh -G`` in a thread (the loop goes on); raises HostError."""
+        target = gevent.get_hub().threadpool.apply(sshconfig.resolve, (name, self.ssh_config))
+        self.targets.setdefault(name, target)
+        self.limits.setdefault(name, BoundedSemaphore(CONNECTS_PER_HOST))
 
     def connect_all(self, nodes: Sequence[SubNode], wait: Optional[float] = None):
         """Connect every sub-node at once; wait for all, or ``wait`` seconds at most.
@@ -107,87 +115,78 @@ class Hosts:
         self.was_up = {node.hostname for node in executors}  # hosts connected before
         self.refused: List[HostError] = []  # hosts that refuse us for good
         self.by_host: Dict[str, List[SubNode]] = {}
+        self._group()
+        self.leaving: Set[SubNode] = set()  # gone from hosts.yaml, their job still running
+
+    def _group(self) -> None:
+        self.by_host = {}
         for node in self.nodes:
             self.by_host.setdefault(node.hostname, []).append(node)
 
     def start(self) -> None:
         """Wait in the background for the first connections still being made;
         keep trying the sub-nodes that could not be reached at start."""
-        self.scheduler.take_down_all(self.connecting)
-        for node, greenlet in self.connecting.items():
-            self.reconnecting.setdefault(node.hostname, []).append(greenlet)
-            greenlet.rawlink(lambda g, node=node: self._first(node, g.value))
+        self._wait_first(self.connecting)
         self._reconnect([n for n in self.nodes
                          if n not in self.executors and n not in self.connecting])
+
+    def _wait_first(self, greenlets: Dict[SubNode, gevent.Greenlet]) -> None:
+        self.scheduler.take_down_all(greenlets)
+        for node, greenlet in greenlets.items():
+            self.reconnecting.setdefault(node.hostname, []).append(greenlet)
+            greenlet.rawlink(lambda g, node=node: self._first(node, g.value))
+
+    def change(self, added: Sequence[SubNode], removed: Sequence[SubNode]) -> None:
+        """hosts.yaml changed (``hostswatch``): ``removed`` take nothing new (a running
+        job finishes, then its connection closes: ``ended``); ``added`` connect in the
+        background and take jobs once connected."""
+        gone = set(removed)
+        self.nodes = [node for node in self.nodes if node not in gone] + list(added)
+        self._group()
+        self.leaving.update(node for node in removed if self.scheduler.is_busy(node))
+        self.scheduler.remove(removed)
+        for node in removed:
+            greenlet = self.connecting.pop(node, None)
+            if greenlet is not None:
+                greenlet.kill(block=False)
+        for host in {node.hostname for node in removed} & set(self.reconnecting):
+            self.stop_host(host)  # then again for the sub-nodes it keeps, if any
+            waiting = [n for n in self.by_host.get(host, ()) if self.scheduler.is_down(n)]
+            for node in waiting:
+                self.connecting.pop(node, None)
+            self._reconnect(waiting)
+        idle = [self.executors.pop(node) for node in removed
+                if node in self.executors and node not in self.leaving]
+        gevent.spawn(close_all, idle)  # the loop never waits for a host to say goodbye
+        self.scheduler.add(added)
+        first = {node: gevent.spawn(self.connector._try, node) for node in added}
+        self.connecting.update(first)
+        self._wait_first(first)
+
+    def ended(self, node: SubNode) -> None:
+        """A job ended on ``node``: if it is gone from hosts.yaml, close its connection."""
+        if node in self.leaving:
+            self.leaving.discard(node)
+            gevent.spawn(close_all, [self.executors.pop(node)])
+
+    def is_live(self, node: SubNode) -> bool:
+        """Whether ``node`` is in hosts.yaml (as last read well)."""
+        return node in self.by_host.get(node.hostname, ())
 
     def failed_errors(self) -> List[HostError]:
         return list(self.errors.values()) + self.refused
 
     def hopeless(self) -> bool:
         """No sub-node was ever reached and no first connection is still being made."""
-        return not self.executors and not self.connecting
+        return not self.was_up and not self.executors and not self.connecting
 
     def executor(self, node: SubNode):
         return self.executors[node]
 
-    def watch(self, busy: Callable[[], List[SubNode]]) -> None:
-        """Remote jobs hear from Pegasus; hosts that stopped answering are found
-        (``HostSilent``). Runs in its own greenlet while the loop runs.
-
-        Silence is judged only while Pegasus itself has been reading for
-        ``NOT_RESPONDING`` s: after a pause of Pegasus (Ctrl-z, a laptop lid)
-        hosts had no keepalive to answer, and while job output waits for a
-        stalled stdout their sockets are not read (their replies wait in the
-        kernel's full buffers)."""
-        awake_since = last = time.monotonic()
-        while True:
-            gevent.sleep(executor.HEARTBEAT)
-            now = time.monotonic()
-            if now - last > PAUSED or self.sink.output_held_since(last):
-                awake_since = now
-            last = now
-            self.heartbeat(busy())
-            if now - awake_since >= executor.NOT_RESPONDING:
-                for host, seconds in self.silent_hosts():
-                    self.post(HostSilent(host, seconds))
-
-    def heartbeat(self, busy: Sequence[SubNode]) -> None:
-        """Tell the remote watchdogs of these sub-nodes' jobs that Pegasus is there."""
-        for node in busy:
-            try:
-                self.executors[node].heartbeat()
-            except executor.ConnectionLost:
-                pass  # its reader reports the lost connection
-
-    def silent_hosts(self) -> List[Tuple[str, float]]:
-        """Connected hosts that sent nothing for ``NOT_RESPONDING`` s: (host, seconds)."""
-        found = []
-        for host, nodes in self.by_host.items():
-            if host not in self.reconnecting:
-                seconds = self._silence(nodes)
-                if seconds is not None:
-                    found.append((host, seconds))
-        return found
-
-    def _silence(self, nodes: Sequence[SubNode]) -> Optional[float]:
-        """How long a host's connections have all been silent, if for ``NOT_RESPONDING``
-        s or more. Stops at the first connection heard from since: every second, a
-        healthy host costs one ``silent_for`` (a getsockopt), not one per sub-node."""
-        least = None
-        for node in nodes:
-            made = self.executors.get(node)
-            if made is None or self.scheduler.is_down(node):
-                continue
-            seconds = made.silent_for()
-            if seconds is None:
-                continue
-            if seconds < executor.NOT_RESPONDING:
-                return None
-            least = seconds if least is None else min(least, seconds)
-        return least
-
     def lose_host(self, node: SubNode) -> None:
         """Its host gives no more jobs until a new connection is made."""
+        if not self.is_live(node):
+            return
         up = [n for n in self.by_host[node.hostname] if not self.scheduler.is_down(n)]
         if node.is_local or not up:
             return
@@ -198,7 +197,7 @@ class Hosts:
 
     def lose_sub_node(self, node: SubNode, why: str) -> None:
         """Lock-step: a lost sub-node stays out for the rest of the run."""
-        if self.scheduler.is_down(node):
+        if self.scheduler.is_down(node) or not self.is_live(node):
             return
         self.scheduler.take_down(node)
         self.sink.message(f"{node.label}: {why}; it takes no further steps")
@@ -206,7 +205,11 @@ class Hosts:
     def back(self, event) -> None:
         """A ``HostBack``, ``HostFailed`` or ``HostRefused`` from a connecting greenlet."""
         node = event.node
-        self.connecting.pop(node, None)
+        first = self.connecting.pop(node, None) is not None  # not connected before
+        if not self.is_live(node):  # gone from hosts.yaml while connecting
+            if isinstance(event, HostBack):
+                gevent.spawn(event.executor.close)
+            return None
         if isinstance(event, HostFailed):
             return self._failed(node, event.error)
         if isinstance(event, HostRefused):
@@ -221,10 +224,10 @@ class Hosts:
         self.scheduler.bring_up(node)
         if not self.scheduler.has_down(node.hostname):
             self.stop_host(node.hostname)
-            again = " again" if node.hostname in self.was_up or node.hostname in self.errors \
-                else ""
+            again = " again" if (node.hostname in self.was_up and not first) or \
+                node.hostname in self.errors else ""
             self.sink.message(f"host {node.hostname}: connected; taking jobs{again}")
-        self.was_up.add(node.hostname)
+            self.was_up.add(node.hostname)  # all its sub-nodes: a host of lanes says it once
 
     def _failed(self, node: SubNode, error: HostError) -> None:
         """A first connection failed: say so once per host, and keep trying."""
@@ -280,11 +283,75 @@ class Hosts:
 
     def _first(self, node: SubNode, made) -> None:
         """A first connection made in the background has ended."""
-        if made is None:  # killed: the run is over
+        if made is None or isinstance(made, gevent.GreenletExit):  # killed: over, or removed
             return
         if isinstance(made, HostError) and not made.fatal:
             return self.post(HostFailed(node, made))
         self._report(node, made)
+
+
+class Watch:
+    """Remote jobs hear from Pegasus (heartbeats); hosts that stopped answering are
+    found (``HostSilent``, posted for the loop to hand to ``Hosts.silent``)."""
+
+    def __init__(self, hosts: "Hosts"):
+        self.hosts = hosts
+
+    def run(self, busy: Callable[[], List[SubNode]]) -> None:
+        """Remote jobs hear from Pegasus; hosts that stopped answering are found
+        (``HostSilent``). Runs in its own greenlet while the loop runs.
+
+        Silence is judged only while Pegasus itself has been reading for
+        ``NOT_RESPONDING`` s: after a pause of Pegasus (Ctrl-z, a laptop lid)
+        hosts had no keepalive to answer, and while job output waits for a
+        stalled stdout their sockets are not read (their replies wait in the
+        kernel's full buffers)."""
+        awake_since = last = time.monotonic()
+        while True:
+            gevent.sleep(executor.HEARTBEAT)
+            now = time.monotonic()
+            if now - last > PAUSED or self.hosts.sink.output_held_since(last):
+                awake_since = now
+            last = now
+            self.heartbeat(busy())
+            if now - awake_since >= executor.NOT_RESPONDING:
+                for host, seconds in self.silent_hosts():
+                    self.hosts.post(HostSilent(host, seconds))
+
+    def heartbeat(self, busy: Sequence[SubNode]) -> None:
+        """Tell the remote watchdogs of these sub-nodes' jobs that Pegasus is there."""
+        for node in busy:
+            try:
+                self.hosts.executors[node].heartbeat()
+            except executor.ConnectionLost:
+                pass  # its reader reports the lost connection
+
+    def silent_hosts(self) -> List[Tuple[str, float]]:
+        """Connected hosts that sent nothing for ``NOT_RESPONDING`` s: (host, seconds)."""
+        found = []
+        for host, nodes in self.hosts.by_host.items():
+            if host not in self.hosts.reconnecting:
+                seconds = self._silence(nodes)
+                if seconds is not None:
+                    found.append((host, seconds))
+        return found
+
+    def _silence(self, nodes: Sequence[SubNode]) -> Optional[float]:
+        """How long a host's connections have all been silent, if for ``NOT_RESPONDING``
+        s or more. Stops at the first connection heard from since: every second, a
+        healthy host costs one ``silent_for`` (a getsockopt), not one per sub-node."""
+        least = None
+        for node in nodes:
+            made = self.hosts.executors.get(node)
+            if made is None or self.hosts.scheduler.is_down(node):
+                continue
+            seconds = made.silent_for()
+            if seconds is None:
+                continue
+            if seconds < executor.NOT_RESPONDING:
+                return None
+            least = seconds if least is None else min(least, seconds)
+        return least
 
 
 def _resolve_all(names: List[str], ssh_config: Optional[str]) -> Dict[str, object]:

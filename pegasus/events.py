@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
-from pegasus.errors import ExitStatus, HostError
+from pegasus.errors import ExitStatus, HostError, InputError
 from pegasus.gpuprobe import Reading
 from pegasus.model import Result, SubNode
 
@@ -48,6 +48,17 @@ class HostSilent:
 
     hostname: str
     seconds: float
+
+
+@dataclass(frozen=True)
+class HostsChanged:
+    """hosts.yaml changed and is at rest (a daemon, ``hostswatch``): the sub-nodes
+    added and removed, or why the file is bad (``error``)."""
+
+    path: str
+    added: Tuple[SubNode, ...] = ()
+    removed: Tuple[SubNode, ...] = ()
+    error: Optional[InputError] = None
 
 
 class Signal(Enum):

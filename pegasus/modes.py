@@ -18,17 +18,17 @@ import signal
 import time
 from contextlib import contextmanager
 from enum import Enum
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import gevent
 import gevent.queue
 
-from pegasus import controlserver, progress
-from pegasus.connecting import Hosts
+from pegasus import controlserver, hostswatch, progress
+from pegasus.connecting import Hosts, Watch
 from pegasus.errors import (ExitStatus, HostsUnreachable, InputError, PegasusError,
                             StorageError, output_failure)
-from pegasus.events import (HostBack, HostFailed, HostRefused, HostSilent, OutputLost,
-                            ProbeDone, ProbeDue, Request, Signal, Signalled)
+from pegasus.events import (HostBack, HostFailed, HostRefused, HostsChanged, HostSilent,
+                            OutputLost, ProbeDone, ProbeDue, Request, Signal, Signalled)
 from pegasus.halt import Tally, halt_words
 from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.probing import Heard, Probes
@@ -76,6 +76,9 @@ class Mode:
 
     def probed(self, event) -> None:
         """A GPU probe's answer (``ProbeDone``) or a recheck's time (``ProbeDue``)."""
+
+    def hosts_changed(self, added: Sequence[SubNode], removed: Sequence[SubNode]) -> None:
+        """hosts.yaml changed (a daemon, ``hostswatch``): what the mode itself keeps."""
 
     def may_free_up(self) -> bool:
         """Whether slots that nothing of Pegasus's holds may yet free up (GPU probes)."""
@@ -161,6 +164,8 @@ class Loop(Mode):
             return self.probed(event)
         if isinstance(event, Request):
             return event.act(self)
+        if isinstance(event, HostsChanged):
+            return hostswatch.apply(self, event)
         self.job_done(event.result)
 
     def job_done(self, result: Result) -> None:
@@ -329,12 +334,15 @@ def _side_tasks(loop: Loop):
     the control socket (``pegasus status``, ``stop``, ``kill``)."""
     handlers = [gevent.signal_handler(signal.SIGINT, loop.signalled, Signal.CTRL_C),
                 gevent.signal_handler(signal.SIGTERM, loop.signalled, Signal.SIGTERM)]
-    beating = gevent.spawn(loop.hosts.watch, lambda: list(loop.scheduler.busy))
+    beating = gevent.spawn(Watch(loop.hosts).run, lambda: list(loop.scheduler.busy))
     sink = loop.run.sink
     outlet = sink.outlet
     draining = gevent.spawn(outlet.drain, lambda err: loop.events.put(OutputLost(err)))
     drawing = gevent.spawn(_draw_progress, loop) if sink.shows_progress else None
     control = None
+    source = loop.run.hosts_source  # a daemon's hosts.yaml, watched
+    watching = source and gevent.spawn(hostswatch.Watch(source, loop.run.nodes,
+                                                        loop.events.put).run)
     try:
         if outlet.error is not None:
             loop.output_lost(outlet.error)
@@ -349,6 +357,8 @@ def _side_tasks(loop: Loop):
         loop.hosts.stop()
         loop.stop()
         beating.kill()
+        if watching:
+            watching.kill()
         loop.hosts.close()
         if drawing is not None:
             drawing.kill()
@@ -421,6 +431,9 @@ class QueueLoop(Loop):
 
     def may_free_up(self) -> bool:
         return self.probes.may_free()
+
+    def hosts_changed(self, added: Sequence[SubNode], removed: Sequence[SubNode]) -> None:
+        self.probes.change(added, removed)
 
     def stop(self) -> None:
         self.probes.stop()

@@ -85,6 +85,17 @@ class Probes:
                 self.by_colour.setdefault(node.colour, _Host(
                     node.hostname, node.probe, node.total_slots)).lanes.append(node)
 
+    def change(self, added, removed) -> None:
+        """hosts.yaml changed: probe the hosts added, forget those removed."""
+        for colour in {node.colour for node in removed} & set(self.by_colour):
+            host = self.by_colour.pop(colour)
+            gevent.killall([g for g in (host.timer, host.greenlet) if g is not None],
+                           block=False)
+        for node in added:
+            if node.probe is not None:
+                self.by_colour.setdefault(node.colour, _Host(
+                    node.hostname, node.probe, node.total_slots)).lanes.append(node)
+
     def refresh(self) -> None:
         """Before a take: probe hosts whose answer is old; keep blocked hosts rechecked."""
         now = time.monotonic()
@@ -104,7 +115,9 @@ class Probes:
 
     def due(self, event: ProbeDue, wanted: bool) -> None:
         """A recheck's time: probe again if the head still waits."""
-        host = self.by_colour[event.node.colour]
+        host = self.by_colour.get(event.node.colour)
+        if host is None:  # removed from hosts.yaml
+            return
         host.timer = None
         if wanted and host.lane is None and self._blocked(host):
             self._start(host)
@@ -112,7 +125,9 @@ class Probes:
     def done(self, event: ProbeDone, held: Set[int], awaited: bool) -> Heard:
         """A probe's answer; ``held``: the host's slots Pegasus holds now;
         ``awaited``: a job waited for this host at the last take."""
-        host = self.by_colour[event.node.colour]
+        host = self.by_colour.get(event.node.colour)
+        if host is None:  # removed from hosts.yaml while it was probed
+            return Heard.NOTHING
         executor, host.lane, host.executor, host.greenlet = host.executor, None, None, None
         if event.lost and not event.node.is_local:
             host.when = None  # not known: probed again once the host is back

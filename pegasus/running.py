@@ -20,6 +20,7 @@ from pegasus.events import JobDone
 from pegasus.executor import KILL_AFTER, ConnectionLost
 from pegasus.halt import Policy
 from pegasus.hook import Hook
+from pegasus.hostswatch import Source
 from pegasus.job import NO_LOG, run_job
 from pegasus.joblogs import JobLogs
 from pegasus.model import TIMED_OUT_STATUS, Job, Outcome, Result, SubNode
@@ -67,6 +68,7 @@ class Run:
     halt: Optional[Policy] = None  # --halt (None: never)
     logs: Optional[JobLogs] = None  # None: --no-logs
     retries: Defaults = Defaults()  # --retries, --retry-lost
+    hosts_source: Optional[Source] = None  # a daemon's hosts.yaml, read again when it changes
 
 
 class QueueHead:
@@ -112,6 +114,10 @@ class QueueHead:
         """Slots or sub-nodes freed up: a waiting head may have a place now."""
         if self.waiting:
             self.waiting, self.seen_signature = False, None
+
+    def hosts_changed(self) -> None:
+        """The sub-nodes changed: the head may have a place now, or be bad or good."""
+        self.waiting, self.seen_signature = False, None
 
     def block(self, err: InputError, signature=None) -> None:
         """A bad entry at the head: say so once; a daemon waits for the fix."""
@@ -201,6 +207,7 @@ class Jobs:
         return result
 
     def ended(self, node: SubNode) -> None:
+        self.hosts.ended(node)  # a sub-node gone from hosts.yaml closes its connection
         self.greenlets.pop(node, None)
         self.running.pop(node, None)
         self.expired.pop(node, None)

@@ -44,6 +44,7 @@ class Scheduler:
         self.packing = any(node.slot_count for node in self.nodes)
         self.held: Dict[int, Set[int]] = {}  # per host (its first lane's index): slots in use
         self._running: Dict[SubNode, Tuple[int, ...]] = {}  # each busy lane's slots
+        self.leaving: Set[SubNode] = set()  # removed while busy: no job after this one
 
     def free(self) -> List[SubNode]:
         """Free sub-nodes, least loaded host first, then in hosts.yaml order.
@@ -79,8 +80,32 @@ class Scheduler:
             self.busy.discard(node)
             self.load[node.hostname] -= 1
             self.held[node.colour].difference_update(self._running.pop(node, ()))
-            if node not in self.down:
+            if node in self.leaving:
+                self.leaving.discard(node)
+            elif node not in self.down:
                 self._enter_idle(node)
+
+    def add(self, nodes: Sequence[SubNode]) -> None:
+        """New sub-nodes (hosts.yaml changed), down until ``bring_up``."""
+        for node in nodes:
+            self.nodes.append(node)
+            self.load.setdefault(node.hostname, 0)
+            self.idle.setdefault(node.hostname, [])
+            self._set_down(node, True)
+        self.packing = any(node.slot_count for node in self.nodes)
+
+    def remove(self, nodes: Sequence[SubNode]) -> None:
+        """Sub-nodes gone from hosts.yaml: no more jobs; a busy one finishes its job."""
+        gone = set(nodes)
+        for node in gone:
+            if node in self.down:
+                self._set_down(node, False)
+            elif node not in self.busy:
+                self._leave_idle(node)
+            if node in self.busy:
+                self.leaving.add(node)
+        self.nodes = [node for node in self.nodes if node not in gone]
+        self.packing = any(node.slot_count for node in self.nodes)
 
     def take_down(self, node: SubNode) -> None:
         """The sub-node's host is unusable: give it no more jobs."""

@@ -23,7 +23,7 @@ class NodeStates:
 
     def look(self, loop) -> List[Dict]:
         now, rows = time.time(), []
-        for node in loop.run.nodes:
+        for node in loop.hosts.nodes:
             state = node_state(loop, node)
             old = self.seen.get(node)
             if old is None or old[0] != state:

@@ -34,7 +34,7 @@ from gevent.event import AsyncResult
 
 from helpers import queue_entries, read
 from pegasus import (app, atrest, broadcast, cli, connecting, ctlcmd, executor, expand, halt,
-                     hook, logcmd, modes, output, probing, records, running)
+                     hook, hostswatch, logcmd, modes, output, probing, records, running)
 from pegasus.errors import HostAuthError, HostError, HostKeyError, InputError, PegasusError
 from pegasus.events import HostSilent, Signal
 from pegasus.executor import ConnectionLost, NotStarted
@@ -52,7 +52,7 @@ _FAST = ((modes, "POLL_SECONDS", 0.005), (executor, "HEARTBEAT", 0.005),
          (connecting, "RETRY_FIRST", 0.001), (connecting, "RETRY_MAX", 0.004),
          (probing, "FRESH", 1.0), (probing, "REFRESH", 0.5), (probing, "RECHECK", 0.005),
          (probing, "PROBE_TIMEOUT", 0.05), (probing, "GIVE_UP", 0.05),
-         (hook, "HOOK_TIMEOUT", 0.05))
+         (hook, "HOOK_TIMEOUT", 0.05), (hostswatch, "POLL", 0.005))
 
 
 # ---------------------------------------------------------------- scripts
@@ -212,6 +212,20 @@ def rewrite(entries: Sequence) -> Callable:
         with open(partial, "w") as f:
             f.write(_yaml(entries))
         os.replace(partial, fake.queue_path)
+    return act
+
+
+def write_hosts(entries, backdated: bool = False) -> Callable:
+    """Replace hosts.yaml (``run_app``) by ``entries`` (or this text), as an editor
+    saving it does; ``backdated``: its last write two hours ago (at rest at once)."""
+    def act(fake: "FakeRun") -> None:
+        path = os.path.join(fake.folder, "hosts.yaml")
+        with open(path + ".edit", "w") as f:
+            f.write(entries if isinstance(entries, str) else _yaml(entries))
+        os.replace(path + ".edit", path)
+        if backdated:
+            st = os.stat(path)
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - 7200 * 10**9))
     return act
 
 
@@ -635,11 +649,12 @@ def run_app(tmp_path, mode: str = "q", nodes: Sequence = ("node-1",), queue=(),
             scripts: Optional[dict] = None, hosts: Optional[dict] = None,
             daemon: bool = False, error_aborts: bool = False,
             actions: Sequence[Trigger] = (), timeout: float = RUN_TIMEOUT,
-            options: Sequence[str] = ()) -> Outcome:
+            options: Sequence[str] = (), quiet: float = 0.0) -> Outcome:
     """``pegasus MODE`` through ``cli.main``, with hosts.yaml written and the
     same fakes for connections and jobs; output is stdout and stderr.
-    ``options``: more command-line options (``["--timeout", "1"]``)."""
-    fake = FakeRun(tmp_path, queue, scripts, hosts, actions, timeout)
+    ``options``: more command-line options (``["--timeout", "1"]``); ``quiet``: as
+    ``run_loop``'s (it applies to hosts.yaml too)."""
+    fake = FakeRun(tmp_path, queue, scripts, hosts, actions, timeout, quiet)
     return fake.outcome(fake.run_app(mode, nodes, daemon, error_aborts, options))
 
 

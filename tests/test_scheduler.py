@@ -162,3 +162,29 @@ def test_a_retry_with_slots_prefers_another_host_then_another_lane():
     assert plan.place(Job("x"), avoid={nodes[0], nodes[2]}).hostname == "h1"  # none better
     plan = Scheduler(nodes).plan()
     assert plan.place(Job("x"), avoid={nodes[0]}).hostname == "h2"
+
+
+def test_sub_nodes_added_are_down_until_brought_up_and_removed_ones_leave():
+    nodes = grid(["a", "b"], 1)
+    s = Scheduler(nodes)
+    s.start([nodes[1]])
+    s.remove(nodes)  # hosts.yaml changed: a idle, b busy
+    c = SubNode(5, "c")
+    s.add([c])
+    assert s.free() == [] and s.is_down(c) and not s.has_free()
+    s.bring_up(c)
+    assert s.free() == [c]
+    s.finish(nodes[1])  # b's job ended: it takes nothing more
+    assert s.free() == [c] and s.running == 0 and s.nodes == [c]
+    assert not s.has_down("a") and not s.has_down("b")
+
+
+def test_a_host_with_slots_added_makes_the_scheduler_pack():
+    s = Scheduler(grid(["a"], 1))
+    lanes = [SubNode(10 + lane, "g", lane=lane, slot_count=2) for lane in range(2)]
+    s.add(lanes)
+    for lane in lanes:
+        s.bring_up(lane)
+    job = Job("x", (("slots", "2"),))
+    node = s.plan().place(job)
+    assert node.hostname == "g" and node.slots == (0, 1)
