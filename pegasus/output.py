@@ -459,6 +459,10 @@ class Sink:
         self._write(self._tagged([head + f"{len(failed)} of {len(results)} sub-nodes "
                                   "failed" + _not_run(missed) + ":"] + rows))
 
+    def step_output(self, results: Sequence, stopped: bool = False) -> None:
+        """Broadcast mode, after a step: nothing here, each line was printed as it
+        came (``fold.FoldedSteps`` prints the step's output folded)."""
+
     def broadcast_summary(self, table: "StepTable", extra: Optional[str] = None) -> None:
         """Broadcast mode: one row per step, failed and left-out sub-nodes named,
         the rest counted."""
