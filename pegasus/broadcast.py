@@ -58,8 +58,6 @@ class BroadcastLoop(Loop):
             self.abort(f"--error-aborts: step {number} failed, so no more entries are taken")
 
     def summary(self, extra: Optional[str]) -> None:
-        if self.in_step:  # jobs given up on: what they printed until then
-            self.run.sink.step_output(self.step, stopped=True)
         self.run.sink.broadcast_summary(self.table, extra)
 
     def counts(self) -> Counts:
