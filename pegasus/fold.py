@@ -11,6 +11,7 @@ failed jobs by their error.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -99,6 +100,10 @@ def _names(nodes: Sequence) -> str:
 
 class FoldedSteps(Sink):
     """The sink of ``b --fold``: a step's lines gathered, then printed folded."""
+
+    # Of a run of \r updates only the first and the final state: what a node
+    # prints must not depend on how fast it drew (2 s apart would).
+    progress_every = math.inf
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -349,6 +349,8 @@ class Sink:
     is 1 for every line, N for every Nth line per sub-node, 0 for none.
     """
 
+    progress_every = 2.0  # seconds between two \r progress updates shown (ProgressFilter)
+
     def __init__(self, stream, color: bool, width: Optional[int],
                  print_period: int = 1, progress: bool = False):
         if print_period < 0:

@@ -57,3 +57,20 @@ def test_ignore_errors_goes_on_after_a_failed_step(cluster, tmp_path):
     assert f"pegasus:   [{cluster.aliases[1]}] exit 1" in res.stdout
     assert res.stdout.count("] after") == 2
     assert yaml.safe_load((tmp_path / "queue.yaml").read_text()) is None
+
+
+def test_progress_bars_drawn_at_different_speeds_fold_together(cluster, tmp_path, run_pegasus):
+    """Without --fold a terminal sees a progress update at most every 2 s: a node
+    that draws slowly would show more of them than a fast one, and fold apart."""
+    hosts = cluster.aliases[:2]
+    (tmp_path / "hosts.yaml").write_text("".join(f"- {alias}\n" for alias in hosts))
+    slow_on_one = (f"[ {{{{ hostname }}}} = {hosts[1]} ] && pause=2.2 || pause=0; "
+                   "for p in 10 50 90; do printf '%s%%\\r' $p; sleep $pause; done; "
+                   "printf 'done\\n'")
+    (tmp_path / "queue.yaml").write_text(yaml.safe_dump([slow_on_one]))
+
+    res = run_pegasus(["b", "--fold", "--ssh-config", cluster.ssh_config], cwd=tmp_path)
+
+    assert res.returncode == 0, res.stdout + res.stderr
+    printed = [line for line in res.stdout.splitlines() if not line.startswith("pegasus: ")]
+    assert printed == [f"=== {hosts[0][:-1]}[1-2] (2): exit 0 ===", "10%", "done"]
