@@ -9,6 +9,7 @@ import gevent
 from pegasus import broadcast, checks, expand, hostswatch, modes, records, running
 from pegasus.connecting import Connector, close_all
 from pegasus.errors import ExitStatus, HostsUnreachable, unreachable_lines
+from pegasus.fold import FoldedSteps, FoldedSummary
 from pegasus.joblogs import JobLogs
 from pegasus.options import Options
 from pegasus.output import Sink
@@ -19,7 +20,9 @@ FIRST_ANSWER = 2.0  # seconds queue mode waits for every host's first answer
 
 
 def run(opts: Options) -> ExitStatus:
-    sink = Sink.for_terminal(getattr(sys.stdout, "buffer", None), opts.print_period)
+    folded = {"b": FoldedSteps, "q": FoldedSummary}.get(opts.mode) if opts.fold else None
+    sink = (folded or Sink).for_terminal(
+        getattr(sys.stdout, "buffer", None), opts.print_period)
     if opts.mode == "l":
         from pegasus import lockmode
 

@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 
 from pegasus.errors import ExitStatus
 from pegasus.model import Job, Outcome, Result, SubNode
-from pegasus.modes import Loop, Run
+from pegasus.modes import Loop, Run, State
 from pegasus.output import StepTable
 from pegasus.progress import Counts
 from pegasus.words import plural
@@ -54,6 +54,7 @@ class BroadcastLoop(Loop):
         missed = self.table.add(results, self.members)
         self.in_step = False
         self.failed += len(missed)  # a job a sub-node did not run has not succeeded
+        self.run.sink.step_output(results, stopped=self.state is State.TERMINATING)
         self.run.sink.step_report(number, results, missed)
         if any(not r.ok for r in results) and self.run.error_aborts:
             self.abort(f"--error-aborts: step {number} failed, so no more entries are taken")

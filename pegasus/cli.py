@@ -36,6 +36,14 @@ Options:
   -n N                        With --dry-run: print at most N jobs.
   -e --error-aborts           Broadcast mode: stop after a step in which any
                               sub-node failed or was lost.
+  -i --ignore-errors          Broadcast mode: go on after a failed step (the
+                              default; the original Pegasus v1.4's flag).
+                              Not with -e.
+  --fold                      Broadcast mode: print each step's output once
+                              per distinct output, under the sub-nodes that
+                              printed it (node-[1-10] (10): exit 0), after
+                              the step. Queue mode: the summary groups the
+                              failed jobs by their error.
   --editor=EDITOR             Lock mode: the editor to open (default: $EDITOR,
                               else vim).
   --timeout=DURATION          Queue and broadcast modes: stop a job that runs
@@ -139,6 +147,8 @@ def _usage() -> str:
 # Options that only one mode or two use: elsewhere they are usage errors, as
 # their absence would be silent (-e in queue mode would abort nothing).
 _MODE_OPTIONS = (("--error-aborts", "b", "-e/--error-aborts is for broadcast mode (b)"),
+                 ("--ignore-errors", "b", "-i/--ignore-errors is for broadcast mode (b)"),
+                 ("--fold", "qb", "--fold is for queue and broadcast modes (q, b)"),
                  ("--editor", "l", "--editor is for lock mode (l)"),
                  ("--daemon", "qb", "-d/--daemon is for queue and broadcast modes (q, b)"),
                  ("--dry-run", ("q", "b", "requeue"),
@@ -162,6 +172,10 @@ def _options(args) -> Options:
     for option, modes, words in _MODE_OPTIONS:
         if args[option] and mode not in modes:
             raise UsageError(f"{words}\n{_usage()}")
+    if args["--ignore-errors"] and args["--error-aborts"]:
+        raise UsageError("-i/--ignore-errors (go on after a failed step) and "
+                         "-e/--error-aborts (stop after it) contradict each other: give one "
+                         f"or the other\n{_usage()}")
     _check_queue_folder(args["--queue-file"])
     period = args["--print-period"]
     if not period.isdigit():
@@ -180,7 +194,8 @@ def _options(args) -> Options:
                    args["--follow"], args["--json"], args["--now"],
                    tuple(_job_id(text, "kill") for text in args["ID"]) if mode == "kill"
                    else (),
-                   retry.Defaults(_retries(args["--retries"]), args["--retry-lost"]))
+                   retry.Defaults(_retries(args["--retries"]), args["--retry-lost"]),
+                   fold=args["--fold"])
 
 
 def _log_dir(args) -> Optional[str]:

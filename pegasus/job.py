@@ -30,7 +30,7 @@ def run_job(node: SubNode, job: Job, executor, sink: Sink,
         return Result(node, job, job.command, error=f"not rendered: {err}")
     sink.job_started(node, rendered, job.id, job.attempt)
     splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
-    progress = {"stdout": ProgressFilter(), "stderr": ProgressFilter()}
+    progress = {name: ProgressFilter(sink.progress_every) for name in ("stdout", "stderr")}
 
     def emit(stream: str, data: bytes) -> None:
         log.write(data)

@@ -48,6 +48,7 @@ class Options:
     now: bool = False  # pegasus stop --now
     job_ids: Tuple[int, ...] = ()  # pegasus kill ID...
     retries: RetryDefaults = RetryDefaults()  # --retries, --retry-lost
+    fold: bool = False  # --fold: a step's identical outputs printed once (queue: the summary)
 
 
 def parse_duration(text: str) -> Optional[float]:

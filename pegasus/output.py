@@ -349,6 +349,8 @@ class Sink:
     is 1 for every line, N for every Nth line per sub-node, 0 for none.
     """
 
+    progress_every = 2.0  # seconds between two \r progress updates shown (ProgressFilter)
+
     def __init__(self, stream, color: bool, width: Optional[int],
                  print_period: int = 1, progress: bool = False):
         if print_period < 0:
@@ -458,6 +460,10 @@ class Sink:
         rows = [f"  {r.node.label} {r.describe()}" for r in failed]
         self._write(self._tagged([head + f"{len(failed)} of {len(results)} sub-nodes "
                                   "failed" + _not_run(missed) + ":"] + rows))
+
+    def step_output(self, results: Sequence, stopped: bool = False) -> None:
+        """Broadcast mode, after a step: nothing here, each line was printed as it
+        came (``fold.FoldedSteps`` prints the step's output folded)."""
 
     def broadcast_summary(self, table: "StepTable", extra: Optional[str] = None) -> None:
         """Broadcast mode: one row per step, failed and left-out sub-nodes named,

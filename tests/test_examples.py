@@ -104,6 +104,15 @@ def check_broadcast_terraforming(folder, out):
     assert len(entries(folder / "consumed.yaml")) == 3  # one entry per broadcast step
 
 
+def check_broadcast_fold(folder, out):
+    assert out.splitlines()[:2] == ["=== localhost#[1-4],127.0.0.1#[1-2] (6): exit 0 ===",
+                                    "kernel %s" % os.uname().sysname]
+    assert "=== localhost#[1-4] (4): exit 0 ===\nnginx: active\n" \
+        "=== 127.0.0.1#[1-2] (2): exit 0 ===\npostgresql: active\n" in out
+    assert "=== run" not in out
+    assert len(entries(folder / "consumed.yaml")) == 2
+
+
 # folder -> (pegasus arguments, check)
 CHECKS = {
     "quickstart": (["q"], check_quickstart),
@@ -114,6 +123,7 @@ CHECKS = {
     "gpu-sweep": (["q"], check_gpu_sweep),
     "gpu-slots": (["q"], check_gpu_slots),
     "broadcast-terraforming": (["b", "-e"], check_broadcast_terraforming),
+    "broadcast-fold": (["b", "--fold"], check_broadcast_fold),
 }
 
 END_TO_END = {"quickstart"}  # run as the real command; the others in this process
