@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from pegasus.halt import Policy
+from pegasus.selection import Selection
 
 ORPHAN_TIMEOUT = 600  # seconds: --orphan-timeout's default (10m)
 # Shortest --orphan-timeout: at 10 s, heartbeats go out every second (ssh.py's
@@ -48,6 +49,8 @@ class Options:
     now: bool = False  # pegasus stop --now
     job_ids: Tuple[int, ...] = ()  # pegasus kill ID...
     retries: RetryDefaults = RetryDefaults()  # --retries, --retry-lost
+    selection: Selection = Selection()  # --limit, --exclude
+    skip_unreachable: bool = False  # broadcast: --skip-unreachable
 
 
 def parse_duration(text: str) -> Optional[float]:

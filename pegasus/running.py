@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Dict, List, NamedTuple, Optional, Set
+from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 
 import gevent
 
@@ -67,6 +67,7 @@ class Run:
     halt: Optional[Policy] = None  # --halt (None: never)
     logs: Optional[JobLogs] = None  # None: --no-logs
     retries: Defaults = Defaults()  # --retries, --retry-lost
+    skipped: Tuple[str, ...] = ()  # --skip-unreachable: the hosts left out at start
 
 
 class QueueHead:
