@@ -118,6 +118,7 @@ def _connect(connector: Connector, nodes, sink: Sink, opts: Options, queue_path:
         raise HostsUnreachable(failed, hostlists.write_unreachable(
             queue_path, [n.hostname for n in nodes if n not in executors
                          and n not in connecting],
+            "" if not executors else  # no host left to run without them
             f"to run without them: pegasus {opts.mode} --exclude @{{path}}" +
             (" (or --skip-unreachable)" if broadcasting else "")))
     for line in _retrying_words(failed, others=bool(executors)):

@@ -64,7 +64,7 @@ def write_unreachable(queue_path: str, hosts: Iterable[str], advice: str) -> str
         _save(path, list(dict.fromkeys(hosts)))
     except StorageError as err:
         return f"not listed ({err})"
-    return f"listed in {path}; " + advice.format(path=path)
+    return f"listed in {path}" + (f"; {advice.format(path=path)}" if advice else "")
 
 
 def _save(path: str, hosts: List[str]) -> None:

@@ -199,3 +199,5 @@ def test_skip_unreachable_with_no_host_reached_is_still_a_refusal(tmp_path):
                   hosts={"node-1": [Answer.DOWN]}, options=["--skip-unreachable"])
     assert out.status == 3
     assert out.queue == ["a"]
+    assert out.output.endswith(f"listed in {tmp_path / 'unreachable-hosts.txt'}\n")  # no
+    assert "--exclude" not in out.output                     # advice to run without them
