@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from fakes import Answer, FakeJob, run_app, run_loop
+from fakes import Answer, FakeJob, ctrl_c, run_app, run_loop, when_started
 from helpers import queue_entries, read, run_in_process
 from pegasus import selection
 from pegasus.errors import UsageError
@@ -201,3 +201,13 @@ def test_skip_unreachable_with_no_host_reached_is_still_a_refusal(tmp_path):
     assert out.queue == ["a"]
     assert out.output.endswith(f"listed in {tmp_path / 'unreachable-hosts.txt'}\n")  # no
     assert "--exclude" not in out.output                     # advice to run without them
+
+
+def test_skipped_hosts_and_a_ctrl_c_both_end_the_summary(tmp_path):
+    out = run_app(tmp_path, mode="b", nodes=["node-1", "node-2"], queue=["a", "b"],
+                  hosts={"node-2": [Answer.DOWN]}, options=["--skip-unreachable"],
+                  actions=[when_started("a", ctrl_c)])
+    assert out.status == 130
+    assert out.output.splitlines()[-2:] == [
+        "pegasus: 1 host skipped, unreachable at start (--skip-unreachable): node-2",
+        "pegasus: interrupted by Ctrl-c"]
