@@ -6,7 +6,7 @@ import sys
 
 import gevent
 
-from pegasus import broadcast, checks, expand, hostswatch, modes, records, running
+from pegasus import broadcast, checks, expand, hostlists, hostswatch, modes, records, running
 from pegasus.connecting import Connector, close_all
 from pegasus.errors import ExitStatus, HostsUnreachable, unreachable_lines
 from pegasus.fold import FoldedSteps, FoldedSummary
@@ -47,7 +47,7 @@ def run(opts: Options) -> ExitStatus:
 def run_mode(opts: Options, sink: Sink) -> ExitStatus:
     """Queue or broadcast mode: everything is built before the loop starts."""
     broadcasting = opts.mode == "b"
-    source = hostswatch.Source.before_reading(opts.hosts_file, broadcasting) \
+    source = hostswatch.Source.before_reading(opts.hosts_file, broadcasting, opts.selection) \
         if opts.daemon else None  # a daemon reads hosts.yaml again when it changes
     nodes = checks.sub_nodes(opts)
     stop = running.StopFlag()
@@ -60,14 +60,17 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
         logs = None if opts.log_dir is None else JobLogs(opts.log_dir, sink.message,
                                                          broadcasting)
         connector = Connector(nodes, opts.ssh_config, opts.orphan_timeout)
-        executors, failed, connecting = _connect(connector, nodes, sink, broadcasting)
+        executors, failed, connecting = _connect(connector, nodes, sink, opts, queue.path)
     except BaseException:
         job_records.close()
         raise
-    run = running.Run(nodes, executors, connecting, failed, connector, queue, job_records,
+    skipped = tuple(dict.fromkeys(n.hostname for n in nodes if n not in executors)
+                    ) if opts.skip_unreachable else ()
+    run = running.Run([n for n in nodes if n.hostname not in skipped], executors, connecting,
+                      [] if skipped else failed, connector, queue, job_records,
                       sink, stop, check, opts.daemon, opts.error_aborts,
                       counts[1] if counts else 0, opts.timeout, opts.halt, logs,
-                      opts.retries, source)
+                      opts.retries, hosts_source=source, skipped=skipped)
     mode = broadcast.broadcast_mode if broadcasting else modes.queue_mode
     try:
         return mode(run)  # closes the connections
@@ -97,8 +100,9 @@ def _open_records(queue: QueueFile, sink: Sink, broadcasting: bool) -> records.R
     return job_records
 
 
-def _connect(connector: Connector, nodes, sink: Sink, broadcasting: bool):
-    """Broadcast needs every host; queue mode starts with those that answer.
+def _connect(connector: Connector, nodes, sink: Sink, opts: Options, queue_path: str):
+    """Broadcast needs every host (unless --skip-unreachable); queue mode starts
+    with those that answer.
 
     Queue mode waits ``FIRST_ANSWER`` seconds at most: a host still
     connecting then is waited for in the background (the others start), so
@@ -106,13 +110,22 @@ def _connect(connector: Connector, nodes, sink: Sink, broadcasting: bool):
     the run before anything is taken, and a dead host delays nothing.
     Returns (executors, errors, first connections still being made).
     """
+    broadcasting = opts.mode == "b"
     executors, failed, connecting = connector.connect_all(
         nodes, wait=None if broadcasting else FIRST_ANSWER)
+    if failed and broadcasting and opts.skip_unreachable and executors:
+        _say_skipped(sink, failed, nodes, executors, queue_path)
+        return executors, failed, connecting
     fatal = any(err.fatal for err in failed)
     if failed and (broadcasting or fatal or not (executors or connecting)):
         close_all(executors.values())
         gevent.killall(list(connecting.values()))
-        raise HostsUnreachable(failed)
+        raise HostsUnreachable(failed, hostlists.write_unreachable(
+            queue_path, [n.hostname for n in nodes if n not in executors
+                         and n not in connecting],
+            "" if not executors else  # no host left to run without them
+            f"to run without them: pegasus {opts.mode} --exclude @{{path}}" +
+            (" (or --skip-unreachable)" if broadcasting else "")))
     for line in _retrying_words(failed, others=bool(executors)):
         sink.message(line)
     if connecting:
@@ -120,6 +133,17 @@ def _connect(connector: Connector, nodes, sink: Sink, broadcasting: bool):
         sink.message(f"connecting: {_some(names)} ({FIRST_ANSWER:g} s)...; jobs start on "
                      "the hosts that answered, these take jobs once connected")
     return executors, failed, connecting
+
+
+def _say_skipped(sink: Sink, failed, nodes, executors, queue_path: str) -> None:
+    """--skip-unreachable: which hosts are left out, and where they are listed."""
+    skipped = list(dict.fromkeys(n.hostname for n in nodes if n not in executors))
+    reached = len({n.hostname for n in executors})
+    sink.message(f"--skip-unreachable: skipping {plural(len(skipped), 'host')} that cannot "
+                 "be reached:\n  " + "\n  ".join(unreachable_lines(failed)) +
+                 f"\nbroadcasting to the other {plural(reached, 'host')}; the skipped ones are " +
+                 hostlists.write_unreachable(queue_path, skipped, "once they are back: "
+                                             "pegasus b --limit @{path}"))
 
 
 def _retrying_words(failed, others: bool):

@@ -16,6 +16,7 @@ from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.modes import Loop, Run, State
 from pegasus.output import StepTable
 from pegasus.progress import Counts
+from pegasus.selection import fold
 from pegasus.words import plural
 
 
@@ -23,6 +24,7 @@ class BroadcastLoop(Loop):
     """Each job on every sub-node; the next only when all have finished."""
 
     RETRIES = False  # a step runs once on each sub-node: 'retries' does not apply
+    LETTER = "b"
 
     def __init__(self, run: Run):
         super().__init__(run)
@@ -60,13 +62,17 @@ class BroadcastLoop(Loop):
             self.abort(f"--error-aborts: step {number} failed, so no more entries are taken")
 
     def summary(self, extra: Optional[str]) -> None:
-        self.run.sink.broadcast_summary(self.table, extra)
+        skipped = self.run.skipped and (
+            f"{plural(len(self.run.skipped), 'host')} skipped, unreachable at start "
+            f"(--skip-unreachable): {fold(self.run.skipped)}")
+        self.run.sink.broadcast_summary(self.table, "\n".join(filter(None, (skipped, extra))))
 
     def counts(self) -> Counts:
         return Counts(self.table.steps, self.scheduler.running, self.queued,
                       self.table.failed, steps=True)
 
     def host_lost(self, node: SubNode, why: str) -> None:
+        self.hostlists.lost(node.hostname)
         self.table.leave_out(node, why, self.in_step)
         self.hosts.lose_sub_node(node, why)
         if self.run.error_aborts:  # the next step would run without it, out of lock-step

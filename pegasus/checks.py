@@ -8,7 +8,7 @@ from typing import List, Optional, Tuple
 
 import gevent
 
-from pegasus import expand, hostsfile
+from pegasus import expand, hostsfile, selection
 from pegasus.errors import WAITS_FOR_FIX, InputError
 from pegasus.model import SubNode
 from pegasus.options import Options
@@ -17,8 +17,10 @@ from pegasus.queuefile import QueueFile, refuse_hard_links, refuse_symlink
 
 
 def sub_nodes(opts: Options) -> List[SubNode]:
-    """hosts.yaml's sub-nodes; in broadcast mode one per host, holding all its slots."""
-    nodes = hostsfile.load(opts.hosts_file)
+    """hosts.yaml's sub-nodes that --limit and --exclude select; in broadcast mode
+    one per host, holding all its slots."""
+    nodes = selection.select(hostsfile.load(opts.hosts_file), opts.selection,
+                             opts.hosts_file)
     return expand.whole_hosts(nodes) if opts.mode == "b" else nodes
 
 

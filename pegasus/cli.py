@@ -1,7 +1,7 @@
 """Pegasus: run a list of shell commands on a set of SSH nodes.
 
 Usage:
-  pegasus (q | b | l) [options]
+  pegasus (q | b | l) [options] [--limit=PATTERN...] [--exclude=PATTERN...]
   pegasus requeue [options]
   pegasus log [-f] ID [options]
   pegasus status [--json] [options]
@@ -44,6 +44,14 @@ Options:
                               printed it (node-[1-10] (10): exit 0), after
                               the step. Queue mode: the summary groups the
                               failed jobs by their error.
+  --limit=PATTERN             Queue and broadcast modes: use only the hosts
+                              this matches (repeatable): a glob (node-*), a
+                              node range (node-[1-10,15], node[01-10]), or
+                              @FILE, a file of host names (@failed-hosts.txt).
+  --exclude=PATTERN           Queue and broadcast modes: leave out the hosts
+                              this matches (repeatable; as --limit).
+  --skip-unreachable          Broadcast mode: start with the hosts that can be
+                              reached, skip the others (exit status 1).
   --editor=EDITOR             Lock mode: the editor to open (default: $EDITOR,
                               else vim).
   --timeout=DURATION          Queue and broadcast modes: stop a job that runs
@@ -105,7 +113,7 @@ import re
 import sys
 from typing import List, Optional
 
-from pegasus import __version__, halt, retry
+from pegasus import __version__, halt, retry, selection
 from pegasus.errors import ExitStatus, PegasusError, UsageError, output_failure
 from pegasus.options import MIN_ORPHAN_TIMEOUT, Options, parse_duration
 
@@ -162,6 +170,10 @@ _MODE_OPTIONS = (("--error-aborts", "b", "-e/--error-aborts is for broadcast mod
                  ("--no-logs", "qb", "--no-logs is for queue and broadcast modes (q, b)"),
                  ("--log-dir", ("q", "b", "log"),
                   "--log-dir is for queue and broadcast modes (q, b) and log"),
+                 ("--limit", "qb", "--limit is for queue and broadcast modes (q, b)"),
+                 ("--exclude", "qb", "--exclude is for queue and broadcast modes (q, b)"),
+                 ("--skip-unreachable", "b", "--skip-unreachable is for broadcast mode (b); "
+                  "queue mode always starts with the hosts it can reach"),
                  ("--json", ("status",), "--json is for status"),
                  ("--now", ("stop",), "--now is for stop"))
 
@@ -195,7 +207,15 @@ def _options(args) -> Options:
                    tuple(_job_id(text, "kill") for text in args["ID"]) if mode == "kill"
                    else (),
                    retry.Defaults(_retries(args["--retries"]), args["--retry-lost"]),
-                   fold=args["--fold"])
+                   fold=args["--fold"], selection=_selection(args),
+                   skip_unreachable=args["--skip-unreachable"])
+
+
+def _selection(args) -> selection.Selection:
+    """--limit and --exclude, parsed (an @FILE is read now)."""
+    return selection.Selection(
+        tuple(selection.parse("--limit", text) for text in args["--limit"]),
+        tuple(selection.parse("--exclude", text) for text in args["--exclude"]))
 
 
 def _log_dir(args) -> Optional[str]:

@@ -124,11 +124,11 @@ class HostsUnreachable(PegasusError):
 
     exit_status = ExitStatus.UNREACHABLE
 
-    def __init__(self, errors):
+    def __init__(self, errors, then: str = ""):
         self.errors = list(errors)
         lines = "\n  ".join(unreachable_lines(self.errors))
         super().__init__(f"cannot use {plural(len(self.errors), 'host')}, so nothing was "
-                         f"taken from the queue:\n  {lines}")
+                         f"taken from the queue:\n  {lines}" + (f"\n{then}" if then else ""))
 
 
 def output_failure(err: OSError) -> str:

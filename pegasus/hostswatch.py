@@ -19,10 +19,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import gevent
 
-from pegasus import atrest, expand, hostsfile
-from pegasus.errors import InputError
+from pegasus import atrest, expand, hostsfile, selection
+from pegasus.errors import InputError, UsageError
 from pegasus.events import HostsChanged
 from pegasus.model import Job, SubNode
+from pegasus.selection import Selection
 from pegasus.words import plural
 
 POLL = 0.5  # seconds between two looks at hosts.yaml's signature
@@ -42,15 +43,18 @@ class Source:
     path: str
     whole_hosts: bool  # broadcast: one sub-node per host, holding all its slots
     seen: Optional[atrest.Signature]  # the file as read at start
+    selection: Selection = Selection()  # --limit, --exclude: applied to every read
 
     @classmethod
-    def before_reading(cls, path: str, whole_hosts: bool) -> "Source":
+    def before_reading(cls, path: str, whole_hosts: bool,
+                       chosen: Selection = Selection()) -> "Source":
         """Taken before the start-up read: a write during that read is a change."""
-        return cls(path, whole_hosts, atrest.signature(_stat(path)))
+        return cls(path, whole_hosts, atrest.signature(_stat(path)), chosen)
 
     def read(self) -> List[SubNode]:
-        """The sub-nodes, as at start; InputError names the file and entry."""
-        nodes = hostsfile.load(self.path)
+        """The sub-nodes, as at start (--limit and --exclude too); InputError names
+        the file and entry, UsageError a selection that keeps none of its hosts."""
+        nodes = selection.select(hostsfile.load(self.path), self.selection, self.path)
         return expand.whole_hosts(nodes) if self.whole_hosts else nodes
 
 
@@ -85,7 +89,7 @@ class Watch:
         self.seen = now
         try:
             nodes = self.source.read()
-        except InputError as err:
+        except (InputError, UsageError) as err:
             said, self.said = self.said, str(err)
             return None if str(err) == said else HostsChanged(self.source.path, error=err)
         self.said = None

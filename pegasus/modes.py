@@ -30,6 +30,7 @@ from pegasus.errors import (ExitStatus, HostsUnreachable, InputError, PegasusErr
 from pegasus.events import (HostBack, HostFailed, HostRefused, HostsChanged, HostSilent,
                             OutputLost, ProbeDone, ProbeDue, Request, Signal, Signalled)
 from pegasus.halt import Tally, halt_words
+from pegasus.hostlists import HostLists
 from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.probing import Heard, Probes
 from pegasus.progress import Counts
@@ -96,6 +97,7 @@ class Loop(Mode):
     """What both modes share: events, taking, stopping, the exit status."""
 
     RETRIES = True  # failed jobs with retries left run again (broadcast: steps run once)
+    LETTER = "q"  # the mode, as typed (the re-run command of failed-hosts.txt)
 
     def __init__(self, run: Run):
         self.run = run
@@ -113,6 +115,7 @@ class Loop(Mode):
         self.jobs = Jobs(self.hosts, run.records, run.sink, self.events.put, run.timeout,
                          run.logs, run.retries if self.RETRIES else None)
         self.retries = Retries(run.records, run.sink, run.retries)
+        self.hostlists = HostLists(run.skipped)  # failed-hosts.txt, unreachable-hosts.txt
 
     def loop(self) -> ExitStatus:
         with _side_tasks(self):
@@ -127,6 +130,7 @@ class Loop(Mode):
         return self.report()
 
     def host_lost(self, node: SubNode, why: str) -> None:
+        self.hostlists.lost(node.hostname)
         self.hosts.lose_host(node)
 
     # -- steps
@@ -169,6 +173,7 @@ class Loop(Mode):
         self.job_done(event.result)
 
     def job_done(self, result: Result) -> None:
+        self.hostlists.add(result)
         self.scheduler.finish(result.node)
         self.head.wake()
         self.jobs.ended(result.node)
@@ -278,8 +283,9 @@ class Loop(Mode):
         signalled = self.state in (State.STOPPING, State.TERMINATING)
         why = {Signal.CTRL_C: "interrupted by Ctrl-c",
                Signal.SIGTERM: "terminated by SIGTERM"}[self.stop_signal]
+        status = _host_lists(self, _exit_status(self))  # said before the summary, the last word
         self.summary(why if signalled else self.halted and f"halted: {self.halted}")
-        return _exit_status(self)
+        return status
 
 
 def _ctrl_c_words(running: int) -> str:
@@ -323,9 +329,26 @@ def _exit_status(loop: Loop) -> ExitStatus:
         return ExitStatus.BAD_INPUT
     if loop.state is State.ABORTING:
         return loop.abort_status
-    if loop.failed:
+    if loop.failed or loop.run.skipped:  # a skipped host did not run the jobs either
         return ExitStatus.JOB_FAILED
     return ExitStatus.UNREACHABLE if loop.hosts.refused else ExitStatus.OK
+
+
+def _host_lists(loop: Loop, status: ExitStatus) -> ExitStatus:
+    """failed-hosts.txt and unreachable-hosts.txt, and how to run again on them."""
+    refused = {err.host for err in loop.hosts.refused}
+    for node in loop.run.nodes:  # never reached, or refused for good
+        if node not in loop.hosts.executors or node.hostname in refused:
+            loop.hostlists.lost(node.hostname)
+    try:
+        words = loop.hostlists.write(loop.run.queue.path, loop.LETTER,
+                                     [node.hostname for node in loop.run.nodes])
+    except StorageError as err:
+        loop.run.sink.message(str(err))
+        return ExitStatus.IO_ERROR if status in (ExitStatus.OK, ExitStatus.JOB_FAILED) else status
+    for line in words:
+        loop.run.sink.message(line)
+    return status
 
 
 @contextmanager

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from pegasus.halt import Policy
+from pegasus.selection import Selection
 
 ORPHAN_TIMEOUT = 600  # seconds: --orphan-timeout's default (10m)
 # Shortest --orphan-timeout: at 10 s, heartbeats go out every second (ssh.py's
@@ -49,6 +50,8 @@ class Options:
     job_ids: Tuple[int, ...] = ()  # pegasus kill ID...
     retries: RetryDefaults = RetryDefaults()  # --retries, --retry-lost
     fold: bool = False  # --fold: a step's identical outputs printed once (queue: the summary)
+    selection: Selection = Selection()  # --limit, --exclude
+    skip_unreachable: bool = False  # broadcast: --skip-unreachable
 
 
 def parse_duration(text: str) -> Optional[float]:

@@ -479,7 +479,7 @@ class Sink:
         if table.ok_uncounted:
             rows.append(f"  and {plural(table.ok_uncounted, 'other step')} that succeeded "
                         "on every sub-node")
-        self._write(self._tagged(head + rows + ([extra] if extra else [])))
+        self._write(self._tagged(head + rows + (extra.splitlines() if extra else [])))
 
     # -- helpers -----------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Dict, List, NamedTuple, Optional, Set
+from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 
 import gevent
 
@@ -69,6 +69,7 @@ class Run:
     logs: Optional[JobLogs] = None  # None: --no-logs
     retries: Defaults = Defaults()  # --retries, --retry-lost
     hosts_source: Optional[Source] = None  # a daemon's hosts.yaml, read again when it changes
+    skipped: Tuple[str, ...] = ()  # --skip-unreachable: the hosts left out at start
 
 
 class QueueHead:

@@ -66,6 +66,7 @@ WORKER_SPAN = 20
 # Within a range: the session cluster (4 nodes), then clusters tests start of their own.
 OFFSET_FAILING = 4   # tests/test_failing_hosts.py: 2 nodes
 OFFSET_PRIVATE = 6   # tests/test_cluster.py: 2 nodes
+OFFSET_SELECT = 14   # tests/test_selection_cluster.py: 4 nodes (14-17)
 
 
 def _first_ip() -> int:

@@ -116,3 +116,16 @@ def test_a_sub_node_added_to_a_host_already_up_is_connected_not_again(tmp_path):
         when_printed("host node-1: connected", ctrl_c)])
     assert "1 sub-node added ([node-1 (gpu=1)])" in out.output
     assert "host node-1: connected; taking jobs" in out.messages
+
+
+def test_a_daemon_keeps_to_limit_and_exclude_when_hosts_yaml_changes(tmp_path):
+    # hosts added to hosts.yaml are selected as at start: --exclude keeps node-3 out
+    out = run_app(tmp_path, nodes=["node-1", "node-3"], queue=["echo 1"], daemon=True,
+                  scripts={"echo 1": HANG}, timeout=10,
+                  options=["--exclude", "node-3"], actions=[
+                      when_started("echo 1", write_hosts(["node-1", "node-2", "node-3"])),
+                      when_printed("1 sub-node added", append("- echo 2\n")),
+                      when_started("echo 2", release("echo 1"), ctrl_c)])
+    assert out.ran("[node-2]") == ["echo 2"]
+    assert out.ran("[node-3]") == []
+    assert any("hosts.yaml changed: 1 sub-node added ([node-2])" in m for m in out.messages)
