@@ -1,6 +1,6 @@
 """Sub-node names written compactly: ``node-[1-37,40-50]`` (ClusterShell's node sets).
 
-Pure. ``fold`` only; names that differ in nothing but their last number
+Pure. ``fold`` (and its parts, ``families``); names that differ in nothing but their last number
 share a bracket, consecutive numbers a range. A zero-padded number keeps
 its width (``node[01-10]``); ``node1`` and ``node01`` are different names.
 A name with parameters (``node-1 (gpu=0)``) or without a number is kept whole.
@@ -17,15 +17,19 @@ _LAST_NUMBER = re.compile(r"^(.*?)(\d+)(\D*)$")
 def fold(names: Iterable[str]) -> str:
     """``names`` (each once) as one comma-separated set, in the order each
     name's family first appears."""
-    families: Dict[Tuple[str, str], List[str]] = {}
+    return ",".join(families(names))
+
+
+def families(names: Iterable[str]) -> List[str]:
+    """``fold``'s parts: one per family of names (``node-[1-3]``, ``x``)."""
+    found: Dict[Tuple[str, str], List[str]] = {}
     for name in names:
         match = None if " (" in name else _LAST_NUMBER.match(name)
         if match is None:
-            families.setdefault((name, "\0whole"), [])
+            found.setdefault((name, "\0whole"), [])
             continue
-        families.setdefault((match.group(1), match.group(3)), []).append(match.group(2))
-    return ",".join(_family(prefix, suffix, numbers)
-                    for (prefix, suffix), numbers in families.items())
+        found.setdefault((match.group(1), match.group(3)), []).append(match.group(2))
+    return [_family(prefix, suffix, numbers) for (prefix, suffix), numbers in found.items()]
 
 
 def _family(prefix: str, suffix: str, numbers: List[str]) -> str:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Pattern as Regex, Sequence, Set, Tuple
+from typing import List, Pattern as Regex, Sequence, Set, Tuple
 
+from pegasus import nodeset
 from pegasus.errors import UsageError
 
 _RANGES = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")  # what a node range's brackets hold
@@ -64,46 +65,11 @@ def select(nodes: Sequence, selection: Selection, hosts_file: str) -> list:
 
 
 def fold(names: Sequence[str], shown: int = SHOWN) -> str:
-    """Host names in few words: numbered names folded into ranges (``node-[1-4,7]``)."""
-    groups: Dict[Tuple[str, str, int], List[int]] = {}
-    for name in dict.fromkeys(names):
-        match = re.match(r"^(.*?)(\d+)(\D*)$", name)
-        if match is None:
-            groups.setdefault((name, "", -1), [])
-            continue
-        head, digits, tail = match.groups()
-        width = len(digits) if digits.startswith("0") and len(digits) > 1 else 0
-        groups.setdefault((head, tail, width), []).append(int(digits))
-    for (head, tail, width), numbers in list(groups.items()):
-        for number in list(numbers) if width == 0 else ():  # node10 beside node[01-09]
-            padded = groups.get((head, tail, len(str(number))))
-            if padded is not None and padded is not numbers:
-                padded.append(number)
-                numbers.remove(number)
-        if width == 0 and not numbers and (head, tail, width) in groups:
-            del groups[(head, tail, width)]
-    words = [_group(head, tail, width, numbers)
-             for (head, tail, width), numbers in groups.items()]
+    """Host names in few words: numbered names folded into ranges (``node-[1-4,7]``),
+    at most ``shown`` families."""
+    words = nodeset.families(dict.fromkeys(names))
     more = len(words) - shown
     return ", ".join(words[:shown]) + (f" and {more} more" if more > 0 else "")
-
-
-def _group(head: str, tail: str, width: int, numbers: List[int]) -> str:
-    if width < 0:
-        return head
-    runs: List[List[int]] = []
-    for number in sorted(set(numbers)):
-        if runs and number == runs[-1][1] + 1:
-            runs[-1][1] = number
-        else:
-            runs.append([number, number])
-    text = ",".join(_num(a, width) if a == b else f"{_num(a, width)}-{_num(b, width)}"
-                    for a, b in runs)
-    return f"{head}{text}{tail}" if len(numbers) == 1 else f"{head}[{text}]{tail}"
-
-
-def _num(number: int, width: int) -> str:
-    return str(number).zfill(width)
 
 
 def _options(selection: Selection) -> str:
