@@ -38,6 +38,7 @@ nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import pwd
@@ -737,6 +738,23 @@ class ExternalCluster:
     def ssh(self, alias: str, command: str, timeout: float = 30, check: bool = False,
             input: Optional[str] = None, options: Sequence[str] = ()) -> subprocess.CompletedProcess:
         return _ssh(self.ssh_config, alias, command, timeout, check, input, options)
+
+
+@contextlib.contextmanager
+def private_cluster(name: str, n_hosts: int, offset: int):
+    """A started cluster of a test module's own (which its tests may stop), at
+    ``offset`` addresses into this worker's range; stopped and removed after."""
+    from helpers import cluster_or_skip
+
+    cluster_or_skip()
+    workdir = tempfile.mkdtemp(prefix="pegasus-%s-" % name)
+    c = Cluster(workdir, n_hosts=n_hosts, first_ip=FIRST_IP + offset)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def cluster_from_env(workdir: str, n_hosts: int = 4, **kw):

@@ -23,7 +23,8 @@ import uuid
 import pytest
 import yaml
 
-from cluster import (FIRST_IP, OFFSET_FAILING, SSHD, Cluster, _descendants, _proc_table,
+from cluster import (OFFSET_FAILING, SSHD, Cluster, _descendants, _proc_table,
+                     private_cluster,
                      _sshd_preexec)
 from helpers import (IN_CI, Pegasus, cluster_or_skip, jobs_of, kill_all, queue_entries, read,
                      setup, wait_for, write)
@@ -126,15 +127,8 @@ def crash_sshd(cluster, alias):
 def failing():
     """2 sshd nodes of our own (node-1, node-2, after the session cluster's addresses)
     that tests may kill."""
-    cluster_or_skip()
-    workdir = tempfile.mkdtemp(prefix="pegasus-failing-")
-    c = Cluster(workdir, n_hosts=2, first_ip=FIRST_IP + OFFSET_FAILING)
-    try:
-        c.start()
+    with private_cluster("failing", 2, OFFSET_FAILING) as c:
         yield c
-    finally:
-        c.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

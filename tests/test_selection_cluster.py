@@ -7,14 +7,12 @@ cluster. Which host ran a job is read from its output (``ran <hostname>``).
 """
 import os
 import re
-import shutil
 import stat
-import tempfile
 
 import pytest
 
-from cluster import FIRST_IP, OFFSET_SELECT, Cluster
-from helpers import cluster_or_skip, queue_entries, read, setup, write
+from cluster import OFFSET_SELECT, private_cluster
+from helpers import queue_entries, read, setup, write
 
 pytestmark = pytest.mark.sshd
 
@@ -91,15 +89,8 @@ def test_failed_hosts_are_listed_and_a_rerun_on_them_runs_there_only(cluster, ru
 @pytest.fixture(scope="module")
 def own():
     """4 sshd nodes of this module's own, which its tests stop and start."""
-    cluster_or_skip()
-    workdir = tempfile.mkdtemp(prefix="pegasus-select-")
-    c = Cluster(workdir, n_hosts=4, first_ip=FIRST_IP + OFFSET_SELECT)
-    try:
-        c.start()
+    with private_cluster("select", 4, OFFSET_SELECT) as c:
         yield c
-    finally:
-        c.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
