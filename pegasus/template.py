@@ -279,8 +279,20 @@ def _simple(chunk: str) -> Callable | None:
 
 @functools.lru_cache(maxsize=4096)
 def _compile(chunk: str) -> Callable:
-    """The render function of `chunk`, compiled once; never HTML-escapes."""
-    return _simple(chunk) or _pybars(chunk)
+    """The render function of `chunk`, compiled once; never HTML-escapes.
+
+    A chunk that does not compile is parsed once too: its render function
+    raises the same problem (a check, then a render, of a bad entry)."""
+    try:
+        return _simple(chunk) or _pybars(chunk)
+    except _Problem as problem:
+        return _refused(str(problem), problem.hint)
+
+
+def _refused(what: str, hint: str) -> Callable:
+    def render(values, helpers=None):
+        raise _Problem(what, hint)
+    return render
 
 
 def _pybars(chunk: str) -> Callable:

@@ -18,6 +18,7 @@ import collections
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,33 @@ def pytest_configure(config):
     would do nothing (a lock-mode test then waited 60 s). Ctrl-c is Python's again."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    _keep_bytecode()
+
+
+def _keep_bytecode():
+    """Bytecode kept in a cache folder of this user's, outside the tree, even under
+    PYTHONDONTWRITEBYTECODE: else every xdist worker rewrites and compiles every test
+    file (some 3.5 s of CPU each) and every ``python -m pegasus`` the tests start
+    compiles Pegasus again (some 0.08 s each). Set here, before the workers start,
+    so they and every process the tests start inherit it."""
+    prefix = os.environ.get("PYTHONPYCACHEPREFIX") or _own_folder(
+        os.path.join(tempfile.gettempdir(), "pegasus-pycache-%d" % os.getuid()))
+    if prefix is None:
+        return
+    os.environ["PYTHONPYCACHEPREFIX"] = sys.pycache_prefix = prefix
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    sys.dont_write_bytecode = False
+
+
+def _own_folder(path):
+    """``path``, a folder made if need be, if only this user can write there; else None."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.lstat(path)
+    except OSError:
+        return None
+    mine = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+    return path if mine and not info.st_mode & 0o022 else None
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker

@@ -241,3 +241,17 @@ def test_a_suite_started_with_ctrl_c_ignored_gives_it_back():
                          capture_output=True, text=True, stdin=subprocess.DEVNULL,
                          preexec_fn=ignore_sigint, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_the_processes_tests_start_keep_bytecode_outside_the_tree():
+    """conftest.py: a Pegasus the tests start loads its modules compiled once, from a
+    cache folder outside the tree, even in a suite started under PYTHONDONTWRITEBYTECODE."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    show = ("import importlib.util, sys, pegasus.template as t; "
+            "print(sys.dont_write_bytecode, importlib.util.cache_from_source(t.__file__))")
+    res = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, timeout=60, cwd=root)
+    assert res.returncode == 0, res.stderr
+    writes_none, cached = res.stdout.split()
+    assert writes_none == "False"
+    assert os.path.isfile(cached) and not cached.startswith(root + os.sep), cached

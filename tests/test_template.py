@@ -414,6 +414,23 @@ def test_code_is_generated_from_the_tree_the_check_parsed(monkeypatch):
 
 
 
+def test_a_template_that_does_not_parse_is_parsed_once_and_refused_alike(monkeypatch):
+    """A bad entry is checked, then rendered (and a daemon checks its head again):
+    one parse of pybars' grammar, some 10 ms each, and the same message every time."""
+    compiler = template._compiler()
+    parses = []
+    real = type(compiler)._handlebars
+    monkeypatch.setattr(type(compiler), "_handlebars",
+                        staticmethod(lambda text: parses.append(text) or real(text)))
+    template._compile.cache_clear()
+    tmpl = "echo {{lower (x}} # test_a_template_that_does_not_parse_is_parsed_once"
+    said = {error_of(tmpl, {"x": "1"}) for _ in range(3)}
+    with pytest.raises(TemplateError) as err:
+        check(tmpl, ["x"])
+    assert said == {str(err.value)} and str(err.value).startswith("syntax error at '{{lower (x}}'")
+    assert len(parses) == 1
+
+
 # -- names alone need no parse of pybars' grammar --------------------------------
 
 def test_ten_thousand_commands_of_names_alone_are_checked_without_pybars(monkeypatch):
