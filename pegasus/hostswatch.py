@@ -53,8 +53,12 @@ class Source:
 
     def read(self) -> List[SubNode]:
         """The sub-nodes, as at start (--limit and --exclude too); InputError names
-        the file and entry, UsageError a selection that keeps none of its hosts."""
-        nodes = selection.select(hostsfile.load(self.path), self.selection, self.path)
+        the file and entry, or the selection that keeps none of its hosts."""
+        nodes = hostsfile.load(self.path)
+        try:
+            nodes = selection.select(nodes, self.selection, self.path)
+        except UsageError as err:  # as bad a file as any other, for a daemon
+            raise InputError(str(err)) from None
         return expand.whole_hosts(nodes) if self.whole_hosts else nodes
 
 
@@ -89,7 +93,7 @@ class Watch:
         self.seen = now
         try:
             nodes = self.source.read()
-        except (InputError, UsageError) as err:
+        except InputError as err:
             said, self.said = self.said, str(err)
             return None if str(err) == said else HostsChanged(self.source.path, error=err)
         self.said = None

@@ -129,3 +129,16 @@ def test_a_daemon_keeps_to_limit_and_exclude_when_hosts_yaml_changes(tmp_path):
     assert out.ran("[node-2]") == ["echo 2"]
     assert out.ran("[node-3]") == []
     assert any("hosts.yaml changed: 1 sub-node added ([node-2])" in m for m in out.messages)
+
+
+def test_a_hosts_file_of_which_limit_keeps_no_host_is_said_once_and_the_old_hosts_stay(tmp_path):
+    out = run_app(tmp_path, nodes=["node-1"], queue=["echo 1"], daemon=True,
+                  scripts={"echo 1": HANG}, timeout=10,
+                  options=["--limit", "node-*"], actions=[
+                      when_started("echo 1", write_hosts(["other-1"])),
+                      when_printed("matches no host", append("- echo 2\n"), release("echo 1")),
+                      when_finished("echo 2", ctrl_c)])
+    said = [m for m in out.messages if "matches no host" in m]
+    assert len(said) == 1 and "hosts.yaml" in said[0]
+    assert "the hosts of the run are kept until the file is fixed" in out.output
+    assert out.ran("[node-1]") == ["echo 1", "echo 2"]
