@@ -8,6 +8,7 @@ files itself, so it says something useful when no Pegasus runs.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -190,7 +191,10 @@ def _none_runs(queue_path: str, what: str) -> str:
 
 def _write(out, text: str) -> None:
     try:
+        if out is None:  # started with fd 1 closed (``>&-``)
+            raise OSError(errno.EBADF, "standard output is closed")
         out.write(text.encode() + b"\n")
         out.flush()
-    except OSError as err:
-        raise StorageError(output_failure(err)) from None
+    except (OSError, ValueError) as err:  # ValueError: a closed file
+        raise StorageError(output_failure(
+            err if isinstance(err, OSError) else OSError(errno.EBADF, str(err)))) from None

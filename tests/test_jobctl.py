@@ -6,6 +6,7 @@ import os
 import socket
 import shutil
 import subprocess
+import sys
 
 import gevent
 import pytest
@@ -278,3 +279,12 @@ def test_status_names_the_slots_each_running_job_holds(tmp_path):
     words = out.snapshots["words"][1]
     assert "  #1 [g1 slots 0,1] 0:00 'train on 0,1'" in words
     assert "  #2 [g1 slots 2,3] 0:00 'train on 2,3'" in words
+
+
+def test_status_with_its_output_closed_says_so_and_exits_74(tmp_path):
+    (tmp_path / "queue.yaml").write_text("- echo hi\n")
+    res = subprocess.run(["sh", "-c", 'exec "$0" -m pegasus status --json >&-', sys.executable],
+                         cwd=tmp_path, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert res.returncode == 74, res.stderr
+    assert res.stderr == "pegasus: standard output is closed\n"
+    assert (tmp_path / "queue.yaml").read_text() == "- echo hi\n"
