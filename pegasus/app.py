@@ -8,7 +8,8 @@ import gevent
 
 from pegasus import broadcast, checks, expand, hostlists, hostswatch, modes, records, running
 from pegasus.connecting import Connector, close_all
-from pegasus.errors import ExitStatus, HostsUnreachable, unreachable_lines
+from pegasus.errors import (ExitStatus, HostsUnreachable, StorageError, output_failure,
+                            unreachable_lines)
 from pegasus.fold import FoldedSteps, FoldedSummary
 from pegasus.joblogs import JobLogs
 from pegasus.options import Options
@@ -28,7 +29,7 @@ def run(opts: Options) -> ExitStatus:
 
         return lockmode.run(opts, sink)
     if opts.mode == "requeue":
-        return requeue(opts, sink)
+        return _written(sink, requeue(opts, sink))
     if opts.mode == "log":
         from pegasus import logcmd
 
@@ -40,8 +41,16 @@ def run(opts: Options) -> ExitStatus:
     if opts.dry_run:
         from pegasus import dryrun
 
-        return dryrun.run(opts, sink)
+        return _written(sink, dryrun.run(opts, sink))
     return run_mode(opts, sink)
+
+
+def _written(sink: Sink, status: ExitStatus) -> ExitStatus:
+    """A command outside the loop (a dry run, requeue) whose standard output
+    could not be written ends as the loop's would: exit 74, said on stderr."""
+    if sink.outlet.error is not None:
+        raise StorageError(output_failure(sink.outlet.error))
+    return status
 
 
 def run_mode(opts: Options, sink: Sink) -> ExitStatus:

@@ -3,6 +3,8 @@ would run and where, then the totals; nothing connected to, run or changed."""
 
 import os
 import shutil
+import subprocess
+import sys
 
 from helpers import run_in_process
 
@@ -153,3 +155,14 @@ def test_dry_run_options_are_usage_errors_elsewhere(tmp_path):
                         (["q", "--dry-run", "-n", "x"], "-n must be a whole number")):
         done = run_in_process(args, tmp_path)
         assert done.returncode == 2 and words in done.stderr, (args, done.stderr)
+
+
+def test_a_dry_run_whose_output_cannot_be_written_says_so_and_exits_74(tmp_path):
+    folder = _folder(tmp_path)
+    before = _state(folder)
+    with open("/dev/full", "wb") as full:
+        res = subprocess.run([sys.executable, "-m", "pegasus", "q", "--dry-run"], cwd=folder,
+                             stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert res.returncode == 74, res.stderr
+    assert "pegasus: cannot write to standard output (No space left on device)" in res.stderr
+    assert _state(folder) == before
