@@ -337,12 +337,13 @@ def _exit_status(loop: Loop) -> ExitStatus:
 def _host_lists(loop: Loop, status: ExitStatus) -> ExitStatus:
     """failed-hosts.txt and unreachable-hosts.txt, and how to run again on them."""
     refused = {err.host for err in loop.hosts.refused}
-    for node in loop.run.nodes:  # never reached, or refused for good
+    nodes = loop.hosts.nodes  # as hosts.yaml last said: a host removed from it is not lost
+    for node in nodes:  # never reached, or refused for good
         if node not in loop.hosts.executors or node.hostname in refused:
             loop.hostlists.lost(node.hostname)
     try:
         words = loop.hostlists.write(loop.run.queue.path, loop.LETTER,
-                                     [node.hostname for node in loop.run.nodes])
+                                     [node.hostname for node in nodes])
     except StorageError as err:
         loop.run.sink.message(str(err))
         return ExitStatus.IO_ERROR if status in (ExitStatus.OK, ExitStatus.JOB_FAILED) else status

@@ -142,3 +142,12 @@ def test_a_hosts_file_of_which_limit_keeps_no_host_is_said_once_and_the_old_host
     assert len(said) == 1 and "hosts.yaml" in said[0]
     assert "the hosts of the run are kept until the file is fixed" in out.output
     assert out.ran("[node-1]") == ["echo 1", "echo 2"]
+
+
+def test_a_host_removed_from_hosts_yaml_is_not_listed_as_unreachable(tmp_path):
+    out = run_app(tmp_path, nodes=["node-1", "node-2"], queue=["echo 1"], daemon=True,
+                  timeout=10, actions=[
+                      when_finished("echo 1", write_hosts(["node-1"])),
+                      when_printed("1 sub-node removed", ctrl_c)])
+    assert not (tmp_path / "unreachable-hosts.txt").exists()
+    assert "unreachable" not in out.output
