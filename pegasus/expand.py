@@ -246,7 +246,8 @@ def expand_entry(entry, line: Optional[int] = None) -> List[Job]:
 
 
 ONE_VALUE = {"timeout": ("timeout", "30m"), "retries": ("retry count", "2"),  # settings,
-             "retry_lost": ("retry_lost setting", "true")}                      # not sweeps
+             "retry_lost": ("retry_lost setting", "true"),                      # not sweeps
+             "cancel": ("cancel hook", "pkill -f '^python train.py'")}
 SLOT_SETTINGS = frozenset({"slots", "allocation_policy"})  # job settings
 CHECK_CACHE = 4096  # (template, names) pairs remembered as checked
 

@@ -103,3 +103,14 @@ def test_an_entrys_hook_naming_an_unknown_parameter_is_bad_input(tmp_path):
     assert out.jobs == []
     assert out.queue == queue
     assert out.status == 2
+
+
+def test_a_list_of_hooks_in_an_entry_is_bad_input_not_a_sweep(tmp_path):
+    queue = ["a", {"command": "b", "cancel": ["pkill x", "pkill y"]}]
+    out = run_app(tmp_path, queue=queue)
+
+    assert "'cancel' is a list; a job has one cancel hook" in out.output
+    assert "queue.yaml:2 (entry 2)" in out.output
+    assert out.jobs == []
+    assert out.queue == queue
+    assert out.status == 2
