@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import gevent
@@ -79,7 +80,8 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
                       [] if skipped else failed, connector, queue, job_records,
                       sink, stop, check, opts.daemon, opts.error_aborts,
                       counts[1] if counts else 0, opts.timeout, opts.halt, logs,
-                      opts.retries, hosts_source=source, skipped=skipped)
+                      opts.retries, hosts_source=source, skipped=skipped,
+                      rerun=rerun_command(opts))
     mode = broadcast.broadcast_mode if broadcasting else modes.queue_mode
     try:
         return mode(run)  # closes the connections
@@ -123,7 +125,7 @@ def _connect(connector: Connector, nodes, sink: Sink, opts: Options, queue_path:
     executors, failed, connecting = connector.connect_all(
         nodes, wait=None if broadcasting else FIRST_ANSWER)
     if failed and broadcasting and opts.skip_unreachable and executors:
-        _say_skipped(sink, failed, nodes, executors, queue_path)
+        _say_skipped(sink, failed, nodes, executors, queue_path, rerun_command(opts))
         return executors, failed, connecting
     fatal = any(err.fatal for err in failed)
     if failed and (broadcasting or fatal or not (executors or connecting)):
@@ -133,7 +135,7 @@ def _connect(connector: Connector, nodes, sink: Sink, opts: Options, queue_path:
             queue_path, [n.hostname for n in nodes if n not in executors
                          and n not in connecting],
             "" if not executors else  # no host left to run without them
-            f"to run without them: pegasus {opts.mode} --exclude @{{path}}" +
+            f"to run without them: {rerun_command(opts)} --exclude @{{path}}" +
             (" (or --skip-unreachable)" if broadcasting else "")))
     for line in _retrying_words(failed, others=bool(executors)):
         sink.message(line)
@@ -144,7 +146,20 @@ def _connect(connector: Connector, nodes, sink: Sink, opts: Options, queue_path:
     return executors, failed, connecting
 
 
-def _say_skipped(sink: Sink, failed, nodes, executors, queue_path: str) -> None:
+def rerun_command(opts: Options) -> str:
+    """``pegasus b`` and the files the run was given, for the hints that say how to
+    run again on some hosts (``--limit @failed-hosts.txt``)."""
+    words = ["pegasus", opts.mode]
+    for flag, path, default in (("-Q", opts.queue_file, "queue.yaml"),
+                                ("-H", opts.hosts_file, "hosts.yaml"),
+                                ("--ssh-config", opts.ssh_config, None)):
+        if path is not None and path != default:
+            words += [flag, shlex.quote(path)]
+    return " ".join(words)
+
+
+def _say_skipped(sink: Sink, failed, nodes, executors, queue_path: str,
+                 rerun: str) -> None:
     """--skip-unreachable: which hosts are left out, and where they are listed."""
     skipped = list(dict.fromkeys(n.hostname for n in nodes if n not in executors))
     reached = len({n.hostname for n in executors})
@@ -152,7 +167,7 @@ def _say_skipped(sink: Sink, failed, nodes, executors, queue_path: str) -> None:
                  "be reached:\n  " + "\n  ".join(unreachable_lines(failed)) +
                  f"\nbroadcasting to the other {plural(reached, 'host')}; the skipped ones are " +
                  hostlists.write_unreachable(queue_path, skipped, "once they are back: "
-                                             "pegasus b --limit @{path}"))
+                                             f"{rerun} --limit @{{path}}"))
 
 
 def _retrying_words(failed, others: bool):

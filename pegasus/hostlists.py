@@ -38,9 +38,10 @@ class HostLists:
     def lost(self, hostname: str) -> None:
         self.unreachable[hostname] = None
 
-    def write(self, queue_path: str, mode: str, order: Sequence[str] = ()) -> List[str]:
+    def write(self, queue_path: str, rerun: str, order: Sequence[str] = ()) -> List[str]:
         """Both files beside the queue, hosts in ``order`` (hosts.yaml's) as far as it
-        goes; the words that tell the user. Raises StorageError."""
+        goes; the words that tell the user (``rerun``: ``pegasus q -Q ...``, how to run
+        again). Raises StorageError."""
         folder, rank = os.path.dirname(queue_path), {h: i for i, h in enumerate(order)}
         words = []
         for name, hosts, what, when in (
@@ -52,7 +53,7 @@ class HostLists:
             _save(path, hosts)
             if hosts:
                 words.append(f"{plural(len(hosts), 'host')} {what} ({fold(hosts)}): "
-                             f"listed in {path}; {when}: pegasus {mode} --limit @{path}")
+                             f"listed in {path}; {when}: {rerun} --limit @{path}")
         return words
 
 

@@ -342,7 +342,8 @@ def _host_lists(loop: Loop, status: ExitStatus) -> ExitStatus:
         if node not in loop.hosts.executors or node.hostname in refused:
             loop.hostlists.lost(node.hostname)
     try:
-        words = loop.hostlists.write(loop.run.queue.path, loop.LETTER,
+        words = loop.hostlists.write(loop.run.queue.path,
+                                     loop.run.rerun or f"pegasus {loop.LETTER}",
                                      [node.hostname for node in nodes])
     except StorageError as err:
         loop.run.sink.message(str(err))

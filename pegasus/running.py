@@ -70,6 +70,7 @@ class Run:
     retries: Defaults = Defaults()  # --retries, --retry-lost
     hosts_source: Optional[Source] = None  # a daemon's hosts.yaml, read again when it changes
     skipped: Tuple[str, ...] = ()  # --skip-unreachable: the hosts left out at start
+    rerun: str = ""  # ``pegasus q -Q FILE``: how to run again (on failed-hosts.txt)
 
 
 class QueueHead:

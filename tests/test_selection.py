@@ -160,7 +160,9 @@ def test_queue_mode_lists_a_host_never_reached(tmp_path):
                   hosts={"node-2": [Answer.DOWN]})
     assert out.status == 0  # the jobs all ran, on node-1
     assert read(tmp_path / "unreachable-hosts.txt") == "node-2\n"
-    assert f"pegasus q --limit @{tmp_path / 'unreachable-hosts.txt'}" in out.output
+    # the hint names the files the run was given (-Q, -H): it works from where it ran
+    assert (f"pegasus q -Q {tmp_path / 'queue.yaml'} -H {tmp_path / 'hosts.yaml'} "
+            f"--limit @{tmp_path / 'unreachable-hosts.txt'}") in out.output
 
 
 # ---------------------------------------------------------------- --skip-unreachable
@@ -173,8 +175,9 @@ def test_broadcast_without_skip_refuses_and_lists_the_unreachable(tmp_path):
     assert out.queue == ["a"]
     path = tmp_path / "unreachable-hosts.txt"
     assert read(path) == "node-2\nnode-3\n"
-    assert (f"listed in {path}; to run without them: pegasus b --exclude @{path} "
-            "(or --skip-unreachable)") in out.output
+    assert (f"listed in {path}; to run without them: pegasus b -Q {tmp_path / 'queue.yaml'} "
+            f"-H {tmp_path / 'hosts.yaml'} --exclude @{path} (or --skip-unreachable)") \
+        in out.output
 
 
 def test_skip_unreachable_broadcasts_to_the_others_and_counts_them_apart(tmp_path):

@@ -75,7 +75,8 @@ def test_failed_hosts_are_listed_and_a_rerun_on_them_runs_there_only(cluster, ru
     assert read(listed) == "node-2\nnode-4\n"
     assert stat.S_IMODE(os.stat(listed).st_mode) == 0o600
     assert ("2 hosts failed (node-[2,4]): listed in failed-hosts.txt; to run on them only: "
-            "pegasus b --limit @failed-hosts.txt") in res.stdout
+            f"pegasus b --ssh-config {cluster.ssh_config} --limit @failed-hosts.txt") \
+        in res.stdout
     assert not os.path.exists(tmp_path / "unreachable-hosts.txt")
 
     again = run(run_pegasus, cluster, tmp_path, "b", "--limit", "@failed-hosts.txt",
@@ -111,8 +112,9 @@ def test_broadcast_refuses_unreachable_hosts_and_lists_them(two_down, run_pegasu
     assert ran_on(res.stdout) == []
     assert queue_entries(tmp_path / "queue.yaml") == [RAN]
     assert read(tmp_path / "unreachable-hosts.txt") == "node-2\nnode-3\n"
-    assert ("listed in unreachable-hosts.txt; to run without them: pegasus b --exclude "
-            "@unreachable-hosts.txt (or --skip-unreachable)") in res.stderr
+    assert ("listed in unreachable-hosts.txt; to run without them: pegasus b --ssh-config "
+            f"{two_down.ssh_config} --exclude @unreachable-hosts.txt (or --skip-unreachable)") \
+        in res.stderr
 
 
 def test_skip_unreachable_then_reach_them_once_back(two_down, run_pegasus, tmp_path):
