@@ -77,6 +77,7 @@ def document(queue_path: str, answers: List[Dict], counts: Dict) -> Dict:
             "queue": first.get("queue") or os.path.realpath(queue_path),
             "started": first.get("started"), "mode": first.get("mode"),
             "daemon": first.get("daemon"), "state": first.get("state"),
+            "blocked": first.get("blocked"),
             "running": [dict(job, pid=a["pid"]) for a in answers for job in a["running"]],
             "run": first.get("run"), "counts": counts,
             "nodes": [dict(node, pid=a["pid"]) for a in answers for node in a["nodes"]]}
@@ -98,6 +99,9 @@ def _pegasus_words(a: Dict, now: float) -> List[str]:
              f"({progress.clock(now - a['started'])}); {_state_words(a['state'])}",
              f"this run: {run['done']} done, {run['running']} running, "
              f"{run['failed']} failed"]
+    if a.get("blocked"):
+        lines.append(f"the queue is stuck at a bad entry, taking nothing until it is "
+                     f"fixed: {a['blocked']}")
     jobs = a["running"]
     lines.append(f"running jobs ({len(jobs)}):" if jobs else "no job is running")
     for job in jobs:  # a label names the slots a job holds: [node-2 slots 0,1]

@@ -20,14 +20,17 @@ class NodeStates:
     def __init__(self):
         self.started = time.time()
         self.seen: Dict[object, Tuple[str, float]] = {}
+        self.looked = False  # a sub-node first seen at a later look was added since
 
     def look(self, loop) -> List[Dict]:
         now, rows = time.time(), []
+        first, self.looked = not self.looked, True
         for node in loop.hosts.nodes:
             state = node_state(loop, node)
             old = self.seen.get(node)
             if old is None or old[0] != state:
-                old = self.seen[node] = (state, self.started if old is None else now)
+                since = self.started if old is None and first else now
+                old = self.seen[node] = (state, since)
             rows.append({"name": node.label, "host": node.hostname, "state": state,
                          "since": round(old[1], 3)})
         return rows
@@ -49,6 +52,7 @@ def status(loop, states: NodeStates) -> Dict:
         "mode": "broadcast" if counts.steps else "queue",
         "daemon": loop.run.daemon,
         "state": loop.state.name.lower(),
+        "blocked": None if loop.head.blocked is None else str(loop.head.blocked),
         "running": [running_job(node, started.job, started.at, now)
                     for node, started in sorted(loop.jobs.running.items(),
                                                 key=lambda item: item[1].at)],

@@ -10,8 +10,8 @@ import sys
 
 import gevent
 import pytest
-from fakes import (FakeJob, control_client, deferred, pegasus, release, run_app, run_loop,
-                   when_started)
+from fakes import (FakeJob, control_client, ctrl_c, deferred, pegasus, release, run_app,
+                   run_loop, when_printed, when_started, write_hosts)
 
 from pegasus import control
 
@@ -288,3 +288,29 @@ def test_status_with_its_output_closed_says_so_and_exits_74(tmp_path):
     assert res.returncode == 74, res.stderr
     assert res.stderr == "pegasus: standard output is closed\n"
     assert (tmp_path / "queue.yaml").read_text() == "- echo hi\n"
+
+
+def test_status_says_a_daemon_is_stuck_at_a_bad_entry(tmp_path):
+    out = run_app(tmp_path, queue=["a", {"command": "b {{nope}}"}], daemon=True, timeout=10,
+                  actions=[when_printed("this entry stays in the queue",
+                                        pegasus("status --json", "json",
+                                                pegasus("status", "words", ctrl_c)))])
+
+    doc = json.loads(out.snapshots["json"][1])
+    assert "queue.yaml:1 (entry 1)" in doc["blocked"] and "nope" in doc["blocked"]
+    text = out.snapshots["words"][1]
+    assert "the queue is stuck at a bad entry, taking nothing until it is fixed: " in text
+    assert "nope" in text
+
+
+def test_status_dates_a_sub_node_added_to_hosts_yaml_from_when_it_came(tmp_path):
+    out = run_app(tmp_path, queue=["a"], daemon=True, timeout=10, scripts={"a": HANG},
+                  actions=[when_started("a", write_hosts(["node-1", "node-2"])),
+                           when_printed("connected; taking jobs",
+                                        pegasus("status --json", "json", release("a"),
+                                                ctrl_c))])
+
+    doc = json.loads(out.snapshots["json"][1])
+    since = {node["name"]: node["since"] for node in doc["nodes"]}
+    assert since["[node-1]"] == doc["started"]
+    assert since["[node-2]"] > doc["started"]
