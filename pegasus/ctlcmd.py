@@ -144,7 +144,8 @@ def stop(opts: Options, say) -> ExitStatus:
         say(f"Pegasus (pid {pid}): " + (
             f"stopping {plural(running, 'running job')} (TERM, then KILL 3 s later)"
             if opts.now and running else "takes no more jobs" +
-            (f"; {plural(running, 'running job')} finish first" if running else "")))
+            (f"; {plural(running, 'running job')} "
+             f"{'finishes' if running == 1 else 'finish'} first" if running else "")))
     return ExitStatus.OK
 
 

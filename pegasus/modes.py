@@ -107,6 +107,7 @@ class Loop(Mode):
                            run.connector, self.scheduler, run.sink, self.events.put)
         self.state = State.RUNNING
         self.stop_signal = Signal.CTRL_C  # the signal that stopped the run
+        self.stopped_by = "Ctrl-c"  # or "pegasus stop" (another terminal): in words
         self.abort_status = ExitStatus.JOB_FAILED  # why ABORTING: a failed step, lost output
         self.failed = 0  # jobs that did not succeed
         self.queued = run.queued  # jobs left in the queue file, as far as takes tell
@@ -241,7 +242,7 @@ class Loop(Mode):
         if self.state in (State.STOPPING, State.TERMINATING):
             return self.terminate()
         self.state = State.STOPPING
-        self.run.sink.message(_ctrl_c_words(self.scheduler.running))
+        self.run.sink.message(_ctrl_c_words(self.scheduler.running, self.stopped_by))
 
     def terminate(self) -> None:
         """Stop every running job: TERM to its process group, KILL later."""
@@ -281,16 +282,17 @@ class Loop(Mode):
 
     def report(self) -> ExitStatus:
         signalled = self.state in (State.STOPPING, State.TERMINATING)
-        why = {Signal.CTRL_C: "interrupted by Ctrl-c",
+        why = {Signal.CTRL_C: f"interrupted by {self.stopped_by}",
                Signal.SIGTERM: "terminated by SIGTERM"}[self.stop_signal]
         status = _host_lists(self, _exit_status(self))  # said before the summary, the last word
         self.summary(why if signalled else self.halted and f"halted: {self.halted}")
         return status
 
 
-def _ctrl_c_words(running: int) -> str:
-    return ("Ctrl-c: no new jobs will start and the queue file is left as it is; " +
-            (f"waiting for {plural(running, 'running job')} to finish (Ctrl-c again "
+def _ctrl_c_words(running: int, by: str) -> str:
+    again = "Ctrl-c again" if by == "Ctrl-c" else "pegasus stop --now"
+    return (f"{by}: no new jobs will start and the queue file is left as it is; " +
+            (f"waiting for {plural(running, 'running job')} to finish ({again} "
              "stops them)" if running else "no job is running"))
 
 

@@ -99,8 +99,9 @@ def test_stop_acts_as_the_first_ctrl_c(tmp_path):
     assert out.queue == ["c"]
     assert out.messages[:2] == [
         "pegasus stop: asked from another terminal",
-        "Ctrl-c: no new jobs will start and the queue file is left as it is; waiting for "
-        "2 running jobs to finish (Ctrl-c again stops them)"]
+        "pegasus stop: no new jobs will start and the queue file is left as it is; "
+        "waiting for 2 running jobs to finish (pegasus stop --now stops them)"]
+    assert out.messages[-1] == "interrupted by pegasus stop"
     assert out.status == 130
 
 
@@ -314,3 +315,12 @@ def test_status_dates_a_sub_node_added_to_hosts_yaml_from_when_it_came(tmp_path)
     since = {node["name"]: node["since"] for node in doc["nodes"]}
     assert since["[node-1]"] == doc["started"]
     assert since["[node-2]"] > doc["started"]
+
+
+def test_stop_with_one_job_running_says_it_finishes_first(tmp_path):
+    out = run_loop(tmp_path, queue=["a", "b"], scripts={"a": HANG},
+                   actions=[when_started("a", pegasus("stop", "stop", release("a")))])
+
+    assert out.snapshots["stop"] == (0, f"Pegasus (pid {os.getpid()}): takes no more jobs; "
+                                        "1 running job finishes first\n")
+    assert out.queue == ["b"]
