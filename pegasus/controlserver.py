@@ -80,11 +80,9 @@ class Server:
         self.loop.run.sink.message(f"pegasus stop{' --now' if now else ''}: "
                                    "asked from another terminal")
         stopping = self.loop.state.name in ("STOPPING", "TERMINATING")
-        if not stopping:
-            self.loop.stopped_by = "pegasus stop"
         times = (1 if stopping else 2) if now else (0 if stopping else 1)  # stop: once only
         for _ in range(times):
-            self.loop.signalled(Signal.CTRL_C)
+            self.loop.signalled(Signal.CTRL_C, "pegasus stop")
         return {"stopped": True, "running": self.loop.scheduler.running}
 
     def kill(self, ids: List[int]) -> Dict:

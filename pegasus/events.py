@@ -69,6 +69,7 @@ class Signal(Enum):
 @dataclass(frozen=True)
 class Signalled:
     signal: Signal
+    by: str = "Ctrl-c"  # who asked, in words: "pegasus stop" from another terminal
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ class Loop(Mode):
                            run.connector, self.scheduler, run.sink, self.events.put)
         self.state = State.RUNNING
         self.stop_signal = Signal.CTRL_C  # the signal that stopped the run
-        self.stopped_by = "Ctrl-c"  # or "pegasus stop" (another terminal): in words
+        self.stopped_by = "Ctrl-c"  # what stopped the run, in words ("pegasus stop")
         self.abort_status = ExitStatus.JOB_FAILED  # why ABORTING: a failed step, lost output
         self.failed = 0  # jobs that did not succeed
         self.queued = run.queued  # jobs left in the queue file, as far as takes tell
@@ -136,9 +136,9 @@ class Loop(Mode):
 
     # -- steps
 
-    def signalled(self, which: Signal) -> None:
+    def signalled(self, which: Signal, by: str = "Ctrl-c") -> None:
         self.run.stop.requested = True  # seen at once, even while waiting for the lock
-        self.events.put(Signalled(which))
+        self.events.put(Signalled(which, by))
 
     def reap(self, block: bool) -> None:
         timeout = self.wait_seconds() if block else 0
@@ -152,7 +152,7 @@ class Loop(Mode):
 
     def handle(self, event) -> None:
         if isinstance(event, Signalled):
-            return self.on_signal(event.signal)
+            return self.on_signal(event.signal, event.by)
         if isinstance(event, (HostBack, HostFailed, HostRefused)):
             self.hosts.back(event)
             self.head.wake()
@@ -235,14 +235,14 @@ class Loop(Mode):
 
     # -- stopping
 
-    def on_signal(self, which: Signal) -> None:
+    def on_signal(self, which: Signal, by: str = "Ctrl-c") -> None:
         if which is Signal.SIGTERM:
             self.stop_signal = Signal.SIGTERM
             return self.terminate()
         if self.state in (State.STOPPING, State.TERMINATING):
             return self.terminate()
-        self.state = State.STOPPING
-        self.run.sink.message(_ctrl_c_words(self.scheduler.running, self.stopped_by))
+        self.state, self.stopped_by = State.STOPPING, by
+        self.run.sink.message(_ctrl_c_words(self.scheduler.running, by))
 
     def terminate(self) -> None:
         """Stop every running job: TERM to its process group, KILL later."""
