@@ -10,6 +10,7 @@ and is not counted. Prints one table; no threshold is asserted.
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,8 @@ def main():
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
+        shutil.rmtree(folder, ignore_errors=True)
     print(f"{'window':<40}{elapsed:.1f} s")
     print(f"{'pegasus CPU while the head waits':<40}{100 * used / elapsed:.2f} % of a core")
     print(f"{'exit status after the wait':<40}{status}")
