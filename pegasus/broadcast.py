@@ -24,7 +24,6 @@ class BroadcastLoop(Loop):
     """Each job on every sub-node; the next only when all have finished."""
 
     RETRIES = False  # a step runs once on each sub-node: 'retries' does not apply
-    LETTER = "b"
 
     def __init__(self, run: Run):
         super().__init__(run)

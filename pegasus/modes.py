@@ -97,7 +97,6 @@ class Loop(Mode):
     """What both modes share: events, taking, stopping, the exit status."""
 
     RETRIES = True  # failed jobs with retries left run again (broadcast: steps run once)
-    LETTER = "q"  # the mode, as typed (the re-run command of failed-hosts.txt)
 
     def __init__(self, run: Run):
         self.run = run
@@ -344,8 +343,7 @@ def _host_lists(loop: Loop, status: ExitStatus) -> ExitStatus:
         if node not in loop.hosts.executors or node.hostname in refused:
             loop.hostlists.lost(node.hostname)
     try:
-        words = loop.hostlists.write(loop.run.queue.path,
-                                     loop.run.rerun or f"pegasus {loop.LETTER}",
+        words = loop.hostlists.write(loop.run.queue.path, loop.run.rerun,
                                      [node.hostname for node in nodes])
     except StorageError as err:
         loop.run.sink.message(str(err))

@@ -70,7 +70,7 @@ class Run:
     retries: Defaults = Defaults()  # --retries, --retry-lost
     hosts_source: Optional[Source] = None  # a daemon's hosts.yaml, read again when it changes
     skipped: Tuple[str, ...] = ()  # --skip-unreachable: the hosts left out at start
-    rerun: str = ""  # ``pegasus q -Q FILE``: how to run again (on failed-hosts.txt)
+    rerun: str = "pegasus q"  # ``pegasus b -Q FILE``: how to run again (failed-hosts.txt)
 
 
 class QueueHead:
@@ -136,10 +136,10 @@ class QueueHead:
 
 
 class Started(NamedTuple):
-    """A running job: what, since when (epoch s), and the sub-node with its slots."""
+    """A running job (keyed by its sub-node, which holds its slots): what, since
+    when (epoch s)."""
     job: Job
     at: float
-    node: SubNode
 
 
 class Jobs:
@@ -160,7 +160,7 @@ class Jobs:
         self.running: Dict[SubNode, Started] = {}
 
     def start(self, node: SubNode, job: Job) -> None:
-        self.running[node] = Started(job, time.time(), node)
+        self.running[node] = Started(job, time.time())
         self.greenlets[node] = gevent.spawn(self._run, node, job)
         seconds = job.timeout or self.timeout
         if seconds:
@@ -233,7 +233,7 @@ class Jobs:
                 continue
             self.stopped.add(node)
             started = self.running.get(node)
-            hook = None if started is None else Hook.of(started.job, started.node, self.sink)
+            hook = None if started is None else Hook.of(started.job, node, self.sink)
             if hook is None:
                 self._terminate(node)
             else:  # a greenlet of its own, bounded: never waited for by the loop

@@ -557,7 +557,8 @@ class FakeRun:
             run = running.Run(subnodes, executors, connecting, failed, connector, queue,
                               _watch_takes(job_records, self), sink, stop,
                               expand.checker(subnodes), daemon, error_aborts,
-                              timeout=timeout, halt=halt.parse(halt_policy or "never"))
+                              timeout=timeout, halt=halt.parse(halt_policy or "never"),
+                              rerun=f"pegasus {mode}")
             self.loop = (broadcast.BroadcastLoop if mode == "b" else modes.QueueLoop)(run)
             return self._bounded(self.loop.loop)
         finally:
