@@ -325,8 +325,7 @@ def _print(text: str) -> int:
         print(text, flush=True)
     except (OSError, ValueError) as err:  # a closed pipe, a full disk, a closed file
         _silence_stdout()
-        _complain(output_failure(err if isinstance(err, OSError) else
-                                 OSError(errno.EBADF, str(err))))
+        _complain(output_failure(err))
         return ExitStatus.IO_ERROR
     return ExitStatus.OK
 

@@ -8,7 +8,6 @@ files itself, so it says something useful when no Pegasus runs.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -16,7 +15,8 @@ import time
 from typing import Dict, List
 
 from pegasus import control, progress
-from pegasus.errors import ControlError, ExitStatus, InputError, StorageError, output_failure
+from pegasus.errors import ControlError, ExitStatus, InputError, StorageError
+from pegasus.outlet import write_now
 from pegasus.options import Options
 from pegasus.queuefile import QueueFile
 from pegasus.words import plural
@@ -195,11 +195,4 @@ def _none_runs(queue_path: str, what: str) -> str:
 
 
 def _write(out, text: str) -> None:
-    try:
-        if out is None:  # started with fd 1 closed (``>&-``)
-            raise OSError(errno.EBADF, "standard output is closed")
-        out.write(text.encode() + b"\n")
-        out.flush()
-    except (OSError, ValueError) as err:  # ValueError: a closed file
-        raise StorageError(output_failure(
-            err if isinstance(err, OSError) else OSError(errno.EBADF, str(err)))) from None
+    write_now(out, text.encode() + b"\n")

@@ -131,9 +131,10 @@ class HostsUnreachable(PegasusError):
                          f"taken from the queue:\n  {lines}" + (f"\n{then}" if then else ""))
 
 
-def output_failure(err: OSError) -> str:
-    """Pegasus's standard output could not be written, in words."""
-    if err.errno == errno.EBADF:
+def output_failure(err: Exception) -> str:
+    """Pegasus's standard output could not be written, in words (a ValueError:
+    a closed file object)."""
+    if not isinstance(err, OSError) or err.errno == errno.EBADF:
         return "standard output is closed"
     return f"cannot write to standard output ({err.strerror or err})"
 

@@ -16,7 +16,8 @@ import time
 from typing import Dict, List, Optional
 
 from pegasus import control, journal
-from pegasus.errors import ControlError, ExitStatus, InputError, StorageError, output_failure
+from pegasus.errors import ControlError, ExitStatus, InputError
+from pegasus.outlet import write_now
 from pegasus.joblogs import JOBLOG
 from pegasus.options import Options
 
@@ -113,11 +114,7 @@ class Follower:
         return f"==> {name} <==\n".encode()
 
     def _write(self, data: bytes) -> None:
-        try:
-            self.out.write(data)
-            self.out.flush()
-        except OSError as err:
-            raise StorageError(output_failure(err)) from None
+        write_now(self.out, data)
 
 
 def pegasus_running(queue_path: str) -> bool:

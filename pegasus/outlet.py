@@ -29,6 +29,8 @@ import time
 from collections import deque
 from typing import Callable, Optional
 
+from pegasus.errors import StorageError, output_failure
+
 import gevent
 from gevent.event import Event
 from gevent.threadpool import ThreadPool
@@ -159,3 +161,16 @@ class Outlet:
 
 def _stderr():
     return getattr(sys.stderr, "buffer", None)
+
+
+def write_now(stream, data: bytes) -> None:
+    """Write and flush at once, for the commands outside the loop (``pegasus log``,
+    ``status``): a closed, full or broken standard output (``stream`` None when
+    fd 1 was closed) is a StorageError in words, exit 74."""
+    try:
+        if stream is None:
+            raise OSError(errno.EBADF, "standard output is closed")
+        stream.write(data)
+        stream.flush()
+    except (OSError, ValueError) as err:  # ValueError: a closed file object
+        raise StorageError(output_failure(err)) from None

@@ -3,6 +3,8 @@ joblog.tsv's rows, --log-dir, --no-logs, and ``pegasus log ID``."""
 import csv
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -165,3 +167,15 @@ def test_a_retried_job_s_log_holds_every_attempt_and_log_f_reports_its_end(tmp_p
     followed = run_in_process(["log", "-f", "1"], tmp_path)
     assert followed.stdout == "one\n=== attempt 2 on [localhost] ===\ntwo\n"
     assert followed.returncode == 0  # its last attempt succeeded
+
+
+def test_log_with_its_output_closed_says_so_and_exits_74(tmp_path):
+    (tmp_path / "hosts.yaml").write_text("- localhost\n")
+    (tmp_path / "queue.yaml").write_text("- echo hi\n")
+    ran = subprocess.run([sys.executable, "-m", "pegasus", "q"], cwd=tmp_path,
+                         capture_output=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    res = subprocess.run(["sh", "-c", 'exec "$0" -m pegasus log 1 >&-', sys.executable],
+                         cwd=tmp_path, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert res.returncode == 74, res.stderr
+    assert res.stderr == "pegasus: standard output is closed\n"
