@@ -10,7 +10,8 @@ Plain Python (no pytest import), so both the pytest fixtures in
         cluster.ssh("node-1", "id -un")
 
 Each node is its own ``sshd -D -e`` process listening on
-``127.0.0.<first_ip + i>:<port>`` (every node uses the same port), with its
+``127.0.<net>.<first_ip + i>:<port>`` (every node uses the same port; net is
+PEGASUS_TEST_NET, default 0), with its
 own ed25519 host key.  All nodes accept the same client key for the
 ``pegasus-test`` user.  Everything lives in ``workdir``:
 
@@ -59,6 +60,7 @@ __all__ = [
     "SHARED_SSHD_CONFIG",
     "TEST_USER",
     "FIRST_IP",
+    "NET",
 ]
 
 # A suite's address range starts at PEGASUS_TEST_FIRST_IP (default 11); each
@@ -77,9 +79,13 @@ def _first_ip() -> int:
 
 
 FIRST_IP = _first_ip()
+# PEGASUS_TEST_NET (default 0): the third byte of the addresses, 127.0.<net>.<ip>,
+# so suites and benchmarks run at the same time can each have 250 addresses.
+NET = int(os.environ.get("PEGASUS_TEST_NET", "0"))
 # Each range (two suites at once, each worker of a suite) gets its own user, so
 # one emptying its user's home at start never deletes another's files.
-TEST_USER = "pegasus-test" + ("" if FIRST_IP == 11 else "-%d" % FIRST_IP)
+TEST_USER = "pegasus-test" + ("" if NET == 0 else "-n%d" % NET) + (
+    "" if FIRST_IP == 11 else "-%d" % FIRST_IP)
 TEST_SHELL = "/bin/sh"
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = "/run/sshd"
@@ -314,7 +320,7 @@ def _sshd_tree(root: int) -> List[int]:
 # --------------------------------------------------------------------------
 
 class Cluster:
-    """``n_hosts`` real sshd processes on 127.0.0.<first_ip> ... sharing one port."""
+    """``n_hosts`` real sshd processes on 127.0.<NET>.<first_ip> ... sharing one port."""
 
     supports_faults = True
 
@@ -329,8 +335,8 @@ class Cluster:
         if n_hosts < 1:
             raise ValueError("n_hosts must be >= 1")
         if first_ip < 1 or first_ip + n_hosts - 1 > 254:
-            raise ValueError("127.0.0.%d .. 127.0.0.%d is not a usable range"
-                             % (first_ip, first_ip + n_hosts - 1))
+            raise ValueError("127.0.%d.%d .. 127.0.%d.%d is not a usable range"
+                             % (NET, first_ip, NET, first_ip + n_hosts - 1))
         self.workdir = os.path.abspath(workdir)
         self.n_hosts = n_hosts
         self.first_ip = first_ip
@@ -340,7 +346,7 @@ class Cluster:
 
         self.user = TEST_USER
         self.aliases: List[str] = ["node-%d" % (i + 1) for i in range(n_hosts)]
-        self.ips: List[str] = ["127.0.0.%d" % (first_ip + i) for i in range(n_hosts)]
+        self.ips: List[str] = ["127.0.%d.%d" % (NET, first_ip + i) for i in range(n_hosts)]
         self.ssh_config = os.path.join(self.workdir, "ssh_config")
         self.known_hosts = os.path.join(self.workdir, "known_hosts")
         self.identity_file = os.path.join(self.workdir, "client_key")

@@ -55,7 +55,8 @@ def test_every_node_answers_as_test_user_with_sh(cluster):
 
 def test_nodes_are_distinct_addresses(local_cluster):
     c = local_cluster
-    assert c.ips == ["127.0.0.%d" % (c.first_ip + i) for i in range(4)]
+    from cluster import NET
+    assert c.ips == ["127.0.%d.%d" % (NET, c.first_ip + i) for i in range(4)]
     seen = set()
     for alias, ip in zip(c.aliases, c.ips):
         res = c.ssh(alias, 'echo "$SSH_CONNECTION"')
@@ -152,13 +153,13 @@ def test_stop_is_idempotent_and_kills_sessions(tmp_path_factory):
     import shutil
     import tempfile
 
-    from cluster import FIRST_IP, OFFSET_PRIVATE, Cluster
+    from cluster import FIRST_IP, NET, OFFSET_PRIVATE, Cluster
 
     helpers.cluster_or_skip()
     workdir = tempfile.mkdtemp(prefix="pegasus-cluster-")
     try:
         with Cluster(workdir, n_hosts=2, first_ip=FIRST_IP + OFFSET_PRIVATE) as c:
-            ips = ["127.0.0.%d" % (FIRST_IP + OFFSET_PRIVATE + i) for i in range(2)]
+            ips = ["127.0.%d.%d" % (NET, FIRST_IP + OFFSET_PRIVATE + i) for i in range(2)]
             assert c.ips == ips
             # the sleep escapes the sshd process tree (its parent sh exits)
             res = c.ssh("node-2", "setsid sh -c 'sleep 600 </dev/null >/dev/null 2>&1 & echo $!'")
@@ -210,11 +211,13 @@ def test_each_worker_has_its_own_addresses_and_user():
             "cluster.Cluster('/tmp/x').ips[0])")
     tests = os.path.dirname(os.path.abspath(__file__))
 
-    def worker(name, base):
+    def worker(name, base, net=None):
         env = {k: v for k, v in os.environ.items()
-               if k not in ("PYTEST_XDIST_WORKER", "PEGASUS_TEST_FIRST_IP")}
+               if k not in ("PYTEST_XDIST_WORKER", "PEGASUS_TEST_FIRST_IP",
+                            "PEGASUS_TEST_NET")}
         env.update({} if name is None else {"PYTEST_XDIST_WORKER": name})
         env.update({} if base is None else {"PEGASUS_TEST_FIRST_IP": base})
+        env.update({} if net is None else {"PEGASUS_TEST_NET": net})
         return subprocess.run([sys.executable, "-c", code], cwd=tests, env=env,
                               capture_output=True, text=True, check=True).stdout.split()
 
@@ -222,6 +225,8 @@ def test_each_worker_has_its_own_addresses_and_user():
     assert worker("gw0", None) == ["11", "pegasus-test", "127.0.0.11"]
     assert worker("gw2", None) == ["51", "pegasus-test-51", "127.0.0.51"]
     assert worker("gw1", "100") == ["120", "pegasus-test-120", "127.0.0.120"]
+    assert worker("gw1", None, "3") == ["31", "pegasus-test-n3-31", "127.0.3.31"]
+    assert worker(None, None, "3") == ["11", "pegasus-test-n3", "127.0.3.11"]
 
 
 def test_ctrl_c_is_not_ignored_in_the_suite():
