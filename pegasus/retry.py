@@ -129,7 +129,10 @@ def _retry_on(text: Optional[str]) -> Optional[FrozenSet[int]]:
     codes = [part.strip() for part in text.split(",")]
     if not all(code.isdigit() and int(code) <= 255 for code in codes):
         raise InputError(f"'retry_on: {text}' is not a list of exit statuses; give "
-                         "numbers from 0 to 255, e.g. 'retry_on: [137, 75]'")
+                         "numbers from 1 to 255, e.g. 'retry_on: [137, 75]'")
+    if any(int(code) == 0 for code in codes):
+        raise InputError(f"'retry_on: {text}' lists exit status 0, which is success and "
+                         "never retried; give the failures to retry, from 1 to 255")
     return frozenset(int(code) for code in codes)
 
 

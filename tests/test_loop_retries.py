@@ -159,6 +159,7 @@ def test_a_job_stopped_by_a_second_ctrl_c_is_not_retried(tmp_path):
     ("retries", ["1", "2"], "'retries' is a list; a job has one retry count"),
     ("retry_on", "x", "'retry_on: x' is not a list of exit statuses"),
     ("retry_on", ["137", "x"], "'retry_on: 137,x' is not a list of exit statuses"),
+    ("retry_on", ["0", "1"], "'retry_on: 0,1' lists exit status 0, which is success"),
     ("retry_lost", "maybe", "'retry_lost: maybe' is neither true nor false"),
 ])
 def test_a_bad_retry_setting_is_bad_input_and_nothing_is_taken(tmp_path, name, value, words):
