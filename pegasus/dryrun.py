@@ -15,13 +15,18 @@ order that can allocate). The first job that finds no place starts the next
 wave, placed as if every job before it had finished. A real run starts a job
 as soon as any sub-node frees up, so from the second wave on the places show
 how the jobs fit, not where they will run.
+
+``{{job_id}}`` renders the id each job would get if a run started now (the
+next free id of ``.queue.yaml.job-id``, read, not reserved); a run that takes
+jobs first, or a dead run's recovery, moves it on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterator, Optional, Sequence, Tuple
 
-from pegasus import checks, expand
+from pegasus import checks, expand, jobids
 from pegasus.errors import ExitStatus, InputError
 from pegasus.model import Job, SubNode
 from pegasus.options import Options
@@ -61,6 +66,7 @@ def run(opts: Options, sink: Sink) -> ExitStatus:
     counts = checks.check_queue(queue, check, sink, opts.daemon, lock=False)
     entries = jobs = shown = 0
     waves = None if broadcasting else Waves(nodes)
+    first_id = jobids.peek(queue.path)
     # Checked whole: not again (the check is the costly part); a daemon's bad
     # entry must still end the jobs shown.
     for entries, job in _jobs(queue, check if counts is None else _checked_already):
@@ -68,6 +74,7 @@ def run(opts: Options, sink: Sink) -> ExitStatus:
         if opts.shown is not None and shown >= opts.shown:
             continue  # counted, not placed
         shown += 1
+        job = dataclasses.replace(job, id=first_id + jobs - 1)
         for node in nodes if waves is None else [waves.place(job)]:
             sink.command(node, expand.render(job, node))
     sink.message(_totals(queue.path, entries, jobs, shown, len(nodes), waves))

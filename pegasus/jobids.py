@@ -42,6 +42,18 @@ def reserve(queue_path: str, count: int) -> int:
     return first
 
 
+def peek(queue_path: str) -> int:
+    """The next free id, read without reserving it (a dry run: no lock, no write)."""
+    path = counter_path(queue_path)
+    try:
+        with open(path, "rb") as file:
+            return _next_id(path, file.read(64))
+    except FileNotFoundError:
+        return 1
+    except OSError as err:
+        raise storage_error(path, "read", err) from None
+
+
 def at_least(queue_path: str, next_id: int) -> None:
     """Recovery: the next id is ``next_id`` or more (call under the queue lock)."""
     first = reserve(queue_path, 0)

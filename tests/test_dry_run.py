@@ -93,6 +93,16 @@ def test_slots_show_the_slots_each_job_would_get_in_the_schedulers_plan(tmp_path
         "[gpu-2.invalid slots 0,1] train --gpus 0,1"]
 
 
+def test_job_id_renders_the_ids_a_run_started_now_would_give(tmp_path):
+    queue = "- echo a {{job_id}}\n- command: echo b{{x}} {{job_id}}\n  x: [1, 2]\n"
+    folder = _folder(tmp_path, "- node-a.invalid\n", queue, records=False)
+    assert _dry(folder, "q").stdout.splitlines()[:3] == [
+        "[node-a.invalid] echo a 1", "[node-a.invalid] echo b1 2", "[node-a.invalid] echo b2 3"]
+    (folder / ".queue.yaml.job-id").write_text("41\n")  # earlier runs used 1-40
+    assert _dry(folder, "b", "-n", "2").stdout.splitlines()[:2] == [
+        "[node-a.invalid] echo a 41", "[node-a.invalid] echo b1 42"]
+
+
 def test_no_queue_file_is_an_empty_queue_and_creates_nothing(tmp_path):
     (tmp_path / "hosts.yaml").write_text(HOSTS)
     done = _dry(tmp_path, "q")
