@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import time
 from typing import Dict, List, Optional
 
@@ -52,7 +53,14 @@ def log_files(folder: str, job_id: int) -> List[str]:
     one = os.path.join(folder, f"{job_id}.log")
     if os.path.exists(one):
         return [one]
-    return sorted(glob.glob(os.path.join(glob.escape(folder), f"{job_id}.*.log")))
+    return sorted(glob.glob(os.path.join(glob.escape(folder), f"{job_id}.*.log")),
+                  key=_natural)
+
+
+def _natural(path: str) -> list:
+    """node-2 before node-10: digit runs compare as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.split(r"(\d+)", path)]
 
 
 class Follower:

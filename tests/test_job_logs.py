@@ -60,6 +60,17 @@ def test_broadcast_logs_each_sub_node_in_its_own_file(tmp_path):
     assert [row["sub_node"] for row in joblog(logs)] == ["[n1 (gpu=0)]", "[n1 (gpu=1)]"]
 
 
+def test_pegasus_log_of_a_broadcast_job_shows_sub_nodes_in_number_order(tmp_path):
+    nodes = ["node-9", "node-10", "node-2"]
+    out = run_app(tmp_path, "b", nodes=nodes, queue=["talk"],
+                  scripts={"talk": FakeJob(PROGRESS[:1])})
+    assert out.status == 0, out.output
+
+    shown = run_in_process(["log", "1"], tmp_path)
+    headers = [line for line in shown.stdout.splitlines() if line.startswith("==> ")]
+    assert [h.split(".")[1] for h in headers] == ["node-2", "node-9", "node-10"]
+
+
 def test_a_log_that_cannot_be_written_is_said_once_and_the_run_goes_on(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root to make a /dev/full device node")
