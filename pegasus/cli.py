@@ -124,7 +124,7 @@ def parse_args(argv: List[str]) -> Options:
     try:
         args = docopt(__doc__, argv, default_help=False)
     except DocoptExit as err:
-        problem = _NEEDS_ID.get(argv[0]) if argv else None
+        problem = (_selection_misplaced(argv) or _NEEDS_ID.get(argv[0])) if argv else None
         raise UsageError(f"{problem or _usage_problem(err)}\n{_usage()}") from None
     return _options(args)
 
@@ -134,6 +134,14 @@ _NEEDS_ID = {"log": "pegasus log: give the id of a job (pegasus status shows the
                     "ones; job ids are in the job frames and logs/joblog.tsv)",
              "kill": "pegasus kill: give the id of each job to stop (pegasus status shows "
                      "the running ones)"}
+
+
+def _selection_misplaced(argv: List[str]) -> Optional[str]:
+    """--limit/--exclude given to a mode whose usage line has no place for them."""
+    for option in ("--limit", "--exclude"):
+        if any(arg == option or arg.startswith(option + "=") for arg in argv):
+            return dict((o, words) for o, _, words in _MODE_OPTIONS)[option]
+    return None
 
 
 def _usage_problem(err) -> str:
@@ -285,7 +293,7 @@ def _halt(text: Optional[str]) -> Optional[halt.Policy]:
     try:
         return halt.parse(text)
     except ValueError as err:
-        raise UsageError(f"{err}\n{_usage()}") from None
+        raise UsageError(str(err)) from None
 
 
 def _check_queue_folder(path: str) -> None:

@@ -142,6 +142,22 @@ def test_an_option_of_another_mode_is_a_usage_error(argv, words, tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hosts.yaml", "queue.yaml"]
 
 
+@pytest.mark.parametrize("mode", ["status", "stop", "log 3", "kill 3", "requeue"])
+@pytest.mark.parametrize("option", ["--limit", "--exclude=node-1"])
+def test_limit_and_exclude_in_another_mode_say_which_modes_take_them(mode, option, capsys):
+    assert main(mode.split() + option.split() + (["node-1"] if "=" not in option else [])) == 2
+    err = capsys.readouterr().err
+    name = option.split("=")[0]
+    assert err.splitlines()[0] == f"pegasus: {name} is for queue and broadcast modes (q, b)", err
+
+
+def test_a_bad_option_value_says_so_without_the_whole_usage(capsys):
+    for argv in (["q", "--halt", "soon"], ["q", "--retries", "x"], ["q", "--timeout", "0"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"pegasus: {argv[1]} ") and "usage:" not in err, err
+
+
 @pytest.mark.parametrize("mode", ["q", "b", "l", "requeue"])
 def test_a_queue_file_in_a_missing_folder_names_the_folder(mode, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -94,7 +94,7 @@ HOSTS = "- node-a.invalid\n- node-b.invalid\n- other.invalid\n"
 
 @pytest.mark.parametrize("args, words", [
     (["l", "--limit", "node-*"], "--limit is for queue and broadcast modes (q, b)"),
-    (["requeue", "--exclude", "x"], "unknown mode or option: --exclude"),
+    (["requeue", "--exclude", "x"], "--exclude is for queue and broadcast modes (q, b)"),
     (["q", "--skip-unreachable"], "--skip-unreachable is for broadcast mode (b); queue mode "
                                   "always starts with the hosts it can reach"),
 ])
