@@ -306,7 +306,10 @@ def snapshot(path: str) -> Tuple[Optional[bytes], Optional[int]]:
 
 
 def append(path: str, text: Union[str, bytes]) -> None:
-    """One write at the end (O_APPEND: concurrent writers never interleave)."""
+    """One write at the end (O_APPEND: concurrent writers never interleave).
+
+    A write cut short (a full disk) is taken back: the file ends where it did,
+    never in the middle of an entry that the next append would run into."""
     if not text:
         return
     data = text.encode("utf-8") if isinstance(text, str) else text
@@ -314,11 +317,25 @@ def append(path: str, text: Union[str, bytes]) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
                      | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         try:
-            write_all(fd, data)
+            end = os.fstat(fd).st_size
+            try:
+                write_all(fd, data)
+            except OSError:
+                _take_back(fd, end, len(data))
+                raise
         finally:
             os.close(fd)
     except OSError as err:
         raise _io_error(path, "append to", err) from None
+
+
+def _take_back(fd: int, end: int, length: int) -> None:
+    """Truncate a partial append (the file is between ``end`` and a whole one)."""
+    try:
+        if end < os.fstat(fd).st_size < end + length:
+            os.ftruncate(fd, end)
+    except OSError:
+        pass  # the error being raised says the file needs a look
 
 
 def checked_entries(queue: QueueFile, check: Check,

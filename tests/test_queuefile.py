@@ -2,6 +2,8 @@
 
 import fcntl
 import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -304,3 +306,24 @@ def test_a_hard_link_made_while_pegasus_runs_stops_the_next_take(tmp_path):
     assert [job.command for job in out.jobs] == ["a"]
     assert any("this file has 2 names (hard links)" in m for m in out.messages), out.output
     assert out.queue == ["b"]
+
+
+def test_an_append_cut_short_by_a_full_disk_is_taken_back(tmp_path):
+    """consumed.yaml (and the other record files) never end in half an entry that
+    the next append would run into: a write cut short leaves the file as it was.
+    RLIMIT_FSIZE cuts the write as a full disk does, without root."""
+    path = tmp_path / "consumed.yaml"
+    path.write_text("- echo a  # taken\n")
+    code = ("import resource, sys\n"
+            "from pegasus.queuefile import append\n"
+            "from pegasus.errors import PegasusError\n"
+            "path = sys.argv[1]\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (len(open(path).read()) + 5,) * 2)\n"
+            "try:\n"
+            "    append(path, '- echo a long second entry  # taken\\n')\n"
+            "except PegasusError as err:\n"
+            "    print(err)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, timeout=60)
+    assert str(path) in done.stdout, done.stdout + done.stderr
+    assert path.read_text() == "- echo a  # taken\n"
