@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import gevent
 
@@ -142,6 +142,19 @@ class Started(NamedTuple):
     at: float
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """Why Pegasus stopped a job: its timeout ran out (``timeout``, seconds: it
+    may be retried), ``pegasus kill`` (``killed``), or neither (Ctrl-c, SIGTERM,
+    ``--halt now``: not retried)."""
+    timeout: Optional[float] = None
+    killed: bool = False
+
+    def add(self, other: "Stopped") -> "Stopped":
+        return Stopped(self.timeout if self.timeout is not None else other.timeout,
+                       self.killed or other.killed)
+
+
 class Jobs:
     """The running jobs: one greenlet each, stopped, timed out or given up on by
     sub-node. ``timeout``: seconds a job without its own ``timeout:`` may run;
@@ -154,9 +167,7 @@ class Jobs:
         self.timeout, self.logs, self.retries = timeout, logs, retries
         self.greenlets: Dict[SubNode, gevent.Greenlet] = {}
         self.timers: Dict[SubNode, List[gevent.Greenlet]] = {}  # ended with the job
-        self.expired: Dict[SubNode, float] = {}  # the timeouts that ran out
-        self.stopped: Set[SubNode] = set()  # stopped by Pegasus: not retried (unless timed out)
-        self.killed: Set[SubNode] = set()  # the sub-nodes whose job ``pegasus kill`` stopped
+        self.stopped: Dict[SubNode, Stopped] = {}  # the jobs Pegasus stopped, and why
         self.running: Dict[SubNode, Started] = {}
 
     def start(self, node: SubNode, job: Job) -> None:
@@ -183,27 +194,26 @@ class Jobs:
         greenlet = self.greenlets.get(node)
         if greenlet is None or greenlet.dead:
             return
-        self.expired[node] = seconds
         self.sink.message(f"{node.label} timed out after {format_duration(seconds)}: "
                           f"stopping it (TERM, then KILL {KILL_AFTER:g} s later)")
-        self.stop([node])
+        self.stop([node], Stopped(timeout=seconds))
 
     def kill(self, nodes: List[SubNode]) -> None:
         """``pegasus kill``: stop these jobs as a timeout does; they were killed by user."""
-        self.killed.update(nodes)
-        self.stop(nodes)
+        self.stop(nodes, Stopped(killed=True))
 
     def _verdict(self, node: SubNode, result: Result) -> Result:
         """A job stopped by its timeout (it did not succeed first) timed out: 124;
         one stopped by ``pegasus kill`` was killed by user. A failed attempt with
         retries left runs again, unless Pegasus stopped it for another reason
         than its timeout (Ctrl-c, SIGTERM, --halt now, ``pegasus kill``)."""
-        if node in self.killed and result.error is None and result.exit_status != 0:
+        why = self.stopped.get(node)
+        ran_on = why is not None and result.error is None and result.exit_status != 0
+        if ran_on and why.killed:
             return replace(result, killed=True)
-        seconds = self.expired.get(node)
-        if seconds is not None and result.error is None and result.exit_status != 0:
-            result = replace(result, exit_status=TIMED_OUT_STATUS, timed_out=seconds)
-        if self.retries is not None and (node not in self.stopped or seconds is not None) \
+        if ran_on and why.timeout is not None:
+            result = replace(result, exit_status=TIMED_OUT_STATUS, timed_out=why.timeout)
+        if self.retries is not None and (why is None or why.timeout is not None) \
                 and wants(result, self.retries):
             result = replace(result, retrying=True)
         return result
@@ -212,9 +222,7 @@ class Jobs:
         self.hosts.ended(node)  # a sub-node gone from hosts.yaml closes its connection
         self.greenlets.pop(node, None)
         self.running.pop(node, None)
-        self.expired.pop(node, None)
-        self.stopped.discard(node)
-        self.killed.discard(node)
+        self.stopped.pop(node, None)
         for timer in self.timers.pop(node, ()):
             timer.kill(block=False)
 
@@ -224,14 +232,17 @@ class Jobs:
             self.sink.message(f"stopping {plural(len(nodes), 'running job')}")
         self.stop(nodes)
 
-    def stop(self, nodes: List[SubNode]) -> None:
+    def stop(self, nodes: List[SubNode], why: Optional["Stopped"] = None) -> None:
         """The one way Pegasus ends a job: its cancel hook (``cancel:``) on its
         sub-node first, if it has one; then TERM to its process group, KILL
-        later; then stop waiting for it."""
+        later; then stop waiting for it. A job stopped already keeps being
+        stopped; the reasons add up (``Stopped.add``)."""
+        why = why or Stopped()
         for node in nodes:
-            if node in self.stopped:
+            earlier = self.stopped.get(node)
+            self.stopped[node] = why if earlier is None else earlier.add(why)
+            if earlier is not None:
                 continue
-            self.stopped.add(node)
             started = self.running.get(node)
             hook = None if started is None else Hook.of(started.job, node, self.sink)
             if hook is None:
