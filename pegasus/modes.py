@@ -100,7 +100,7 @@ class Loop(Mode):
 
     def __init__(self, run: Run):
         self.run = run
-        self.events: gevent.queue.Queue = gevent.queue.Queue()
+        self.events: gevent.queue.Queue = run.stop.events  # a lock wait ends on one
         self.scheduler = Scheduler(run.nodes)
         self.hosts = Hosts(run.nodes, run.executors, run.connecting, run.failed,
                            run.connector, self.scheduler, run.sink, self.events.put)

@@ -103,6 +103,7 @@ class QueueFile:
         self._partial_prefix = os.path.join(folder, f".{name}.partial")
         self._wait = wait  # how to pause while the lock is held elsewhere (may raise)
         self._on_lock_wait = on_lock_wait
+        self._told_wait = False  # "waiting for the queue lock" said, not got yet
         self.rest = atrest.Rest(self.path)  # whether the last entry is whole
 
     def signature(self) -> Optional[atrest.Signature]:
@@ -267,15 +268,16 @@ class QueueFile:
             raise _io_error(self.lock_path, "open", err) from None
 
     def _acquire(self, fd: int) -> None:
-        waited, told = 0.0, False
+        waited = 0.0
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._told_wait = False
                 return
             except BlockingIOError:
-                if waited >= 1.0 and not told:
+                if waited >= 1.0 and not self._told_wait:
                     self._on_lock_wait(self.lock_path)
-                    told = True
+                    self._told_wait = True  # once a wait, across aborted tries
                 self._wait(0.05)  # may raise LockWaitAborted
                 waited += 0.05
 

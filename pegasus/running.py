@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import gevent
+import gevent.queue
 
 from pegasus.errors import WAITS_FOR_FIX, HostError, InputError
 from pegasus.events import JobDone
@@ -35,14 +36,18 @@ GIVE_UP_AFTER = 3  # seconds after a stopped job's KILL before Pegasus stops wai
 
 
 class StopFlag:
-    """Set by a signal handler at once, even while the loop waits for the lock."""
+    """What ends a wait for the queue lock: a signal (``requested``, set by the
+    handler at once) or any event for the loop (its queue, ``events``: a job
+    ended, ``pegasus kill``, a host lost), which the loop then acts on before
+    it waits again. Someone editing in lock mode holds the lock for minutes."""
 
     def __init__(self):
         self.requested = False
+        self.events: gevent.queue.Queue = gevent.queue.Queue()  # the loop's
 
     def wait(self, seconds: float) -> None:
-        """Waiting for the queue lock (someone edits): give up on a signal."""
-        if self.requested:
+        """Waiting for the queue lock (someone edits): give up on a signal or an event."""
+        if self.requested or not self.events.empty():
             raise LockWaitAborted()
         gevent.sleep(seconds)
 

@@ -1,12 +1,14 @@
 """``pegasus status``, ``stop`` and ``kill`` from another terminal (issue 12), on
 the in-process loop: the real client in a thread against the run's real control
 socket (``fakes.pegasus``), fake hosts."""
+import fcntl
 import json
 import os
 import socket
 import shutil
 import subprocess
 import sys
+import time
 
 import gevent
 import pytest
@@ -324,3 +326,31 @@ def test_stop_with_one_job_running_says_it_finishes_first(tmp_path):
     assert out.snapshots["stop"] == (0, f"Pegasus (pid {os.getpid()}): takes no more jobs; "
                                         "1 running job finishes first\n")
     assert out.queue == ["b"]
+
+
+def test_kill_is_answered_while_someone_holds_the_queue_lock(tmp_path):
+    """Lock mode holds the queue lock as long as its editor is open; a free
+    sub-node's take waits for it. A ``pegasus kill`` meanwhile acts at once, and
+    the killed job's end is reported then, not when the editor closes."""
+    held = {}
+
+    def hold_lock(fake):
+        fd = os.open(os.path.join(fake.folder, ".queue.yaml.lock"), os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another open file: the loop's take must wait
+        held["fd"] = fd
+
+    def let_go(fake):  # once the kill's end is printed, or 10 s after its answer
+        deadline = time.monotonic() + 10
+        while "killed by user" not in fake.output() and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        held["ended while held"] = "killed by user" in fake.output()
+        os.close(held["fd"])
+
+    out = run_loop(tmp_path, nodes=TWO, queue=["a", "b", "c"], scripts={"a": HANG},
+                   actions=[when_started("b", hold_lock, pegasus("kill 1", "kill", let_go))])
+
+    status, text = out.snapshots["kill"]
+    assert status == 0, text
+    assert held["ended while held"], out.output
+    assert sorted(j.command for j in out.jobs) == ["a", "b", "c"]
+    assert out.queue == [] and out.status == 1
