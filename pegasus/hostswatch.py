@@ -3,7 +3,8 @@
 ``Watch`` looks at the file's stat signature every ``POLL`` s (a stat, no
 read, while nothing changes); a changed file is read once it is at rest
 (``atrest``: not written for ``QUIET`` s, so a half-written file is never
-read as a bad one), checked as at start (``Source.read``), and posted to the
+read as a bad one; a file gone is said only once gone for ``QUIET`` s, since
+some editors save by deleting and writing it anew), checked as at start (``Source.read``), and posted to the
 loop as a ``HostsChanged``: its sub-nodes, or the error (said once per
 error: the old host set stays until a good file comes). The loop, the one
 owner of concurrency, calls ``apply``: the sub-nodes gone take nothing new
@@ -14,6 +15,7 @@ owner of concurrency, calls ``apply``: the sub-nodes gone take nothing new
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -75,6 +77,7 @@ class Watch:
         self.rest = atrest.Rest(source.path)
         self.seen = source.seen
         self.said: Optional[str] = None  # the error last posted (each is said once)
+        self.gone_since: Optional[float] = None  # monotonic: when the file was seen gone
 
     def run(self) -> None:
         """Runs in its own greenlet while the loop runs."""
@@ -88,7 +91,7 @@ class Watch:
         """The change to post, if the file changed and is at rest."""
         st = _stat(self.source.path)
         now = atrest.signature(st)
-        if now == self.seen or not self.rest.at_rest(st):
+        if now == self.seen or not self.rest.at_rest(st) or self._just_gone(st):
             return None
         self.seen = now
         try:
@@ -102,6 +105,17 @@ class Watch:
         gone = set(removed)
         self.nodes = [node for node in self.nodes if node not in gone] + added
         return HostsChanged(self.source.path, tuple(added), tuple(removed))
+
+
+    def _just_gone(self, st: Optional[os.stat_result]) -> bool:
+        """Gone for less than QUIET s: an editor that saves by deleting the file and
+        writing it anew, not a removed file."""
+        if st is not None:
+            self.gone_since = None
+            return False
+        if self.gone_since is None:
+            self.gone_since = time.monotonic()
+        return time.monotonic() - self.gone_since < atrest.QUIET
 
 
 class Check:

@@ -151,3 +151,31 @@ def test_a_host_removed_from_hosts_yaml_is_not_listed_as_unreachable(tmp_path):
                       when_printed("1 sub-node removed", ctrl_c)])
     assert not (tmp_path / "unreachable-hosts.txt").exists()
     assert "unreachable" not in out.output
+
+
+def test_a_hosts_file_an_editor_deletes_and_writes_again_is_not_said_missing(tmp_path,
+                                                                             monkeypatch):
+    """Some editors save by deleting the file and writing it anew: a file gone for
+    less than ``atrest.QUIET`` s is being written, not removed. Gone longer, it is
+    said once (the old hosts stay)."""
+    import os
+
+    from pegasus import atrest, hostswatch
+    path = tmp_path / "hosts.yaml"
+    path.write_text("- node-1\n")
+    source = hostswatch.Source.before_reading(str(path), False)
+    watch = hostswatch.Watch(source, source.read(), lambda event: None)
+    monkeypatch.setattr(atrest, "QUIET", 60.0)
+
+    path.unlink()
+    assert watch.look() is None  # gone a moment
+    path.write_text("- node-1\n- node-2\n")
+    os.utime(path, (1, 1))  # written long ago: at rest
+    event = watch.look()
+    assert event.error is None and [n.hostname for n in event.added] == ["node-2"]
+
+    monkeypatch.setattr(atrest, "QUIET", 0.0)
+    path.unlink()
+    event = watch.look()
+    assert "hosts.yaml" in str(event.error) and "not found" in str(event.error)
+    assert watch.look() is None  # said once
