@@ -121,6 +121,14 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _own_tmpdir(tmp_path_factory, monkeypatch):
+    """TMPDIR of the processes a test starts (lock mode's private copy of the queue,
+    ``pegasus-edit-*``, outlives a ``kill -9``): under pytest's own temporary
+    folder, which it cleans, never left in /tmp."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path_factory.mktemp("tmp")))
+
+
+@pytest.fixture(autouse=True)
 def _private_runtime_dir(monkeypatch):
     """Each test's own XDG_RUNTIME_DIR, where a running Pegasus puts its control
     socket (short: a socket's path has at most 107 bytes)."""
