@@ -254,7 +254,8 @@ class Hosts:
         """A hung host: give up on its jobs (``abandon``: outcome unknown) and on
         its sub-nodes for now (``lost``, the loop's ``host_lost``)."""
         nodes = [n for n in self.nodes if n.hostname == host]
-        running = [n for n in nodes if self.scheduler.is_busy(n)]
+        leaving = [n for n in self.leaving if n.hostname == host]  # gone from hosts.yaml
+        running = [n for n in nodes + leaving if self.scheduler.is_busy(n)]
         self.sink.message(f"host {host}: not responding for {seconds:.0f} s" +
                           (f"; its {plural(len(running), 'running job')} "
                            f"{'is' if len(running) == 1 else 'are'} reported lost (outcome "
@@ -329,7 +330,10 @@ class Watch:
     def silent_hosts(self) -> List[Tuple[str, float]]:
         """Connected hosts that sent nothing for ``NOT_RESPONDING`` s: (host, seconds)."""
         found = []
-        for host, nodes in self.hosts.by_host.items():
+        by_host = {host: list(nodes) for host, nodes in self.hosts.by_host.items()}
+        for node in self.hosts.leaving:  # gone from hosts.yaml, their last job running
+            by_host.setdefault(node.hostname, []).append(node)
+        for host, nodes in by_host.items():
             if host not in self.hosts.reconnecting:
                 seconds = self._silence(nodes)
                 if seconds is not None:

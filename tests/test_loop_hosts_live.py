@@ -2,8 +2,9 @@
 take jobs, sub-nodes removed finish their running job and take nothing more, a bad
 file is said once and the old hosts stay, a half-written file is waited for."""
 
-from fakes import (Answer, FakeJob, append, backdate, ctrl_c, release, run_app, when_finished,
-                   when_printed, when_queue_empty, when_started, write_hosts)
+from fakes import (Answer, FakeJob, append, backdate, ctrl_c, release, run_app,
+                   stops_answering, when_finished, when_printed, when_queue_empty,
+                   when_started, write_hosts)
 
 HANG = FakeJob(hang=True)
 
@@ -77,6 +78,23 @@ def test_a_half_written_hosts_file_is_waited_for_not_reported(tmp_path):
     assert "host node-2: connected; taking jobs" in out.messages  # said once, not "again"
     assert out.ran("[node-2]") == ["echo 2"], out.output  # the host added, with its 2 slots
     assert "[node-2 slots 0,1] === run #2 'echo 2' ===" in out.output
+
+
+def test_a_removed_host_that_hangs_during_its_last_job_has_it_reported_lost(tmp_path):
+    """Removed from hosts.yaml while its job runs, then not responding: the job is
+    given up on (interrupted, outcome unknown) as on any host, not waited for
+    forever; the host is not reconnected (it is gone)."""
+    out = run_app(tmp_path, nodes=["node-1", "node-2"], queue=["echo 1", "echo 2"],
+                  daemon=True, scripts={"echo 2": HANG}, timeout=10, actions=[
+                      when_started("echo 2", write_hosts(["node-1"])),
+                      when_printed("1 sub-node removed", stops_answering("node-2")),
+                      when_printed("=== done (connection lost", append("- echo 3\n")),
+                      when_finished("echo 3", ctrl_c)])
+    assert "host node-2: not responding for 30 s; its 1 running job is reported lost" \
+        in out.output, out.output
+    assert [e["command"] for e in out.interrupted] == ["echo 2"]
+    assert out.ran("[node-1]") == ["echo 1", "echo 3"]
+    assert "reconnecting" not in out.output
 
 
 def test_broadcast_applies_a_change_between_steps(tmp_path):
