@@ -59,7 +59,7 @@ class Connector:
         Returns (executors of the sub-nodes reached, the errors (one per
         message), the greenlets of the connections still being made).
         """
-        greenlets = {node: gevent.spawn(self._try, node) for node in nodes}
+        greenlets = {node: gevent.spawn(self.connect_or_error, node) for node in nodes}
         gevent.joinall(list(greenlets.values()), timeout=wait)
         made = {node: g.value for node, g in greenlets.items() if g.ready()}
         failed = [v for v in made.values() if isinstance(v, HostError)]
@@ -68,7 +68,8 @@ class Connector:
         return ({n: v for n, v in made.items() if not isinstance(v, HostError)}, unique,
                 pending)
 
-    def _try(self, node: SubNode):
+    def connect_or_error(self, node: SubNode):
+        """``connect``, with a HostError returned, not raised (a greenlet's value)."""
         try:
             return self.connect(node)
         except HostError as err:
@@ -86,7 +87,7 @@ class Connector:
         while waiting:
             gevent.sleep(delay * (0.8 + 0.4 * random.random()))
             for node in [n for n in waiting if is_idle(n)]:
-                made = self._try(node)
+                made = self.connect_or_error(node)
                 if isinstance(made, HostError):
                     if made.fatal:
                         return report(node, made)
@@ -159,7 +160,7 @@ class Hosts:
                 if node in self.executors and node not in self.leaving]
         gevent.spawn(close_all, idle)  # the loop never waits for a host to say goodbye
         self.scheduler.add(added)
-        first = {node: gevent.spawn(self.connector._try, node) for node in added}
+        first = {node: gevent.spawn(self.connector.connect_or_error, node) for node in added}
         self.connecting.update(first)
         self._wait_first(first)
 
