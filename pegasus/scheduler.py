@@ -11,6 +11,8 @@ finishes. A ``Plan`` places the next jobs one by one in queue order without
 changing anything; the loop starts the ones it took. When no host declares
 ``slots``, a plan spreads jobs over hosts (least loaded first); when one
 does, it packs them: the first host in hosts.yaml order that can allocate.
+A ``slurm:`` entry's lanes hold no slots: Slurm allocates the GPUs, so a job
+takes any free lane of it (carrying its GPU request, ``slurmentry.placed``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from pegasus import slots
+from pegasus import slots, slurmentry
 from pegasus.model import Job, SubNode
 
 
@@ -67,13 +69,14 @@ class Scheduler:
         """Each sub-node runs a job, holding the slots it carries (``node.slots``)."""
         for node in nodes:
             held = self.held.setdefault(node.colour, set())
-            if node in self.busy or node in self.down or held & set(node.slots):
+            mine = () if node.slurm else node.slots  # Slurm's GPUs are Slurm's to hold
+            if node in self.busy or node in self.down or held & set(mine):
                 raise ValueError(f"{node.label} is not free")
             self._leave_idle(node)
             self.busy.add(node)
             self.load[node.hostname] += 1
-            held.update(node.slots)
-            self._running[node] = node.slots
+            held.update(mine)
+            self._running[node] = mine
 
     def finish(self, node: SubNode) -> None:
         if node in self.busy:
@@ -248,7 +251,7 @@ class Plan:
                 return None
             node = self.free.pop(_preferred(self.free[::-1], avoid, len(self.free))
                                  if avoid else -1)
-            return replace(node, slots=(0,))
+            return slurmentry.placed(node, job) if node.slurm else replace(node, slots=(0,))
         params = dict(job.params)
         count = slots.count_of(params.get("slots", "1"))
         policy = params.get("allocation_policy")
@@ -262,6 +265,8 @@ class Plan:
             lanes = self.hosts[host]
             if self._spent(host):
                 continue
+            if lanes[0].slurm:
+                return slurmentry.placed(lanes.pop(_preferred(lanes, avoid, 0)), job)
             skipped = self.skipped.get(host, frozenset())
             free = set(range(self.totals[host])) - self.held[host] - (skipped or set())
             chosen = slots.allocate(free, count, policy)
