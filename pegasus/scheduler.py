@@ -265,7 +265,7 @@ class Plan:
             lanes = self.hosts[host]
             if self._spent(host):
                 continue
-            if lanes[0].slurm:
+            if lanes and lanes[0].slurm:
                 return slurmentry.placed(lanes.pop(_preferred(lanes, avoid, 0)), job)
             skipped = self.skipped.get(host, frozenset())
             free = set(range(self.totals[host])) - self.held[host] - (skipped or set())
