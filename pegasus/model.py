@@ -65,7 +65,8 @@ class SubNode:
     copy: int = 0  # the same host and params listed again: 1, 2, ... in file order
     probe: Optional[GpuProbe] = field(default=None, compare=False)  # a host setting
     cancel: Optional[str] = field(default=None, compare=False)  # the host's cancel hook
-    slurm: Optional[Partition] = None  # a ``slurm:`` entry's lane (its slots: the GPUs asked)
+    slurm: Optional[Partition] = None  # a ``slurm:`` entry's lane
+    gpus: int = field(default=0, compare=False)  # a running job's ``--gres=gpu:N`` (Slurm)
 
     @property
     def label(self) -> str:

@@ -12,7 +12,7 @@ changing anything; the loop starts the ones it took. When no host declares
 ``slots``, a plan spreads jobs over hosts (least loaded first); when one
 does, it packs them: the first host in hosts.yaml order that can allocate.
 A ``slurm:`` entry's lanes hold no slots: Slurm allocates the GPUs, so a job
-takes any free lane of it (carrying its GPU request, ``slurmentry.placed``).
+takes any free lane of it (carrying its GPU request: ``slurmentry.placed``).
 """
 
 from __future__ import annotations
@@ -69,14 +69,13 @@ class Scheduler:
         """Each sub-node runs a job, holding the slots it carries (``node.slots``)."""
         for node in nodes:
             held = self.held.setdefault(node.colour, set())
-            mine = () if node.slurm else node.slots  # Slurm's GPUs are Slurm's to hold
-            if node in self.busy or node in self.down or held & set(mine):
+            if node in self.busy or node in self.down or held & set(node.slots):
                 raise ValueError(f"{node.label} is not free")
             self._leave_idle(node)
             self.busy.add(node)
             self.load[node.hostname] += 1
-            held.update(mine)
-            self._running[node] = mine
+            held.update(node.slots)
+            self._running[node] = node.slots
 
     def finish(self, node: SubNode) -> None:
         if node in self.busy:

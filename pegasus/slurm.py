@@ -85,7 +85,7 @@ class SlurmExecutor:
 
     def for_job(self, node: SubNode, job: Job) -> None:
         """The job the next ``run`` is: its id, its GPUs, its own timeout."""
-        self.argv_of = self._argv(job, slurmentry.gpus(node))
+        self.argv_of = self._argv(job, node.gpus)
 
     def _argv(self, job: Job, gpus: int) -> Callable[[str], list]:
         name, timeout = slurmentry.job_name(job), job.timeout

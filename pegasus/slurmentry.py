@@ -77,15 +77,10 @@ def _options(raw) -> Tuple[str, ...]:
 
 
 def placed(node: SubNode, job: Job) -> SubNode:
-    """A Slurm lane carrying the job's GPU request as its slots (0..N-1: a count;
-    Slurm picks the GPUs), so ``gpus`` can say how many to ask for."""
+    """A Slurm lane carrying the job's GPU request (``gpus``; Slurm picks the GPUs:
+    the lane holds no slots)."""
     params = dict(job.params)
-    count = slots.count_of(params["slots"]) if "slots" in params else 0
-    return replace(node, slots=tuple(range(count)))
-
-
-def gpus(node: SubNode) -> int:
-    return len(node.slots)
+    return replace(node, gpus=slots.count_of(params["slots"]) if "slots" in params else 0)
 
 
 def time_limit(seconds: float) -> str:

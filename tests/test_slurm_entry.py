@@ -90,7 +90,7 @@ def test_multi_gpu_jobs_take_free_slurm_lanes_and_hold_no_slots():
     plan = scheduler.plan()
     big = Job("x", (("slots", "4"),))
     placed = [plan.place(big) for _ in range(3)]
-    assert [(n.hostname, n.lane, slurmentry.gpus(n)) for n in placed] == [
+    assert [(n.hostname, n.lane, n.gpus) for n in placed] == [
         ("slurm:gpu", 0, 4), ("slurm:gpu", 1, 4), ("slurm:gpu", 2, 4)]
     scheduler.start(placed)  # no slot clash between lanes: Slurm holds the GPUs
     assert plan.place(big) is None  # every lane busy; node-1 has 2 slots only
@@ -99,8 +99,8 @@ def test_multi_gpu_jobs_take_free_slurm_lanes_and_hold_no_slots():
 
 def test_without_slot_hosts_a_slurm_lane_carries_the_gpu_count():
     scheduler = Scheduler([SubNode(0, "slurm:gpu", slurm=Partition("gpu"))])
-    assert slurmentry.gpus(scheduler.plan().place(Job("x", (("slots", "2"),)))) == 2
-    assert slurmentry.gpus(scheduler.plan().place(Job("x"))) == 0
+    assert scheduler.plan().place(Job("x", (("slots", "2"),))).gpus == 2
+    assert scheduler.plan().place(Job("x")).gpus == 0
 
 
 def test_srun_missing_fails_the_job_with_a_message(monkeypatch, tmp_path):
