@@ -248,6 +248,8 @@ class Plan:
         if not self.scheduler.packing:
             if not self.free:  # every host has one slot, every job needs one
                 return None
+            if slurmentry.wants_several(job):  # only Slurm can give it, on these hosts
+                return self._slurm_lane(job)
             node = self.free.pop(_preferred(self.free[::-1], avoid, len(self.free))
                                  if avoid else -1)
             return slurmentry.placed(node, job) if node.slurm else replace(node, slots=(0,))
@@ -276,6 +278,13 @@ class Plan:
                 self.held[host].update(chosen)
                 lane = _preferred(lanes, avoid, 0) if avoid else 0
                 return replace(lanes.pop(lane), slots=chosen)
+        return None
+
+    def _slurm_lane(self, job: Job) -> Optional[SubNode]:
+        """The first free Slurm lane (hosts without ``slots`` have one slot each)."""
+        for index in range(len(self.free) - 1, -1, -1):
+            if self.free[index].slurm:
+                return slurmentry.placed(self.free.pop(index), job)
         return None
 
     def _spent(self, host: int) -> bool:

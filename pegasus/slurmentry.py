@@ -76,6 +76,12 @@ def _options(raw) -> Tuple[str, ...]:
     return tuple(words)
 
 
+def wants_several(job: Job) -> bool:
+    """A job of more than one slot (GPU): hosts without ``slots`` cannot run it."""
+    params = dict(job.params)
+    return "slots" in params and slots.count_of(params["slots"]) > 1
+
+
 def placed(node: SubNode, job: Job) -> SubNode:
     """A Slurm lane carrying the job's GPU request (``gpus``; Slurm picks the GPUs:
     the lane holds no slots)."""

@@ -138,11 +138,16 @@ def test_a_bad_partition_stops_the_run_before_anything_is_taken(slurm, tmp_path,
     assert not (tmp_path / "consumed.yaml").exists()
 
 
-def test_slurm_and_ssh_less_local_hosts_mix(slurm, tmp_path, run_pegasus):
+def test_slurm_and_local_hosts_mix_and_two_gpu_jobs_go_to_slurm(slurm, tmp_path, run_pegasus):
     setup(tmp_path, hosts() + "- localhost\n",
-          [{"command": "sleep 0.5; echo {{n}} > mark-{{n}}", "n": ["a", "b", "c", "d"]}])
+          [{"command": "sleep 0.5; echo {{n}} > mark-{{n}}", "n": ["a", "b", "c", "d"]},
+           {"command": "echo {{slots}} > gpus-{{n}}", "slots": "2", "n": ["e", "f"]}])
     done = run_pegasus(["q"], tmp_path, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(p.name for p in tmp_path.glob("mark-*")) == ["mark-a", "mark-b", "mark-c",
                                                               "mark-d"]
     assert "[slurm:pegtest/1]" in done.stdout and "[localhost]" in done.stdout
+    on = {j["command"]: j["label"] for j in jobs_of(done.stdout)}
+    for n in ("e", "f"):  # localhost has one slot: only Slurm can give two GPUs
+        assert on["echo ${CUDA_VISIBLE_DEVICES-} > gpus-" + n] == "[slurm:pegtest/1]"
+        assert len(read(tmp_path / f"gpus-{n}").strip().split(",")) == 2

@@ -121,3 +121,14 @@ def test_no_slurm_commands_here_stops_the_run_before_anything_is_taken(tmp_path,
     assert "host slurm:gpu: Slurm's commands are not on this machine's PATH" in said
     assert "Traceback" not in said
     assert read(tmp_path / "queue.yaml") == "- echo hi\n"
+
+
+def test_beside_hosts_without_slots_a_multi_gpu_job_goes_to_slurm_or_waits():
+    nodes = [SubNode(0, "node-1"), SubNode(1, "slurm:gpu", slurm=Partition("gpu"))]
+    scheduler = Scheduler(nodes)
+    plan = scheduler.plan()
+    two = Job("x", (("slots", "2"),))
+    first = plan.place(two)
+    assert (first.hostname, first.gpus) == ("slurm:gpu", 2)
+    assert plan.place(two) is None  # node-1 has one slot: it waits for Slurm's lane
+    assert plan.place(Job("y", (("slots", "1"),))).hostname == "node-1"
