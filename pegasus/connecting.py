@@ -18,7 +18,7 @@ import gevent
 from gevent.lock import BoundedSemaphore
 from gevent.threadpool import ThreadPool
 
-from pegasus import executor, ssh, sshconfig
+from pegasus import executor, slurm, ssh, sshconfig
 from pegasus.local import LocalExecutor
 from pegasus.errors import HostError
 from pegasus.events import HostBack, HostFailed, HostRefused, HostSilent
@@ -34,7 +34,9 @@ class Connector:
     def __init__(self, nodes: Sequence[SubNode], ssh_config: Optional[str],
                  orphan_timeout: int = executor.ORPHAN_TIMEOUT):
         self.orphan_timeout, self.ssh_config = orphan_timeout, ssh_config
-        names = list(dict.fromkeys(n.hostname for n in nodes if not n.is_local))
+        names = list(dict.fromkeys(n.hostname for n in nodes
+                                   if not n.is_local and not n.slurm))
+        self.partitions = slurm.Partitions()  # ``slurm:`` entries: each checked once
         self.targets = _resolve_all(names, ssh_config)
         self.limits = {name: BoundedSemaphore(CONNECTS_PER_HOST) for name in names}
 
@@ -42,6 +44,8 @@ class Connector:
         """An executor for one sub-node; raises HostError."""
         if node.is_local:
             return LocalExecutor()
+        if node.slurm:
+            return self.partitions.executor(node)
         if node.hostname not in self.targets:  # a host added to hosts.yaml while running
             self._resolve(node.hostname)
         with self.limits[node.hostname]:

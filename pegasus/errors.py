@@ -113,6 +113,13 @@ class HostKeyError(HostError):
     fatal = True
 
 
+class SlurmError(HostError):
+    """A ``slurm:`` entry Slurm refuses (unknown partition) or cannot serve (no
+    Slurm commands here): Slurm's own words; not retried."""
+
+    fatal = True
+
+
 class HostAuthError(HostError):
     """The host answered but accepted none of our keys."""
 

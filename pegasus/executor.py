@@ -1,8 +1,9 @@
 """The executor interface the run loop uses, and the names its executors share.
 
 An executor runs one rendered command at a time on one sub-node (``Executor``).
-Two implement it and differ only in how: ``pegasus.local.LocalExecutor`` runs
-``sh -c`` as a local process in its own session; ``pegasus.ssh.SshExecutor``
+Three implement it and differ only in how: ``pegasus.local.LocalExecutor`` runs
+``sh -c`` as a local process in its own session; ``pegasus.slurm.SlurmExecutor``
+runs it as an ``srun`` job step (told the job first: ``for_job``); ``pegasus.ssh.SshExecutor``
 (opened by ``pegasus.ssh.connect``) runs it as a channel of one SSH connection,
 under the remote wrapper (``pegasus/wrapper.sh``), whose watchdog stops the
 job's process group when the channel's stdin ends or falls silent.

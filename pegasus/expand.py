@@ -15,7 +15,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import yaml
 
-from pegasus import retry, slots, template
+from pegasus import retry, slots, slurmentry, template
 from pegasus.errors import InputError
 from pegasus.model import GPU_BUSY_MIB, GpuProbe, Job, SubNode, params_of
 from pegasus.options import parse_duration
@@ -109,6 +109,8 @@ def _host_entry(entry, first_index: int) -> List[SubNode]:
     if not isinstance(entry, dict):
         raise InputError("a host entry must be a hostname or a mapping with a "
                          "'hostname' key")
+    if "slurm" in entry:
+        return slurmentry.sub_nodes(entry, first_index)
     if "hostname" not in entry:
         raise InputError("this host entry has no 'hostname' key; add one "
                          "(e.g. 'hostname: node-1')")
@@ -261,6 +263,8 @@ def checker(nodes: Sequence[SubNode]) -> Callable[[Job], None]:
     """``check_job`` for these sub-nodes: their name sets found once, checks cached."""
     name_sets, cache = _node_name_sets(nodes), {}
     largest = max(nodes, key=lambda node: node.total_slots)
+    if any(node.slurm for node in nodes):  # Slurm says itself what it cannot give
+        largest = replace(largest, hostname="a slurm: entry", slot_count=slurmentry.MAX_GPUS)
 
     def check(job: Job) -> None:
         _check_timeout(job)

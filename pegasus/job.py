@@ -49,6 +49,8 @@ def run_job(node: SubNode, job: Job, executor, sink: Sink,
 
 
 def _execute(node, job, rendered, executor, emit, launching) -> Result:
+    if node.slurm is not None:  # srun's options come from the job (slurm.SlurmExecutor)
+        executor.for_job(node, job)
     try:
         status = executor.run(rendered, emit, launching)
     except NotStarted as err:

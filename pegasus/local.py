@@ -42,11 +42,11 @@ class LocalExecutor:
             return 126
         faults.point("exec-sent")
         try:
-            _pump(self.proc, emit)
+            pump(self.proc, emit)
             status = self.proc.wait()
         finally:
             self.proc = None
-        return _status(status)
+        return exit_status(status)
 
     def heartbeat(self) -> None:
         """Local jobs need none."""
@@ -74,7 +74,7 @@ class LocalExecutor:
                                   start_new_session=True, timeout=HOOK_TIMEOUT)
         except subprocess.TimeoutExpired as err:
             return 137, (err.output or b"")[:ASIDE_OUTPUT]
-        return _status(done.returncode), done.stdout[:ASIDE_OUTPUT]
+        return exit_status(done.returncode), done.stdout[:ASIDE_OUTPUT]
 
     def silent_for(self) -> None:
         """A local process cannot hang the way a host does."""
@@ -84,12 +84,12 @@ class LocalExecutor:
         pass
 
 
-def _status(returncode: int) -> int:
+def exit_status(returncode: int) -> int:
     """128+N for a process killed by signal N, as a shell says."""
     return 128 - returncode if returncode < 0 else returncode
 
 
-def _pump(proc, emit: Emit) -> None:
+def pump(proc, emit: Emit) -> None:
     names = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
     files = {proc.stdout.fileno(): proc.stdout, proc.stderr.fileno(): proc.stderr}
     while names:

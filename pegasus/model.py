@@ -33,6 +33,19 @@ class GpuProbe:
 
 
 @dataclass(frozen=True)
+class Partition:
+    """A hosts.yaml ``slurm:`` entry: jobs run as ``srun`` job steps on this
+    partition, with the entry's ``options`` (shell words) (``docs/slurm.md``)."""
+
+    name: str
+    options: Tuple[str, ...] = ()
+
+
+# what {{slots}} and {{hostname}} render to on Slurm: known only once srun placed the job
+SLURM_SLOTS, SLURM_HOSTNAME = "${CUDA_VISIBLE_DEVICES-}", "${SLURMD_NODENAME-}"
+
+
+@dataclass(frozen=True)
 class SubNode:
     """One lane that runs one job at a time: a host plus its parameters.
 
@@ -52,10 +65,14 @@ class SubNode:
     copy: int = 0  # the same host and params listed again: 1, 2, ... in file order
     probe: Optional[GpuProbe] = field(default=None, compare=False)  # a host setting
     cancel: Optional[str] = field(default=None, compare=False)  # the host's cancel hook
+    slurm: Optional[Partition] = None  # a ``slurm:`` entry's lane
+    gpus: int = field(default=0, compare=False)  # a running job's ``--gres=gpu:N`` (Slurm)
 
     @property
     def label(self) -> str:
         name = f"{self.hostname}#{self.copy}" if self.copy else self.hostname
+        if self.slurm is not None:  # a slurm: entry's lanes, told apart
+            name = f"{name}/{self.lane + 1}"
         inner = ",".join(f"{k}={v}" for k, v in self.params)
         name = f"{name} ({inner})" if inner else name
         if self.slot_count and self.slots:
@@ -80,6 +97,8 @@ class SubNode:
         ctx = dict(self.params)
         ctx["hostname"] = self.hostname
         ctx["slots"] = ",".join(map(str, self.slots or (0,)))
+        if self.slurm is not None:  # shell expansions: srun's step sets them
+            ctx["hostname"], ctx["slots"] = SLURM_HOSTNAME, SLURM_SLOTS
         ctx["allocation_policy"] = "first_fit"  # the job's own, if any, wins
         ctx["job_id"] = ""  # always defined; the job's own id (Job.context_on)
         ctx["attempt"] = "1"  # always defined; the job's own attempt (Job.context_on)

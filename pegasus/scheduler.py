@@ -11,6 +11,8 @@ finishes. A ``Plan`` places the next jobs one by one in queue order without
 changing anything; the loop starts the ones it took. When no host declares
 ``slots``, a plan spreads jobs over hosts (least loaded first); when one
 does, it packs them: the first host in hosts.yaml order that can allocate.
+A ``slurm:`` entry's lanes hold no slots: Slurm allocates the GPUs, so a job
+takes any free lane of it (carrying its GPU request: ``slurmentry.placed``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from pegasus import slots
+from pegasus import slots, slurmentry
 from pegasus.model import Job, SubNode
 
 
@@ -246,9 +248,11 @@ class Plan:
         if not self.scheduler.packing:
             if not self.free:  # every host has one slot, every job needs one
                 return None
+            if slurmentry.wants_several(job):  # only Slurm can give it, on these hosts
+                return self._slurm_lane(job)
             node = self.free.pop(_preferred(self.free[::-1], avoid, len(self.free))
                                  if avoid else -1)
-            return replace(node, slots=(0,))
+            return slurmentry.placed(node, job) if node.slurm else replace(node, slots=(0,))
         params = dict(job.params)
         count = slots.count_of(params.get("slots", "1"))
         policy = params.get("allocation_policy")
@@ -262,6 +266,8 @@ class Plan:
             lanes = self.hosts[host]
             if self._spent(host):
                 continue
+            if lanes and lanes[0].slurm:
+                return slurmentry.placed(lanes.pop(_preferred(lanes, avoid, 0)), job)
             skipped = self.skipped.get(host, frozenset())
             free = set(range(self.totals[host])) - self.held[host] - (skipped or set())
             chosen = slots.allocate(free, count, policy)
@@ -272,6 +278,13 @@ class Plan:
                 self.held[host].update(chosen)
                 lane = _preferred(lanes, avoid, 0) if avoid else 0
                 return replace(lanes.pop(lane), slots=chosen)
+        return None
+
+    def _slurm_lane(self, job: Job) -> Optional[SubNode]:
+        """The first free Slurm lane (hosts without ``slots`` have one slot each)."""
+        for index in range(len(self.free) - 1, -1, -1):
+            if self.free[index].slurm:
+                return slurmentry.placed(self.free.pop(index), job)
         return None
 
     def _spent(self, host: int) -> bool:

@@ -29,8 +29,9 @@ from hypothesis import settings
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cluster import Cluster, empty_test_home  # noqa: E402
-from helpers import (HYPOTHESIS_PROFILE, can_run_cluster_or_skip,  # noqa: E402
+from helpers import (HYPOTHESIS_PROFILE, IN_CI, can_run_cluster_or_skip,  # noqa: E402
                      require_sshd_mark, run_in_process, running_test)
+from slurmcluster import SlurmCluster, SlurmUnavailable, why_unavailable  # noqa: E402
 
 # A property without its own count runs hypothesis's 100 examples under "ci";
 # those with one ask helpers.examples(full count), a fifth of it under "dev".
@@ -92,6 +93,9 @@ def pytest_collection_modifyitems(config, items):
     would end the run alone."""
     for item in items:
         if "cluster" in item.fixturenames:
+            item.add_marker(pytest.mark.sshd)
+        if "slurm_cluster" in item.fixturenames:  # root and daemons: the sshd tier too
+            item.add_marker(pytest.mark.slurm)
             item.add_marker(pytest.mark.sshd)
     if "docker" not in (config.getoption("markexpr") or ""):
         docker = [item for item in items if item.get_closest_marker("docker")]
@@ -179,6 +183,30 @@ def cluster():
             sys.stderr.write("\nkept SSH test cluster files in %s\n" % workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A one-machine Slurm cluster (``tests/slurmcluster.py``: 4 fake GPUs, partition
+    ``pegtest``), started once per session (per xdist worker: its own ports; the
+    Slurm tests share one file, so one worker starts it). Skipped where it cannot
+    run (not root, no slurm-wlm/munge), except under CI=true: there it fails."""
+    why = why_unavailable()
+    if why:
+        if IN_CI:
+            pytest.fail("CI=true but the Slurm test cluster cannot run: " + why, pytrace=False)
+        pytest.skip("Slurm test cluster unavailable: " + why)
+    workdir = tempfile.mkdtemp(prefix="pegasus-slurm-")
+    slurm = SlurmCluster(workdir)
+    try:
+        try:
+            slurm.start()
+        except SlurmUnavailable as err:
+            pytest.fail(f"the Slurm test cluster did not start: {err}", pytrace=False)
+        yield slurm
+    finally:
+        slurm.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,0 +1,147 @@
+"""Jobs of ``slurm:`` entries as ``srun`` job steps run from this machine.
+
+``Partitions`` checks a partition once (``scontrol show partition``) before
+its lanes take jobs; ``SlurmExecutor`` runs each job as ``srun ... sh -c
+command`` (``slurmentry.srun_argv``) in a session of its own, its output
+streamed back as a local job's is. srun gets SIGTERM when Pegasus dies
+(PR_SET_PDEATHSIG, even after ``kill -9``), and srun answers SIGTERM by
+cancelling its step: no Slurm job outlives Pegasus. Cancelling a job is the
+same SIGTERM; srun is never sent SIGKILL (its step would run on without it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+from typing import Callable, Dict, Optional, Tuple
+
+from gevent import subprocess
+from gevent.lock import BoundedSemaphore
+
+from pegasus import faults, slurmentry
+from pegasus.errors import SlurmError
+from pegasus.executor import Emit, nothing
+from pegasus.local import LocalExecutor, exit_status, pump
+from pegasus.model import Job, Partition, SubNode
+
+CHECK_TIMEOUT = 30  # seconds for ``scontrol show partition`` to answer
+NOT_FOUND = 127  # as a shell says of a command it cannot find
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_pegasus() -> None:
+    """In the child before exec: SIGTERM when Pegasus dies, however it dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+class Partitions:
+    """Executors for Slurm lanes, each partition checked once (a failure is kept)."""
+
+    def __init__(self):
+        self.checked: Dict[str, Optional[SlurmError]] = {}
+        self.locks: Dict[str, BoundedSemaphore] = {}
+
+    def executor(self, node: SubNode) -> "SlurmExecutor":
+        """Raises SlurmError (Slurm's words) when the partition cannot take jobs."""
+        partition = node.slurm
+        with self.locks.setdefault(partition.name, BoundedSemaphore(1)):
+            if partition.name not in self.checked:
+                self.checked[partition.name] = _check(node.hostname, partition)
+        error = self.checked[partition.name]
+        if error is not None:
+            raise error
+        return SlurmExecutor(partition)
+
+
+def _check(host: str, partition: Partition) -> Optional[SlurmError]:
+    argv = ["scontrol", "show", "partition", partition.name]
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=CHECK_TIMEOUT)
+    except FileNotFoundError:
+        return SlurmError(host, "Slurm's commands are not on this machine's PATH "
+                                "(scontrol not found); run Pegasus on a Slurm login node")
+    except subprocess.TimeoutExpired:
+        return SlurmError(host, f"Slurm did not answer 'scontrol show partition "
+                                f"{partition.name}' in {CHECK_TIMEOUT} s")
+    if done.returncode == 0:
+        return None
+    said = (done.stderr or done.stdout).decode(errors="replace").strip()
+    hint = ("check the partition's name in hosts.yaml ('sinfo -s' lists them)"
+            if "not found" in said else "check that 'sinfo' works on this machine")
+    return SlurmError(host, f"Slurm says: {said}; {hint}")
+
+
+class SlurmExecutor:
+    """Runs one job at a time as an ``srun`` job step (``for_job`` says which)."""
+
+    def __init__(self, partition: Partition):
+        self.partition = partition
+        self.proc = None
+        self.argv_of: Callable[[str], list] = self._argv(Job(""), 0)
+        self.aside = LocalExecutor()  # a cancel hook runs here, beside srun
+
+    def for_job(self, node: SubNode, job: Job) -> None:
+        """The job the next ``run`` is: its id, its GPUs, its own timeout."""
+        self.argv_of = self._argv(job, node.gpus)
+
+    def _argv(self, job: Job, gpus: int) -> Callable[[str], list]:
+        name, timeout = slurmentry.job_name(job), job.timeout
+        return lambda command: slurmentry.srun_argv(self.partition, name, gpus, timeout,
+                                                    command)
+
+    def run(self, command: str, emit: Emit, launching: Callable[[], None] = nothing) -> int:
+        launching()
+        try:
+            self.proc = subprocess.Popen(self.argv_of(command), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         start_new_session=True,  # Ctrl-c stays here
+                                         preexec_fn=_die_with_pegasus)
+        except OSError as err:
+            emit("stderr", _cannot_start(err))
+            return NOT_FOUND if err.errno == errno.ENOENT else 126
+        faults.point("exec-sent")
+        try:
+            pump(self.proc, emit)
+            status = self.proc.wait()
+        finally:
+            self.proc = None
+        return exit_status(status)
+
+    def heartbeat(self) -> None:
+        """srun needs none."""
+
+    def cancel(self) -> None:
+        """srun cancels its step on SIGTERM (Slurm: TERM, KILL after KillWait)."""
+        self._terminate()
+
+    def kill(self) -> None:
+        """TERM again, never KILL: a killed srun would leave its step running."""
+        self._terminate()
+
+    def _terminate(self) -> None:
+        proc = self.proc
+        if proc is not None:
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def run_aside(self, command: str) -> Tuple[int, bytes]:
+        """A cancel hook: on this machine, as a local job's (it may call scancel)."""
+        return self.aside.run_aside(command)
+
+    def silent_for(self) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def _cannot_start(err: OSError) -> bytes:
+    if err.errno == errno.ENOENT:
+        return (b"pegasus: srun not found on this machine's PATH; run Pegasus on a "
+                b"Slurm login node\n")
+    return f"pegasus: cannot start srun: {err.strerror}\n".encode()
