@@ -31,9 +31,14 @@ NOT_FOUND = 127  # as a shell says of a command it cannot find
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_pegasus() -> None:
-    """In the child before exec: SIGTERM when Pegasus dies, however it dies."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+def _die_with_pegasus(pegasus: int) -> Callable[[], None]:
+    """In the child before exec: SIGTERM when Pegasus (pid ``pegasus``) dies, however
+    it dies; at once if it died between the fork and this call (no signal then)."""
+    def child() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != pegasus:
+            os._exit(128 + signal.SIGTERM)
+    return child
 
 
 class Partitions:
@@ -98,7 +103,7 @@ class SlurmExecutor:
             self.proc = subprocess.Popen(self.argv_of(command), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          start_new_session=True,  # Ctrl-c stays here
-                                         preexec_fn=_die_with_pegasus)
+                                         preexec_fn=_die_with_pegasus(os.getpid()))
         except OSError as err:
             emit("stderr", _cannot_start(err))
             return NOT_FOUND if err.errno == errno.ENOENT else 126
