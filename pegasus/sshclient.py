@@ -54,12 +54,14 @@ gevent (public API): ``hub.loop.io``, ``hub.loop.timer``, ``hub.Waiter``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import struct
 import socket
+import termios
 from contextlib import contextmanager
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import gevent
 from gevent import select as gselect
@@ -216,20 +218,23 @@ class Client(SSHClient):
         """Read raw stdout and stderr until both end (no line splitting here)."""
         readers = {"stdout": channel.read, "stderr": channel.read_stderr}
         while readers:
-            progressed = False
+            progressed, mark = False, None
             for name in list(readers):
                 size, data = readers[name](CHUNK)
                 if size > 0:
                     emit(name, data)
                     progressed = True
                 elif size == LIBSSH2_ERROR_EAGAIN:
+                    mark = self.consumed() if mark is None else mark
                     continue
                 elif size == 0:
                     if channel.eof():
                         del readers[name]
                 else:
                     raise ConnectionLost(self.how_it_ended() or "the connection broke while reading")
-            if not progressed and readers:
+            # A later stream's read drains the socket into libssh2's buffer: data or
+            # the end of a stream already asked may now wait there, not on the socket.
+            if not progressed and readers and _none_read_since(mark, self.consumed):
                 self.poll()
             elif progressed:
                 gevent.sleep(0)
@@ -263,6 +268,10 @@ class Client(SSHClient):
             return None
         return _ENDED.get(state)
 
+    def consumed(self) -> Optional[int]:
+        """Bytes libssh2 has read from the socket so far, or None where unknown."""
+        return _consumed(self.sock)
+
     def silent_for(self) -> Optional[float]:
         """Seconds since the host last sent anything (the kernel's TCP_INFO), or
         None where that cannot be known (a ProxyJump's local forwarder, not Linux)."""
@@ -278,6 +287,27 @@ class Client(SSHClient):
 _ENDED = {8: "the host closed the connection",  # TCP_CLOSE_WAIT: the host's FIN came
           7: "the connection was reset or timed out"}  # TCP_CLOSE: a reset, a TCP timeout
 _LAST_DATA_RECV = 52  # struct tcp_info: 8 bytes of u8 fields, then u32 fields up to it
+_BYTES_RECEIVED = 128  # struct tcp_info's tcpi_bytes_received (u64; Linux 4.1 and later)
+_TCP_INFO_SIZE = _BYTES_RECEIVED + 8
+
+
+def _consumed(sock) -> Optional[int]:
+    """Bytes read from a TCP socket so far: the kernel's count of bytes received
+    (``tcp_info``), less those still queued; None where unknown."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+        queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+    except (OSError, AttributeError, struct.error):
+        return None
+    if len(info) < _TCP_INFO_SIZE:
+        return None
+    return struct.unpack_from("Q", info, _BYTES_RECEIVED)[0] - queued
+
+
+def _none_read_since(mark: Optional[int], consumed: Callable[[], Optional[int]]) -> bool:
+    """Whether nothing was read from the socket since ``mark`` (or it is unknown)."""
+    now = consumed() if mark is not None else None
+    return now is None or now == mark
 
 
 def keepalive_every(target: SshTarget) -> int:
