@@ -91,7 +91,7 @@ class Connector:
         except BaseException:
             gevent.killall(list(greenlets.values()))
             close_all([g.value for g in greenlets.values()
-                       if g.successful() and not isinstance(g.value, HostError)])
+                       if g.successful() and not isinstance(g.value, (HostError, gevent.GreenletExit))])
             raise
         gevent.joinall(list(greenlets.values()), timeout=wait)
         made = {node: g.value for node, g in greenlets.items() if g.ready()}
