@@ -65,12 +65,13 @@ class Socket:
 
     @contextmanager
     def after(self, sock) -> Iterator[None]:
-        """Wake the waiting greenlets if the block read from the socket."""
-        before = consumed(sock)
+        """Wake the waiting greenlets if the block read from the socket (or may
+        have: some began to wait during it). Nobody waiting: nothing to count."""
+        before = consumed(sock) if self.waiting else None
         try:
             yield
         finally:
-            if self.waiting and before is not None and consumed(sock) != before:
+            if self.waiting and (before is None or consumed(sock) != before):
                 self.wake()
 
     def wake(self) -> None:
