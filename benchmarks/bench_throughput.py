@@ -12,7 +12,10 @@ round by round, the order of the trees reversed every other round:
   b128    broadcast ``true`` to 128 hosts (--hosts 128)
   one128  broadcast ``true`` to 128 sub-nodes of one host (sshd's MaxStartups)
 
-Every run is checked (exit 0 and Pegasus's summary line).
+Every run is checked (exit 0 and Pegasus's summary line). Pegasus runs with
+its byte code compiled beforehand (in a cache of its own, out of the trees),
+as an installed Pegasus has it, even where PYTHONDONTWRITEBYTECODE is set:
+without it every run compiles some 70 modules.
 
     python benchmarks/bench_throughput.py [--trees /work/main,.] [--rounds 3]
         [--only short,sleep,bcast] [--hosts 64]
@@ -56,7 +59,7 @@ def run(tree, folder, work, ssh_config):
     for name, text in (("hosts.yaml", hosts), ("queue.yaml", queue)):
         with open(os.path.join(folder, name), "w") as f:
             f.write(text)
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
+    env = python_env(tree)
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "pegasus", mode, "-p", "0",
                              "--ssh-config", ssh_config], cwd=folder, env=env,
@@ -68,6 +71,23 @@ def run(tree, folder, work, ssh_config):
     if os.waitstatus_to_exitcode(status) != 0 or expect not in out:
         raise SystemExit("bench_throughput: %s in %s failed:\n%s" % (mode, tree, out[-3000:]))
     return wall, usage.ru_utime + usage.ru_stime
+
+
+PYCACHE = os.path.join(tempfile.gettempdir(), "pegasus-tp-pycache")
+
+
+def python_env(tree):
+    """Pegasus from ``tree``, with byte code as a user has it (even where
+    PYTHONDONTWRITEBYTECODE is set), kept out of the trees."""
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), PYTHONPYCACHEPREFIX=PYCACHE)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def compile_trees(trees):
+    for tree in trees:
+        subprocess.run([sys.executable, "-m", "compileall", "-q",
+                        os.path.join(tree, "pegasus")], env=python_env(tree), check=True)
 
 
 def load():
@@ -86,6 +106,7 @@ def main():
     work = tempfile.mkdtemp(prefix="pegasus-tp-", dir="/tmp")
     os.chmod(work, 0o755)  # sshd reads authorized_keys as the test user
     results = {}
+    compile_trees(trees)
     try:
         with Cluster(os.path.join(work, "cluster"), n_hosts=args.hosts) as cluster:
             cluster.seed_known_hosts()
