@@ -1,7 +1,7 @@
 """Connections to sub-nodes: all opened at once at start, again after a loss.
 
-Host names are resolved with ``ssh -G`` (a few at a time in threads); then
-one executor is opened per sub-node, every sub-node at once but at most
+Host names are resolved with ``ssh -G`` (a few at a time in threads); each
+host's sub-nodes connect as soon as its answer is in: one executor per sub-node, every sub-node at once but at most
 ``CONNECTS_PER_HOST`` handshakes per host at a time (sshd's ``MaxStartups``
 starts dropping at 10). ``Hosts`` is the one place where sub-nodes go down
 and come back during a run. With ``modes``, ``running``, ``probing`` and
@@ -37,8 +37,13 @@ class Connector:
         names = list(dict.fromkeys(n.hostname for n in nodes
                                    if not n.is_local and not n.slurm))
         self.partitions = slurm.Partitions()  # ``slurm:`` entries: each checked once
-        self.targets = _resolve_all(names, ssh_config)
+        self.targets: Dict[str, object] = {}
         self.limits = {name: BoundedSemaphore(CONNECTS_PER_HOST) for name in names}
+        # ``ssh -G`` for every host at once, 8 at a time in threads: a host
+        # connects as soon as its own answer is in, while the others still resolve.
+        self._pool = ThreadPool(min(8, len(names))) if names else None
+        self._resolving = {name: self._pool.spawn(sshconfig.resolve, name, ssh_config)
+                           for name in names}
 
     def connect(self, node: SubNode):
         """An executor for one sub-node; raises HostError."""
@@ -46,10 +51,30 @@ class Connector:
             return LocalExecutor()
         if node.slurm:
             return self.partitions.executor(node)
-        if node.hostname not in self.targets:  # a host added to hosts.yaml while running
-            self._resolve(node.hostname)
+        target = self.target(node.hostname)
         with self.limits[node.hostname]:
-            return ssh.connect(self.targets[node.hostname], self.orphan_timeout)
+            return ssh.connect(target, self.orphan_timeout)
+
+    def target(self, name: str):
+        """The host's ``SshTarget`` (waits for its ``ssh -G``); raises HostError."""
+        if name not in self.targets:
+            pending = self._resolving.get(name)
+            if pending is not None:
+                self.targets.setdefault(name, pending.get())
+            else:  # a host added to hosts.yaml while running
+                self._resolve(name)
+        return self.targets[name]
+
+    def resolve_all(self) -> None:
+        """Wait for every host's ``ssh -G``; the first host in order that
+        ssh_config cannot resolve raises its HostError."""
+        try:
+            for name in list(self._resolving):
+                self.target(name)
+        finally:
+            if self._pool is not None:
+                self._pool.kill()
+            self._resolving = {}
 
     def _resolve(self, name: str) -> None:
         """``ssh -G`` in a thread (the loop goes on); raises HostError."""
@@ -61,9 +86,17 @@ class Connector:
         """Connect every sub-node at once; wait for all, or ``wait`` seconds at most.
 
         Returns (executors of the sub-nodes reached, the errors (one per
-        message), the greenlets of the connections still being made).
+        message), the greenlets of the connections still being made). A host
+        ssh_config cannot resolve raises its HostError, nothing left open.
         """
         greenlets = {node: gevent.spawn(self.connect_or_error, node) for node in nodes}
+        try:
+            self.resolve_all()
+        except BaseException:
+            gevent.killall(list(greenlets.values()))
+            close_all([g.value for g in greenlets.values()
+                       if g.successful() and not isinstance(g.value, (HostError, gevent.GreenletExit))])
+            raise
         gevent.joinall(list(greenlets.values()), timeout=wait)
         made = {node: g.value for node, g in greenlets.items() if g.ready()}
         failed = [v for v in made.values() if isinstance(v, HostError)]
@@ -361,17 +394,6 @@ class Watch:
                 return None
             least = seconds if least is None else min(least, seconds)
         return least
-
-
-def _resolve_all(names: List[str], ssh_config: Optional[str]) -> Dict[str, object]:
-    """`ssh -G` for every host name, a few at a time in threads."""
-    if not names:
-        return {}
-    pool = ThreadPool(min(8, len(names)))
-    try:
-        return dict(zip(names, pool.map(lambda n: sshconfig.resolve(n, ssh_config), names)))
-    finally:
-        pool.kill()
 
 
 def close_all(executors) -> None:

@@ -26,8 +26,9 @@ import shlex
 import stat
 import struct
 import threading
+import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .errors import HostKeyError
 
@@ -217,17 +218,35 @@ def _matching(host: str, files: Sequence[str]) -> Iterator[Entry]:
                 yield entry
 
 
-def _entries(path: str) -> Iterator[Entry]:
+def _entries(path: str) -> List[Entry]:
+    """The usable lines of a known_hosts file, parsed once while it stays the same
+    (a fan-out checks every host's key against the same file: 64 hosts parsed it
+    64 times, 0.3 s of a 1.8 s broadcast). A file written in the last
+    ``SETTLED`` s is read again: a rewrite of the same size in the same clock tick
+    keeps its (inode, size, mtime)."""
     try:  # O_NONBLOCK: a FIFO at the path must not hang us; read regular files only
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         with open(fd, "rb") as stream:
-            data = stream.read() if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return []
+            version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            cached = _PARSED.get(path)
+            if cached is not None and cached[0] == version \
+                    and time.time() - st.st_mtime > SETTLED:
+                return cached[1]
+            data = stream.read()
     except OSError:  # missing or unreadable: OpenSSH skips it too
-        return
-    for number, raw in enumerate(data.split(b"\n"), 1):
-        entry = _parse_line(path, number, raw.decode("utf-8", "replace"))
-        if entry is not None:
-            yield entry
+        return []
+    entries = [entry for entry in (_parse_line(path, number, raw.decode("utf-8", "replace"))
+                                   for number, raw in enumerate(data.split(b"\n"), 1))
+               if entry is not None]
+    _PARSED[path] = (version, entries)
+    return entries
+
+
+SETTLED = 2.0  # seconds (a file system that keeps whole seconds: FAT's 2)
+_PARSED: Dict[str, Tuple[Tuple[int, int, int, int], List[Entry]]] = {}  # path -> (version, entries)
 
 
 def _parse_line(path: str, number: int, text: str) -> Optional[Entry]:

@@ -417,7 +417,8 @@ class FakeExecutor:
 class FakeConnector(connecting.Connector):
     """The real connect_all and reconnect; connect() answers as scripted."""
 
-    def __init__(self, fake: "FakeRun"):  # no ssh -G: nothing to resolve
+    def __init__(self, fake: "FakeRun"):  # no hosts given: no ssh -G, nothing to resolve
+        super().__init__([], None)
         self.fake = fake
 
     def connect(self, node):
