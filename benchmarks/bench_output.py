@@ -12,7 +12,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from pegasus.model import SubNode  # noqa: E402
-from pegasus.output import LineSplitter, Sink  # noqa: E402
+from pegasus.lines import LineSplitter  # noqa: E402
+from pegasus.output import Sink  # noqa: E402
 
 SIZE = 50 * 1024 * 1024
 CHUNK = 32 * 1024

@@ -14,7 +14,8 @@ from pegasus.errors import TemplateError
 from pegasus.executor import ConnectionLost, NotStarted, Orphaned
 from pegasus.joblogs import NoLog
 from pegasus.model import Job, Outcome, Result, SubNode
-from pegasus.output import LineSplitter, ProgressFilter, Sink
+from pegasus.lines import LineSplitter, ProgressFilter
+from pegasus.output import Sink
 
 NO_LOG = NoLog()
 

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pegasus.model import Job, Result, SubNode
-from pegasus.output import LineSplitter, ProgressFilter, Sink, StepTable, one_line, wrap_text
+from pegasus.lines import LineSplitter, ProgressFilter
+from pegasus.output import Sink, StepTable, one_line, wrap_text
 
 from helpers import examples
 
