@@ -113,6 +113,9 @@ class FoldedSteps(Sink):
     def lines(self, node, stream_name: str, lines: Sequence[bytes]) -> None:
         self.gathered.add(node, stream_name, lines)
 
+    def block(self, node, stream_name: str, block: bytes) -> None:
+        self.lines(node, stream_name, block[:-1].split(b"\n"))
+
     def job_started(self, node, command: str, job_id: Optional[int] = None,
                     attempt: int = 1) -> None:
         self.gathered.started(node)

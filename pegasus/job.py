@@ -36,6 +36,12 @@ def run_job(node: SubNode, job: Job, executor, sink: Sink,
     def emit(stream: str, data: bytes) -> None:
         log.write(data)
         splitter = splitters[stream]
+        block = splitter.feed_block(data)  # whole lines, no per-line work
+        if block is not None:
+            if block:
+                progress[stream].line_ended()
+                sink.block(node, stream, block)
+            return
         lines = progress[stream].pick(splitter.feed(data), splitter.cr_ended)
         if lines:
             sink.lines(node, stream, lines)

@@ -19,6 +19,8 @@ Decisions:
   and are never cut. Double-width characters count as one.
 * Print period N prints lines 1, N+1, 2N+1, ... of a sub-node's job output,
   so the first line of every job shows up immediately.
+* Every line printed, on a pipe or a file (print period 1, no width): a block
+  of whole lines gets its prefixes all at once (``block``), at memory speed.
 """
 
 from __future__ import annotations
@@ -111,6 +113,16 @@ class Sink:
         if self.width is not None:
             picked = self._wrap(picked, max(self.width - prefix_width, _MIN_ROOM))
         self.outlet.write(b"".join((prefix, (b"\n" + prefix).join(picked), b"\n")), wait=True)
+
+    def block(self, node, stream_name: str, block: bytes) -> None:
+        """Print job output lines of one sub-node given as one block, each line
+        ended by ``\\n`` (``LineSplitter.feed_block``): when every line is printed
+        as it is (print period 1, no wrapping), all prefixes go in at once."""
+        if self.print_period != 1 or self.width is not None:
+            return self.lines(node, stream_name, block[:-1].split(b"\n"))
+        prefix = self._prefix(node)[0]
+        self.outlet.write(prefix + block[:-1].replace(b"\n", b"\n" + prefix) + b"\n",
+                          wait=True)
 
     def job_started(self, node, command: str, job_id: Optional[int] = None,
                     attempt: int = 1) -> None:
