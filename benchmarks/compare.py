@@ -151,21 +151,32 @@ def check_jobs(work: Work, chunks: Sequence[bytes], label_of: Callable[[bytes], 
                      % (work.name, twice[:5], missing[:5], extra[:5]))
 
 
-def check_output(work: Work, cluster: Cluster, data: bytes, size: int,
+def check_output(work: Work, cluster: Cluster, path: str, size: int,
                  prefix: Callable[[str], bytes], slack: int) -> None:
-    """Every host's lines whole, under its own prefix; at most ``slack`` other bytes."""
-    lines = size // LINE
-    counted = 0
+    """Every host's lines whole, under its own prefix; at most ``slack`` other bytes.
+
+    The file is read a piece at a time: this process stays small, so the
+    processes it forks later start small (ru_maxrss counts what a child had
+    between fork and exec)."""
+    lines = {alias: prefix(alias) + cluster.address(alias).encode().ljust(LINE - 1, b"x")
+             + b"\n" for alias in work.hosts}
+    counts = dict.fromkeys(work.hosts, 0)
+    total, rest = 0, b""
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(8 * MIB), b""):
+            total += len(piece)
+            data = rest + piece
+            cut = data.rfind(b"\n") + 1
+            data, rest = data[:cut], data[cut:]
+            for alias, line in lines.items():
+                counts[alias] += data.count(line)
     for alias in work.hosts:
-        payload = cluster.address(alias).encode().ljust(LINE - 1, b"x")
-        line = prefix(alias) + payload + b"\n"
-        n = data.count(line)
-        if n != lines:
+        if counts[alias] != size // LINE:
             raise Failed("output: %d of %d lines from %s whole and prefixed"
-                         % (n, lines, alias))
-        counted += n * len(line)
-    if len(data) - counted > slack:
-        raise Failed("output: %d bytes more than the prefixed lines" % (len(data) - counted))
+                         % (counts[alias], size // LINE, alias))
+    counted = sum(counts[a] * len(lines[a]) for a in work.hosts)
+    if total - counted > slack:
+        raise Failed("output: %d bytes more than the prefixed lines" % (total - counted))
 
 
 # ---------------------------------------------------------------- measuring
@@ -274,12 +285,11 @@ class Pegasus(Runner):
         measure = meter.done(rss)
         if status != 0:
             raise failure("pegasus %s: exit %d" % (work.name, status), out)
-        data = read(out)
         if work.name == "output":
-            check_output(work, self.cluster, data, self.sizes.output,
+            check_output(work, self.cluster, out, self.sizes.output,
                          lambda alias: b"[" + alias.encode() + b"] ", 4096)
         else:
-            check_jobs(work, [data], self.label_of)
+            check_jobs(work, [read(out)], self.label_of)
         return measure
 
     def label_of(self, word: bytes) -> str:
@@ -418,7 +428,7 @@ class Ssh(Runner):
             raise Failed("%s output: exit %d %s" % (self.name, res.returncode, res.stderr))
         for h in work.hosts:
             one = Work(work.name, (h,), 1, work.commands)
-            check_output(one, self.cluster, read(files[h]), self.sizes.output,
+            check_output(one, self.cluster, files[h], self.sizes.output,
                          lambda alias: alias.encode() + b" ", 0)
             os.unlink(files[h])
         return []
