@@ -25,8 +25,8 @@ Printed: the medians (wall seconds, including start-up), the CPU seconds of
 the runner's processes (user+sys of every process it started and waited for:
 pegasus and its `ssh -G`s, the naive script, ssh, sh, sed; a ControlMaster
 that went to the background is not counted) and of the nodes (sshd's and
-everything they ran, from the listeners' reaped children), pegasus's peak RSS,
-and the ratios against the goals.
+everything they ran, from the listeners' reaped children), pegasus's peak RSS
+(VmHWM, sampled every 5 ms), and the ratios against the goals.
 
     python benchmarks/compare.py [--rounds 3] [--quick] [--only WORKLOAD,RUNNER,...]
                                  [--pegasus-args=--no-logs] [-v]
@@ -222,7 +222,9 @@ def run_process(argv: Sequence[str], cwd: str, stdout_path: str,
         proc = subprocess.Popen(list(argv), cwd=cwd, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=err)
         deadline = time.monotonic() + timeout
+        peak = 0
         while True:
+            peak = max(peak, high_water_kb(proc.pid))
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -230,7 +232,21 @@ def run_process(argv: Sequence[str], cwd: str, stdout_path: str,
                 proc.kill()
             time.sleep(0.005)
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss / 1024
+    return proc.returncode, peak / 1024
+
+
+def high_water_kb(pid: int) -> int:
+    """The process's peak RSS so far (VmHWM, KiB; 0 once it is gone). Not wait4's
+    ru_maxrss: that also counts this process's pages, which a child holds
+    between fork and exec."""
+    try:
+        with open("/proc/%d/status" % pid, "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def read(path: str) -> bytes:
