@@ -49,7 +49,10 @@ ssh2-python
     open stays pending in the session)
   - a channel's ``execute`` (EAGAIN until sshd confirms; call again to wait),
     ``write`` ((rc, bytes written)), ``read``/``read_stderr`` ((size, data),
-    size < 0 an error, EAGAIN included), ``eof``, ``send_eof``, ``close``,
+    size < 0 an error, EAGAIN included), ``eof`` (false while data is held),
+    ``wait_eof`` (0 once the EOF is in, data held or not; else it reads the
+    socket, EAGAIN; its ``poll_channel_read`` and ``window_read_ex`` are broken
+    in 1.2.0), ``send_eof``, ``close``,
     ``wait_closed``, ``get_exit_status``; ``LIBSSH2_ERROR_EAGAIN``
 gevent (public API): ``hub.loop.io``, ``hub.loop.timer``, ``hub.Waiter``.
 """
@@ -62,7 +65,7 @@ import re
 import struct
 import socket
 from contextlib import contextmanager
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 import gevent
 from gevent import select as gselect
@@ -83,6 +86,7 @@ REVIEWED = {"parallel-ssh": "2.16.0.post1", "ssh2-python": "1.2.0.post1"}
 __all__ = ["AuthenticationError", "Client", "REVIEWED", "link_errors", "open_client", "words"]
 
 _EV_READ, _EV_WRITE = 1, 2  # libev's event bits, for gevent's loop.io()
+WAIT_BOUND = 1.0  # seconds a wait on the socket lasts at most (then libssh2 is asked again)
 
 
 class Client(SSHClient):
@@ -90,6 +94,7 @@ class Client(SSHClient):
 
     def __init__(self, target: SshTarget, **kwargs):
         self.target = target
+        self.waits: Set[Waiter] = set()  # greenlets waiting on the socket now
         super().__init__(target.hostname, **kwargs)
 
     # -- parallel-ssh's internals, overridden
@@ -127,7 +132,7 @@ class Client(SSHClient):
         self.session.keepalive_config(True, self.keepalive_seconds)
 
     def _poll_socket(self, events):
-        """Wait until the socket is ready for libssh2, or 1 s at most, as
+        """Wait until the socket is ready for libssh2, or ``WAIT_BOUND`` s at most, as
         parallel-ssh does, but without its poll object and gevent.Timeout a
         call: that halves Pegasus's CPU time a job (0.5 -> 0.25 ms here)."""
         sock = self.sock
@@ -136,15 +141,26 @@ class Client(SSHClient):
         hub = gevent.get_hub()
         io = hub.loop.io(sock.fileno(), (_EV_READ if events & gselect.POLLIN else 0)
                          | (_EV_WRITE if events & gselect.POLLOUT else 0))
-        timer = hub.loop.timer(1.0)
+        timer = hub.loop.timer(WAIT_BOUND)
         waiter = Waiter(hub)
         io.start(waiter.switch, None)
         timer.start(waiter.switch, None)
+        self.waits.add(waiter)
         try:
             waiter.get()
         finally:
+            self.waits.discard(waiter)
             io.close()
             timer.close()
+
+    def _wake_waits(self) -> None:
+        """A call that may have taken in the packets another greenlet waits for on
+        the socket (a heartbeat's or a cancel's write reads what came first): those
+        waits end, and look again. Else they lasted their bound, 1 s: a batch of
+        jobs of a few ms took 1 s at each heartbeat (issue 16's variance)."""
+        loop = gevent.get_hub().loop
+        for waiter in self.waits:
+            loop.run_callback(waiter.switch, None)
 
     def _connect_proxy(self, proxy_host, proxy_port, proxy_pkey, **kwargs):
         # Same as parallel-ssh's, but the bastion's key is checked too.
@@ -215,14 +231,26 @@ class Client(SSHClient):
         self.eagain(channel.execute, exec_string)
 
     def write(self, channel, data: bytes) -> None:
-        self.eagain_write(channel.write, data)
+        try:
+            self.eagain_write(channel.write, data)
+        finally:
+            self._wake_waits()
 
     def send_eof(self, channel) -> None:
-        self.eagain(channel.send_eof)
+        try:
+            self.eagain(channel.send_eof)
+        finally:
+            self._wake_waits()
 
     def read(self, channel, emit: Emit) -> None:
-        """Read raw stdout and stderr until both end (no line splitting here)."""
-        readers = {"stdout": channel.read, "stderr": channel.read_stderr}
+        """Read raw stdout and stderr until both end (no line splitting here).
+
+        Each read takes in every packet that came, the other stream's too, so
+        the socket is waited on only when libssh2 holds no EOF: a job's last
+        packets, taken in by the other stream's read, woke no wait and cost the
+        wait's bound, 1 s, now and then (issue 16's run-to-run variance).
+        stdout is read last, so its data (most jobs') comes out the same round."""
+        readers = {"stderr": channel.read_stderr, "stdout": channel.read}
         while readers:
             progressed = False
             for name in list(readers):
@@ -237,9 +265,9 @@ class Client(SSHClient):
                         del readers[name]
                 else:
                     raise ConnectionLost(self.how_it_ended() or "the connection broke while reading")
-            if not progressed and readers:
-                self.poll()
-            elif progressed:
+            if not progressed and readers and channel.wait_eof() == LIBSSH2_ERROR_EAGAIN:
+                self.poll()  # nothing held (wait_eof: 0 once the EOF is in, data held or not)
+            else:
                 gevent.sleep(0)
 
     def exit_status(self, channel) -> int:
