@@ -25,7 +25,8 @@ Printed: the medians (wall seconds, including start-up), the CPU seconds of
 the runner's processes (user+sys of every process it started and waited for:
 pegasus and its `ssh -G`s, the naive script, ssh, sh, sed; a ControlMaster
 that went to the background is not counted) and of the nodes (sshd's and
-everything they ran, from the listeners' reaped children), pegasus's peak RSS
+everything they ran: the listeners' reaped children, once every session has
+ended), pegasus's peak RSS
 (VmHWM, sampled every 5 ms), and the ratios against the goals.
 
     python benchmarks/compare.py [--rounds 3] [--quick] [--only WORKLOAD,RUNNER,...]
@@ -211,8 +212,30 @@ class Meter:
 
     def done(self, rss_mb: Optional[float] = None) -> Measure:
         wall = time.perf_counter() - self.start
-        return Measure(wall, children_cpu() - self.cpu0,
-                       node_cpu(self.cluster) - self.node0, rss_mb)
+        cpu = children_cpu() - self.cpu0
+        sessions_gone(self.cluster)  # their CPU counts once the listener reaped them
+        return Measure(wall, cpu, node_cpu(self.cluster) - self.node0, rss_mb)
+
+
+def sessions_gone(cluster: Cluster, timeout: float = 10.0) -> None:
+    """Wait (a while at most) until no sshd listener has a session left."""
+    listeners = {p.pid for p in cluster._procs if p is not None}  # noqa: SLF001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = False
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    with open("/proc/%s/stat" % name, "rb") as f:
+                        ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if ppid in listeners:
+                    busy = True
+                    break
+        if not busy:
+            return
+        time.sleep(0.02)
 
 
 def run_process(argv: Sequence[str], cwd: str, stdout_path: str,
