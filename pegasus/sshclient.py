@@ -89,12 +89,47 @@ _EV_READ, _EV_WRITE = 1, 2  # libev's event bits, for gevent's loop.io()
 WAIT_BOUND = 1.0  # seconds a wait on the socket lasts at most (then libssh2 is asked again)
 
 
+class SocketWaits:
+    """Greenlets waiting until a connection's socket is ready for libssh2, or
+    ``WAIT_BOUND`` s at most, as parallel-ssh's ``poll`` does, but without its
+    poll object and gevent.Timeout a call: that halves Pegasus's CPU time a job
+    (0.5 -> 0.25 ms here)."""
+
+    def __init__(self):
+        self.waiting: Set[Waiter] = set()
+
+    def wait(self, sock, events) -> None:
+        hub = gevent.get_hub()
+        io = hub.loop.io(sock.fileno(), (_EV_READ if events & gselect.POLLIN else 0)
+                         | (_EV_WRITE if events & gselect.POLLOUT else 0))
+        timer = hub.loop.timer(WAIT_BOUND)
+        waiter = Waiter(hub)
+        io.start(waiter.switch, None)
+        timer.start(waiter.switch, None)
+        self.waiting.add(waiter)
+        try:
+            waiter.get()
+        finally:
+            self.waiting.discard(waiter)
+            io.close()
+            timer.close()
+
+    def wake(self) -> None:
+        """A call that may have taken in the packets another greenlet waits for on
+        the socket (a heartbeat's or a cancel's write reads what came first): those
+        waits end, and look again. Else they lasted their bound, 1 s: a batch of
+        jobs of a few ms took 1 s at each heartbeat (issue 16's variance)."""
+        loop = gevent.get_hub().loop
+        for waiter in self.waiting:
+            loop.run_callback(waiter.switch, None)
+
+
 class Client(SSHClient):
     """parallel-ssh's native client plus host key checking and TCP_NODELAY."""
 
     def __init__(self, target: SshTarget, **kwargs):
         self.target = target
-        self.waits: Set[Waiter] = set()  # greenlets waiting on the socket now
+        self.waits = SocketWaits()
         super().__init__(target.hostname, **kwargs)
 
     # -- parallel-ssh's internals, overridden
@@ -132,35 +167,9 @@ class Client(SSHClient):
         self.session.keepalive_config(True, self.keepalive_seconds)
 
     def _poll_socket(self, events):
-        """Wait until the socket is ready for libssh2, or ``WAIT_BOUND`` s at most, as
-        parallel-ssh does, but without its poll object and gevent.Timeout a
-        call: that halves Pegasus's CPU time a job (0.5 -> 0.25 ms here)."""
-        sock = self.sock
-        if sock is None:
-            return
-        hub = gevent.get_hub()
-        io = hub.loop.io(sock.fileno(), (_EV_READ if events & gselect.POLLIN else 0)
-                         | (_EV_WRITE if events & gselect.POLLOUT else 0))
-        timer = hub.loop.timer(WAIT_BOUND)
-        waiter = Waiter(hub)
-        io.start(waiter.switch, None)
-        timer.start(waiter.switch, None)
-        self.waits.add(waiter)
-        try:
-            waiter.get()
-        finally:
-            self.waits.discard(waiter)
-            io.close()
-            timer.close()
-
-    def _wake_waits(self) -> None:
-        """A call that may have taken in the packets another greenlet waits for on
-        the socket (a heartbeat's or a cancel's write reads what came first): those
-        waits end, and look again. Else they lasted their bound, 1 s: a batch of
-        jobs of a few ms took 1 s at each heartbeat (issue 16's variance)."""
-        loop = gevent.get_hub().loop
-        for waiter in self.waits:
-            loop.run_callback(waiter.switch, None)
+        """Wait until the socket is ready for libssh2 (``SocketWaits``)."""
+        if self.sock is not None:
+            self.waits.wait(self.sock, events)
 
     def _connect_proxy(self, proxy_host, proxy_port, proxy_pkey, **kwargs):
         # Same as parallel-ssh's, but the bastion's key is checked too.
@@ -234,13 +243,13 @@ class Client(SSHClient):
         try:
             self.eagain_write(channel.write, data)
         finally:
-            self._wake_waits()
+            self.waits.wake()
 
     def send_eof(self, channel) -> None:
         try:
             self.eagain(channel.send_eof)
         finally:
-            self._wake_waits()
+            self.waits.wake()
 
     def read(self, channel, emit: Emit) -> None:
         """Read raw stdout and stderr until both end (no line splitting here).

@@ -80,7 +80,7 @@ def test_output_a_heartbeat_took_in_is_read_at_once(cluster, monkeypatch):
         client.run_exec(channel, "sleep 0.5; echo out; cat >/dev/null")
         reader = gevent.spawn(client.read, channel, lambda name, data: got.append(data))
         with gevent.Timeout(20, AssertionError("the reader never waited on the socket")):
-            while not client.waits:
+            while not client.waits.waiting:
                 gevent.sleep(0.01)
         # Block the whole process (the hub too) until the output is on the socket,
         # then write a heartbeat before the reader's wait can see it.
