@@ -258,8 +258,9 @@ class Client(SSHClient):
         the socket is waited on only when libssh2 holds no EOF: a job's last
         packets, taken in by the other stream's read, woke no wait and cost the
         wait's bound, 1 s, now and then (issue 16's run-to-run variance).
-        stdout is read last, so its data (most jobs') comes out the same round."""
-        readers = {"stderr": channel.read_stderr, "stdout": channel.read}
+        stdout is read first: what a round finds of both streams is emitted
+        in that order (the job logs keep it)."""
+        readers = {"stdout": channel.read, "stderr": channel.read_stderr}
         while readers:
             progressed = False
             for name in list(readers):
