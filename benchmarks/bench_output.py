@@ -1,4 +1,5 @@
-"""Throughput of the job-output path: LineSplitter.feed -> Sink.lines.
+"""Throughput of the job-output path, as job.run_job takes it: LineSplitter.feed_block
+-> Sink.block for chunks of whole lines, else LineSplitter.feed -> Sink.lines.
 
 Run: python benchmarks/bench_output.py  (writes to /dev/null, prints MB/s)
 """
@@ -12,7 +13,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from pegasus.model import SubNode  # noqa: E402
-from pegasus.output import LineSplitter, Sink  # noqa: E402
+from pegasus.lines import LineSplitter  # noqa: E402
+from pegasus.output import Sink  # noqa: E402
 
 SIZE = 50 * 1024 * 1024
 CHUNK = 32 * 1024
@@ -25,7 +27,13 @@ def run(name: str, data: bytes, color: bool, width) -> None:
         splitter = LineSplitter()
         start = time.perf_counter()
         for i in range(0, len(data), CHUNK):
-            lines = splitter.feed(data[i:i + CHUNK])
+            chunk = data[i:i + CHUNK]
+            block = splitter.feed_block(chunk)
+            if block is not None:
+                if block:
+                    sink.block(node, "stdout", block)
+                continue
+            lines = splitter.feed(chunk)
             if lines:
                 sink.lines(node, "stdout", lines)
         sink.lines(node, "stdout", splitter.close())

@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 from pegasus.errors import ExitStatus
 from pegasus.model import Job, Outcome, Result, SubNode
 from pegasus.modes import Loop, Run, State
-from pegasus.output import StepTable
+from pegasus.steps import StepTable
 from pegasus.progress import Counts
 from pegasus.selection import fold
 from pegasus.words import plural

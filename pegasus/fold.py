@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from pegasus import nodeset
-from pegasus.output import _SHORT, Sink, _not_run, _step_command, one_line
-from pegasus.words import plural
+from pegasus.output import Sink
+from pegasus.steps import SHORT as _SHORT, _not_run, _step_command
+from pegasus.words import one_line, plural
 
 LIMIT = 1 << 20  # bytes of one sub-node's output gathered in a step (1 MiB)
 NO_RESULT = "no result (stopped before it ended)"
@@ -111,6 +112,9 @@ class FoldedSteps(Sink):
 
     def lines(self, node, stream_name: str, lines: Sequence[bytes]) -> None:
         self.gathered.add(node, stream_name, lines)
+
+    def block(self, node, stream_name: str, block: bytes) -> None:
+        self.lines(node, stream_name, block[:-1].split(b"\n"))
 
     def job_started(self, node, command: str, job_id: Optional[int] = None,
                     attempt: int = 1) -> None:

@@ -14,7 +14,8 @@ from pegasus.errors import TemplateError
 from pegasus.executor import ConnectionLost, NotStarted, Orphaned
 from pegasus.joblogs import NoLog
 from pegasus.model import Job, Outcome, Result, SubNode
-from pegasus.output import LineSplitter, ProgressFilter, Sink
+from pegasus.lines import LineSplitter, ProgressFilter
+from pegasus.output import Sink
 
 NO_LOG = NoLog()
 
@@ -35,6 +36,12 @@ def run_job(node: SubNode, job: Job, executor, sink: Sink,
     def emit(stream: str, data: bytes) -> None:
         log.write(data)
         splitter = splitters[stream]
+        block = splitter.feed_block(data)  # whole lines, no per-line work
+        if block is not None:
+            if block:
+                progress[stream].line_ended()
+                sink.block(node, stream, block)
+            return
         lines = progress[stream].pick(splitter.feed(data), splitter.cr_ended)
         if lines:
             sink.lines(node, stream, lines)

@@ -1,17 +1,13 @@
-"""Job output: split raw byte chunks into lines, and print them with prefixes.
+"""Job output and Pegasus's own words, printed: the one sink.
 
-``LineSplitter`` turns one job stream's byte chunks into lines in linear time
-with bounded memory. ``Sink`` is the single place that writes to the user: job
-lines with a ``[sub-node label] `` prefix, the ``=== run/done ===`` frames,
-Pegasus's own messages, the progress line (a terminal only) and the
-end-of-run summary.
+``Sink`` is the single place that writes to the user: job lines with a
+``[sub-node label] `` prefix, the ``=== run/done ===`` frames, Pegasus's own
+messages, the progress line (a terminal only) and the end-of-run summary.
+Lines come cut by ``lines.LineSplitter``; broadcast's summary rows are
+``steps.StepTable``'s.
 
 Decisions:
 
-* Lines end at ``\\n``, ``\\r`` or ``\\r\\n`` (one terminator, also across
-  chunks). A line is emitted as soon as its terminator is seen; after a
-  trailing ``\\r`` the splitter only remembers to drop a ``\\n`` that starts
-  the next chunk.
 * stdout and stderr lines get the same prefix, in colour or not, so that the
   output of one sub-node stays greppable by its label whichever stream it
   came from. Both streams count towards the sub-node's print period.
@@ -23,6 +19,8 @@ Decisions:
   and are never cut. Double-width characters count as one.
 * Print period N prints lines 1, N+1, 2N+1, ... of a sub-node's job output,
   so the first line of every job shows up immediately.
+* Every line printed, on a pipe or a file (print period 1, no width): a block
+  of whole lines gets its prefixes all at once (``block``), at memory speed.
 """
 
 from __future__ import annotations
@@ -30,175 +28,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from pegasus.outlet import Outlet
-from pegasus.words import plural
+from pegasus.steps import SHORT as _SHORT, Missed, StepTable, _not_run, _step_command
+from pegasus.words import one_line, plural
+
+__all__ = ["Sink", "StepTable", "one_line", "wrap_text"]
 
 _PALETTE = (31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96)
 _RESET = "\x1b[0m"
 _ESCAPE = re.compile(r"(\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_])")
 _MIN_ROOM = 20  # never wrap job text narrower than this many characters
-_SHORT = 80  # commands in the summary are shortened to this many characters
-
-
-class LineSplitter:
-    """Split one stream's byte chunks into lines, without their terminators.
-
-    Between calls at most ``max_line`` bytes are held; a longer line comes out
-    in pieces of ``max_line`` bytes. Each ``feed`` costs O(len(chunk)) plus at
-    most one join of the held bytes, so total work is linear in the data.
-    """
-
-    def __init__(self, max_line: int = 65536):
-        if max_line < 1:
-            raise ValueError("max_line must be at least 1")
-        self.max_line = max_line
-        self._held: List[bytes] = []  # start of an unterminated line
-        self._held_len = 0
-        self._skip_lf = False  # the last chunk ended in "\r"
-        self.cr_ended: Optional[List[bool]] = None  # see feed()
-
-    @property
-    def buffered(self) -> int:
-        """How many bytes of an unterminated line are held."""
-        return self._held_len
-
-    def feed(self, chunk: bytes) -> List[bytes]:
-        """Return the lines completed by ``chunk``.
-
-        ``self.cr_ended`` is then None when no line ended at a lone ``\r``,
-        else a flag for each line returned: whether it did (a progress update).
-        """
-        self.cr_ended = None
-        if self._skip_lf and chunk:
-            self._skip_lf = False
-            if chunk[:1] == b"\n":
-                chunk = chunk[1:]
-        if not chunk:
-            return []
-        if b"\r" in chunk:
-            return self._feed_marked(chunk)
-        parts = chunk.splitlines()  # bytes split only at \r, \n and \r\n
-        rest = b"" if chunk[-1:] == b"\n" else parts.pop()
-        if not parts:
-            return self._hold(rest)
-        if self._held:
-            parts[0] = b"".join(self._held) + parts[0]
-            self._held, self._held_len = [], 0
-        if len(chunk) > self.max_line or len(parts[0]) > self.max_line:
-            parts = self._cut_long(parts)
-        if rest:
-            parts.extend(self._hold(rest))
-        return parts
-
-    def _feed_marked(self, chunk: bytes) -> List[bytes]:
-        """``feed`` for a chunk with a ``\r``: each line with how it ended."""
-        ended = chunk.splitlines(keepends=True)
-        last = chunk[-1:]
-        self._skip_lf = last == b"\r"
-        rest = b"" if last in (b"\n", b"\r") else ended.pop()
-        lines: List[bytes] = []
-        marks: List[bool] = []
-        for i, part in enumerate(ended):
-            cut = 2 if part.endswith(b"\r\n") else 1
-            line = part[:-cut]
-            if i == 0 and self._held:
-                line = b"".join(self._held) + line
-                self._held, self._held_len = [], 0
-            pieces = [line[k:k + self.max_line]
-                      for k in range(0, len(line), self.max_line)] or [b""]
-            lines.extend(pieces)
-            marks.extend([False] * (len(pieces) - 1) + [cut == 1 and part[-1:] == b"\r"])
-        if rest:
-            held = self._hold(rest)
-            lines.extend(held)
-            marks.extend([False] * len(held))
-        self.cr_ended = marks
-        return lines
-
-    def close(self) -> List[bytes]:
-        """Return the unterminated rest, if any, and reset."""
-        rest = b"".join(self._held)
-        self._held, self._held_len, self._skip_lf = [], 0, False
-        return [rest] if rest else []
-
-    def _hold(self, data: bytes) -> List[bytes]:
-        """Keep ``data`` as the start of a line; emit full pieces if too long."""
-        self._held.append(data)
-        self._held_len += len(data)
-        if self._held_len <= self.max_line:
-            return []
-        held = b"".join(self._held)
-        n = self.max_line
-        cut = (len(held) - 1) // n * n  # keep 1..max_line bytes held
-        self._held, self._held_len = [held[cut:]], len(held) - cut
-        return [held[i:i + n] for i in range(0, cut, n)]
-
-    def _cut_long(self, lines: List[bytes]) -> List[bytes]:
-        n = self.max_line
-        if max(map(len, lines)) <= n:
-            return lines
-        out: List[bytes] = []
-        for line in lines:
-            if len(line) <= n:
-                out.append(line)
-            else:
-                out.extend(line[i:i + n] for i in range(0, len(line), n))
-        return out
-
-
-class ProgressFilter:
-    """Progress bars drawn with ``\r``: at most one update every ``every`` s.
-
-    A line that ended at a lone ``\r`` is a progress update. The first of a
-    run of updates shows at once; the next ones show only when ``every``
-    seconds have passed since the last one shown (the newest then); a line
-    that ends at ``\n`` ends the run (it is the final state) and always shows,
-    and so does the newest update held back when the job ends.
-    """
-
-    def __init__(self, every: float = 2.0, clock=time.monotonic):
-        self.every, self.clock = every, clock
-        self.shown_at: Optional[float] = None  # last update shown, in this run
-        self.held: Optional[bytes] = None  # newest update not shown
-
-    def pick(self, lines: List[bytes], cr_ended: Optional[List[bool]]) -> List[bytes]:
-        if cr_ended is None:
-            if lines:
-                self.shown_at = self.held = None
-            return lines
-        out: List[bytes] = []
-        now = None
-        for line, update in zip(lines, cr_ended):
-            if not update:
-                self.shown_at = self.held = None
-                out.append(line)
-                continue
-            if not line:  # the "\r" that starts a redraw: nothing to show
-                continue
-            now = self.clock() if now is None else now
-            if self.shown_at is None or now - self.shown_at >= self.every:
-                self.shown_at, self.held = now, None
-                out.append(line)
-            else:
-                self.held = line
-        return out
-
-    def close(self) -> List[bytes]:
-        """The newest update held back, if any: the job's final state."""
-        held, self.held, self.shown_at = self.held, None, None
-        return [held] if held is not None else []
-
-
-def one_line(text: str, limit: Optional[int] = None) -> str:
-    """``text`` on one line (newlines shown as \\n), shortened to ``limit``."""
-    flat = text.replace("\r", "\\r").replace("\n", "\\n")
-    if limit is not None and len(flat) > limit:
-        flat = flat[:limit - 1] + "\u2026"
-    return flat
 
 
 def wrap_text(text: str, room: int) -> List[str]:
@@ -224,121 +65,6 @@ def wrap_text(text: str, room: int) -> List[str]:
             token = token[len(take):]
     pieces.append("".join(current))
     return pieces
-
-
-def _step_command(results: Sequence) -> str:
-    """The step's command: rendered if every sub-node ran the same text."""
-    if not results:
-        return ""
-    rendered = {r.rendered for r in results}
-    text = rendered.pop() if len(rendered) == 1 else results[0].job.command
-    return one_line(text, _SHORT)
-
-
-Missed = Tuple[Tuple[str, str], ...]  # (label, why) of the sub-nodes that did not run a step
-_NAMED = 5  # sub-nodes named in a "not run on" list; the others are counted
-
-
-@dataclass
-class _StepRow:
-    """One step of the summary, or consecutive steps that went alike (same
-    sub-nodes left out, none failed): they share a row, so memory stays flat."""
-
-    first: int
-    last: int
-    commands: Tuple[str, str]  # of the first and the last step
-    ok: int
-    failed: str  # "1 failed: [node-3] exit 128", or ""
-    missed: Missed
-
-    def text(self) -> str:
-        if self.first == self.last:
-            row = f"  step {self.first} '{self.commands[0]}': {self.ok} ok"
-        else:
-            row = (f"  steps {self.first}-{self.last} ('{self.commands[0]}' ... "
-                   f"'{self.commands[1]}'): {self.ok} ok each")
-        if self.failed:
-            row += f", {self.failed}"
-        return row + _not_run(self.missed)
-
-    def absorbs(self, other: "_StepRow") -> bool:
-        """Whether ``other``, the next step, is told by this row (and now is)."""
-        if self.failed or other.failed or not other.missed or other.first != self.last + 1 \
-                or (other.ok, other.missed) != (self.ok, self.missed):
-            return False
-        self.last, self.commands = other.last, (self.commands[0], other.commands[1])
-        return True
-
-
-def _step_row(number: int, results: Sequence, missed: Missed) -> _StepRow:
-    failed = [r for r in results if not r.ok]
-    words = f"{len(failed)} failed: " + "; ".join(
-        f"{r.node.label} {r.describe()}" for r in failed) if failed else ""
-    command = _step_command(results)
-    return _StepRow(number, number, (command, command), len(results) - len(failed), words,
-                    missed)
-
-
-def _not_run(missed: Missed) -> str:
-    """``; not run on [a], [b] (why); [c] (why)``: the first few named, grouped by why."""
-    if not missed:
-        return ""
-    named: Dict[str, List[str]] = {}
-    for label, why in missed[:_NAMED]:
-        named.setdefault(why, []).append(label)
-    groups = [f"{', '.join(labels)} ({why})" for why, labels in named.items()]
-    if len(missed) <= _NAMED:
-        return "; not run on " + "; ".join(groups)
-    more = f" and {len(missed) - _NAMED} more"
-    if len(named) == 1 and all(why == missed[0][1] for _, why in missed):
-        return (f"; not run on {len(missed)} sub-nodes: {', '.join(named[missed[0][1]])}"
-                f"{more} ({missed[0][1]})")
-    return f"; not run on {len(missed)} sub-nodes: " + "; ".join(groups) + more
-
-
-class StepTable:
-    """The broadcast summary's rows, in memory that stays flat over many steps.
-
-    Every failed step keeps its row; so do steps some sub-node did not run
-    (left out earlier: lost, not responding), consecutive alike ones sharing
-    a row; steps that succeeded everywhere keep theirs while there are at
-    most ``ok_rows`` of them, and are only counted after that.
-    """
-
-    def __init__(self, ok_rows: int = 100):
-        self.ok_rows = ok_rows
-        self.steps = self.failed = self.missed = 0  # steps; with failures; not run everywhere
-        self.marked = 0  # steps with failures or not run everywhere: their rows are kept
-        self.rows: List[Tuple[_StepRow, bool]] = []  # (row, whether it is kept for good)
-        self.ok_uncounted = 0  # succeeded steps whose rows were dropped
-        self.out: Dict[object, str] = {}  # sub-nodes left out for the rest of the run: why
-
-    def leave_out(self, node, why: str, in_step: bool) -> None:
-        """``node`` takes no further steps: ``why`` (``connection lost``), and since when."""
-        if node not in self.out:
-            when = (f"in step {self.steps + 1}" if in_step else
-                    f"after step {self.steps}" if self.steps else "before step 1")
-            self.out[node] = f"{why} {when}"
-
-    def add(self, results: Sequence, nodes: Sequence = ()) -> Missed:
-        """One step's results; ``nodes``: every sub-node of the run. Returns those
-        of them that did not run it, and why."""
-        ran = {r.node for r in results}
-        missed = tuple((n.label, self.out.get(n, "not connected")) for n in nodes
-                       if n not in ran)
-        self.steps += 1
-        failed = any(not r.ok for r in results)
-        self.failed += failed
-        self.missed += bool(missed)
-        marked = failed or bool(missed)
-        self.marked += marked
-        row = _step_row(self.steps, results, missed)
-        if not (self.rows and self.rows[-1][0].absorbs(row)):
-            self.rows.append((row, marked))
-        if not marked and self.steps - self.marked > self.ok_rows:
-            self.ok_uncounted = self.steps - self.marked
-            self.rows = [(r, kept) for r, kept in self.rows if kept]
-        return missed
 
 
 class Sink:
@@ -387,6 +113,16 @@ class Sink:
         if self.width is not None:
             picked = self._wrap(picked, max(self.width - prefix_width, _MIN_ROOM))
         self.outlet.write(b"".join((prefix, (b"\n" + prefix).join(picked), b"\n")), wait=True)
+
+    def block(self, node, stream_name: str, block: bytes) -> None:
+        """Print job output lines of one sub-node given as one block, each line
+        ended by ``\\n`` (``LineSplitter.feed_block``): when every line is printed
+        as it is (print period 1, no wrapping), all prefixes go in at once."""
+        if self.print_period != 1 or self.width is not None:
+            return self.lines(node, stream_name, block[:-1].split(b"\n"))
+        prefix = self._prefix(node)[0]
+        self.outlet.write(prefix + block[:-1].replace(b"\n", b"\n" + prefix) + b"\n",
+                          wait=True)
 
     def job_started(self, node, command: str, job_id: Optional[int] = None,
                     attempt: int = 1) -> None:

@@ -5,7 +5,7 @@ The only module that imports parallel-ssh (``pssh``) or ssh2-python
 releases reviewed are ``REVIEWED``; tests/test_pssh_versions.py fails when
 others are installed). ``Client`` adds host key checking (knownhosts.py),
 ssh_config's identities and jump host, TCP_NODELAY and dead-peer detection,
-a cheaper socket wait, and the few channel operations ``pegasus.ssh`` uses.
+the fastest cipher for the CPU, a cheaper socket wait, and the few channel operations ``pegasus.ssh`` uses.
 
 What it relies on, beyond parallel-ssh's documented API:
 
@@ -41,13 +41,16 @@ ssh2-python
     EAGAIN until done: call again) ``handshake(sock)``,
     ``userauth_publickey_fromfile``, ``agent_init()`` (an ``Agent``:
     ``connect``, ``list_identities``, ``get_identities``, ``userauth``,
-    ``disconnect``); ``method_pref(LIBSSH2_METHOD_HOSTKEY, ...)``,
+    ``disconnect``); ``method_pref(LIBSSH2_METHOD_HOSTKEY, ...)`` and
+    ``method_pref(LIBSSH2_METHOD_CRYPT_CS/_SC, ...)`` (AES-GCM first on a CPU
+    with AES instructions), ``supported_algs(LIBSSH2_METHOD_CRYPT_CS)``,
     ``keepalive_config(want_reply, seconds)``, ``hostkey()``,
     ``block_directions()``, and ``open_session()`` (a channel, or EAGAIN: the
     open stays pending in the session)
   - a channel's ``execute`` (EAGAIN until sshd confirms; call again to wait),
     ``write`` ((rc, bytes written)), ``read``/``read_stderr`` ((size, data),
-    size < 0 an error, EAGAIN included), ``eof``, ``send_eof``, ``close``,
+    size < 0 an error, EAGAIN included), ``eof`` (false while data is held),
+    ``send_eof``, ``close``,
     ``wait_closed``, ``get_exit_status``; ``LIBSSH2_ERROR_EAGAIN``
 ``sockwait`` waits on the socket (gevent's ``hub.loop.io``, ``hub.loop.timer``,
 ``hub.Waiter``) and wakes the other greenlets of a connection when a call read
@@ -56,19 +59,21 @@ from it; parallel-ssh's ``eagain``/``eagain_write`` are wrapped for that.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import struct
 import socket
 from contextlib import contextmanager
-from typing import List, Optional
+from typing import List, Optional, Sequence, Set, Tuple
 
 import gevent
 from gevent import select as gselect
 from pssh.clients.native.single import SSHClient
 from pssh.exceptions import AuthenticationError
 from ssh2.error_codes import LIBSSH2_ERROR_EAGAIN
-from ssh2.session import LIBSSH2_METHOD_HOSTKEY, Session
+from ssh2.session import (LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC,
+                          LIBSSH2_METHOD_HOSTKEY, Session)
 
 from pegasus import knownhosts, sockwait
 from pegasus.executor import CHUNK, ConnectionLost, Emit
@@ -109,6 +114,10 @@ class Client(SSHClient):
         prefs = _host_key_prefs(self.target)
         if prefs:
             self.session.method_pref(LIBSSH2_METHOD_HOSTKEY, prefs)
+        ciphers = cipher_prefs(_cpu_flags(), self.session.supported_algs(LIBSSH2_METHOD_CRYPT_CS))
+        if ciphers:
+            for method in (LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC):
+                self.session.method_pref(method, ciphers)
         self.eagain(self.session.handshake, self.sock)
         _verify_host_key(self.session, self.target)
 
@@ -209,7 +218,14 @@ class Client(SSHClient):
         self.eagain(channel.send_eof)
 
     def read(self, channel, emit: Emit) -> None:
-        """Read raw stdout and stderr until both end (no line splitting here)."""
+        """Read raw stdout and stderr until both end (no line splitting here).
+
+        Each read takes in every packet that came, the other stream's too, so
+        the socket is waited on only when no read of this round took bytes
+        from it (``sockwait.none_read_since``): a job's last packets, taken in
+        by the other stream's read, woke no wait and cost the wait's bound,
+        1 s, now and then (issue 16's run-to-run variance). stdout is read
+        first: what a round finds of both streams is emitted in that order."""
         readers = {"stdout": channel.read, "stderr": channel.read_stderr}
         while readers:
             with self.waits.after(self.sock):
@@ -337,6 +353,35 @@ def _host_key_prefs(target: SshTarget) -> str:
         return ""
     rest = [m for ms in _HOST_KEY_METHODS.values() for m in ms if m not in first]
     return ",".join(first + rest)
+
+
+# With AES instructions, AES-GCM decrypts at about twice the speed of libssh2's
+# first choice, chacha20-poly1305 (0.4 against 0.8 CPU s for 100 MB here): most
+# of the CPU of a job with much output. Each is one of OpenSSH's default ciphers.
+AES_FIRST = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
+             "chacha20-poly1305@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr")
+
+
+def cipher_prefs(cpu_flags: Sequence[str], supported: Sequence[str]) -> str:
+    """The ciphers to offer, best first: AES-GCM first on a CPU with AES
+    instructions; "" (libssh2's own order) on others."""
+    if "aes" not in cpu_flags:
+        return ""
+    return ",".join(c for c in AES_FIRST if c in supported)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> Tuple[str, ...]:
+    """The CPU's feature flags (Linux: x86 ``flags``, Arm ``Features``), or ()."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name.strip() in ("flags", "Features"):
+                    return tuple(value.split())
+    except OSError:
+        pass
+    return ()
 
 
 def _key_host(target: SshTarget) -> str:

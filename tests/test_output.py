@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pegasus.model import Job, Result, SubNode
-from pegasus.output import LineSplitter, ProgressFilter, Sink, StepTable, one_line, wrap_text
+from pegasus.lines import LineSplitter, ProgressFilter
+from pegasus.output import Sink, StepTable, one_line, wrap_text
 
 from helpers import examples
 
@@ -151,6 +152,35 @@ def test_property_small_max_line(chunks, max_line):
     assert pieces == expected
 
 
+@settings(max_examples=examples(300))
+@given(chunks_st, st.integers(min_value=1, max_value=8))
+def test_property_feed_block_cuts_as_feed_does(chunks, max_line):
+    """The fast path (whole lines as one block, else ``feed``) gives the lines
+    ``feed`` alone gives, whatever the chunks and the bound."""
+    s = LineSplitter(max_line)
+    lines = []
+    for c in chunks:
+        block = s.feed_block(c)
+        if block is None:
+            lines.extend(s.feed(c))
+        elif block:
+            assert block.endswith(b"\n") and s.cr_ended is None
+            lines.extend(block[:-1].split(b"\n"))
+        assert s.buffered <= max_line
+    lines.extend(s.close())
+    assert lines == split_all(chunks, max_line)
+
+
+def test_feed_block_takes_the_common_chunk_and_holds_the_partial_line():
+    s = LineSplitter()
+    assert s.feed_block(b"ab") is None  # no newline: feed
+    assert s.feed(b"ab") == []
+    assert s.feed_block(b"c\n\nde") == b"abc\n\n"
+    assert s.feed_block(b"f\n") == b"def\n"
+    assert s.feed_block(b"g\r\n") is None  # a \r: feed
+    assert s.close() == []
+
+
 # -- Sink -------------------------------------------------------------------
 
 
@@ -192,6 +222,26 @@ def test_pipe_passes_bytes_unchanged():
     raw = b"\xff\xfe bad utf-8 \x1b[31mred\x1b[0m " + b"z" * 500
     sink.lines(N1, "stdout", [raw, b""])
     assert out.getvalue() == b"[node-1] " + raw + b"\n[node-1] \n"
+
+
+def test_block_prefixes_every_line_in_one_write():
+    sink, out = pipe_sink()
+    raw = b"\xff\xfe bad utf-8 \x1b[31mred\x1b[0m"
+    sink.block(N1, "stdout", b"a\n\n" + raw + b"\n")
+    assert out.getvalue() == b"[node-1] a\n[node-1] \n[node-1] " + raw + b"\n"
+    assert out.writes == 1
+
+
+def test_block_prints_as_lines_does_whatever_the_sink():
+    block = b"first\n" + b"x" * 150 + b"\n\nlast\n"
+    for make in (lambda s: Sink(s, color=True, width=None),
+                 lambda s: Sink(s, color=True, width=40),
+                 lambda s: Sink(s, color=False, width=None, print_period=2),
+                 lambda s: Sink(s, color=False, width=None, print_period=0)):
+        by_block, by_lines = Stream(), Stream()
+        make(by_block).block(N2, "stderr", block)
+        make(by_lines).lines(N2, "stderr", block[:-1].split(b"\n"))
+        assert by_block.getvalue() == by_lines.getvalue()
 
 
 def test_no_lines_writes_nothing():

@@ -1,0 +1,62 @@
+"""Smoke run of benchmarks/compare.py --quick: every run passes its check and
+the table is printed. No timing is asserted.
+
+The benchmark starts its own sshd cluster, so this test needs what the
+``cluster`` fixture needs (root, /usr/sbin/sshd) and is skipped otherwise --
+except under CI=true, where that is a failure.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import cluster_or_skip
+
+pytestmark = [pytest.mark.sshd, pytest.mark.slow]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "benchmarks", "compare.py")
+
+ROWS = [
+    "broadcast `echo` to 8 hosts",
+    "40 short jobs over 8 sub-nodes",
+    "64 x `sleep 0.05` on 32 sub-nodes",
+    "4 x 1 MiB of 64-byte lines, to a file",
+]
+
+
+@pytest.fixture
+def can_run_cluster():
+    cluster_or_skip()
+
+
+def test_compare_quick(can_run_cluster):
+    res = subprocess.run([sys.executable, BENCH, "--quick", "--rounds", "1"], cwd=ROOT,
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    lines = res.stdout.splitlines()
+    head = [line for line in lines if line.startswith("workload")]
+    assert head and all(r in head[0] for r in ("pegasus", "naive", "cm", "plain", "goal"))
+    for row in ROWS:
+        found = [line for line in lines if line.startswith(row + " ")]
+        assert found, "row %r missing from:\n%s" % (row, res.stdout)
+        assert " x " in found[0] and ("met" in found[0]), found[0]
+    assert any(line.startswith("pegasus peak RSS, output:") for line in lines), res.stdout
+
+
+def test_compare_only_one_workload(can_run_cluster):
+    res = subprocess.run([sys.executable, BENCH, "--quick", "--rounds", "1", "--only",
+                          "output,pegasus,plain"], cwd=ROOT, stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    table = [line for line in res.stdout.splitlines() if " x " in line and "goal" not in line]
+    assert [line.split(" ")[0:2] for line in table] == [["4", "x"]], res.stdout
+
+
+def test_compare_refuses_an_unknown_name():
+    res = subprocess.run([sys.executable, BENCH, "--only", "outptu"], cwd=ROOT,
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0
+    assert "unknown outptu" in res.stderr
