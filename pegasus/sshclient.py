@@ -229,31 +229,13 @@ class Client(SSHClient):
         readers = {"stdout": channel.read, "stderr": channel.read_stderr}
         while readers:
             with self.waits.after(self.sock):
-                progressed, mark = self._read_round(channel, readers, emit)
+                progressed, mark = _read_round(self, channel, readers, emit)
             # A later stream's read drains the socket into libssh2's buffer: data or
             # the end of a stream already asked may now wait there, not on the socket.
             if not progressed and readers and sockwait.none_read_since(mark, self.sock):
                 self.poll()
             elif progressed:
                 gevent.sleep(0)
-
-    def _read_round(self, channel, readers, emit: Emit):
-        """Each stream read once: (whether any gave data, the socket's count of
-        bytes read after the first that had none)."""
-        progressed, mark = False, None
-        for name in list(readers):
-            size, data = readers[name](CHUNK)
-            if size > 0:
-                emit(name, data)
-                progressed = True
-            elif size == LIBSSH2_ERROR_EAGAIN:
-                mark = sockwait.consumed(self.sock) if mark is None else mark
-            elif size == 0:
-                if channel.eof():
-                    del readers[name]
-            else:
-                raise ConnectionLost(self.how_it_ended() or "the connection broke while reading")
-        return progressed, mark
 
     def exit_status(self, channel) -> int:
         """Close the channel, wait for sshd's close, and return the exit status."""
@@ -299,6 +281,25 @@ class Client(SSHClient):
 _ENDED = {8: "the host closed the connection",  # TCP_CLOSE_WAIT: the host's FIN came
           7: "the connection was reset or timed out"}  # TCP_CLOSE: a reset, a TCP timeout
 _LAST_DATA_RECV = 52  # struct tcp_info: 8 bytes of u8 fields, then u32 fields up to it
+
+
+def _read_round(client: Client, channel, readers, emit: Emit):
+    """Each stream read once: (whether any gave data, the socket's count of
+    bytes read after the first that had none)."""
+    progressed, mark = False, None
+    for name in list(readers):
+        size, data = readers[name](CHUNK)
+        if size > 0:
+            emit(name, data)
+            progressed = True
+        elif size == LIBSSH2_ERROR_EAGAIN:
+            mark = sockwait.consumed(client.sock) if mark is None else mark
+        elif size == 0:
+            if channel.eof():
+                del readers[name]
+        else:
+            raise ConnectionLost(client.how_it_ended() or "the connection broke while reading")
+    return progressed, mark
 
 
 def keepalive_every(target: SshTarget) -> int:
