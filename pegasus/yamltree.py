@@ -110,6 +110,20 @@ class TextStream:
         """Lines read so far (a last line without a newline counts)."""
         return self.newlines + (self._last not in ("", "\n"))
 
+    def line_of_char(self, index: int) -> int:
+        """The line of character ``index`` (reads the file again: for messages only)."""
+        self._file.seek(0)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        newlines = 0
+        while index > 0:
+            data = self._file.read(self.CHUNK)
+            text = decoder.decode(data, final=not data)[:index]
+            if not data and not text:
+                break
+            newlines += text.count("\n")
+            index -= len(text)
+        return newlines + 1
+
     def line_at(self, offset: int) -> int:
         """The line of byte ``offset`` (reads the file again: for messages only)."""
         self._file.seek(0)
@@ -146,7 +160,7 @@ class _Reader:
         try:
             return step()
         except yaml.MarkedYAMLError as err:
-            raise _syntax_error(err, self.path, self.lines()) from None
+            raise _syntax_error(err, self.path, self.lines(), self.line_of) from None
         except yaml.reader.ReaderError as err:
             raise BadText(f"has a character YAML does not allow (U+{err.character:04X}: "
                           f"{err.reason}); remove it", self.path,
@@ -234,6 +248,14 @@ class _Reader:
             return source.lines()
         return source.count("\n") + (not source.endswith("\n"))
 
+    def line_of(self, mark) -> int:
+        """The line of a YAML mark as an editor counts lines, by newline alone
+        (YAML also breaks lines at U+0085, U+2028 and U+2029)."""
+        source = self.source
+        if isinstance(source, TextStream):
+            return source.line_of_char(mark.index)
+        return source[:mark.index].count("\n") + 1
+
     def line_at(self, position: int) -> int:
         """The line of a ReaderError's position (libyaml counts bytes)."""
         source = self.source
@@ -246,12 +268,12 @@ class _Reader:
         return line - 1 if column == 0 else line
 
 
-def _syntax_error(err, path: str, lines: int) -> InputError:
+def _syntax_error(err, path: str, lines: int, line_of) -> InputError:
     mark = _mistake_mark(err)
     problem = err.problem or "syntax error"
     if err.context:
         problem = f"{problem} ({err.context})"
-    line = mark.line + 1 if mark is not None else None
+    line = line_of(mark) if mark is not None else None
     if line is not None and lines and line > lines:  # "at the end": the last line
         line = lines
     return InputError(f"YAML syntax error: {problem}", path, line, advice=RUN_AGAIN)

@@ -206,3 +206,16 @@ def test_the_copy_is_done_by_hand_where_the_kernel_refuses(tmp_path, monkeypatch
     Records(QueueFile(str(path))).take(["[n]"], ok)
     assert path.read_bytes() == before[len(b"- echo job 0  # note 0\n"):]
     assert len(calls) == refuse_after + 1
+
+
+def test_a_syntax_error_is_placed_on_the_line_an_editor_shows_whatever_the_chunks():
+    """YAML also breaks lines at U+0085 (NEL); an editor, and the line numbers
+    Pegasus gives, break them at newlines only. Found by the fuzz test above: the
+    whole text said line 2, a stream line 1 or 2 by its chunk size."""
+    text = "- \x850\x850\n- "  # one line for an editor, then '- '
+    said = {outcome(lambda: read_all(text, "q"))[1][:4]}
+    for chunk in range(1, 10):
+        stream = TextStream(io.BytesIO(text.encode("utf-8")), "q")
+        stream.CHUNK = chunk
+        said.add(outcome(lambda: read_all(stream, "q"))[1][:4])
+    assert said == {"q:1 "}
