@@ -40,13 +40,7 @@ class LocalExecutor:
             emit("stderr", f"pegasus: cannot start the command: {err.strerror} (a "
                            f"command is limited to {ARG_MAX_KIB} KiB)\n".encode())
             return 126
-        faults.point("exec-sent")
-        try:
-            pump(self.proc, emit)
-            status = self.proc.wait()
-        finally:
-            self.proc = None
-        return exit_status(status)
+        return run_to_end(self, emit)
 
     def heartbeat(self) -> None:
         """Local jobs need none."""
@@ -83,6 +77,18 @@ class LocalExecutor:
     def close(self) -> None:
         pass
 
+
+
+def run_to_end(executor, emit: Emit) -> int:
+    """The output of ``executor.proc`` (just started) to ``emit`` until it ends;
+    its exit status. Then the executor runs nothing (``proc`` None)."""
+    faults.point("exec-sent")
+    try:
+        pump(executor.proc, emit)
+        status = executor.proc.wait()
+    finally:
+        executor.proc = None
+    return exit_status(status)
 
 def exit_status(returncode: int) -> int:
     """128+N for a process killed by signal N, as a shell says."""

@@ -20,10 +20,10 @@ from typing import Callable, Dict, Optional, Tuple
 from gevent import subprocess
 from gevent.lock import BoundedSemaphore
 
-from pegasus import faults, slurmentry
+from pegasus import slurmentry
 from pegasus.errors import SlurmError
 from pegasus.executor import Emit, nothing
-from pegasus.local import LocalExecutor, exit_status, pump
+from pegasus.local import LocalExecutor, run_to_end
 from pegasus.model import Job, Partition, SubNode
 
 CHECK_TIMEOUT = 30  # seconds for ``scontrol show partition`` to answer
@@ -107,13 +107,7 @@ class SlurmExecutor:
         except OSError as err:
             emit("stderr", _cannot_start(err))
             return NOT_FOUND if err.errno == errno.ENOENT else 126
-        faults.point("exec-sent")
-        try:
-            pump(self.proc, emit)
-            status = self.proc.wait()
-        finally:
-            self.proc = None
-        return exit_status(status)
+        return run_to_end(self, emit)
 
     def heartbeat(self) -> None:
         """srun needs none."""

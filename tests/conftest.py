@@ -125,11 +125,16 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _own_tmpdir(tmp_path_factory, monkeypatch):
+def _own_tmpdir(monkeypatch):
     """TMPDIR of the processes a test starts (lock mode's private copy of the queue,
-    ``pegasus-edit-*``, outlives a ``kill -9``): under pytest's own temporary
-    folder, which it cleans, never left in /tmp."""
-    monkeypatch.setenv("TMPDIR", str(tmp_path_factory.mktemp("tmp")))
+    ``pegasus-edit-*``, outlives a ``kill -9``): a folder of the test's own,
+    removed after it, never left in /tmp. Searchable by all (0711): a benchmark's
+    cluster under it must be readable by the test user's sshd."""
+    path = tempfile.mkdtemp(prefix="pgtmp-", dir="/tmp")
+    os.chmod(path, 0o711)
+    monkeypatch.setenv("TMPDIR", path)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
