@@ -18,7 +18,7 @@ import gevent
 from gevent.lock import BoundedSemaphore
 from gevent.threadpool import ThreadPool
 
-from pegasus import executor, slurm, ssh, sshconfig
+from pegasus import executor, slurm, sshconfig
 from pegasus.local import LocalExecutor
 from pegasus.errors import HostError
 from pegasus.events import HostBack, HostFailed, HostRefused, HostSilent
@@ -52,6 +52,7 @@ class Connector:
         if node.slurm:
             return self.partitions.executor(node)
         target = self.target(node.hostname)
+        from pegasus import ssh  # parallel-ssh: only when a host is not local (start-up)
         with self.limits[node.hostname]:
             return ssh.connect(target, self.orphan_timeout)
 
