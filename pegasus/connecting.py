@@ -154,6 +154,7 @@ class Hosts:
         self.was_up = {node.hostname for node in executors}  # hosts connected before
         self.refused: List[HostError] = []  # hosts that refuse us for good
         self.by_host: Dict[str, List[SubNode]] = {}
+        self.live: Set[SubNode] = set()
         self._group()
         self.leaving: Set[SubNode] = set()  # gone from hosts.yaml, their job still running
 
@@ -161,6 +162,7 @@ class Hosts:
         self.by_host = {}
         for node in self.nodes:
             self.by_host.setdefault(node.hostname, []).append(node)
+        self.live = set(self.nodes)  # is_live: O(1), not a search of the host's list
 
     def start(self) -> None:
         """Wait in the background for the first connections still being made;
@@ -210,7 +212,7 @@ class Hosts:
 
     def is_live(self, node: SubNode) -> bool:
         """Whether ``node`` is in hosts.yaml (as last read well)."""
-        return node in self.by_host.get(node.hostname, ())
+        return node in self.live
 
     def failed_errors(self) -> List[HostError]:
         return list(self.errors.values()) + self.refused
