@@ -6,6 +6,7 @@ import subprocess
 import sys
 from functools import partial
 
+import pytest
 
 import helpers
 from helpers import Running
@@ -125,6 +126,7 @@ def test_ten_thousand_sub_nodes_work(tmp_path):
     assert helpers.queue_entries(tmp_path / "queue.yaml") == []
 
 
+@pytest.mark.slow  # 3 s or more
 def test_entries_appended_without_the_lock_while_a_daemon_takes_are_never_lost(tmp_path):
     """`echo '- cmd' >> queue.yaml` while Pegasus rewrites the file: an append that lands
     in the old file after its tail was copied is carried over (a new user's trial lost
