@@ -10,6 +10,7 @@ and come back during a run. With ``modes``, ``running``, ``probing`` and
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
@@ -18,7 +19,7 @@ import gevent
 from gevent.lock import BoundedSemaphore
 from gevent.threadpool import ThreadPool
 
-from pegasus import executor, slurm, sshconfig
+from pegasus import executor, sshconfig
 from pegasus.local import LocalExecutor
 from pegasus.errors import HostError
 from pegasus.events import HostBack, HostFailed, HostRefused, HostSilent
@@ -36,7 +37,6 @@ class Connector:
         self.orphan_timeout, self.ssh_config = orphan_timeout, ssh_config
         names = list(dict.fromkeys(n.hostname for n in nodes
                                    if not n.is_local and not n.slurm))
-        self.partitions = slurm.Partitions()  # ``slurm:`` entries: each checked once
         self.targets: Dict[str, object] = {}
         self.limits = {name: BoundedSemaphore(CONNECTS_PER_HOST) for name in names}
         # ``ssh -G`` for every host at once, 8 at a time in threads: a host
@@ -44,6 +44,14 @@ class Connector:
         self._pool = ThreadPool(min(8, len(names))) if names else None
         self._resolving = {name: self._pool.spawn(sshconfig.resolve, name, ssh_config)
                            for name in names}
+
+    @functools.cached_property
+    def partitions(self):
+        """``slurm:`` entries' executors, each partition checked once (slurm.py is
+        loaded for the first: a run without Slurm needs none of it)."""
+        from pegasus import slurm
+
+        return slurm.Partitions()
 
     def connect(self, node: SubNode):
         """An executor for one sub-node; raises HostError."""
