@@ -6,6 +6,7 @@ import shlex
 import sys
 
 import gevent
+import gevent.hub
 
 from pegasus import broadcast, checks, expand, hostlists, hostswatch, modes, records, running
 from pegasus.connecting import Connector, close_all
@@ -22,6 +23,7 @@ FIRST_ANSWER = 2.0  # seconds queue mode waits for every host's first answer
 
 
 def run(opts: Options) -> ExitStatus:
+    _errors_are_values()
     folded = {"b": FoldedSteps, "q": FoldedSummary}.get(opts.mode) if opts.fold else None
     sink = (folded or Sink).for_terminal(
         getattr(sys.stdout, "buffer", None), opts.print_period)
@@ -44,6 +46,14 @@ def run(opts: Options) -> ExitStatus:
 
         return _written(sink, dryrun.run(opts, sink))
     return run_mode(opts, sink)
+
+
+def _errors_are_values() -> None:
+    """An exception in a greenlet or a thread-pool call is its caller's value
+    (``Greenlet.value``, ``apply`` raises it again): gevent's hub must not also
+    print it as a traceback. parallel-ssh sets the same at import; a run loads
+    it only for a host that is not local."""
+    gevent.hub.Hub.NOT_ERROR = (Exception,)
 
 
 def _written(sink: Sink, status: ExitStatus) -> ExitStatus:

@@ -107,6 +107,7 @@ killed), 3 no Pegasus runs on the queue (or it cannot be reached).
 from __future__ import annotations
 
 import errno
+import gc
 import math
 import os
 import re
@@ -366,4 +367,5 @@ def run() -> None:
             sys.stdout.flush()
     except OSError:
         _silence_stdout()
+    gc.freeze()  # the exit's collections skip every object left: some 40 ms of a short run
     sys.exit(status)

@@ -10,6 +10,7 @@ and come back during a run. With ``modes``, ``running``, ``probing`` and
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
@@ -18,7 +19,7 @@ import gevent
 from gevent.lock import BoundedSemaphore
 from gevent.threadpool import ThreadPool
 
-from pegasus import executor, slurm, ssh, sshconfig
+from pegasus import executor, sshconfig
 from pegasus.local import LocalExecutor
 from pegasus.errors import HostError
 from pegasus.events import HostBack, HostFailed, HostRefused, HostSilent
@@ -36,7 +37,6 @@ class Connector:
         self.orphan_timeout, self.ssh_config = orphan_timeout, ssh_config
         names = list(dict.fromkeys(n.hostname for n in nodes
                                    if not n.is_local and not n.slurm))
-        self.partitions = slurm.Partitions()  # ``slurm:`` entries: each checked once
         self.targets: Dict[str, object] = {}
         self.limits = {name: BoundedSemaphore(CONNECTS_PER_HOST) for name in names}
         # ``ssh -G`` for every host at once, 8 at a time in threads: a host
@@ -45,6 +45,14 @@ class Connector:
         self._resolving = {name: self._pool.spawn(sshconfig.resolve, name, ssh_config)
                            for name in names}
 
+    @functools.cached_property
+    def partitions(self):
+        """``slurm:`` entries' executors, each partition checked once (slurm.py is
+        loaded for the first: a run without Slurm needs none of it)."""
+        from pegasus import slurm
+
+        return slurm.Partitions()
+
     def connect(self, node: SubNode):
         """An executor for one sub-node; raises HostError."""
         if node.is_local:
@@ -52,6 +60,7 @@ class Connector:
         if node.slurm:
             return self.partitions.executor(node)
         target = self.target(node.hostname)
+        from pegasus import ssh  # parallel-ssh: only when a host is not local (start-up)
         with self.limits[node.hostname]:
             return ssh.connect(target, self.orphan_timeout)
 
@@ -153,6 +162,7 @@ class Hosts:
         self.was_up = {node.hostname for node in executors}  # hosts connected before
         self.refused: List[HostError] = []  # hosts that refuse us for good
         self.by_host: Dict[str, List[SubNode]] = {}
+        self.live: Set[SubNode] = set()
         self._group()
         self.leaving: Set[SubNode] = set()  # gone from hosts.yaml, their job still running
 
@@ -160,6 +170,7 @@ class Hosts:
         self.by_host = {}
         for node in self.nodes:
             self.by_host.setdefault(node.hostname, []).append(node)
+        self.live = set(self.nodes)  # is_live: O(1), not a search of the host's list
 
     def start(self) -> None:
         """Wait in the background for the first connections still being made;
@@ -209,7 +220,7 @@ class Hosts:
 
     def is_live(self, node: SubNode) -> bool:
         """Whether ``node`` is in hosts.yaml (as last read well)."""
-        return node in self.by_host.get(node.hostname, ())
+        return node in self.live
 
     def failed_errors(self) -> List[HostError]:
         return list(self.errors.values()) + self.refused

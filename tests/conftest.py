@@ -55,6 +55,8 @@ def pytest_configure(config):
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     _keep_bytecode()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        config.pluginmanager.register(LongestFilesFirst(), "longest-files-first")
 
 
 def _keep_bytecode():
@@ -87,10 +89,7 @@ def _own_folder(path):
 def pytest_collection_modifyitems(config, items):
     """Mark ``sshd`` every test that uses the ``cluster`` fixture. Deselect the
     tests marked ``docker`` unless ``-m`` names them (docker/ci.sh runs them against
-    the compose cluster it brings up). On xdist workers,
-    files come in the order of their share of ``slow`` tests, highest first (else as
-    collected): workers take whole files in this order, and a long file taken last
-    would end the run alone."""
+    the compose cluster it brings up)."""
     for item in items:
         if "cluster" in item.fixturenames:
             item.add_marker(pytest.mark.sshd)
@@ -102,12 +101,23 @@ def pytest_collection_modifyitems(config, items):
         if docker:
             config.hook.pytest_deselected(items=docker)
             items[:] = [item for item in items if item.get_closest_marker("docker") is None]
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        counts = collections.defaultdict(lambda: [0, 0])  # file: [slow tests, tests]
+
+
+class LongestFilesFirst:
+    """On xdist workers, files come longest first, by their tests' rough cost in
+    seconds (``SLOW``, 3, a test marked slow; ``OTHER``, 0.05, another); else as
+    collected. Workers take whole files in this order (``--dist loadfile``), and a
+    long file taken last would end the run alone. A plugin of its own: it runs
+    after ``-m`` deselected tests (trylast), so only the tests that run count."""
+
+    SLOW, OTHER = 3.0, 0.05
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items):
+        cost = collections.Counter()
         for item in items:
-            counts[item.path][0] += item.get_closest_marker("slow") is not None
-            counts[item.path][1] += 1
-        items.sort(key=lambda item: -counts[item.path][0] / counts[item.path][1])  # stable
+            cost[item.path] += self.SLOW if item.get_closest_marker("slow") else self.OTHER
+        items.sort(key=lambda item: -cost[item.path])  # stable: a file keeps its order
 
 
 @pytest.hookimpl(tryfirst=True)  # before the test's fixtures are set up

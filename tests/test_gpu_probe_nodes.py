@@ -90,6 +90,7 @@ def test_a_gpu_with_a_foreign_process_never_gets_a_job(gpus):
             "(pid 4242)); it takes no job until it is free") in peg.said()
 
 
+@pytest.mark.slow  # 3 s or more
 def test_a_gpu_freed_by_others_is_used_within_seconds(gpus):
     a, _ = gpus.hosts
     gpus.state(a, "gpu 0 30000\ngpu 1 3\n")  # memory in use, no process listed

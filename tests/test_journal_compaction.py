@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -189,10 +190,25 @@ class Driver:
             self.model.end(ticket)
 
 
+@pytest.fixture
+def tmpfs_path(tmp_path):
+    """A folder on a tmpfs if there is one, else tmp_path: the random runs' fsyncs,
+    unlinks and rmdirs (a journal and a recovered copy at each of 1,500 steps) are
+    the disk's cost, not the journal's: 8 of a run's 9 s on our CI disk."""
+    if not os.path.isdir("/dev/shm") or not os.access("/dev/shm", os.W_OK):
+        yield tmp_path
+        return
+    folder = tempfile.mkdtemp(prefix="pegasus-journal-", dir="/dev/shm")
+    try:
+        yield Path(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_runs_stay_small_and_a_crash_anywhere_finds_exactly_the_live_jobs(
-        tmp_path, monkeypatch, seed):
-    folder = tmp_path / "run"
+        tmpfs_path, monkeypatch, seed):
+    folder = tmpfs_path / "run"
     folder.mkdir()
     journal = new_journal(folder, monkeypatch)
     driver = Driver(journal, random.Random(seed))
@@ -207,7 +223,7 @@ def test_random_runs_stay_small_and_a_crash_anywhere_finds_exactly_the_live_jobs
             assert journal.size == os.fstat(journal.fd).st_size, where
             live = len(journal._live_lines())
             assert journal.size <= max(SMALL, 2 * live), where
-            assert recovered_copy(journal, tmp_path / "copy") == driver.model.expected(), where
+            assert recovered_copy(journal, tmpfs_path / "copy") == driver.model.expected(), where
             assert compaction_files(folder) == [], where
             assert len(journal_files(folder)) == 1, where
             peak, written = max(peak, before + grew), written + grew

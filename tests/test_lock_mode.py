@@ -688,6 +688,7 @@ def process_gone(pid):
         return True
 
 
+@pytest.mark.slow  # 3 s or more
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP],
                          ids=["kill-9", "sigterm", "sighup"])
@@ -853,6 +854,7 @@ def wrapper_editor(folder):
     return str(wrapper), folder / "open.flag", folder / "release.flag", folder / "editor.pid"
 
 
+@pytest.mark.slow  # 3 s or more
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL],
                          ids=["sigterm", "sighup", "kill-9"])
 def test_a_wrapper_editor_left_open_by_a_killed_lock_mode_never_runs_an_entry_twice(
