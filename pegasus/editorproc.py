@@ -31,6 +31,7 @@ from typing import Callable, Iterator, List, Optional
 
 KILL_AFTER = 3.0  # seconds between TERM and KILL to an editor that must end
 POLL = 0.02  # seconds between looks at a group that was told to end
+LOOK_EVERY = 0.1  # seconds between looks at an open editor's group for a stop (Ctrl-z)
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -52,10 +53,19 @@ class Editor:
         return self.child.returncode
 
     def wait(self) -> int:
-        """Wait for the editor's first process to exit; a Ctrl-z stops Pegasus too."""
+        """Wait for the editor's first process to exit; a Ctrl-z stops Pegasus too.
+
+        Ctrl-z may stop only part of the editor's group: a wrapper that ignores
+        it (or was starting its child as it came) waits on a stopped child, and
+        only a look at the editor's whole tree (``/proc``) sees it stopped."""
         while self.child.returncode is None:
-            _, status = os.waitpid(self.child.pid, os.WUNTRACED)
-            if os.WIFSTOPPED(status):
+            pid, status = os.waitpid(self.child.pid, os.WUNTRACED | os.WNOHANG)
+            if pid == 0:
+                if self.tty is not None and _stopped_in(self.group):
+                    self._suspend()
+                else:
+                    time.sleep(LOOK_EVERY)
+            elif os.WIFSTOPPED(status):
                 self._suspend()
             else:
                 self.child.returncode = os.waitstatus_to_exitcode(status)
@@ -99,6 +109,9 @@ class Editor:
         os.killpg(os.getpgrp(), signal.SIGTSTP)  # Pegasus stops here until `fg`
         _give_terminal(self.tty, self.group)
         self._signal(signal.SIGCONT)
+        deadline = time.monotonic() + KILL_AFTER  # seen going on: not a second Ctrl-z
+        while _stopped_in(self.group) and time.monotonic() < deadline:
+            time.sleep(POLL)
 
 
 @contextmanager
@@ -113,6 +126,25 @@ def started(argv: List[str], restore: List[int]) -> Iterator[Editor]:
             editor.end()  # a wrapper's children left behind end with lock mode
         finally:
             editor.close()
+
+
+def _stopped_in(group: int) -> bool:
+    """Whether a process of the editor's tree (its first process is ``group``) in
+    that group is stopped: ``/proc``'s children lists, a few files a look."""
+    todo, seen = [group], 0
+    while todo and seen < 1000:
+        pid = todo.pop()
+        seen += 1
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
+                todo.extend(int(child) for child in f.read().split())
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile (or no such /proc file: nothing seen)
+        if len(fields) > 2 and fields[0] == b"T" and int(fields[2]) == group:
+            return True
+    return False
 
 
 def _foreground_terminal() -> Optional[int]:

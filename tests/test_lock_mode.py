@@ -560,6 +560,31 @@ def test_ctrl_z_in_the_editor_suspends_lock_mode_and_fg_continues_it(tmp_path, t
     assert lock_is_free(queue)
 
 
+def test_ctrl_z_that_stops_only_the_editors_child_still_suspends_lock_mode(tmp_path, terminal):
+    """A wrapper that ignores Ctrl-z (or is busy starting its child as it comes)
+    does not stop, its child the editor does: lock mode still sees its editor
+    stopped, suspends, and ``fg`` continues the editor."""
+    queue = tmp_path / "queue.yaml"
+    queue.write_text("- echo one\n")
+    flag, release = tmp_path / "open.flag", tmp_path / "release.flag"
+    child = ("import os, signal, time; signal.signal(signal.SIGTSTP, signal.SIG_DFL); "
+             f"open({str(flag)!r}, 'w').close()\n"
+             f"while not os.path.exists({str(release)!r}): time.sleep(0.02)")
+    ed = editor(tmp_path, "trap '' TSTP\n" + APPEND +
+                f"{shlex.quote(sys.executable)} -c {shlex.quote(child)}\n")
+    lock = terminal(["l", "--editor", ed], tmp_path)
+    wait_for(flag.exists, what="the editor to open")
+    lock.type(b"\x1a")  # Ctrl-z: the wrapper ignores it, its child stops
+    lock.until("[stopped]")  # the shell has its prompt back
+    assert not lock_is_free(queue)
+    release.touch()
+    lock.type(b"fg\n")
+    output = lock.until("[exit 0]")
+    assert "pegasus: queue.yaml: 2 entries, 2 jobs" in output
+    assert queue.read_text() == "- echo one\n- echo added\n"
+    assert lock_is_free(queue)
+
+
 # ---------------------------------------------------------------- running Pegasus
 
 def test_a_daemon_takes_nothing_while_the_editor_is_open(tmp_path, running):
