@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from pegasus import nodeset
-from pegasus.output import Sink
-from pegasus.steps import SHORT as _SHORT, _not_run, _step_command
+from pegasus.output import Sink, id_tag
+from pegasus.steps import SHORT as _SHORT, not_run, step_command
 from pegasus.words import one_line, plural
 
 LIMIT = 1 << 20  # bytes of one sub-node's output gathered in a step (1 MiB)
@@ -149,8 +149,8 @@ class FoldedSteps(Sink):
         failed = [r for r in results if not r.ok]
         if not failed:
             return super().step_report(number, results, missed)
-        head = (f"step {number} '{_step_command(results)}': {len(failed)} of {len(results)} "
-                f"sub-nodes failed{_not_run(missed)}:")
+        head = (f"step {number} '{step_command(results)}': {len(failed)} of {len(results)} "
+                f"sub-nodes failed{not_run(missed)}:")
         by_words: Dict[str, List] = {}
         for result in sorted(failed, key=lambda r: r.node.index):
             by_words.setdefault(result.describe(), []).append(result.node)
@@ -180,6 +180,6 @@ class FoldedSummary(Sink):
 
 
 def _commands(results: Sequence, named: int = 3) -> str:
-    texts = [f"'{one_line(r.rendered, _SHORT)}'" for r in results[:named]]
+    texts = [f"{id_tag(r)}'{one_line(r.rendered, _SHORT)}'" for r in results[:named]]
     more = f" and {len(results) - named} more" if len(results) > named else ""
     return ", ".join(texts) + more

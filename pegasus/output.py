@@ -31,7 +31,7 @@ import shutil
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from pegasus.outlet import Outlet
-from pegasus.steps import SHORT as _SHORT, Missed, StepTable, _not_run, _step_command
+from pegasus.steps import SHORT as _SHORT, Missed, StepTable, not_run, step_command
 from pegasus.words import one_line, plural
 
 __all__ = ["Sink", "StepTable", "one_line", "wrap_text"]
@@ -180,22 +180,22 @@ class Sink:
             head = [f"{jobs}, all succeeded"]
         else:
             head = [f"{jobs}, {len(failed)} failed:"]
-        rows = [f"  {r.node.label} '{one_line(r.rendered, _SHORT)}' ({r.describe()})"
-                for r in failed]
+        rows = [f"  {r.node.label} {id_tag(r)}'{one_line(r.rendered, _SHORT)}' "
+                f"({r.describe()})" for r in failed]
         self._write(self._tagged(head + rows + ([extra] if extra else [])))
 
     def step_report(self, number: int, results: Sequence, missed: Missed = ()) -> None:
         """Broadcast mode: how one step went, right after it finished, and which
         sub-nodes (left out earlier) did not run it."""
         failed = [r for r in results if not r.ok]
-        head = f"step {number} '{_step_command(results)}': "
+        head = f"step {number} '{step_command(results)}': "
         if not failed:
             every = "the sub-node" if len(results) == 1 else f"all {len(results)} sub-nodes"
-            self._write(self._tagged([head + f"{every} succeeded" + _not_run(missed)]))
+            self._write(self._tagged([head + f"{every} succeeded" + not_run(missed)]))
             return
         rows = [f"  {r.node.label} {r.describe()}" for r in failed]
         self._write(self._tagged([head + f"{len(failed)} of {len(results)} sub-nodes "
-                                  "failed" + _not_run(missed) + ":"] + rows))
+                                  "failed" + not_run(missed) + ":"] + rows))
 
     def step_output(self, results: Sequence, stopped: bool = False) -> None:
         """Broadcast mode, after a step: nothing here, each line was printed as it
@@ -276,3 +276,8 @@ def _terminal_width(stream, environ) -> int:
         return os.get_terminal_size(stream.fileno()).columns
     except (AttributeError, OSError, ValueError):
         return shutil.get_terminal_size().columns
+
+
+def id_tag(result) -> str:
+    """``#17 `` (its id, for ``pegasus log 17``), or nothing for a job without one."""
+    return "" if result.job.id is None else f"#{result.job.id} "

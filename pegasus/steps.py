@@ -10,7 +10,7 @@ from pegasus.words import one_line
 SHORT = 80  # commands in the summary are shortened to this many characters
 
 
-def _step_command(results: Sequence) -> str:
+def step_command(results: Sequence) -> str:
     """The step's command: rendered if every sub-node ran the same text."""
     if not results:
         return ""
@@ -43,7 +43,7 @@ class _StepRow:
                    f"'{self.commands[1]}'): {self.ok} ok each")
         if self.failed:
             row += f", {self.failed}"
-        return row + _not_run(self.missed)
+        return row + not_run(self.missed)
 
     def absorbs(self, other: "_StepRow") -> bool:
         """Whether ``other``, the next step, is told by this row (and now is)."""
@@ -58,12 +58,12 @@ def _step_row(number: int, results: Sequence, missed: Missed) -> _StepRow:
     failed = [r for r in results if not r.ok]
     words = f"{len(failed)} failed: " + "; ".join(
         f"{r.node.label} {r.describe()}" for r in failed) if failed else ""
-    command = _step_command(results)
+    command = step_command(results)
     return _StepRow(number, number, (command, command), len(results) - len(failed), words,
                     missed)
 
 
-def _not_run(missed: Missed) -> str:
+def not_run(missed: Missed) -> str:
     """``; not run on [a], [b] (why); [c] (why)``: the first few named, grouped by why."""
     if not missed:
         return ""

@@ -68,7 +68,7 @@ def test_kill_stops_that_job_only_reports_it_killed_by_user_and_the_queue_goes_o
     assert out.called("cancel") == [("[node-1]", "a")]
     assert "pegasus kill: stopping 1 job (#1 on [node-1]; TERM, then KILL 3 s later)" \
         in out.messages
-    assert "  [node-1] 'a' (killed by user, exit 143)" in out.messages
+    assert "  [node-1] #1 'a' (killed by user, exit 143)" in out.messages
     assert out.status == 1
     failed = (tmp_path / "failed.yaml").read_text()
     assert "for [node-1]: killed by user, exit 143" in failed and "- command: a" in failed

@@ -157,10 +157,10 @@ def test_daemon_reads_a_bad_head_fixed_just_as_the_take_found_it(tmp_path):
 
 @pytest.mark.parametrize("script, status, summary", [
     (FakeJob(), 0, ["1 job, all succeeded"]),
-    (FakeJob(exit=3), 1, ["1 job, 1 failed:", "  [node-1] 'job' (exit 3)"]),
+    (FakeJob(exit=3), 1, ["1 job, 1 failed:", "  [node-1] #1 'job' (exit 3)"]),
     (FakeJob(signal=9), 1, ["1 job, 1 failed:",
-                            "  [node-1] 'job' (exit 137 (killed by SIGKILL))"]),
-    (FakeJob(lost_after=0), 1, ["1 job, 1 failed:", f"  [node-1] 'job' ({LOST})"]),
+                            "  [node-1] #1 'job' (exit 137 (killed by SIGKILL))"]),
+    (FakeJob(lost_after=0), 1, ["1 job, 1 failed:", f"  [node-1] #1 'job' ({LOST})"]),
 ], ids=["succeeded", "failed", "killed", "lost"])
 def test_exit_status_says_how_the_jobs_went(tmp_path, script, status, summary):
     out = run_loop(tmp_path, queue=["job"], scripts={"job": script})
@@ -212,8 +212,8 @@ def test_second_ctrl_c_terminates_running_jobs(tmp_path):
     assert [(job.command, job.status) for job in out.jobs] == [("a", 143), ("b", 137)]
     assert "stopping 2 running jobs" in out.messages
     assert out.messages[-4:] == ["2 jobs, 2 failed:",
-                                 "  [node-1] 'a' (exit 143 (killed by SIGTERM))",
-                                 "  [node-2] 'b' (exit 137 (killed by SIGKILL))",
+                                 "  [node-1] #1 'a' (exit 143 (killed by SIGTERM))",
+                                 "  [node-2] #2 'b' (exit 137 (killed by SIGKILL))",
                                  "interrupted by Ctrl-c"]
     assert out.queue == ["c"]
     assert out.interrupted == []  # their outcome is known
@@ -263,7 +263,7 @@ def test_a_host_lost_mid_job_comes_back_and_takes_jobs_again(tmp_path):
     assert [answer for host, answer in out.connects if host == "node-1"] == [
         Answer.OK, Answer.DOWN, Answer.OK]
     assert out.ran("[node-1]") == ["a", "c"]  # a is not run again
-    assert out.messages[-2:] == ["3 jobs, 1 failed:", f"  [node-1] 'a' ({LOST})"]
+    assert out.messages[-2:] == ["3 jobs, 1 failed:", f"  [node-1] #1 'a' ({LOST})"]
     assert out.status == 1
 
 

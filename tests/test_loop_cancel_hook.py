@@ -73,7 +73,7 @@ def test_a_hook_that_fails_or_hangs_is_said_and_the_job_is_still_stopped(tmp_pat
     assert any(words in message for message in out.messages), out.messages
     assert out.called("cancel") == [("[node-1]", "a")]
     assert out.called("kill") == [("[node-1]", "a")]
-    assert out.messages[-1] == "  [node-1] 'a' (timed out after 0.05s, exit 124)"
+    assert out.messages[-1] == "  [node-1] #1 'a' (timed out after 0.05s, exit 124)"
 
 
 def test_a_hosts_hook_that_does_not_render_for_a_job_is_said_and_term_follows(tmp_path):

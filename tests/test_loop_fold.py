@@ -119,7 +119,7 @@ def test_queue_mode_folds_the_summary_failed_jobs_grouped_by_error(tmp_path):
     assert summary[0] == "6 jobs, 5 failed:"
     assert summary[1].startswith("  exit 2 (4 jobs) on node-[1-2]: ")
     assert summary[1].endswith(" and 1 more")
-    assert summary[2] in ("  exit 7 (1 job) on node-1: 'e'", "  exit 7 (1 job) on node-2: 'e'")
+    assert summary[2] in ("  exit 7 (1 job) on node-1: #5 'e'", "  exit 7 (1 job) on node-2: #5 'e'")
     assert out.status == 1
 
 

@@ -47,7 +47,7 @@ def test_a_job_that_keeps_failing_runs_retries_plus_one_times_then_fails(tmp_pat
                    scripts={"a": FakeJob(exit=3)})
 
     assert out.ran("[node-1]") == ["a", "a", "a"]
-    assert out.messages[-2:] == ["1 job, 1 failed:", "  [node-1] 'a' (exit 3)"]
+    assert out.messages[-2:] == ["1 job, 1 failed:", "  [node-1] #1 'a' (exit 3)"]
     assert failed_yaml(tmp_path) == [{"command": "a", "retries": "2"}]  # once
     assert out.status == 1
 

@@ -17,7 +17,7 @@ def test_a_job_past_its_timeout_is_stopped_and_reported_as_timed_out(tmp_path):
         in out.messages
     assert out.lines("[node-1]")[1] == "=== done (timed out after 0.05s, exit 124) ==="
     assert out.messages[-2:] == ["2 jobs, 1 failed:",
-                                 "  [node-1] 'a' (timed out after 0.05s, exit 124)"]
+                                 "  [node-1] #1 'a' (timed out after 0.05s, exit 124)"]
     assert [(job.command, job.status) for job in out.jobs] == [("a", 143), ("b", 0)]
     assert out.consumed == [{"command": "a", "timeout": "0.05"}, {"command": "b"}]
     assert out.interrupted == []  # its outcome is known
@@ -40,7 +40,7 @@ def test_a_job_deaf_to_term_is_killed(tmp_path):
 
     assert out.called("cancel") == [("[node-1]", "a")]
     assert out.called("kill") == [("[node-1]", "a")]
-    assert out.messages[-1] == "  [node-1] 'a' (timed out after 0.05s, exit 124)"
+    assert out.messages[-1] == "  [node-1] #1 'a' (timed out after 0.05s, exit 124)"
     assert out.status == 1
 
 
@@ -71,7 +71,7 @@ def test_the_timeout_option_applies_to_jobs_without_their_own(tmp_path):
 
     assert [(job.command, job.status) for job in out.jobs] == [("a", 0), ("b", 143)]
     assert out.messages[-2:] == ["2 jobs, 1 failed:",
-                                 "  [node-2] 'b' (timed out after 0.05s, exit 124)"]
+                                 "  [node-2] #2 'b' (timed out after 0.05s, exit 124)"]
     assert out.status == 1
 
 
