@@ -71,7 +71,8 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
         if opts.daemon else None  # a daemon reads hosts.yaml again when it changes
     nodes = checks.sub_nodes(opts)
     stop = running.StopFlag()
-    queue = QueueFile(opts.queue_file, wait=stop.wait, on_lock_wait=lambda path: sink.message(
+    queue = QueueFile(opts.queue_file, wait=stop.wait, pause=gevent.sleep,
+                      on_lock_wait=lambda path: sink.message(
         f"waiting for the queue lock {path} (someone is editing the queue)"))
     job_records = _open_records(queue, sink, broadcasting)
     try:

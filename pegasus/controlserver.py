@@ -80,9 +80,8 @@ class Server:
         self.loop.run.sink.message(f"pegasus stop{' --now' if now else ''}: "
                                    "asked from another terminal")
         stopping = self.loop.state.name in ("STOPPING", "TERMINATING")
-        times = (1 if stopping else 2) if now else (0 if stopping else 1)  # stop: once only
-        for _ in range(times):
-            self.loop.signalled(Signal.CTRL_C, "pegasus stop")
+        if now or not stopping:  # stop: once only
+            self.loop.signalled(Signal.CTRL_C, "pegasus stop", now=now)
         return {"stopped": True, "running": self.loop.scheduler.running}
 
     def kill(self, ids: List[int]) -> Dict:

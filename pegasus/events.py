@@ -70,6 +70,7 @@ class Signal(Enum):
 class Signalled:
     signal: Signal
     by: str = "Ctrl-c"  # who asked, in words: "pegasus stop" from another terminal
+    now: bool = False  # ``pegasus stop --now``: the first Ctrl-c and the second at once
 
 
 @dataclass(frozen=True)

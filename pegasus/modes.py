@@ -135,9 +135,9 @@ class Loop(Mode):
 
     # -- steps
 
-    def signalled(self, which: Signal, by: str = "Ctrl-c") -> None:
+    def signalled(self, which: Signal, by: str = "Ctrl-c", now: bool = False) -> None:
         self.run.stop.requested = True  # seen at once, even while waiting for the lock
-        self.events.put(Signalled(which, by))
+        self.events.put(Signalled(which, by, now))
 
     def reap(self, block: bool) -> None:
         timeout = self.wait_seconds() if block else 0
@@ -151,7 +151,7 @@ class Loop(Mode):
 
     def handle(self, event) -> None:
         if isinstance(event, Signalled):
-            return self.on_signal(event.signal, event.by)
+            return self.on_signal(event.signal, event.by, event.now)
         if isinstance(event, (HostBack, HostFailed, HostRefused)):
             self.hosts.back(event)
             self.head.wake()
@@ -234,13 +234,17 @@ class Loop(Mode):
 
     # -- stopping
 
-    def on_signal(self, which: Signal, by: str = "Ctrl-c") -> None:
+    def on_signal(self, which: Signal, by: str = "Ctrl-c", now: bool = False) -> None:
+        """SIGTERM, or a second Ctrl-c: stop the running jobs; a first Ctrl-c: take
+        nothing more; ``now`` (``pegasus stop --now``): both at once, said once."""
         if which is Signal.SIGTERM:
             self.stop_signal = Signal.SIGTERM
             return self.terminate()
         if self.state in (State.STOPPING, State.TERMINATING):
             return self.terminate()
         self.state, self.stopped_by = State.STOPPING, by
+        if now:
+            return self.terminate()
         self.run.sink.message(_ctrl_c_words(self.scheduler.running, by))
 
     def terminate(self) -> None:

@@ -91,7 +91,8 @@ class QueueFile:
     """
 
     def __init__(self, path: str, wait: Callable[[float], None] = time.sleep,
-                 on_lock_wait: Callable[[str], None] = _no_wait_notice):
+                 on_lock_wait: Callable[[str], None] = _no_wait_notice,
+                 pause: Callable[[float], None] = time.sleep):
         # A link is followed once, here: lock, journal, temporary files and
         # rewrites all use the target's folder (a rename would replace the link).
         self.path = os.path.realpath(path) if os.path.islink(path) else path
@@ -101,7 +102,8 @@ class QueueFile:
             os.path.join(folder, record) for record in RECORD_FILES)
         self.lock_path = os.path.join(folder, f".{name}.lock")
         self._partial_prefix = os.path.join(folder, f".{name}.partial")
-        self._wait = wait  # how to pause while the lock is held elsewhere (may raise)
+        self._wait = wait  # how a take pauses while the lock is held elsewhere (may raise)
+        self._pause = pause  # how a record's write pauses for the lock (never gives up)
         self._on_lock_wait = on_lock_wait
         self._told_wait = False  # "waiting for the queue lock" said, not got yet
         self.rest = atrest.Rest(self.path)  # whether the last entry is whole
@@ -251,11 +253,12 @@ class QueueFile:
         return read_text(self.path)
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the queue lock (waits, politely, while someone else has it)."""
+    def locked(self, give_way: bool = False) -> Iterator[None]:
+        """Hold the queue lock (waits while someone else has it); ``give_way``: a
+        take's wait, which may end in LockWaitAborted (a record's never does)."""
         fd = self._open_lock()
         try:
-            self._acquire(fd)
+            self._acquire(fd, self._wait if give_way else self._pause)
             yield
         finally:
             os.close(fd)
@@ -267,7 +270,7 @@ class QueueFile:
         except OSError as err:
             raise _io_error(self.lock_path, "open", err) from None
 
-    def _acquire(self, fd: int) -> None:
+    def _acquire(self, fd: int, wait: Callable[[float], None]) -> None:
         waited = 0.0
         while True:
             try:
@@ -278,7 +281,7 @@ class QueueFile:
                 if waited >= 1.0 and not self._told_wait:
                     self._on_lock_wait(self.lock_path)
                     self._told_wait = True  # once a wait, across aborted tries
-                self._wait(0.05)  # may raise LockWaitAborted
+                wait(0.05)  # a take's may raise LockWaitAborted
                 waited += 0.05
 
 

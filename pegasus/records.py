@@ -95,7 +95,7 @@ class Records:
         and the jobs after it (it waits for slots: nothing jumps ahead).
         """
         queue = self.queue
-        with queue.locked():
+        with queue.locked(give_way=True):  # a take may wait for the lock another time
             popped = queue.pop(want, check, place)
             jobs, targets, fault = list(popped.jobs), popped.places, None
             if jobs:

@@ -547,7 +547,7 @@ class FakeRun:
     def run_loop(self, mode: str, nodes, daemon: bool, error_aborts: bool,
                  timeout: Optional[float] = None, halt_policy: Optional[str] = None) -> int:
         stop = running.StopFlag()
-        queue = QueueFile(self.queue_path, wait=stop.wait)
+        queue = QueueFile(self.queue_path, wait=stop.wait, pause=gevent.sleep)
         job_records, _, _ = records.open_run(queue, mode == "b")
         try:
             subnodes = expand.expand_hosts(list(nodes))

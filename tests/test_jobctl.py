@@ -12,6 +12,7 @@ import time
 
 import gevent
 import pytest
+import yaml
 from fakes import (FakeJob, control_client, ctrl_c, deferred, pegasus, release, run_app,
                    run_loop, when_printed, when_started, write_hosts)
 
@@ -114,6 +115,7 @@ def test_stop_now_acts_as_the_second_ctrl_c(tmp_path):
     assert out.snapshots["stop"][0] == 0
     assert [(job.command, job.status) for job in out.jobs] == [("a", 143), ("b", 143)]
     assert "stopping 2 running jobs" in out.messages
+    assert not any("waiting for" in m for m in out.messages), out.messages  # not "stop"'s
     assert out.queue == ["c"]
     assert out.status == 130
 
@@ -354,3 +356,44 @@ def test_kill_is_answered_while_someone_holds_the_queue_lock(tmp_path):
     assert held["ended while held"], out.output
     assert sorted(j.command for j in out.jobs) == ["a", "b", "c"]
     assert out.queue == [] and out.status == 1
+
+
+def test_a_job_failing_while_someone_holds_the_queue_lock_is_recorded_and_nothing_crashes(
+        tmp_path):
+    """failed.yaml is written under the queue lock: its record waits for the lock,
+    whatever else happens meanwhile (another job ends), and is never given up on
+    (a take gives way to the loop's events; a record must not)."""
+    held = {}
+
+    def hold_lock(fake):
+        fd = os.open(os.path.join(fake.folder, ".queue.yaml.lock"), os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held["fd"] = fd
+
+    def let_go_once_b_ended(fake):
+        """Once b's end waits on the loop's queue and a's record has waited for the
+        lock since, let the lock go."""
+        queue, waited = fake.loop.run.queue, []
+        for name in ("_wait", "_pause"):  # the queue file's two ways to wait for the lock
+            def counted(seconds, wait=getattr(queue, name)):
+                waited.append(not fake.loop.events.empty())
+                return wait(seconds)
+            setattr(queue, name, counted)
+
+        def watch():
+            deadline = time.monotonic() + 10
+            while not any(waited) and time.monotonic() < deadline:
+                gevent.sleep(0.01)
+            os.close(held["fd"])
+        gevent.spawn(watch)
+
+    out = run_loop(tmp_path, nodes=TWO, queue=["a", "b", "c"],
+                   scripts={"a": FakeJob(hang=True, exit=3), "b": HANG},
+                   actions=[when_started("b", hold_lock, release("a")),
+                            when_printed("done (exit 3)", release("b"), let_go_once_b_ended)])
+
+    assert "Traceback" not in out.output and out.status == 1, out.output
+    failed = yaml.safe_load((tmp_path / "failed.yaml").read_text())
+    assert [entry["command"] if isinstance(entry, dict) else entry for entry in failed] == ["a"]
+    assert sorted(j.command for j in out.jobs) == ["a", "b", "c"]
+    assert out.queue == [] and out.interrupted == []
