@@ -147,7 +147,7 @@ def diff(old: Sequence[SubNode], new: Sequence[SubNode],
 def _identity(node: SubNode) -> tuple:
     """What makes an entry's sub-node the same after a change (not its place)."""
     return (node.hostname, node.params, node.lane, node.slot_count, node.copy, node.probe,
-            node.cancel)
+            node.cancel, node.slurm)  # a slurm: entry's options too
 
 
 def apply(loop, event: HostsChanged) -> None:

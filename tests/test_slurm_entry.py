@@ -132,3 +132,17 @@ def test_beside_hosts_without_slots_a_multi_gpu_job_goes_to_slurm_or_waits():
     assert (first.hostname, first.gpus) == ("slurm:gpu", 2)
     assert plan.place(two) is None  # node-1 has one slot: it waits for Slurm's lane
     assert plan.place(Job("y", (("slots", "1"),))).hostname == "node-1"
+
+
+def test_a_daemon_sees_a_slurm_entry_whose_options_changed_as_changed(tmp_path):
+    """A changed ``options:`` (--qos, --account, --mem) must reach the jobs started
+    after it: its lanes are removed and added again, not kept as they were."""
+    from pegasus import hostswatch
+    path = tmp_path / "hosts.yaml"
+    path.write_text("- slurm: gpu\n  jobs: 2\n")
+    source = hostswatch.Source.before_reading(str(path), False)
+    before = source.read()
+    path.write_text("- slurm: gpu\n  jobs: 2\n  options: --qos=high\n")
+    added, removed = hostswatch.diff(before, source.read(), 10)
+    assert len(removed) == 2 and len(added) == 2
+    assert all(node.slurm.options == ("--qos=high",) for node in added)
