@@ -69,11 +69,19 @@ def _options(raw) -> Tuple[str, ...]:
     except ValueError as err:
         raise InputError(f"'options: {text}' cannot be read as shell words ({err}); "
                          "close the quote, e.g. options: --comment='a b'") from None
-    for word in words:
-        if not word.startswith("-"):
+    for before, word in zip([""] + words, words):
+        if not word.startswith("-") and not _takes_a_value(before):
             raise InputError(f"'options: {text}': '{word}' is not an srun option (they "
                              "start with '-'; give the command in the queue, not here)")
     return tuple(words)
+
+
+def _takes_a_value(word: str) -> bool:
+    """Whether the next word may be this option's value (``--qos normal``,
+    ``-A lab``): an option without a value of its own (``--qos=normal``, ``-c1``)."""
+    if word.startswith("--"):
+        return len(word) > 2 and "=" not in word
+    return word.startswith("-") and len(word) == 2
 
 
 def wants_several(job: Job) -> bool:

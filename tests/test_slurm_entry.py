@@ -38,6 +38,8 @@ def test_jobs_defaults_to_one(tmp_path):
     ("- slurm: --partition=gpu\n", "is not a partition name"),
     ("- slurm: gpu\n  options: --comment='a\n", "cannot be read as shell words"),
     ("- slurm: gpu\n  options: python train.py\n", "'python' is not an srun option"),
+    ("- slurm: gpu\n  options: --qos=high python\n", "'python' is not an srun option"),
+    ("- slurm: gpu\n  options: -A lab -c1 x\n", "'x' is not an srun option"),
 ])
 def test_bad_entries_name_the_file_entry_and_what_to_do(tmp_path, entry, words):
     with pytest.raises(InputError) as err:
@@ -146,3 +148,12 @@ def test_a_daemon_sees_a_slurm_entry_whose_options_changed_as_changed(tmp_path):
     added, removed = hostswatch.diff(before, source.read(), 10)
     assert len(removed) == 2 and len(added) == 2
     assert all(node.slurm.options == ("--qos=high",) for node in added)
+
+
+def test_options_may_give_a_value_as_the_next_word_as_srun_takes_it(tmp_path):
+    path = tmp_path / "hosts.yaml"
+    path.write_text("- slurm: gpu\n  options: -c 1 --comment 'a b' -A lab --qos=normal --exclusive\n")
+    from pegasus import hostsfile
+    node = hostsfile.load(str(path))[0]
+    assert node.slurm.options == ("-c", "1", "--comment", "a b", "-A", "lab", "--qos=normal",
+                                  "--exclusive")
