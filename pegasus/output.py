@@ -273,9 +273,10 @@ def _terminal_width(stream, environ) -> int:
     if columns.isdigit() and int(columns) > 0:
         return int(columns)
     try:
-        return os.get_terminal_size(stream.fileno()).columns
+        columns = os.get_terminal_size(stream.fileno()).columns
     except (AttributeError, OSError, ValueError):
-        return shutil.get_terminal_size().columns
+        columns = shutil.get_terminal_size().columns
+    return columns or 80  # a pty nobody sized says 0 (docker exec -t): as shutil does
 
 
 def id_tag(result) -> str:

@@ -272,6 +272,21 @@ def test_no_color_env_disables_even_empty():
         assert sink.width == 80  # still a terminal: still wrapped
 
 
+def test_a_terminal_that_says_it_has_no_size_is_taken_as_80_columns():
+    """A pty nobody sized (docker exec -t, CI runners) reports 0 x 0: lines were
+    cut every 20 columns. 80, as shutil and most tools assume."""
+    import os
+    import pty
+    master, slave = pty.openpty()  # a new pty's size is 0 x 0
+    try:
+        with open(slave, "wb", closefd=False) as stream:
+            sink = Sink.for_terminal(stream, environ={"TERM": "xterm"})
+            assert sink.width == 80
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 def test_dumb_terminal_has_no_color():
     sink = Sink.for_terminal(Stream(tty=True), environ={"TERM": "dumb", "COLUMNS": "80"})
     assert not sink.color
