@@ -1,7 +1,8 @@
 """Pegasus: run a list of shell commands on a set of SSH nodes.
 
 Usage:
-  pegasus (q | b | l) [options] [--limit=PATTERN...] [--exclude=PATTERN...]
+  pegasus (q | b) [options] [--limit=PATTERN...] [--exclude=PATTERN...]
+  pegasus l [options]
   pegasus requeue [options]
   pegasus log [-f] ID [options]
   pegasus status [--json] [options]

@@ -59,7 +59,7 @@ def select(nodes: Sequence, selection: Selection, hosts_file: str) -> list:
     for pattern in selection.exclude:
         kept -= _matching(pattern, names, hosts_file)
     if not kept:
-        raise UsageError(f"{_options(selection)} leave no host of {hosts_file} "
+        raise UsageError(f"{_options(selection)} {_leave(selection)} no host of {hosts_file} "
                          f"(its hosts: {fold(names)})")
     return [node for node in nodes if node.hostname in kept]
 
@@ -164,3 +164,8 @@ def _in(digits: str, allowed) -> bool:
                                       else digits == str(number)):
             return True
     return False
+
+
+def _leave(selection: Selection) -> str:
+    """The verb after the patterns: one leaves, several leave."""
+    return "leaves" if len(selection.limit) + len(selection.exclude) == 1 else "leave"

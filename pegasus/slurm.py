@@ -74,7 +74,7 @@ def _check(host: str, partition: Partition) -> Optional[SlurmError]:
     if done.returncode == 0:
         return None
     said = (done.stderr or done.stdout).decode(errors="replace").strip()
-    hint = ("check the partition's name in hosts.yaml ('sinfo -s' lists them)"
+    hint = ("check the partition's name in the hosts file ('sinfo -s' lists them)"
             if "not found" in said else "check that 'sinfo' works on this machine")
     return SlurmError(host, f"Slurm says: {said}; {hint}")
 

@@ -56,6 +56,9 @@ def test_a_selection_that_leaves_no_host_names_them_all():
         chosen("node-1", exclude=["node-1"])
     assert str(err.value) == ("--limit 'node-1' --exclude 'node-1' leave no host of hosts.yaml "
                               "(its hosts: node-[1-3,10], node[01-02,10], gpu-a, localhost)")
+    with pytest.raises(UsageError) as err:
+        chosen(exclude=["*"])
+    assert str(err.value).startswith("--exclude '*' leaves no host of hosts.yaml")
 
 
 @pytest.mark.parametrize("text, words", [
