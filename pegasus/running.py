@@ -36,10 +36,11 @@ GIVE_UP_AFTER = 3  # seconds after a stopped job's KILL before Pegasus stops wai
 
 
 class StopFlag:
-    """What ends a wait for the queue lock: a signal (``requested``, set by the
-    handler at once) or any event for the loop (its queue, ``events``: a job
-    ended, ``pegasus kill``, a host lost), which the loop then acts on before
-    it waits again. Someone editing in lock mode holds the lock for minutes."""
+    """What ends a take's wait for the queue lock: a signal (``requested``, set
+    by the handler at once) or any event for the loop (its queue, ``events``: a
+    job ended, ``pegasus kill``, a host lost), which the loop then acts on
+    before it takes again. Someone editing in lock mode holds the lock for
+    minutes. A record's write never gives way (``QueueFile.locked``)."""
 
     def __init__(self):
         self.requested = False
