@@ -8,7 +8,7 @@ import sys
 import gevent
 import gevent.hub
 
-from pegasus import broadcast, checks, expand, hostlists, hostswatch, modes, records, running
+from pegasus import broadcast, checks, control, expand, hostlists, hostswatch, modes, records, running
 from pegasus.connecting import Connector, close_all
 from pegasus.errors import (ExitStatus, HostsUnreachable, StorageError, output_failure,
                             unreachable_lines)
@@ -80,7 +80,8 @@ def run_mode(opts: Options, sink: Sink) -> ExitStatus:
         counts = checks.check_queue(queue, check, sink, opts.daemon)
         logs = None if opts.log_dir is None else JobLogs(opts.log_dir, sink.message,
                                                          broadcasting)
-        connector = Connector(nodes, opts.ssh_config, opts.orphan_timeout)
+        connector = Connector(nodes, opts.ssh_config, opts.orphan_timeout,
+                              control.key(queue.path))
         executors, failed, connecting = _connect(connector, nodes, sink, opts, queue.path)
     except BaseException:
         job_records.close()
@@ -113,12 +114,17 @@ def _open_records(queue: QueueFile, sink: Sink, broadcasting: bool) -> records.R
         sink.message(f"a previous Pegasus stopped before starting {plural(put_back, 'job')} "
                      f"it had taken; {_they(put_back)} back at the head of {queue.path}")
     if interrupted:
-        nodes = ", ".join(sorted({node for _, node in interrupted}))
+        nodes = ", ".join(sorted({node for _, node, _ in interrupted}))
         them = "it" if len(interrupted) == 1 else "them"
         sink.message(f"a previous Pegasus stopped while {plural(len(interrupted), 'job')} "
                      f"ran (on {nodes}); outcome unknown, so not run again: see "
                      f"{queue.interrupted_path}, and run 'pegasus requeue' to put {them} "
                      "back in the queue")
+    on_slurm = [job_id for _, node, job_id in interrupted
+                if node.startswith("[slurm:") and job_id is not None]
+    if on_slurm:  # a step may have outlived the dead Pegasus (docs/slurm.md)
+        from pegasus import slurm
+        slurm.cancel_leftovers(control.key(queue.path), on_slurm, sink.message)
     return job_records
 
 

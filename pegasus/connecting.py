@@ -33,8 +33,9 @@ PAUSED = 5.0  # a watch step this late means Pegasus was paused (Ctrl-z, a lapto
 
 class Connector:
     def __init__(self, nodes: Sequence[SubNode], ssh_config: Optional[str],
-                 orphan_timeout: int = executor.ORPHAN_TIMEOUT):
+                 orphan_timeout: int = executor.ORPHAN_TIMEOUT, queue_key: str = ""):
         self.orphan_timeout, self.ssh_config = orphan_timeout, ssh_config
+        self.queue_key = queue_key  # control.key of the queue: Slurm steps carry it
         names = list(dict.fromkeys(n.hostname for n in nodes
                                    if not n.is_local and not n.slurm))
         self.targets: Dict[str, object] = {}
@@ -51,7 +52,7 @@ class Connector:
         loaded for the first: a run without Slurm needs none of it)."""
         from pegasus import slurm
 
-        return slurm.Partitions()
+        return slurm.Partitions(self.queue_key)
 
     def connect(self, node: SubNode):
         """An executor for one sub-node; raises HostError."""

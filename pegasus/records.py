@@ -50,7 +50,7 @@ from pegasus.queuefile import (Check, Place, QueueFile, append, read_text, refus
 
 STOPPED = "Pegasus stopped while it ran; outcome unknown"
 MAX_PUT_BACKS = 3  # a job not sent this often in one run is recorded as failed
-Interrupted = List[Tuple[dict, str]]  # (canonical entry, sub-node label)
+Interrupted = List[Tuple[dict, str, Optional[int]]]  # (canonical entry, sub-node label, id)
 
 
 @dataclass(frozen=True)
@@ -273,7 +273,7 @@ def open_run(queue: QueueFile, broadcast: bool) -> Tuple[Records, int, Interrupt
 
 
 def recover(queue: QueueFile) -> Tuple[int, Interrupted]:
-    """Settle dead processes' journals: (jobs put back, [(entry, node)])."""
+    """Settle dead processes' journals: (jobs put back, [(entry, node, job id)])."""
     with queue.locked():
         return _recover(queue)
 
@@ -290,7 +290,8 @@ def _recover(queue: QueueFile) -> Tuple[int, Interrupted]:
             _interrupted_once(queue, entry, node, STOPPED, orphan.ids.get(ticket))
         orphan.journal.remove()
         put_back += len(orphan.unlaunched)
-        interrupted += [(entry, node) for _, entry, node in orphan.interrupted]
+        interrupted += [(entry, node, orphan.ids.get(ticket))
+                        for ticket, entry, node in orphan.interrupted]
     queue.remove_partial_files()  # under the lock: all from the dead
     return put_back, interrupted
 

@@ -15,7 +15,7 @@ import ctypes
 import errno
 import os
 import signal
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from gevent import subprocess
 from gevent.lock import BoundedSemaphore
@@ -44,7 +44,8 @@ def _die_with_pegasus(pegasus: int) -> Callable[[], None]:
 class Partitions:
     """Executors for Slurm lanes, each partition checked once (a failure is kept)."""
 
-    def __init__(self):
+    def __init__(self, queue_key: str = ""):
+        self.queue_key = queue_key  # control.key of the queue (each step's comment)
         self.checked: Dict[str, Optional[SlurmError]] = {}
         self.locks: Dict[str, BoundedSemaphore] = {}
 
@@ -57,7 +58,7 @@ class Partitions:
         error = self.checked[partition.name]
         if error is not None:
             raise error
-        return SlurmExecutor(partition)
+        return SlurmExecutor(partition, self.queue_key)
 
 
 def _check(host: str, partition: Partition) -> Optional[SlurmError]:
@@ -79,11 +80,32 @@ def _check(host: str, partition: Partition) -> Optional[SlurmError]:
     return SlurmError(host, f"Slurm says: {said}; {hint}")
 
 
+def cancel_leftovers(queue_key: str, job_ids: List[int], say: Callable[[str], None]) -> None:
+    """Jobs a dead Pegasus ran on Slurm whose step may outlive it (srun gone
+    without cancelling it): found by their comment (this queue, their id) in
+    ``squeue --me`` and cancelled, each said. Slurm not answering is said too."""
+    wanted = {slurmentry.step_comment(queue_key, job_id): job_id for job_id in job_ids}
+    try:
+        listed = subprocess.run(["squeue", "--me", "--noheader", "--format=%i %k"],
+                                stdin=subprocess.DEVNULL, capture_output=True,
+                                timeout=CHECK_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return say(f"could not ask Slurm whether the interrupted jobs still run ({err}); "
+                   "'squeue --me' shows them, 'scancel -n ID' ends one")
+    for line in listed.stdout.decode(errors="replace").splitlines():
+        slurm_id, _, comment = line.strip().partition(" ")
+        if comment in wanted:
+            subprocess.run(["scancel", slurm_id], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=CHECK_TIMEOUT)
+            say(f"job #{wanted[comment]} outlived the Pegasus that started it (Slurm job "
+                f"{slurm_id}): cancelled")
+
+
 class SlurmExecutor:
     """Runs one job at a time as an ``srun`` job step (``for_job`` says which)."""
 
-    def __init__(self, partition: Partition):
-        self.partition = partition
+    def __init__(self, partition: Partition, queue_key: str = ""):
+        self.partition, self.queue_key = partition, queue_key
         self.proc = None
         self.argv_of: Callable[[str], list] = self._argv(Job(""), 0)
         self.aside = LocalExecutor()  # a cancel hook runs here, beside srun
@@ -94,8 +116,10 @@ class SlurmExecutor:
 
     def _argv(self, job: Job, gpus: int) -> Callable[[str], list]:
         name, timeout = slurmentry.job_name(job), job.timeout
+        comment = slurmentry.step_comment(self.queue_key, job.id) \
+            if self.queue_key and job.id is not None else ""
         return lambda command: slurmentry.srun_argv(self.partition, name, gpus, timeout,
-                                                    command)
+                                                    command, comment)
 
     def run(self, command: str, emit: Emit, launching: Callable[[], None] = nothing) -> int:
         launching()

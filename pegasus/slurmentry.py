@@ -104,16 +104,23 @@ def time_limit(seconds: float) -> str:
 
 
 def srun_argv(partition: Partition, job_name: str, gpu_count: int,
-              timeout: Optional[float], command: str) -> List[str]:
+              timeout: Optional[float], command: str, comment: str = "") -> List[str]:
     """``srun`` running ``sh -c command`` as one job step: the entry's options after
-    Pegasus's own, the job's GPUs and time limit last (the job's own settings win)."""
+    Pegasus's own, the job's GPUs and time limit last (the job's own settings win).
+    ``comment``: which queue and job it is (``step_comment``), for a later start."""
     argv = ["srun", f"--partition={partition.name}", f"--job-name={job_name}",
-            "--ntasks=1", *partition.options]
+            "--ntasks=1", *([f"--comment={comment}"] if comment else []), *partition.options]
     if gpu_count:
         argv.append(f"--gres=gpu:{gpu_count}")
     if timeout is not None:
         argv.append(f"--time={time_limit(timeout)}")
     return argv + ["sh", "-c", command]
+
+
+def step_comment(queue_key: str, job_id: int) -> str:
+    """A step's ``--comment``: this queue (``control.key``) and the job's id. Job names
+    (ids) alone are not unique: another queue's Pegasus numbers its jobs too."""
+    return f"pegasus:{queue_key}:{job_id}"
 
 
 def job_name(job: Job) -> str:

@@ -377,7 +377,7 @@ def test_a_journal_whose_owner_process_is_alive_is_not_touched(tmp_path):
     finally:
         owner.stdin.close()
         owner.wait(timeout=30)
-    assert records.recover(queue) == (0, [(ENTRY_A, "[n1]")])  # the owner died
+    assert records.recover(queue) == (0, [(ENTRY_A, "[n1]", None)])  # the owner died
     assert not os.path.exists(path)
 
 
@@ -644,7 +644,7 @@ def test_recover_records_an_interrupted_job_and_requeue_moves_it_back(tmp_path):
     journal.launched(job.ticket, "[node-2 (gpu=0)]")
     die(journal)
     q2 = QueueFile(str(path))
-    assert records.recover(q2) == (0, [({"command": "echo one"}, "[node-2 (gpu=0)]")])
+    assert records.recover(q2) == (0, [({"command": "echo one"}, "[node-2 (gpu=0)]", 1)])
     assert entries(path) == ["echo two"]
     text = (tmp_path / "interrupted.yaml").read_text()
     comments = [line for line in text.splitlines() if line.startswith("#")]
@@ -760,7 +760,7 @@ def test_recover_a_pop_that_mixes_every_state(tmp_path):
     journal.finished(ja.ticket, "[1]", 0)
     journal.launched(jb.ticket, "[2]")
     die(journal)
-    assert records.recover(QueueFile(str(path))) == (1, [({"command": "b"}, "[2]")])
+    assert records.recover(QueueFile(str(path))) == (1, [({"command": "b"}, "[2]", 2)])
     assert entries(path) == [{"command": "c"}, "d"]
 
 
@@ -825,7 +825,7 @@ def test_open_run_recovers_then_creates_a_live_journal(tmp_path):
     opened, put_back_count, interrupted = records.open_run(QueueFile(str(path)), True)
     journal = opened.journal
     try:
-        assert (put_back_count, interrupted) == (1, [({"command": "echo one"}, "[n1]")])
+        assert (put_back_count, interrupted) == (1, [({"command": "echo one"}, "[n1]", 1)])
         assert entries(path) == [{"command": "echo two"}]
         assert journals_left(tmp_path) == [os.path.basename(journal.path)]
         assert journal.path != dead.path
@@ -1009,7 +1009,7 @@ def test_crash_while_recording_a_lost_job_does_not_record_it_twice(tmp_path, mon
     with pytest.raises(Crash):
         Records(q, journal).lost(job, "[n1]", "connection lost")
     die(journal)
-    assert records.recover(QueueFile(str(path))) == (0, [({"command": "echo one"}, "[n1]")])
+    assert records.recover(QueueFile(str(path))) == (0, [({"command": "echo one"}, "[n1]", 1)])
     text = (tmp_path / "interrupted.yaml").read_text()
     assert yaml.safe_load(text) == [{"command": "echo one"}], (
         "'pegasus requeue' would run it twice:\n" + text)

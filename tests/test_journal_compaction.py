@@ -473,7 +473,7 @@ def test_a_crash_at_each_compaction_step_loses_nothing_and_reports_nothing_twice
     path = tmp_path / "queue.yaml"
     path.write_text("- echo later\n")
     queue = QueueFile(str(path))
-    assert records.recover(queue) == (len(unlaunched), [(e, n) for _, e, n in interrupted])
+    assert records.recover(queue) == (len(unlaunched), [(e, n, None) for _, e, n in interrupted])
     assert [i.value for i in read_all(path.read_text(), str(path))[1]] == [
         e for _, e in unlaunched] + ["echo later"]
     listed = yaml.safe_load((tmp_path / "interrupted.yaml").read_text())

@@ -151,3 +151,41 @@ def test_slurm_and_local_hosts_mix_and_two_gpu_jobs_go_to_slurm(slurm, tmp_path,
     for n in ("e", "f"):  # localhost has one slot: only Slurm can give two GPUs
         assert on["echo ${CUDA_VISIBLE_DEVICES-} > gpus-" + n] == "[slurm:pegtest/1]"
         assert len(read(tmp_path / f"gpus-{n}").strip().split(",")) == 2
+
+
+def test_a_step_that_outlived_a_killed_pegasus_is_cancelled_at_the_next_start(
+        slurm, tmp_path, run_pegasus):
+    """The one way a step outlives Pegasus (docs/slurm.md, limits): srun gone without
+    cancelling it. Made here on purpose: srun stopped, then Pegasus and srun killed.
+    The next start finds the step by its comment (this queue, this job id) and
+    cancels it; a step of another queue with the same job id is left alone."""
+    import subprocess
+    other = subprocess.Popen(["srun", f"--partition={PARTITION}", "--job-name=1",
+                              "--comment=pegasus:another-queue:1", "sleep", "600"],
+                             start_new_session=True)
+    try:
+        wait_for(lambda: slurm.squeue() != "", what="another queue's job 1")
+        setup(tmp_path, hosts(), ["touch started; sleep 600"])
+        peg = Pegasus(tmp_path, ["q"])
+        try:
+            wait_for(lambda: (tmp_path / "started").exists(), what="the Slurm job to start")
+            sruns = subprocess.run(["pgrep", "-P", str(peg.proc.pid), "srun"],
+                                   capture_output=True, text=True).stdout.split()
+            assert len(sruns) == 1, sruns
+            os.kill(int(sruns[0]), signal.SIGSTOP)  # deaf to the SIGTERM of Pegasus's death
+            os.kill(peg.proc.pid, signal.SIGKILL)
+            peg.proc.wait(timeout=30)
+            os.kill(int(sruns[0]), signal.SIGKILL)
+        finally:
+            peg.stop()
+        assert len(slurm.squeue().splitlines()) == 2  # the leftover, and the other queue's
+        again = run_pegasus(["q"], tmp_path, timeout=60)
+        said = again.stdout + again.stderr
+        assert "job #1 outlived the Pegasus that started it" in said, said
+        wait_for(lambda: len(slurm.squeue().splitlines()) == 1, timeout=30,
+                 what="the leftover to be cancelled")
+        assert "another-queue" in slurm.squeue_format("%k")  # the other queue's job 1 runs on
+    finally:
+        other.send_signal(signal.SIGTERM)
+        other.wait(timeout=30)
+    no_job_left(slurm)
