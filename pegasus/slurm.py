@@ -92,6 +92,10 @@ def cancel_leftovers(queue_key: str, job_ids: List[int], say: Callable[[str], No
     except (OSError, subprocess.TimeoutExpired) as err:
         return say(f"could not ask Slurm whether the interrupted jobs still run ({err}); "
                    "'squeue --me' shows them, 'scancel -n ID' ends one")
+    if listed.returncode != 0:
+        said = listed.stderr.decode(errors="replace").strip()
+        return say(f"could not ask Slurm whether the interrupted jobs still run (squeue: "
+                   f"{said}); 'squeue --me' shows them, 'scancel -n ID' ends one")
     for line in listed.stdout.decode(errors="replace").splitlines():
         slurm_id, _, comment = line.strip().partition(" ")
         if comment in wanted:

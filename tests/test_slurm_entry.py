@@ -157,3 +157,31 @@ def test_options_may_give_a_value_as_the_next_word_as_srun_takes_it(tmp_path):
     node = hostsfile.load(str(path))[0]
     assert node.slurm.options == ("-c", "1", "--comment", "a b", "-A", "lab", "--qos=normal",
                                   "--exclusive")
+
+
+def test_leftovers_are_found_by_their_comment_and_a_failing_squeue_is_said(tmp_path,
+                                                                          monkeypatch):
+    """Without Slurm: squeue and scancel stand-ins on PATH. Only this queue's
+    interrupted jobs are cancelled; squeue refusing is said, nothing cancelled."""
+    import os
+
+    from pegasus import slurm
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    cancelled = tmp_path / "cancelled"
+    listing = "101 pegasus:k1:3\n102 pegasus:k1:4\n103 pegasus:other:3\n104 \n"
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\nprintf '{listing}'\n")
+    (bin_dir / "scancel").write_text(f'#!/bin/sh\necho "$@" >> {cancelled}\n')
+    for tool in ("squeue", "scancel"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    said = []
+    slurm.cancel_leftovers("k1", [3, 9], said.append)
+    assert cancelled.read_text().split() == ["101"]
+    assert said == ["job #3 outlived the Pegasus that started it (Slurm job 101): cancelled"]
+
+    (bin_dir / "squeue").write_text("#!/bin/sh\necho 'squeue: error: Invalid user' >&2\nexit 1\n")
+    said.clear()
+    slurm.cancel_leftovers("k1", [3], said.append)
+    assert cancelled.read_text().split() == ["101"]  # nothing more
+    assert "squeue: error: Invalid user" in said[0]
