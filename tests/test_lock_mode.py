@@ -541,13 +541,9 @@ def test_the_editor_reads_the_keyboard(tmp_path, terminal):
     assert queue.read_text() == "- echo one\n- echo typed\n"
 
 
-def test_ctrl_z_in_the_editor_suspends_lock_mode_and_fg_continues_it(tmp_path, terminal):
-    queue = tmp_path / "queue.yaml"
-    queue.write_text("- echo one\n")
-    ed, flag, release = waiting_editor(tmp_path)
-    with open(ed.split()[1], "a") as f:
-        f.write(APPEND)
-    lock = terminal(["l", "--editor", ed], tmp_path)
+def suspend_then_fg(lock, queue, flag, release):
+    """Ctrl-z once the editor is open: lock mode stops (the queue still locked);
+    ``fg``: the editor goes on, appends its entry, and the save goes through."""
     wait_for(flag.exists, what="the editor to open")
     lock.type(b"\x1a")  # Ctrl-z
     lock.until("[stopped]")  # the shell has its prompt back
@@ -558,6 +554,15 @@ def test_ctrl_z_in_the_editor_suspends_lock_mode_and_fg_continues_it(tmp_path, t
     assert "pegasus: queue.yaml: 2 entries, 2 jobs" in output
     assert queue.read_text() == "- echo one\n- echo added\n"
     assert lock_is_free(queue)
+
+
+def test_ctrl_z_in_the_editor_suspends_lock_mode_and_fg_continues_it(tmp_path, terminal):
+    queue = tmp_path / "queue.yaml"
+    queue.write_text("- echo one\n")
+    ed, flag, release = waiting_editor(tmp_path)
+    with open(ed.split()[1], "a") as f:
+        f.write(APPEND)
+    suspend_then_fg(terminal(["l", "--editor", ed], tmp_path), queue, flag, release)
 
 
 def test_ctrl_z_that_stops_only_the_editors_child_still_suspends_lock_mode(tmp_path, terminal):
@@ -572,17 +577,8 @@ def test_ctrl_z_that_stops_only_the_editors_child_still_suspends_lock_mode(tmp_p
              f"while not os.path.exists({str(release)!r}): time.sleep(0.02)")
     ed = editor(tmp_path, "trap '' TSTP\n" + APPEND +
                 f"{shlex.quote(sys.executable)} -c {shlex.quote(child)}\n")
-    lock = terminal(["l", "--editor", ed], tmp_path)
-    wait_for(flag.exists, what="the editor to open")
-    lock.type(b"\x1a")  # Ctrl-z: the wrapper ignores it, its child stops
-    lock.until("[stopped]")  # the shell has its prompt back
-    assert not lock_is_free(queue)
-    release.touch()
-    lock.type(b"fg\n")
-    output = lock.until("[exit 0]")
-    assert "pegasus: queue.yaml: 2 entries, 2 jobs" in output
-    assert queue.read_text() == "- echo one\n- echo added\n"
-    assert lock_is_free(queue)
+    # Ctrl-z: the wrapper ignores it, its child stops
+    suspend_then_fg(terminal(["l", "--editor", ed], tmp_path), queue, flag, release)
 
 
 # ---------------------------------------------------------------- running Pegasus
