@@ -379,10 +379,11 @@ class Watch:
 
     def silent_hosts(self) -> List[Tuple[str, float]]:
         """Connected hosts that sent nothing for ``NOT_RESPONDING`` s: (host, seconds)."""
-        found = []
-        by_host = {host: list(nodes) for host, nodes in self.hosts.by_host.items()}
-        for node in self.hosts.leaving:  # gone from hosts.yaml, their last job running
-            by_host.setdefault(node.hostname, []).append(node)
+        found, by_host = [], self.hosts.by_host
+        if self.hosts.leaving:  # gone from hosts.yaml, their last job running: hosts too
+            by_host = {host: list(nodes) for host, nodes in by_host.items()}
+            for node in self.hosts.leaving:
+                by_host.setdefault(node.hostname, []).append(node)
         for host, nodes in by_host.items():
             if host not in self.hosts.reconnecting:
                 seconds = self._silence(nodes)

@@ -20,19 +20,18 @@ why lock mode never lets the editor write the queue itself (``lockmode``).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, List, Optional
 
+from pegasus import parentdeath
+
 KILL_AFTER = 3.0  # seconds between TERM and KILL to an editor that must end
 POLL = 0.02  # seconds between looks at a group that was told to end
 LOOK_EVERY = 0.1  # seconds between looks at an open editor's group for a stop (Ctrl-z)
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class Editor:
@@ -176,8 +175,7 @@ def _give_terminal(tty: int, group: int) -> None:
 def _preexec(tty: Optional[int], restore: List[int]) -> Callable[[], None]:
     """Runs in the editor's process before the exec: own group, the terminal,
     default signals, and (Linux) TERM when Pegasus dies."""
-    prctl = _prctl()
-    parent = os.getpid()
+    die_with_pegasus = parentdeath.arm()
 
     def preexec() -> None:
         os.setpgid(0, 0)
@@ -185,18 +183,6 @@ def _preexec(tty: Optional[int], restore: List[int]) -> Callable[[], None]:
             _give_terminal(tty, os.getpid())
         for signum in restore:
             signal.signal(signum, signal.SIG_DFL)
-        if prctl is not None:
-            prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
-            if os.getppid() != parent:  # Pegasus died before the line above
-                os.kill(os.getpid(), signal.SIGTERM)
+        die_with_pegasus()
     return preexec
 
-
-def _prctl():
-    """Linux's prctl, looked up before the fork; None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None

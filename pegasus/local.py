@@ -68,7 +68,7 @@ class LocalExecutor:
                                   start_new_session=True, timeout=HOOK_TIMEOUT)
         except subprocess.TimeoutExpired as err:
             return 137, (err.output or b"")[:ASIDE_OUTPUT]
-        return exit_status(done.returncode), done.stdout[:ASIDE_OUTPUT]
+        return _status(done.returncode), done.stdout[:ASIDE_OUTPUT]
 
     def silent_for(self) -> None:
         """A local process cannot hang the way a host does."""
@@ -78,24 +78,24 @@ class LocalExecutor:
         pass
 
 
-
 def run_to_end(executor, emit: Emit) -> int:
     """The output of ``executor.proc`` (just started) to ``emit`` until it ends;
     its exit status. Then the executor runs nothing (``proc`` None)."""
     faults.point("exec-sent")
     try:
-        pump(executor.proc, emit)
+        _pump(executor.proc, emit)
         status = executor.proc.wait()
     finally:
         executor.proc = None
-    return exit_status(status)
+    return _status(status)
 
-def exit_status(returncode: int) -> int:
+
+def _status(returncode: int) -> int:
     """128+N for a process killed by signal N, as a shell says."""
     return 128 - returncode if returncode < 0 else returncode
 
 
-def pump(proc, emit: Emit) -> None:
+def _pump(proc, emit: Emit) -> None:
     names = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
     files = {proc.stdout.fileno(): proc.stdout, proc.stderr.fileno(): proc.stderr}
     while names:

@@ -11,7 +11,6 @@ same SIGTERM; srun is never sent SIGKILL (its step would run on without it).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import signal
@@ -20,7 +19,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from gevent import subprocess
 from gevent.lock import BoundedSemaphore
 
-from pegasus import slurmentry
+from pegasus import parentdeath, slurmentry
 from pegasus.errors import SlurmError
 from pegasus.executor import Emit, nothing
 from pegasus.local import LocalExecutor, run_to_end
@@ -28,17 +27,6 @@ from pegasus.model import Job, Partition, SubNode
 
 CHECK_TIMEOUT = 30  # seconds for ``scontrol show partition`` to answer
 NOT_FOUND = 127  # as a shell says of a command it cannot find
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_pegasus(pegasus: int) -> Callable[[], None]:
-    """In the child before exec: SIGTERM when Pegasus (pid ``pegasus``) dies, however
-    it dies; at once if it died between the fork and this call (no signal then)."""
-    def child() -> None:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != pegasus:
-            os._exit(128 + signal.SIGTERM)
-    return child
 
 
 class Partitions:
@@ -131,7 +119,7 @@ class SlurmExecutor:
             self.proc = subprocess.Popen(self.argv_of(command), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          start_new_session=True,  # Ctrl-c stays here
-                                         preexec_fn=_die_with_pegasus(os.getpid()))
+                                         preexec_fn=parentdeath.arm())
         except OSError as err:
             emit("stderr", _cannot_start(err))
             return NOT_FOUND if err.errno == errno.ENOENT else 126

@@ -65,7 +65,7 @@ import re
 import struct
 import socket
 from contextlib import contextmanager
-from typing import List, Optional, Sequence, Set, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import gevent
 from gevent import select as gselect
