@@ -86,15 +86,19 @@ def _takes_a_value(word: str) -> bool:
 
 def wants_several(job: Job) -> bool:
     """A job of more than one slot (GPU): hosts without ``slots`` cannot run it."""
-    params = dict(job.params)
-    return "slots" in params and slots.count_of(params["slots"]) > 1
+    return _gpus(job) > 1
 
 
 def placed(node: SubNode, job: Job) -> SubNode:
     """A Slurm lane carrying the job's GPU request (``gpus``; Slurm picks the GPUs:
     the lane holds no slots)."""
-    params = dict(job.params)
-    return replace(node, gpus=slots.count_of(params["slots"]) if "slots" in params else 0)
+    return replace(node, gpus=_gpus(job))
+
+
+def _gpus(job: Job) -> int:
+    """The job's ``slots: N`` (0 without: no ``--gres`` on Slurm)."""
+    value = dict(job.params).get("slots")
+    return 0 if value is None else slots.count_of(value)
 
 
 def time_limit(seconds: float) -> str:
