@@ -25,9 +25,12 @@ Printed: the medians (wall seconds, including start-up), the CPU seconds of
 the runner's processes (user+sys of every process it started and waited for:
 pegasus and its `ssh -G`s, the naive script, ssh, sh, sed; a ControlMaster
 that went to the background is not counted) and of the nodes (sshd's and
-everything they ran: the listeners' reaped children, once every session has
-ended), pegasus's peak RSS
-(VmHWM, sampled every 5 ms), and the ratios against the goals.
+everything they ran, counted by a cgroup made for the listeners; without
+cgroups, only the sessions the listeners reaped), pegasus's peak RSS (VmHWM,
+sampled every 5 ms), and the ratios against the goals. The nodes share the
+machine's cores with the runner: on 2 cores, a runner whose jobs cost the
+nodes more CPU is slower for it. Python runs with byte code, as installed
+(`byte_code`).
 
     python benchmarks/compare.py [--rounds 3] [--quick] [--only WORKLOAD,RUNNER,...]
                                  [--pegasus-args=--no-logs] [-v]
@@ -182,7 +185,66 @@ def check_output(work: Work, cluster: Cluster, path: str, size: int,
 
 # ---------------------------------------------------------------- measuring
 
-def node_cpu(cluster: Cluster) -> float:
+class NodeCpu:
+    """CPU seconds of the nodes: the sshd listeners and every process they
+    started, counted by a cgroup of their own (cgroup v2's ``cpu.stat``, or v1's
+    ``cpuacct``), so processes a session left behind (the wrapper's watchdog,
+    re-parented to init) count too. Without a cgroup: the CPU of the sessions
+    the listeners reaped, which misses those (said in the table's heading)."""
+
+    ROOTS = (("/sys/fs/cgroup", "cpu.stat"), ("/sys/fs/cgroup/unified", "cpu.stat"),
+             ("/sys/fs/cgroup/cpuacct", "cpuacct.usage"))
+
+    def __init__(self, cluster: Cluster):
+        self.cluster, self.path, self.kind = cluster, None, "reaped sessions"
+        for root, name in self.ROOTS:
+            if os.path.exists(os.path.join(root, "cgroup.procs")) and \
+                    (name != "cpu.stat" or os.path.exists(os.path.join(root, name))
+                     or os.path.exists(os.path.join(root, "cgroup.controllers"))):
+                folder = os.path.join(root, "pegasus-compare-%d" % os.getpid())
+                try:
+                    os.mkdir(folder)
+                    for proc in cluster._procs:  # noqa: SLF001 - the listeners' pids
+                        if proc is not None:
+                            with open(os.path.join(folder, "cgroup.procs"), "w") as f:
+                                f.write(str(proc.pid))
+                    self.path, self.kind = os.path.join(folder, name), "cgroup"
+                    self.seconds()
+                    return
+                except OSError:
+                    self.path = None
+                    self.close(folder)
+        return
+
+    def seconds(self) -> float:
+        if self.path is None:
+            return _reaped_cpu(self.cluster)
+        with open(self.path) as f:
+            text = f.read()
+        if self.path.endswith("cpuacct.usage"):
+            return int(text) / 1e9
+        return int(re.search(r"usage_usec (\d+)", text).group(1)) / 1e6
+
+    def close(self, folder: Optional[str] = None) -> None:
+        """Listeners back to the root group (they are stopped after), the group removed."""
+        folder = folder or (os.path.dirname(self.path) if self.path else None)
+        if folder is None or not os.path.isdir(folder):
+            return
+        try:
+            with open(os.path.join(folder, "cgroup.procs")) as f:
+                pids = f.read().split()
+            for pid in pids:
+                try:
+                    with open(os.path.join(os.path.dirname(folder), "cgroup.procs"), "w") as f:
+                        f.write(pid)
+                except OSError:
+                    pass
+            os.rmdir(folder)
+        except OSError:
+            pass
+
+
+def _reaped_cpu(cluster: Cluster) -> float:
     """CPU seconds of the sshd listeners and the sessions they reaped."""
     total = 0
     for proc in cluster._procs:  # noqa: SLF001 - the listeners' pids
@@ -205,16 +267,18 @@ def children_cpu() -> float:
 class Meter:
     """Wall, children's CPU and the nodes' CPU of one run."""
 
+    nodes: Optional[NodeCpu] = None  # set by main, once the cluster runs
+
     def __init__(self, cluster: Cluster):
         self.cluster = cluster
         self.start = time.perf_counter()
-        self.cpu0, self.node0 = children_cpu(), node_cpu(cluster)
+        self.cpu0, self.node0 = children_cpu(), self.nodes.seconds()
 
     def done(self, rss_mb: Optional[float] = None) -> Measure:
         wall = time.perf_counter() - self.start
         cpu = children_cpu() - self.cpu0
         sessions_gone(self.cluster)  # their CPU counts once the listener reaped them
-        return Measure(wall, cpu, node_cpu(self.cluster) - self.node0, rss_mb)
+        return Measure(wall, cpu, self.nodes.seconds() - self.node0, rss_mb)
 
 
 def sessions_gone(cluster: Cluster, timeout: float = 10.0) -> None:
@@ -505,9 +569,10 @@ def title(name: str, sizes: Sizes) -> str:
 
 
 def print_table(results: Dict[Tuple[str, str], List[Measure]], sizes: Sizes,
-                workloads: Sequence[str], runners: Sequence[str]) -> None:
+                workloads: Sequence[str], runners: Sequence[str], nodes: str = "") -> None:
     print()
-    print("wall seconds, median of rounds (runner CPU s / node CPU s)")
+    print("wall seconds, median of rounds (runner CPU s / node CPU s%s)"
+          % (", nodes: " + nodes if nodes else ""))
     head = "%-40s" % "workload" + "".join("%24s" % r for r in runners) + "  goal"
     print(head)
     print("-" * len(head))
@@ -575,6 +640,18 @@ def parse_only(text: str) -> Tuple[List[str], List[str]]:
             [r for r in RUNNERS if r in names] or list(RUNNERS))
 
 
+def byte_code(workdir: str) -> None:
+    """Every Python the runs start finds its modules compiled, as after a
+    ``pip install`` (site-packages are compiled then; an editable Pegasus is
+    not), even where PYTHONDONTWRITEBYTECODE is set: else each pegasus run
+    compiles some 70 modules (0.08 s here) that the naive script's do not."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = os.path.join(workdir, "pycache")
+    subprocess.run([sys.executable, "-m", "compileall", "-q",
+                    os.path.join(HERE, "..", "pegasus"), HERE], check=False,
+                   stdout=subprocess.DEVNULL)
+
+
 def one_run(cls, cluster, sizes, workdir, counter, name, scale, extra, verbose):
     folder = os.path.join(workdir, "run-%04d" % counter)
     os.makedirs(folder)
@@ -612,9 +689,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     cluster = Cluster(os.path.join(workdir, "cluster"), n_hosts=sizes.hosts)
     results: Dict[Tuple[str, str], List[Measure]] = collections.defaultdict(list)
     load, t0, counter = "?", time.monotonic(), 0
+    byte_code(workdir)
     try:
         cluster.start()
         cluster.seed_known_hosts()
+        Meter.nodes = NodeCpu(cluster)
         load = loadavg()
         print("compare%s: %d CPU(s), Python %s, %s, %d sshd on 127.0.x; commit %s; "
               "%d round(s); load average %s" % (
@@ -639,9 +718,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("compare: a run failed its check: %s" % err, file=sys.stderr)
         return 1
     finally:
+        if Meter.nodes is not None:
+            Meter.nodes.close()
         cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    print_table(results, sizes, workloads, runners)
+    print_table(results, sizes, workloads, runners, Meter.nodes.kind if Meter.nodes else "")
     print("(total %.0f s; load average at start %s, at end %s)"
           % (time.monotonic() - t0, load, loadavg()))
     return 0
