@@ -116,11 +116,15 @@ class Connector:
                 pending)
 
     def connect_or_error(self, node: SubNode):
-        """``connect``, with a HostError returned, not raised (a greenlet's value)."""
+        """``connect``, with a HostError returned, not raised (a greenlet's value).
+        Anything else it raises is a bug: that host's error too, in words (a
+        greenlet that raised has no value, and would pass for an executor)."""
         try:
             return self.connect(node)
         except HostError as err:
             return err
+        except Exception as err:  # noqa: BLE001 - a bug must not end the run
+            return HostError(node.hostname, f"internal error while connecting: {err!r}")
 
     def reconnect(self, nodes: Sequence[SubNode], is_idle: Callable[[SubNode], bool],
                   report: Callable[[SubNode, object], None]) -> None:

@@ -70,3 +70,23 @@ def test_a_host_ssh_config_cannot_resolve_stops_it_all_and_closes_the_others(wor
     with pytest.raises(HostConfigError, match="bad-host"):
         connector.connect_all(nodes)
     assert all(opened.closed for opened in world.opened)
+
+
+def test_a_connection_attempt_that_crashes_is_a_host_error_not_an_executor(world, monkeypatch):
+    """A bug while connecting one host (here: ssh.connect raising a RuntimeError)
+    is that host's error in words; the others connect. It was taken for an
+    executor of None, and the run crashed at its end closing it."""
+    world.release.set()
+    good = ssh.connect
+
+    def connect(target, silence):
+        if target == "buggy-host":
+            raise RuntimeError("boom")
+        return good(target, silence)
+    monkeypatch.setattr(ssh, "connect", connect)
+    nodes = [SubNode(0, "fast-host"), SubNode(1, "buggy-host")]
+    executors, failed, pending = connecting.Connector(nodes, None).connect_all(nodes)
+    assert [e.name for e in executors.values()] == ["fast-host"]
+    assert [str(err) for err in failed] == [
+        "host buggy-host: internal error while connecting: RuntimeError('boom')"]
+    assert pending == {}
