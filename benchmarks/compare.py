@@ -10,7 +10,9 @@ interleaved rounds (round 1: every workload with every runner, then round 2,
   short      200 short jobs over 8 sub-nodes       naive    benchmarks/naive_pssh.py (parallel-ssh)
              (2 hosts x 4 slots)                   cm       `ssh` through a ControlMaster per host
   sleep      400 x `sleep 0.05` on 32 sub-nodes    plain    `ssh`, a new connection per job
-             (8 hosts x 4 slots)
+             (8 hosts x 4 slots)                   shell    naive_pssh.py --shell: one long-lived
+                                                            shell a slot (only when named in --only;
+                                                            short and sleep only)
   output     4 hosts each printing 50 MiB of 64-byte lines, every line
              prefixed with its node, to a file
 
@@ -65,7 +67,8 @@ from cluster import Cluster  # noqa: E402
 MIB = 1024 * 1024
 LINE = 64  # bytes of each output line, newline included
 WORKLOADS = ("broadcast", "short", "sleep", "output")
-RUNNERS = ("pegasus", "naive", "cm", "plain")
+RUNNERS = ("pegasus", "naive", "cm", "plain", "shell")
+DEFAULT_RUNNERS = RUNNERS[:4]  # "shell" only when asked for (--only)
 TICK = os.sysconf("SC_CLK_TCK")
 RAN = re.compile(rb"ran-(\d+)$")
 
@@ -401,6 +404,7 @@ class Pegasus(Runner):
 
 class Naive(Runner):
     name = "naive"
+    shell = False
 
     def measure(self, work: Work) -> Measure:
         if work.name == "output":
@@ -413,6 +417,7 @@ class Naive(Runner):
         argv = [sys.executable, os.path.join(HERE, "naive_pssh.py"), "--port", str(c.port),
                 "--user", c.user, "--key", c.identity_file, "--jobs", jobs, "--out", out,
                 "--slots", str(work.slots)] + (["--broadcast"] if work.broadcast else []) + \
+            (["--shell"] if self.shell else []) + \
             [c.address(h) for h in work.hosts]
         meter = Meter(c)
         status, rss = run_process(argv, self.folder, out + ".stdout")
@@ -424,6 +429,14 @@ class Naive(Runner):
 
     def label_of(self, word: bytes) -> str:
         return self.cluster.aliases[self.cluster.ips.index(word.decode())]
+
+
+class LongShell(Naive):
+    """The naive script with one long-lived shell a slot (``--shell``): the
+    bound of issue 16's second idea, with none of the wrapper's guarantees."""
+
+    name = "shell"
+    shell = True
 
 
 class Ssh(Runner):
@@ -637,7 +650,7 @@ def parse_only(text: str) -> Tuple[List[str], List[str]]:
         sys.exit("compare: --only: unknown %s (workloads: %s; runners: %s)"
                  % (", ".join(bad), ", ".join(WORKLOADS), ", ".join(RUNNERS)))
     return ([w for w in WORKLOADS if w in names] or list(WORKLOADS),
-            [r for r in RUNNERS if r in names] or list(RUNNERS))
+            [r for r in RUNNERS if r in names] or list(DEFAULT_RUNNERS))
 
 
 def byte_code(workdir: str) -> None:
@@ -683,7 +696,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workloads, runners = parse_only(args.only)
     sizes = QUICK if args.quick else FULL
-    classes = {"pegasus": Pegasus, "naive": Naive, "cm": ControlMaster, "plain": Ssh}
+    classes = {"pegasus": Pegasus, "naive": Naive, "cm": ControlMaster, "plain": Ssh,
+               "shell": LongShell}
     workdir = tempfile.mkdtemp(prefix="pegasus-compare-", dir="/tmp")
     os.chmod(workdir, 0o755)
     cluster = Cluster(os.path.join(workdir, "cluster"), n_hosts=sizes.hosts)
@@ -706,7 +720,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print("round %d" % (rnd + 1), flush=True)
             for name in workloads:
                 for r in runners:
-                    if r == "naive" and name == "output":
+                    if r in ("naive", "shell") and name == "output" or \
+                            r == "shell" and name == "broadcast":
                         continue  # the naive script's line iterator: not a peer here
                     scale = args.plain_scale if (r == "plain" and name in ("short", "sleep")) \
                         else 1

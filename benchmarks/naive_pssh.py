@@ -9,6 +9,10 @@ end (join). No journal, no retries, no host key check, no remote kill.
                   [--slots N] [--broadcast] HOST...
 
 ``--broadcast``: every host runs every command (one session a host).
+``--shell``: each slot starts one long-lived remote shell and sends it the
+commands one after the other (``SHELL_LOOP``; one line a command) instead of
+a new channel a job: what a runner with a long-lived shell per sub-node could
+reach, no process group of its own a job, no kill, no orphan clock.
 Exit status 0 when every job exited 0.
 """
 
@@ -17,6 +21,10 @@ import sys
 
 from gevent import joinall, spawn
 from pssh.clients import SSHClient
+
+
+END = "=naive-end= "
+SHELL_LOOP = ('while IFS= read -r c; do sh -c "$c" </dev/null; echo "%s$?"; done' % END)
 
 
 def main() -> int:
@@ -29,6 +37,7 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--slots", type=int, default=1)
     ap.add_argument("--broadcast", action="store_true")
+    ap.add_argument("--shell", action="store_true", help="one long-lived shell a slot")
     args = ap.parse_args()
     with open(args.jobs) as f:
         commands = [line.rstrip("\n") for line in f if line.strip()]
@@ -49,7 +58,23 @@ def main() -> int:
             codes.append(host_out.exit_code)
         client.disconnect()
 
-    greenlets = [spawn(worker, host, n) for host, n in slots]
+    def shell_worker(host, n):
+        client = SSHClient(host, port=args.port, user=args.user, pkey=args.key)
+        host_out = client.run_command(SHELL_LOOP)
+        lines = iter(host_out.stdout)
+        while todo:
+            host_out.stdin.write(todo.pop() + "\n")
+            host_out.stdin.flush()
+            for line in lines:
+                if line.startswith(END):
+                    codes.append(int(line[len(END):]))
+                    break
+                out.write("%s %s\n" % (host, line))
+        client.eagain(host_out.channel.send_eof)  # the loop reads EOF and ends
+        client.wait_finished(host_out)
+        client.disconnect()
+
+    greenlets = [spawn(shell_worker if args.shell else worker, host, n) for host, n in slots]
     joinall(greenlets, raise_error=True)
     out.close()
     expected = len(commands) * (len(args.hosts) if args.broadcast else 1)

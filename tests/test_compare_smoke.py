@@ -6,6 +6,7 @@ The benchmark starts its own sshd cluster, so this test needs what the
 except under CI=true, where that is a failure.
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -60,3 +61,17 @@ def test_compare_refuses_an_unknown_name():
                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert res.returncode != 0
     assert "unknown outptu" in res.stderr
+
+
+def test_compare_long_lived_shell_runner(can_run_cluster):
+    """``shell`` (naive_pssh.py --shell) runs only when asked for, and passes the
+    same check: every job's line exactly once."""
+    res = subprocess.run([sys.executable, BENCH, "--quick", "--rounds", "1", "--only",
+                          "short,naive,shell"], cwd=ROOT, stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    head = [line for line in res.stdout.splitlines() if line.startswith("workload")]
+    assert head and head[0].split()[1:3] == ["naive", "shell"], res.stdout
+    row = [line for line in res.stdout.splitlines() if line.startswith(ROWS[1] + " ")]
+    cells = re.findall(r"\d+\.\d\d \(\d+\.\d/\d+\.\d\)", row[0]) if row else []
+    assert len(cells) == 2, res.stdout  # wall (runner CPU/node CPU) of each runner
