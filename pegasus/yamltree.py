@@ -328,13 +328,16 @@ def read_list(source: Source, path: str) -> Tuple[Layout, Iterator[Item]]:
 
 
 def _items(reader: _Reader) -> Iterator[Item]:
-    number = 0
+    number, later = 0, None
     while True:
         number += 1
         try:
+            if later is not None:
+                raise later
             if isinstance(reader.peek(), yaml.SequenceEndEvent):
                 break
             item = _item(reader)
+            later = _after(reader, item)
         except BadText:
             raise
         except InputError as err:
@@ -342,6 +345,21 @@ def _items(reader: _Reader) -> Iterator[Item]:
         yield item
     reader.event()  # SequenceEnd
     yield from _tail(reader, iter(()))
+
+
+def _after(reader: _Reader, item: Item) -> Optional[InputError]:
+    """What follows ``item`` must parse up to its next event on the item's own
+    last line: a take stops after its items, and the rest of that line may still
+    belong to the item (``- a`` then ``  b: 1`` is a plain "a b", then a ':' YAML
+    refuses). Raised then, as the item's; an error on a later line (the next
+    entry, half written while a take runs) is returned, for the next item."""
+    try:
+        reader.peek()
+    except InputError as err:
+        if err.line is not None and err.line - 1 <= item.last_line:
+            raise
+        return err
+    return None
 
 
 def _item(reader: _Reader) -> Item:

@@ -178,6 +178,19 @@ def test_a_take_in_chunks_leaves_the_same_file(tmp_path, monkeypatch, text, want
         assert same_or_later_bad_character(chunked[0], whole[0]), (chunked, whole)
 
 
+@pytest.mark.parametrize("chunk", [3, 1 << 20])
+def test_a_take_refuses_an_entry_whose_last_line_goes_on(tmp_path, monkeypatch, chunk):
+    """``- --`` then ``  x: [1, 2]``: a plain scalar "-- x", then a ':' YAML
+    refuses. Read whole, the take ran "-- x" and dropped ``: [1, 2]`` with its
+    line; read in chunks it said the file changed while rewriting (a fuzz find).
+    Both now name the syntax error, and the queue is left as it was."""
+    text = "- -- \n  x: [1, 2]\n- echo next\n"
+    taken, after = take_outcome(tmp_path, text, 1, chunk, monkeypatch)
+    assert taken == ("error", "FOLDER/queue.yaml:2 (entry 1): YAML syntax error: mapping "
+                     "values are not allowed in this context; fix the file and run again")
+    assert after == text.encode()
+
+
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 64 * 1024])
 def test_not_utf8_names_its_line_whatever_the_chunks(chunk):
     for data, line in [(b"- a\n- \xff\n", 2), (b"- \xc3\xa9\n# \xc3\n- x\n", 2),
