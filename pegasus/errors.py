@@ -102,9 +102,11 @@ class HostError(PegasusError):
 
 
 class HostConfigError(HostError):
-    """An ssh_config setting Pegasus cannot honour (bad input: exit 2)."""
+    """An ssh_config setting Pegasus cannot honour (bad input: exit 2); no
+    retry can succeed while it is there."""
 
     exit_status = ExitStatus.BAD_INPUT
+    fatal = True
 
 
 class HostKeyError(HostError):

@@ -35,7 +35,8 @@ from gevent.event import AsyncResult
 from helpers import queue_entries, read
 from pegasus import (app, atrest, broadcast, cli, connecting, ctlcmd, executor, expand, halt,
                      hook, hostswatch, logcmd, modes, output, probing, records, running)
-from pegasus.errors import HostAuthError, HostError, HostKeyError, InputError, PegasusError
+from pegasus.errors import (HostAuthError, HostConfigError, HostError, HostKeyError,
+                            InputError, PegasusError)
 from pegasus.events import HostSilent, Signal
 from pegasus.executor import ConnectionLost, NotStarted
 from pegasus.outlet import Outlet
@@ -90,6 +91,7 @@ class Answer(Enum):
     DOWN = "no answer"
     KEY_CHANGED = "host key changed"
     LOGIN_REFUSED = "login refused"
+    CONFIG = "ProxyCommand is set in ssh_config"
 
 
 # ---------------------------------------------------------------- points and actions
@@ -428,7 +430,7 @@ class FakeConnector(connecting.Connector):
             self.fake.executors.append(executor)
             return executor
         error = {Answer.DOWN: HostError, Answer.KEY_CHANGED: HostKeyError,
-                 Answer.LOGIN_REFUSED: HostAuthError}[answer]
+                 Answer.LOGIN_REFUSED: HostAuthError, Answer.CONFIG: HostConfigError}[answer]
         raise error(node.hostname, f"fake: {answer.value}")
 
 

@@ -291,6 +291,19 @@ def test_a_host_whose_key_changed_is_left_out_and_the_rest_stays_queued(tmp_path
     assert out.status == 1
 
 
+def test_a_host_ssh_config_now_refuses_is_left_out_not_retried(tmp_path):
+    """ssh_config edited while running (a ProxyCommand added), or a daemon's new
+    host with one: no retry can succeed. It was retried in the background for
+    ever, the run waiting for it."""
+    out = run_loop(tmp_path, queue=["a", "b"], scripts={"a": FakeJob(lost_after=0)},
+                   hosts={"node-1": [Answer.OK, Answer.CONFIG]})
+
+    assert "host node-1: fake: ProxyCommand is set in ssh_config; it is left out for " \
+           "the rest of the run" in out.messages
+    assert out.queue == ["b"]
+    assert out.status == 1
+
+
 def test_a_job_that_could_not_be_sent_goes_back_to_the_head(tmp_path):
     out = run_loop(tmp_path, nodes=TWO, queue=["a", "b", "c"],
                    scripts={("node-1", "a"): FakeJob(not_started=True),
