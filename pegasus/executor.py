@@ -3,7 +3,7 @@
 An executor runs one rendered command at a time on one sub-node (``Executor``).
 Three implement it and differ only in how: ``pegasus.local.LocalExecutor`` runs
 ``sh -c`` as a local process in its own session; ``pegasus.slurm.SlurmExecutor``
-runs it as an ``srun`` job step (told the job first: ``for_job``); ``pegasus.ssh.SshExecutor``
+runs it as an ``srun`` job step (its options from the job); ``pegasus.ssh.SshExecutor``
 (opened by ``pegasus.ssh.connect``) runs it as a channel of one SSH connection,
 under the remote wrapper (``pegasus/wrapper.sh``), whose watchdog stops the
 job's process group when the channel's stdin ends or falls silent.
@@ -14,9 +14,13 @@ wait cooperatively); they spawn nothing.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol, Tuple, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Tuple, runtime_checkable
+
+if TYPE_CHECKING:
+    from pegasus.model import Job, SubNode
 
 Emit = Callable[[str, bytes], None]  # emit(stream name, raw bytes as they arrive)
+Placed = Tuple["SubNode", "Job"]  # a job and the sub-node it runs on
 CHUNK = 65536  # bytes read at once from a job's output
 
 KILL_AFTER = 3  # seconds between TERM and KILL when a job is cancelled
@@ -53,8 +57,12 @@ class Executor(Protocol):
     ``ConnectionLost`` (sent, outcome unknown). Output goes to ``emit`` only.
     """
 
-    def run(self, command: str, emit: Emit, launching: Callable[[], None] = nothing) -> int:
-        """Run ``sh -c command``; call ``launching()`` just before it is sent."""
+    def run(self, command: str, emit: Emit, launching: Callable[[], None] = nothing,
+            placed: Optional[Placed] = None) -> int:
+        """Run ``sh -c command``; call ``launching()`` just before it is sent.
+        ``placed``: the job it is and the sub-node it was placed on (its GPUs),
+        for an executor whose way of running depends on them (Slurm's srun);
+        None for a command that is no job (a probe)."""
 
     def heartbeat(self) -> None:
         """Tell a remote watchdog Pegasus is still there (every ``HEARTBEAT`` s)."""

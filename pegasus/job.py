@@ -56,10 +56,8 @@ def run_job(node: SubNode, job: Job, executor, sink: Sink,
 
 
 def _execute(node, job, rendered, executor, emit, launching) -> Result:
-    if node.slurm is not None:  # srun's options come from the job (slurm.SlurmExecutor)
-        executor.for_job(node, job)
     try:
-        status = executor.run(rendered, emit, launching)
+        status = executor.run(rendered, emit, launching, (node, job))
     except NotStarted as err:
         return Result(node, job, rendered, error=f"not started ({err})",
                       outcome_hint=Outcome.NOT_STARTED)

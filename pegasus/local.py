@@ -9,13 +9,14 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 from gevent import select as gselect
 from gevent import subprocess
 
 from pegasus import faults
-from pegasus.executor import ASIDE_OUTPUT, CHUNK, HOOK_TIMEOUT, Emit, NotStarted, nothing
+from pegasus.executor import (ASIDE_OUTPUT, CHUNK, HOOK_TIMEOUT, Emit, NotStarted, Placed,
+                              nothing)
 
 
 ARG_MAX_KIB = 128  # Linux's limit for one exec argument (MAX_ARG_STRLEN)
@@ -27,7 +28,8 @@ class LocalExecutor:
     def __init__(self):
         self.proc = None
 
-    def run(self, command: str, emit: Emit, launching: Callable[[], None] = nothing) -> int:
+    def run(self, command: str, emit: Emit, launching: Callable[[], None] = nothing,
+            placed: Optional[Placed] = None) -> int:
         launching()
         try:
             self.proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.DEVNULL,

@@ -21,7 +21,7 @@ from gevent.lock import BoundedSemaphore
 
 from pegasus import parentdeath, slurmentry
 from pegasus.errors import SlurmError
-from pegasus.executor import Emit, nothing
+from pegasus.executor import Emit, Placed, nothing
 from pegasus.local import LocalExecutor, run_to_end
 from pegasus.model import Job, Partition, SubNode
 
@@ -94,29 +94,27 @@ def cancel_leftovers(queue_key: str, job_ids: List[int], say: Callable[[str], No
 
 
 class SlurmExecutor:
-    """Runs one job at a time as an ``srun`` job step (``for_job`` says which)."""
+    """Runs one job at a time as an ``srun`` job step: its name, comment, GPUs
+    and time limit from the job it is (``placed``)."""
 
     def __init__(self, partition: Partition, queue_key: str = ""):
         self.partition, self.queue_key = partition, queue_key
         self.proc = None
-        self.argv_of: Callable[[str], list] = self._argv(Job(""), 0)
         self.aside = LocalExecutor()  # a cancel hook runs here, beside srun
 
-    def for_job(self, node: SubNode, job: Job) -> None:
-        """The job the next ``run`` is: its id, its GPUs, its own timeout."""
-        self.argv_of = self._argv(job, node.gpus)
-
-    def _argv(self, job: Job, gpus: int) -> Callable[[str], list]:
-        name, timeout = slurmentry.job_name(job), job.timeout
+    def _argv(self, command: str, placed: Optional[Placed]) -> list:
+        node, job = placed or (None, Job(""))
         comment = slurmentry.step_comment(self.queue_key, job.id) \
             if self.queue_key and job.id is not None else ""
-        return lambda command: slurmentry.srun_argv(self.partition, name, gpus, timeout,
-                                                    command, comment)
+        return slurmentry.srun_argv(self.partition, slurmentry.job_name(job),
+                                    node.gpus if node is not None else 0, job.timeout,
+                                    command, comment)
 
-    def run(self, command: str, emit: Emit, launching: Callable[[], None] = nothing) -> int:
+    def run(self, command: str, emit: Emit, launching: Callable[[], None] = nothing,
+            placed: Optional[Placed] = None) -> int:
         launching()
         try:
-            self.proc = subprocess.Popen(self.argv_of(command), stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(self._argv(command, placed), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          start_new_session=True,  # Ctrl-c stays here
                                          preexec_fn=parentdeath.arm())

@@ -23,7 +23,7 @@ import gevent
 from pegasus import faults
 from pegasus.errors import HostAuthError, HostError, HostKeyError
 from pegasus.executor import (ASIDE_OUTPUT, ORPHAN_TIMEOUT, ORPHANED, ConnectionLost, Emit,
-                              NotStarted, Orphaned, nothing)
+                              NotStarted, Orphaned, Placed, nothing)
 from pegasus.sshclient import AuthenticationError, Client, link_errors, open_client, words
 from pegasus.sshconfig import SshTarget
 from pegasus.wrapper import POSIX_LOGIN_SHELLS, command_input, new_nonce, shell_command
@@ -138,7 +138,8 @@ class SshExecutor:
         self.waiting = None  # (channel, nonce, exec string or None once started)
         self._start_wrapper()
 
-    def run(self, command: str, emit: Emit, launching: Callable[[], None] = nothing) -> int:
+    def run(self, command: str, emit: Emit, launching: Callable[[], None] = nothing,
+            placed: Optional[Placed] = None) -> int:
         client = self.client
         self.cancelled = False
         with link_errors(NotStarted, client):

@@ -347,7 +347,7 @@ class FakeExecutor:
         self.heard = 0
         self.dead = False  # its connection was lost
 
-    def run(self, command: str, emit, launching=lambda: None) -> int:
+    def run(self, command: str, emit, launching=lambda: None, placed=None) -> int:
         self.fake.call(self.node, "run", command)
         script = self.fake.script(self.node, command)
         if self.dead or script.not_started:
