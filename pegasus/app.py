@@ -9,7 +9,7 @@ import gevent
 import gevent.hub
 
 from pegasus import broadcast, checks, control, expand, hostlists, hostswatch, modes, records, running
-from pegasus.connecting import Connector, close_all
+from pegasus.connecting import Connector, close_all, end_leftovers
 from pegasus.errors import (ExitStatus, HostsUnreachable, StorageError, output_failure,
                             unreachable_lines)
 from pegasus.fold import FoldedSteps, FoldedSummary
@@ -120,11 +120,7 @@ def _open_records(queue: QueueFile, sink: Sink, broadcasting: bool) -> records.R
                      f"ran (on {nodes}); outcome unknown, so not run again: see "
                      f"{queue.interrupted_path}, and run 'pegasus requeue' to put {them} "
                      "back in the queue")
-    on_slurm = [job_id for _, node, job_id in interrupted
-                if node.startswith("[slurm:") and job_id is not None]
-    if on_slurm:  # a step may have outlived the dead Pegasus (docs/slurm.md)
-        from pegasus import slurm
-        slurm.cancel_leftovers(control.key(queue.path), on_slurm, sink.message)
+    end_leftovers(control.key(queue.path), interrupted, sink.message)
     return job_records
 
 

@@ -19,7 +19,7 @@ import gevent
 from gevent.lock import BoundedSemaphore
 from gevent.threadpool import ThreadPool
 
-from pegasus import executor, sshconfig
+from pegasus import executor, slurmentry, sshconfig
 from pegasus.local import LocalExecutor
 from pegasus.errors import HostError
 from pegasus.events import HostBack, HostFailed, HostRefused, HostSilent
@@ -411,6 +411,19 @@ class Watch:
                 return None
             least = seconds if least is None else min(least, seconds)
         return least
+
+
+def end_leftovers(queue_key: str, interrupted, say: Callable[[str], None]) -> None:
+    """Jobs a dead Pegasus ran (``records.Interrupted``) that may outlive it where
+    an executor can still end them: Slurm steps (srun killed before it cancelled
+    its step; ``slurm.cancel_leftovers``). A remote job's wrapper stops it at the
+    end of its channel."""
+    on_slurm = [job_id for _, label, job_id in interrupted
+                if slurmentry.is_lane(label) and job_id is not None]
+    if on_slurm:  # docs/slurm.md
+        from pegasus import slurm
+
+        slurm.cancel_leftovers(queue_key, on_slurm, say)
 
 
 def close_all(executors) -> None:

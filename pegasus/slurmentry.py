@@ -18,6 +18,7 @@ from pegasus.errors import InputError
 from pegasus.model import Job, Partition, SubNode
 
 SETTINGS = ("slurm", "jobs", "options")
+LANE = "slurm:"  # the host name of a partition's lanes: slurm:PARTITION
 EXAMPLE = "for example:\n- slurm: gpu\n  jobs: 16\n  options: --qos=normal"
 MAX_JOBS = 10_000  # lanes of one entry: more is surely a typo
 MAX_GPUS = 1 << 20  # a job's GPUs on Slurm: Slurm refuses what it cannot give
@@ -33,9 +34,14 @@ def sub_nodes(entry: dict, first_index: int) -> List[SubNode]:
                          f"'{unknown[0]}'{hint}; {EXAMPLE}")
     partition = Partition(_partition(entry["slurm"]), _options(entry.get("options")))
     count = _jobs(entry["jobs"]) if "jobs" in entry else 1
-    name = f"slurm:{partition.name}"
+    name = f"{LANE}{partition.name}"
     return [SubNode(first_index + lane, name, (), lane, slurm=partition)
             for lane in range(count)]
+
+
+def is_lane(label: str) -> bool:
+    """Whether a sub-node's label (``[slurm:gpu/2]``) is a Slurm lane's."""
+    return label.startswith("[" + LANE)
 
 
 def _scalar(raw, name: str) -> str:
