@@ -2,6 +2,16 @@
 
 Each job runs as ``sh -c command`` in a session of its own, so Ctrl-c stays
 with Pegasus and cancelling signals the job's whole process group.
+
+A Pegasus killed (``kill -9``, a crash) must not leave its local jobs running,
+as its remote jobs are not (their wrapper's watchdog): ``_Guard`` is one small
+``sh`` per run, started at the first local job, told each job's process group
+as it starts and ends on a pipe only Pegasus writes. At the pipe's end
+(Pegasus gone) it sends TERM to the groups still listed, KILL ``KILL_AFTER``
+s later. A group is struck off as soon as its leader is reaped (its number
+could be another's only once the kernel's process numbers wrap around); what a
+job left behind in its group after it ended is spared, as on a node. A paused
+Pegasus is no dead one: the guard has no clock.
 """
 
 from __future__ import annotations
@@ -15,8 +25,8 @@ from gevent import select as gselect
 from gevent import subprocess
 
 from pegasus import faults
-from pegasus.executor import (ASIDE_OUTPUT, CHUNK, HOOK_TIMEOUT, Emit, NotStarted, Placed,
-                              nothing)
+from pegasus.executor import (ASIDE_OUTPUT, CHUNK, HOOK_TIMEOUT, KILL_AFTER, Emit, NotStarted,
+                              Placed, nothing)
 
 
 ARG_MAX_KIB = 128  # Linux's limit for one exec argument (MAX_ARG_STRLEN)
@@ -42,7 +52,12 @@ class LocalExecutor:
             emit("stderr", f"pegasus: cannot start the command: {err.strerror} (a "
                            f"command is limited to {ARG_MAX_KIB} KiB)\n".encode())
             return 126
-        return run_to_end(self, emit)
+        pgid = self.proc.pid  # its session's and group's number
+        _GUARD.watch(pgid)
+        try:
+            return run_to_end(self, emit)
+        finally:
+            _GUARD.unwatch(pgid)
 
     def heartbeat(self) -> None:
         """Local jobs need none."""
@@ -109,3 +124,56 @@ def _pump(proc, emit: Emit) -> None:
             else:
                 del names[fd]
                 files[fd].close()
+
+
+class _Guard:
+    """Ends the local jobs of a Pegasus that died (see the module's docstring)."""
+
+    SCRIPT = ("groups=' '\n"
+              "while IFS= read -r line; do\n"
+              "  case $line in\n"
+              "    +*) groups=\"$groups${line#+} \" ;;\n"
+              "    -*) n=${line#-}; case $groups in *\" $n \"*)\n"
+              "        groups=\"${groups%% $n *} ${groups#* $n }\" ;; esac ;;\n"
+              "  esac\n"
+              "done\n"
+              "[ \"$groups\" = ' ' ] && exit 0\n"
+              "for g in $groups; do kill -s TERM -- \"-$g\"; done\n"
+              f"sleep {KILL_AFTER}\n"
+              "for g in $groups; do kill -s KILL -- \"-$g\"; done\n")
+
+    def __init__(self):
+        self.fd: Optional[int] = None
+        self.pid: Optional[int] = None  # the Pegasus it guards (a fork needs its own)
+        self.proc = None
+
+    def watch(self, pgid: int) -> None:
+        if self.fd is None or self.pid != os.getpid():  # none yet (or in a fork)
+            self._start()
+        self._say(f"+{pgid}\n")
+
+    def unwatch(self, pgid: int) -> None:
+        self._say(f"-{pgid}\n")
+
+    def _start(self) -> None:
+        read, write = os.pipe2(os.O_CLOEXEC)
+        try:
+            self.proc = subprocess.Popen(["sh", "-c", self.SCRIPT], stdin=read,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)  # Ctrl-c stays with Pegasus
+        except OSError:
+            os.close(write)
+            return  # jobs run unguarded, as before: the guard is no reason to fail one
+        finally:
+            os.close(read)
+        self.fd, self.pid = write, os.getpid()
+
+    def _say(self, line: str) -> None:
+        if self.fd is not None:
+            try:
+                os.write(self.fd, line.encode())
+            except OSError:  # the guard is gone (someone killed it): nothing to tell
+                pass
+
+
+_GUARD = _Guard()

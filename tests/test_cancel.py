@@ -196,6 +196,28 @@ def test_pegasus_killed_with_sigkill_leaves_no_remote_job(nodes, tmp_path, recor
 # ---------------------------------------------------------------- 2. local jobs
 
 @pytest.mark.slow
+def test_pegasus_killed_with_sigkill_leaves_no_local_job(tmp_path, record_property):
+    """As for remote jobs: a plain job, one with a background child, one deaf to
+    TERM (KILL 3 s later). They ran on to their end before: a requeue after the
+    crash then ran them twice at once."""
+    marker = Marker(local_sh)
+    jobs = {"plain": marker.job("plain", "sleep 300"),
+            "bg": marker.job("bg", "sleep 300 & sleep 300"),
+            "deaf": marker.job("deaf", "trap '' TERM; sleep 300")}
+    setup(tmp_path, "- hostname: localhost\n  slot: [0, 1, 2]\n", list(jobs.values()))
+    peg = Pegasus(tmp_path, ["q"])
+    try:
+        wait_for(lambda: marker.tags() == set(jobs), what="the three jobs to run")
+        peg.proc.kill()
+        killed = time.monotonic()
+        peg.proc.wait(timeout=30)
+        wait_gone(marker, killed, record_property, "local-after-sigkill")
+    finally:
+        peg.stop()
+        kill_leftovers(marker, local_sh)
+
+
+@pytest.mark.slow
 def test_second_ctrl_c_stops_local_jobs_too(tmp_path, record_property):
     marker = Marker(local_sh)
     jobs = {"plain": marker.job("plain", "sleep 300"),
