@@ -40,7 +40,6 @@ nothing.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pwd
 import random
@@ -51,6 +50,8 @@ import subprocess
 import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
+
+from pegasus import parentdeath
 
 __all__ = [
     "Cluster",
@@ -162,16 +163,11 @@ def _tail(path: str, n: int = 30) -> str:
         return "(no log)"
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _sshd_preexec() -> None:  # runs in the child between fork and exec
-    # If the Python process that started the cluster dies without calling
-    # stop() (SIGKILL, crash), the kernel sends SIGTERM to the listener.
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except Exception:
-        pass
+def _sshd_preexec():
+    """What a listener runs between fork and exec (get it just before the fork):
+    if the Python process that started the cluster dies without calling stop()
+    (SIGKILL, crash), the kernel sends SIGTERM to the listener."""
+    return parentdeath.arm()
 
 
 def _proc_table() -> Dict[int, int]:
@@ -605,7 +601,7 @@ class Cluster:
             self._procs[i] = subprocess.Popen(
                 [SSHD, "-D", "-e", "-f", os.path.join(d, "sshd_config")],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True, preexec_fn=_sshd_preexec, close_fds=True,
+                start_new_session=True, preexec_fn=_sshd_preexec(), close_fds=True,
             )
 
     def _wait_ready(self, indexes, deadline: float) -> None:

@@ -20,15 +20,15 @@ Requirements: Linux, root, Debian's ``slurm-wlm`` and ``munge``. Otherwise
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from typing import Dict, List, Optional
+
+from pegasus import parentdeath
 
 __all__ = ["SlurmCluster", "SlurmUnavailable", "PARTITION", "GPUS", "why_unavailable"]
 
@@ -37,7 +37,6 @@ GPUS = 4
 DAEMONS = ("/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd")
 CLIENTS = ("srun", "squeue", "scontrol", "scancel")
 START_TIMEOUT = 30.0  # seconds for the node to be idle
-_PR_SET_PDEATHSIG = 1
 
 
 class SlurmUnavailable(Exception):
@@ -66,8 +65,6 @@ def _ports() -> int:
     return 6817 + 40 * net + 2 * number
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class SlurmCluster:
@@ -226,8 +223,10 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
         self._wait(lambda: os.path.exists(f"{folder}/munge.socket"), "munged's socket")
 
     def _daemon(self, argv: List[str], name: str, user=None) -> None:
+        die_with_parent = parentdeath.arm()  # prctl looked up before the fork
+
         def preexec():
-            _die_with_parent()
+            die_with_parent()
             if user is not None:
                 os.setgid(user.pw_gid)
                 os.setgroups([])

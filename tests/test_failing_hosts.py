@@ -330,7 +330,7 @@ class _NetnsCluster(Cluster):
                 ["ip", "netns", "exec", self.netns, SSHD, "-D", "-e", "-f",
                  os.path.join(d, "sshd_config")],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                preexec_fn=_sshd_preexec, close_fds=True)
+                preexec_fn=_sshd_preexec(), close_fds=True)
 
 
 class NetnsHost:
