@@ -71,11 +71,12 @@ def run(opts: Options, sink: Sink) -> ExitStatus:
     # entry must still end the jobs shown.
     for entries, job in _jobs(queue, check if counts is None else _checked_already):
         jobs += 1
+        places = nodes if waves is None else [waves.place(job)]  # the waves count them all
         if opts.shown is not None and shown >= opts.shown:
-            continue  # counted, not placed
+            continue  # counted and placed, not printed
         shown += 1
         job = dataclasses.replace(job, id=first_id + jobs - 1)
-        for node in nodes if waves is None else [waves.place(job)]:
+        for node in places:
             sink.command(node, expand.render(job, node))
     sink.message(_totals(queue.path, entries, jobs, shown, len(nodes), waves))
     return ExitStatus.OK

@@ -81,6 +81,17 @@ def test_n_limits_the_jobs_printed_not_the_totals(tmp_path):
     assert _dry(tmp_path, "q", "-n", "0").stdout.startswith("pegasus: dry run: 5 jobs")
 
 
+def test_n_does_not_change_the_waves_said(tmp_path):
+    """The waves are those of every job, printed or not (-n 1 said 1 wave)."""
+    _folder(tmp_path, hosts="- hostname: localhost\n  slot: [1, 2]\n",
+            queue="".join(f"- echo {i}\n" for i in range(5)))
+    every = _dry(tmp_path, "q").stdout.splitlines()[-1]
+    assert "placed in 3 waves" in every, every
+    for n in ("0", "1", "2", "5"):
+        said = _dry(tmp_path, "q", "-n", n).stdout.splitlines()[-1]
+        assert "placed in 3 waves" in said, said
+
+
 def test_slots_show_the_slots_each_job_would_get_in_the_schedulers_plan(tmp_path):
     hosts = "- hostname: gpu-1.invalid\n  slots: 4\n- hostname: gpu-2.invalid\n  slots: 2\n"
     queue = "- command: train --gpus {{slots}}\n  slots: [2, 2, 1, 4, 2]\n"
