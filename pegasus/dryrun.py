@@ -104,7 +104,7 @@ def _totals(path: str, entries: int, jobs: int, shown: int, nodes: int,
              f"{plural(nodes, 'sub-node')}")
     if waves is None:
         words += f": {plural(jobs * nodes, 'command')} in all (each job on every sub-node)"
-    elif shown:
+    elif jobs:
         words += f"; placed in {plural(waves.count, 'wave')} as if every sub-node were free"
     if shown < jobs:
         words += f"; {shown} printed (-n {shown}), {jobs - shown} not"
