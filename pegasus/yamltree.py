@@ -11,7 +11,9 @@ module only reads: it never writes a file.
 
 from __future__ import annotations
 
+import bisect
 import codecs
+import re
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, List, Optional, Tuple, Union
 
@@ -27,6 +29,18 @@ except AttributeError:  # pragma: no cover - pure-Python PyYAML
 Value = Union[str, list, dict]
 
 MAX_DEPTH = 50  # lists and mappings nested deeper than this are refused
+# Line breaks YAML counts and an editor (and Pegasus's line edits) does not:
+# NEL, LS, PS, and a CR without its LF (at a chunk's end: decided by the next).
+_YAML_ONLY_BREAK = re.compile("[\x85\u2028\u2029]|\r(?!\n)")
+
+
+def _yaml_only_breaks(text: str, offset: int) -> List[int]:
+    """Indexes (from ``offset``) of ``text``'s characters that only YAML counts as
+    line breaks; a CR at the very end is left to the caller (its LF may follow)."""
+    found = [offset + m.start() for m in _YAML_ONLY_BREAK.finditer(text)]
+    if found and text.endswith("\r") and found[-1] == offset + len(text) - 1:
+        found.pop()
+    return found
 
 _PLAIN_TAGS = frozenset("tag:yaml.org,2002:" + t for t in
                         ("str", "int", "float", "bool", "null", "seq", "map"))
@@ -71,6 +85,8 @@ class TextStream:
         self.newlines = 0  # newline characters read so far
         self.eof = False
         self._last = ""  # the last character read
+        self.chars = 0  # characters read so far
+        self.yaml_only: List[int] = []  # indexes of the breaks only YAML counts
 
     def read(self, size: int = -1) -> str:
         """The next chunk of text ("" only at the end); ``size`` is a hint."""
@@ -80,6 +96,12 @@ class TextStream:
             text = self._decode(data)
             if text:
                 self.newlines += text.count("\n")
+                if self._last == "\r" and text[0] != "\n":  # the last chunk's lone CR
+                    self.yaml_only.append(self.chars - 1)
+                self.yaml_only += _yaml_only_breaks(text, self.chars)
+                if self.eof and text.endswith("\r"):
+                    self.yaml_only.append(self.chars + len(text) - 1)
+                self.chars += len(text)
                 self._last = text[-1]
                 if self._kept is not None:
                     self._kept.append(text)
@@ -147,8 +169,16 @@ class _Reader:
         self.path, self.source = path, source
         self.loader = _Loader(source)
         self.anchors: dict = {}
-        self.end: Tuple[int, int] = (0, 0)
+        self.end: Tuple[int, int] = (0, 0)  # (line, 0 at a line's start, else 1)
         self.depth = 0
+        self._yaml_only = source.yaml_only if isinstance(source, TextStream) else \
+            _yaml_only_breaks(source + "\n", 0)  # "\n": a CR at the end is alone
+
+    def line(self, mark) -> int:
+        """The 0-based line of a mark as an editor counts lines, by newline alone
+        (YAML's own count also breaks at NEL, LS, PS and a lone CR): the lines the
+        queue file's edits cut."""
+        return mark.line - bisect.bisect_left(self._yaml_only, mark.index)
 
     def event(self):
         return self._parse(self.loader.get_event)
@@ -181,7 +211,7 @@ class _Reader:
             result = self._mapping(ev)
         else:  # pragma: no cover - the parser never yields this here
             raise InputError(f"unexpected YAML {type(ev).__name__}", self.path,
-                             ev.start_mark.line + 1)
+                             self.line(ev.start_mark) + 1)
         if ev.anchor is not None:
             self.anchors[ev.anchor] = result
         return result
@@ -191,7 +221,7 @@ class _Reader:
         if self.depth > MAX_DEPTH:
             raise InputError(f"nested more than {MAX_DEPTH} levels deep; an entry "
                              "needs at most a mapping of lists", self.path,
-                             start.start_mark.line + 1)
+                             self.line(start.start_mark) + 1)
 
     def _sequence(self, start) -> list:
         self._deeper(start)
@@ -210,10 +240,10 @@ class _Reader:
             key = self.value(key_ev)
             if not isinstance(key, str):
                 raise InputError("a key must be a plain word, not a list or mapping",
-                                 self.path, key_ev.start_mark.line + 1)
+                                 self.path, self.line(key_ev.start_mark) + 1)
             if key in result:
                 raise InputError(f"duplicate key '{key}' (each key may appear once "
-                                 "in an entry)", self.path, key_ev.start_mark.line + 1)
+                                 "in an entry)", self.path, self.line(key_ev.start_mark) + 1)
             result[key] = self.value(self.event())
         self._close(start, self.event())
         self.depth -= 1
@@ -227,7 +257,7 @@ class _Reader:
         self._reach(ev.end_mark)
         if ev.anchor not in self.anchors:
             raise InputError(f"unknown alias '*{ev.anchor}'", self.path,
-                             ev.start_mark.line + 1)
+                             self.line(ev.start_mark) + 1)
         return self.anchors[ev.anchor]
 
     def _check_tag(self, ev) -> None:
@@ -236,10 +266,15 @@ class _Reader:
             return
         raise InputError(f"YAML tag '{tag}' is not allowed (Pegasus reads plain "
                          "strings, lists and mappings only)", self.path,
-                         ev.start_mark.line + 1)
+                         self.line(ev.start_mark) + 1)
 
     def _reach(self, mark) -> None:
-        self.end = max(self.end, (mark.line, mark.column))
+        at_start = mark.column == 0 and not self._yaml_only_break(mark.index - 1)
+        self.end = max(self.end, (self.line(mark), 0 if at_start else 1))
+
+    def _yaml_only_break(self, index: int) -> bool:
+        i = bisect.bisect_left(self._yaml_only, index)
+        return i < len(self._yaml_only) and self._yaml_only[i] == index
 
     def lines(self) -> int:
         """Lines of the text (a stream's: at an error at its end, all were read)."""
@@ -264,8 +299,8 @@ class _Reader:
         return source.encode("utf-8")[:position].count(b"\n") + 1
 
     def take_end_line(self) -> int:
-        line, column = self.end
-        return line - 1 if column == 0 else line
+        line, inside = self.end
+        return line - 1 if not inside else line
 
 
 def _syntax_error(err, path: str, lines: int, line_of) -> InputError:
@@ -321,7 +356,7 @@ def read_list(source: Source, path: str) -> Tuple[Layout, Iterator[Item]]:
     if not isinstance(head, yaml.SequenceStartEvent):
         kind = "a mapping" if isinstance(head, yaml.MappingStartEvent) else "a single value"
         raise InputError(f"must be a YAML list of entries (lines starting with '- '), "
-                         f"but it is {kind}", path, head.start_mark.line + 1)
+                         f"but it is {kind}", path, reader.line(head.start_mark) + 1)
     reader._check_tag(head)
     layout = Layout(not head.flow_style, head.start_mark.column, False)
     return layout, _items(reader)
@@ -365,7 +400,7 @@ def _after(reader: _Reader, item: Item) -> Optional[InputError]:
 def _item(reader: _Reader) -> Item:
     ev = reader.event()
     reader.end = (0, 0)
-    first = ev.start_mark.line
+    first = reader.line(ev.start_mark)
     value = reader.value(ev)
     return Item(value, first, max(first, reader.take_end_line()))
 
@@ -376,7 +411,7 @@ def _tail(reader: _Reader, items: Iterator[Item]) -> Iterator[Item]:
     nxt = reader.event()
     if not isinstance(nxt, yaml.StreamEndEvent):
         raise InputError("has more than one YAML document ('---'); keep one list",
-                         reader.path, nxt.start_mark.line + 1)
+                         reader.path, reader.line(nxt.start_mark) + 1)
 
 
 def read_all(text: str, path: str) -> Tuple[Layout, List[Item]]:

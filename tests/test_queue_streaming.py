@@ -191,6 +191,24 @@ def test_a_take_refuses_an_entry_whose_last_line_goes_on(tmp_path, monkeypatch, 
     assert after == text.encode()
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3, 1 << 20])
+@pytest.mark.parametrize("text, left", [
+    ("- 'echo a\x85b'\n- echo c\n- echo d\n", "- echo c\n- echo d\n"),
+    ('- "echo a\u2028b"\n- echo c\n- echo d\n', "- echo c\n- echo d\n"),
+    ("- 'echo a\rb'\n- echo c\n- echo d\n", "- echo c\n- echo d\n"),
+    ("- |\n  echo a\x85\n  b\n- echo c\n", "- echo c\n"),
+    ("- echo a\n- echo \u2029 c\n", "- echo \u2029 c\n"),
+    ("- 'x\r\n  y'\r\n- echo c\r\n", "- echo c\r\n"),
+], ids=["NEL", "LS", "lone-CR", "NEL-in-block", "PS-in-next", "CRLF"])
+def test_a_take_cuts_the_lines_an_editor_sees(tmp_path, monkeypatch, chunk, text, left):
+    """YAML also breaks lines at NEL, LS, PS and a lone CR; the take cuts the
+    file's lines by newline. A NEL in the first entry made the take also cut the
+    second entry's line: a job gone from the queue without ever running."""
+    (taken, _), after = take_outcome(tmp_path, text, 1, chunk, monkeypatch)
+    assert len(taken) == 1
+    assert after.decode("utf-8") == left
+
+
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 64 * 1024])
 def test_not_utf8_names_its_line_whatever_the_chunks(chunk):
     for data, line in [(b"- a\n- \xff\n", 2), (b"- \xc3\xa9\n# \xc3\n- x\n", 2),

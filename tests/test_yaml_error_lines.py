@@ -52,3 +52,13 @@ def test_the_issue_example_from_the_command_line(tmp_path):
     assert res.returncode == 2, res.stdout + res.stderr
     assert res.stderr.startswith("pegasus: queue.yaml:2 (entry 2): YAML syntax error"), \
         res.stderr
+
+
+@pytest.mark.parametrize("breaker", ["\x85", "\u2028", "\u2029", "\r"])
+def test_an_entry_error_names_the_line_an_editor_shows(breaker):
+    """A duplicate key (an entry's error, not a syntax error) after a quoted
+    NEL, LS, PS or lone CR: YAML counts those as line breaks, an editor does not."""
+    text = "- 'a%sb'\n- {k: 1, k: 2}\n" % breaker
+    with pytest.raises(InputError) as err:
+        read_all(text, "queue.yaml")
+    assert str(err.value).startswith("queue.yaml:2 (entry 2): duplicate key 'k'"), str(err.value)
