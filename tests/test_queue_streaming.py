@@ -178,6 +178,39 @@ def test_a_take_in_chunks_leaves_the_same_file(tmp_path, monkeypatch, text, want
         assert same_or_later_bad_character(chunked[0], whole[0]), (chunked, whole)
 
 
+BREAKS = "\x85\u2028\u2029\r"  # line breaks to YAML, not to an editor
+BLOCK = "|\n  "  # a block scalar's start: its text on the next line
+listed = st.lists(st.tuples(st.sampled_from(["'", '"', "", BLOCK]),
+                            st.text(alphabet="ab #:-" + BREAKS, max_size=6)),
+                  min_size=1, max_size=5).map(
+    lambda entries: "".join("- " + q + t + ("" if q == BLOCK else q) + "\n"
+                            for q, t in entries))
+
+
+@FUZZ
+@given(text=st.one_of(listed, st.lists(st.one_of(st.sampled_from(TOKENS + list(BREAKS)),
+                                                 st.text(max_size=3)),
+                                       max_size=40).map("".join)),
+       want=st.integers(1, 3))
+def test_what_a_take_leaves_is_the_rest_of_the_list(tmp_path, monkeypatch, text, want):
+    """Whatever a take took, the file then holds the entries after them, each as
+    it was: no entry lost or cut (a NEL once made a take cut the next entry)."""
+    try:
+        _, before = read_all(text, "q")
+    except PegasusError:
+        return  # a file the start check refuses
+    (jobs, error), after = take_outcome(tmp_path, text, want, 1 << 20, monkeypatch)
+    if jobs == "error" or not jobs:
+        return
+    try:
+        _, rest = read_all(after.decode("utf-8"), "q")
+    except PegasusError as err:
+        raise AssertionError(f"the take left a file that does not parse: {err}; {after!r}")
+    values = [item.value for item in before]
+    assert [item.value for item in rest] == values[len(values) - len(rest):], (text, after)
+    assert len(rest) < len(values)
+
+
 @pytest.mark.parametrize("chunk", [3, 1 << 20])
 def test_a_take_refuses_an_entry_whose_last_line_goes_on(tmp_path, monkeypatch, chunk):
     """``- --`` then ``  x: [1, 2]``: a plain scalar "-- x", then a ':' YAML
