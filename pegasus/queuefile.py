@@ -104,8 +104,11 @@ class QueueFile:
         self._partial_prefix = os.path.join(folder, f".{name}.partial")
         self._wait = wait  # how a take pauses while the lock is held elsewhere (may raise)
         self._pause = pause  # how a record's write pauses for the lock (never gives up)
-        self._on_lock_wait = on_lock_wait
-        self._told_wait = False  # "waiting for the queue lock" said, not got yet
+        self._lock = FileLock(self.lock_path, on_lock_wait)
+        # interrupted.yaml's and failed.yaml's own lock: a run records a job there
+        # while lock mode holds the queue's; requeue and recovery take both, in order
+        self._records_lock = FileLock(os.path.join(folder, f".{name}.records.lock"),
+                                      on_lock_wait)
         self.rest = atrest.Rest(self.path)  # whether the last entry is whole
 
     def signature(self) -> Optional[atrest.Signature]:
@@ -252,35 +255,51 @@ class QueueFile:
     def read(self) -> str:
         return read_text(self.path)
 
-    @contextmanager
-    def locked(self, give_way: bool = False) -> Iterator[None]:
+    def locked(self, give_way: bool = False):
         """Hold the queue lock (waits while someone else has it); ``give_way``: a
         take's wait, which may end in LockWaitAborted (a record's never does)."""
-        fd = self._open_lock()
+        return self._lock.held(self._wait if give_way else self._pause)
+
+    def records_locked(self):
+        """Hold the lock of interrupted.yaml and failed.yaml (never gives up). A
+        holder of both takes the queue's first."""
+        return self._records_lock.held(self._pause)
+
+
+class FileLock:
+    """An flock on a file beside the queue, waited for in steps of 0.05 s."""
+
+    def __init__(self, path: str, on_wait: Callable[[str], None]):
+        self.path, self.on_wait = path, on_wait
+        self.told = False  # "waiting for the lock" said, not got yet
+
+    @contextmanager
+    def held(self, wait: Callable[[float], None]) -> Iterator[None]:
+        fd = self._open()
         try:
-            self._acquire(fd, self._wait if give_way else self._pause)
+            self._acquire(fd, wait)
             yield
         finally:
             os.close(fd)
 
-    def _open_lock(self) -> int:
+    def _open(self) -> int:
         try:
-            return os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
                            | os.O_CLOEXEC, 0o666)
         except OSError as err:
-            raise _io_error(self.lock_path, "open", err) from None
+            raise _io_error(self.path, "open", err) from None
 
     def _acquire(self, fd: int, wait: Callable[[float], None]) -> None:
         waited = 0.0
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._told_wait = False
+                self.told = False
                 return
             except BlockingIOError:
-                if waited >= 1.0 and not self._told_wait:
-                    self._on_lock_wait(self.lock_path)
-                    self._told_wait = True  # once a wait, across aborted tries
+                if waited >= 1.0 and not self.told:
+                    self.on_wait(self.path)
+                    self.told = True  # once a wait, across aborted tries
                 wait(0.05)  # a take's may raise LockWaitAborted
                 waited += 0.05
 

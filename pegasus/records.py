@@ -212,7 +212,7 @@ class Records:
         """The job ended failed (killed, timed out) where ``results`` say: to failed.yaml."""
         where = ", ".join(r.node.label for r in results)
         why = "; ".join(r.describe() for r in results)
-        with self.queue.locked():  # requeue --failed empties it under the lock
+        with self.queue.records_locked():  # requeue --failed empties it under the lock
             append(self.queue.failed_path,
                    _entry_record("failed", job.canonical(), where, why, job.id))
 
@@ -247,7 +247,7 @@ class Records:
         ``to_user=False``: broadcast's sub-node that never got the command (the
         step fails there; nothing to re-run).
         """
-        with self.queue.locked():
+        with self.queue.records_locked():  # not the queue's: lock mode may hold it
             if to_user:
                 _interrupted_once(self.queue, job.canonical(), node, reason, job.id)
             if self.journal is not None and job.ticket is not None:
@@ -286,8 +286,9 @@ def _recover(queue: QueueFile) -> Tuple[int, Interrupted]:
         tickets = [ticket for ticket, _ in orphan.unlaunched]
         queue.insert_head([entry for _, entry in orphan.unlaunched],
                           lambda partial: orphan.journal.put_back(tickets, partial))
-        for ticket, entry, node in orphan.interrupted:
-            _interrupted_once(queue, entry, node, STOPPED, orphan.ids.get(ticket))
+        with queue.records_locked():
+            for ticket, entry, node in orphan.interrupted:
+                _interrupted_once(queue, entry, node, STOPPED, orphan.ids.get(ticket))
         orphan.journal.remove()
         put_back += len(orphan.unlaunched)
         interrupted += [(entry, node, orphan.ids.get(ticket))
@@ -303,12 +304,13 @@ def requeue(queue: QueueFile, failed: bool = False, dry_run: bool = False) -> Li
     with queue.locked():
         if not dry_run:
             _recover(queue)
-        text = read_text(path)
-        _, items = yamltree.read_all(text, path)
-        entries = [item.value for item in items]
-        if entries and not dry_run:
-            queue.insert_head(entries)
-            queue.write_atomic(path, "")
+        with queue.records_locked():
+            text = read_text(path)
+            _, items = yamltree.read_all(text, path)
+            entries = [item.value for item in items]
+            if entries and not dry_run:
+                queue.insert_head(entries)
+                queue.write_atomic(path, "")
     return entries
 
 

@@ -611,6 +611,33 @@ def test_a_daemon_takes_nothing_while_the_editor_is_open(tmp_path, running):
     assert daemon.output.count(WAITING) == 1
 
 
+def test_a_job_failing_while_the_editor_is_open_does_not_hold_the_run(tmp_path, running):
+    """failed.yaml and interrupted.yaml have a lock of their own: a job that fails
+    while lock mode holds the queue is recorded at once, and the run still
+    answers SIGTERM. Before, the loop waited for the queue lock to record the
+    failure, and a SIGTERM was not acted on until the editor closed."""
+    (tmp_path / "hosts.yaml").write_text("- hostname: localhost\n  slot: [a, b]\n")
+    go = tmp_path / "go"
+    (tmp_path / "queue.yaml").write_text(
+        f"- while [ ! -e {go} ]; do sleep 0.02; done; exit 3\n- sleep 300\n")
+    run = running(["q"], tmp_path)
+    wait_for(lambda: run.output.count("=== run") == 2, what="both jobs to start")
+    ed, flag, release = waiting_editor(tmp_path)
+    lock = running(["l", "--editor", ed], tmp_path)
+    wait_for(flag.exists, what="the editor to open")
+    go.touch()
+    wait_for(lambda: "exit 3" in (tmp_path / "failed.yaml").read_text()
+             if (tmp_path / "failed.yaml").exists() else False,
+             what="the failure recorded in failed.yaml")
+    run.signal_group(signal.SIGTERM)
+    assert run.finish() == 143, run.output
+    assert not lock_is_free(tmp_path / "queue.yaml")  # the editor still open all along
+    release.touch()
+    assert lock.finish() == 0, lock.output
+    failed = (tmp_path / "failed.yaml").read_text()
+    assert "exit 3" in failed and "sleep 300" in failed, failed
+
+
 def test_entries_taken_just_before_the_lock_are_not_written_back(tmp_path, running):
     (tmp_path / "hosts.yaml").write_text("- hostname: localhost\n  slot: [a, b]\n")
     ids = tmp_path / "ids.txt"
