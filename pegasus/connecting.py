@@ -268,6 +268,8 @@ class Hosts:
             return self._failed(node, event.error)
         if isinstance(event, HostRefused):
             self.stop_host(node.hostname)
+            if any(err.host == event.error.host for err in self.refused):
+                return None  # another of its sub-nodes said it: once a host
             self.refused.append(event.error)
             return self.sink.message(f"{event.error}; it is left out for the rest "
                                      "of the run")

@@ -197,3 +197,19 @@ def test_a_hosts_file_an_editor_deletes_and_writes_again_is_not_said_missing(tmp
     event = watch.look()
     assert "hosts.yaml" in str(event.error) and "not found" in str(event.error)
     assert watch.look() is None  # said once
+
+
+def test_a_host_added_with_several_sub_nodes_that_refuses_us_is_said_once(tmp_path):
+    """Each of its sub-nodes' first connections is refused (a changed key, a
+    Slurm partition that does not exist): one message for the host, not one a
+    sub-node."""
+    added = {"hostname": "node-9", "slot": ["a", "b", "c"]}
+    out = run_app(tmp_path, nodes=["node-1"], queue=[], daemon=True, timeout=10,
+                  hosts={"node-9": [Answer.KEY_CHANGED]}, actions=[
+                      when_queue_empty(write_hosts(["node-1", added])),
+                      when_printed("left out for the rest of the run", append("- echo 1\n")),
+                      when_finished("echo 1", ctrl_c)])
+    refused = [m for m in out.messages if "left out for the rest of the run" in m]
+    assert refused == ["host node-9: fake: host key changed; it is left out for the rest "
+                       "of the run"], out.output
+    assert out.ran("[node-1]") == ["echo 1"]
