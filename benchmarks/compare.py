@@ -1,4 +1,6 @@
-"""Pegasus side by side with its peers, on the four workloads of issue 16.
+"""Pegasus side by side with its peers (a naive parallel-ssh script, ssh with a
+ControlMaster, a plain ssh loop) on four workloads: a broadcast, short jobs,
+sleeping jobs and output volume, with the goals of issue 16 (docs/performance.md).
 
 Starts its own loopback OpenSSH cluster (tests/cluster.py; root; addresses
 127.0.<PEGASUS_TEST_NET>.x) and runs each workload with each runner, in
