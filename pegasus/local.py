@@ -166,13 +166,14 @@ class _Guard:
             return  # jobs run unguarded, as before: the guard is no reason to fail one
         finally:
             os.close(read)
+        os.set_blocking(write, False)  # a stopped guard must never stop the loop
         self.fd, self.pid = write, os.getpid()
 
     def _say(self, line: str) -> None:
         if self.fd is not None:
             try:
                 os.write(self.fd, line.encode())
-            except OSError:  # the guard is gone (someone killed it): nothing to tell
+            except OSError:  # the guard is gone or stopped (its pipe full): nothing to do
                 pass
 
 
