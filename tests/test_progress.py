@@ -74,7 +74,7 @@ class _Writes(io.BytesIO):
 def test_lines_written_close_together_go_out_in_one_write(monkeypatch):
     """Each hand-off to the outlet's thread costs ~50 us of CPU: a job's start
     and end lines, written within GATHER of each other, go out in one write."""
-    monkeypatch.setattr(outlet, "GATHER", 0.5, raising=False)
+    monkeypatch.setattr(outlet, "GATHER", 0.5)
     out = _Writes()
     writer = Outlet(out)
     draining = gevent.spawn(writer.drain, lambda err: None)
