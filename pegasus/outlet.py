@@ -4,7 +4,9 @@ While a loop runs (``drain`` runs in its own greenlet), writes are queued
 and a native thread of the outlet's own writes them out: a reader that pauses
 (``| less``, a slow ``tee``, a stalled terminal) blocks that thread only, never
 the loop, its heartbeats or Ctrl-c, nor gevent's shared thread pool (name
-lookups use it). Job output waits (``wait=True``) while more than
+lookups use it). What is written within ``GATHER`` (5 ms) of a first write
+goes out with it, in one hand-off to that thread (each costs ~50 us of CPU:
+a job's start and end lines took two). Job output waits (``wait=True``) while more than
 ``limit`` bytes are queued, so a job's reader stops reading its channel and
 the job feels the back-pressure; Pegasus's own words never wait. Outside a
 loop (start-up, lock mode) writes go straight out. While job readers wait,
@@ -36,6 +38,10 @@ from gevent.event import Event
 from gevent.threadpool import ThreadPool
 
 LIMIT = 1 << 20  # bytes of job output queued before job readers wait
+# Each hand-off to the writer's thread costs ~50 us of CPU (two thread switches),
+# once or twice a job: what comes within GATHER seconds goes out in one hand-off.
+GATHER = 0.005
+GATHERED = 64 * 1024  # bytes queued that go out at once, without gathering more
 ERASE = b"\r\x1b[K"  # back to the start of the line, and clear it
 
 
@@ -106,6 +112,8 @@ class Outlet:
         try:
             while True:
                 self.wake.wait()
+                if self.size < GATHERED and not self.holding:
+                    gevent.sleep(GATHER)  # what follows goes in the same hand-off
                 self.wake.clear()
                 while self.queued and self.error is None:
                     data = self._framed(b"".join(self.queued))

@@ -100,12 +100,12 @@ class Records:
             jobs, targets, fault = list(popped.jobs), popped.places, None
             if jobs:
                 refuse_symlink(queue.consumed_path)  # before anything changes
-                jobs = self._ticketed(jobs)
+                tickets = self._tickets(len(jobs))
                 try:
-                    jobs = self._numbered(jobs)
+                    jobs = self._numbered(jobs, tickets)
                     queue.cut(popped, self._announce_taken(jobs, targets))
                 except PegasusError:  # not taken: their tickets were never recorded
-                    self._discard(jobs)
+                    self._discard(tickets)
                     raise
                 faults.point("queue-rewritten")
                 try:  # the jobs are taken now: they run even if this fails
@@ -118,19 +118,20 @@ class Records:
         return Taken(tuple(jobs), popped.error, fault, signature, popped.waiting, empty,
                      popped.pending)
 
-    def _ticketed(self, jobs: List[Job]) -> List[Job]:
+    def _tickets(self, count: int) -> List[Optional[str]]:
         if self.journal is None:
-            return jobs
-        return [replace(job, ticket=self.journal.new_ticket()) for job in jobs]
+            return [None] * count
+        return [self.journal.new_ticket() for _ in range(count)]
 
-    def _discard(self, jobs: List[Job]) -> None:
+    def _discard(self, tickets: List[Optional[str]]) -> None:
         if self.journal is not None:
-            self.journal.discard([job.ticket for job in jobs])
+            self.journal.discard(tickets)
 
-    def _numbered(self, jobs: List[Job]) -> List[Job]:
-        """Each job its id, reserved (fsynced) before the take is journaled."""
+    def _numbered(self, jobs: List[Job], tickets: List[Optional[str]]) -> List[Job]:
+        """Each job its ticket and its id, reserved before the take is journaled."""
         first = jobids.reserve(self.queue.path, len(jobs))
-        return [replace(job, id=first + i) for i, job in enumerate(jobs)]
+        return [replace(job, ticket=ticket, id=first + i)
+                for i, (job, ticket) in enumerate(zip(jobs, tickets))]
 
     def _announce_taken(self, jobs: List[Job], targets: Sequence[str]):
         journal = self.journal

@@ -33,6 +33,14 @@ parallel-ssh ``pssh.clients.native.single.SSHClient``
     back to the forwarder)
   - ``pssh.clients.native.single.FORWARDER`` (the jump host tunnels):
     ``started``, ``start()``, ``enqueue(client, host, port)``, ``out_q``
+  - ``pssh/__init__.py`` sets ``__version__`` from ``pssh._version.get_versions()``
+    (versioneer), which runs ``git`` six times when site-packages lies in a
+    git work tree (a venv in a project's folder): ~25 ms of CPU at every
+    start, for the version of the wrong project. Pegasus reads no version of
+    parallel-ssh's (``REVIEWED`` is checked against the installed
+    distribution), so it gives it a ``pssh._version`` that runs nothing
+    (``_no_version_probe``): ``0+unknown``, versioneer's own answer outside
+    a git tree
   - ``pssh.exceptions.AuthenticationError``; its error messages end in
     "- retry N/M" (``words`` drops it); its and ssh2's errors are classes of
     modules named ``pssh.*`` and ``ssh2.*`` (``link_errors``, ``words``)
@@ -64,13 +72,13 @@ import os
 import re
 import struct
 import socket
+import sys
+import types
 from contextlib import contextmanager
 from typing import List, Optional, Sequence, Tuple
 
 import gevent
 from gevent import select as gselect
-from pssh.clients.native.single import SSHClient
-from pssh.exceptions import AuthenticationError
 from ssh2.error_codes import LIBSSH2_ERROR_EAGAIN
 from ssh2.session import (LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC,
                           LIBSSH2_METHOD_HOSTKEY, Session)
@@ -78,6 +86,28 @@ from ssh2.session import (LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC,
 from pegasus import knownhosts, sockwait
 from pegasus.executor import CHUNK, ConnectionLost, Emit
 from pegasus.sshconfig import SshTarget
+
+
+@contextmanager
+def _no_version_probe():
+    """parallel-ssh imported without asking ``git`` its version (see above): its
+    ``pssh._version`` is a stand-in while it imports, then gone again."""
+    if "pssh" in sys.modules:
+        yield
+        return
+    probe = types.ModuleType("pssh._version")
+    probe.get_versions = lambda: {"version": "0+unknown"}  # type: ignore[attr-defined]
+    sys.modules["pssh._version"] = probe
+    try:
+        yield
+    finally:
+        if sys.modules.get("pssh._version") is probe:
+            del sys.modules["pssh._version"]
+
+
+with _no_version_probe():
+    from pssh.clients.native.single import SSHClient
+    from pssh.exceptions import AuthenticationError
 
 # The releases this module was reviewed against; pyproject.toml pins them.
 REVIEWED = {"parallel-ssh": "2.16.0.post1", "ssh2-python": "1.2.0.post1"}

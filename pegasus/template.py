@@ -100,13 +100,20 @@ class _Names(dict):
         raise _Problem("unknown name 'this'", "name")
 
 
+@functools.lru_cache(maxsize=None)
+def _arity(fn: Callable) -> int:
+    """How many arguments ``fn`` takes: asked at a helper's first use, not at
+    import (inspect's signatures of every helper cost a start ~4 ms)."""
+    return sum(p.default is p.empty for p in inspect.signature(fn).parameters.values())
+
+
 def _as_helper(name: str, fn: Callable) -> Callable:
     """`fn` as a pybars helper: text in, text out, exact arity; never an empty value."""
-    arity = sum(p.default is p.empty for p in inspect.signature(fn).parameters.values())
 
     def helper(this, *args, **kwargs):
         if kwargs:
             raise _Problem(f"helper {name!r} takes no key=value arguments")
+        arity = _arity(fn)
         if len(args) != arity:
             raise _Problem(f"helper {name!r} takes {arity} argument"
                            f"{'s' * (arity != 1)} (got {len(args)})")

@@ -13,8 +13,11 @@ import termios
 import threading
 import tty
 
+import gevent
+
 from helpers import run_in_process, wait_for
 
+from pegasus import outlet
 from pegasus.outlet import ERASE, Outlet
 from pegasus.progress import Counts, clock, line
 
@@ -54,6 +57,34 @@ def test_the_outlet_erases_the_line_before_output_and_draws_it_again_after():
     outlet.write(b"after\n")
     assert out.getvalue() == (b"before\n" b"status 1" + ERASE + b"[n] a\n[n] b\nstatus 1"
                               + ERASE + b"status 2" + ERASE + b"after\n")
+
+
+class _Writes(io.BytesIO):
+    """A stdout that keeps its writes apart."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes = []
+
+    def write(self, data):
+        self.writes.append(bytes(data))
+        return super().write(data)
+
+
+def test_lines_written_close_together_go_out_in_one_write(monkeypatch):
+    """Each hand-off to the outlet's thread costs ~50 us of CPU: a job's start
+    and end lines, written within GATHER of each other, go out in one write."""
+    monkeypatch.setattr(outlet, "GATHER", 0.5)
+    out = _Writes()
+    writer = Outlet(out)
+    draining = gevent.spawn(writer.drain, lambda err: None)
+    gevent.sleep(0)  # the writer waits for output
+    writer.write(b"[n] === run #1 ===\n")
+    gevent.sleep(0)  # the job's greenlet yields: the writer wakes
+    writer.write(b"[n] === done (exit 0) ===\n")
+    writer.flush()
+    draining.kill()
+    assert out.writes == [b"[n] === run #1 ===\n[n] === done (exit 0) ===\n"]
 
 
 def _on_a_terminal(args, cwd, go):

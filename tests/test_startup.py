@@ -3,10 +3,12 @@
 ``pegasus --version`` and a run on localhost alone load neither parallel-ssh and
 ssh2-python nor Pegasus's SSH and Slurm modules: each is milliseconds a start.
 Checked in a fresh interpreter that runs the real ``cli.run`` and prints, as it
-exits, the modules it loaded.
+exits, the modules it loaded. A run over SSH starts no ``git`` either
+(parallel-ssh's versioneer asked it six times at every start).
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -53,3 +55,19 @@ def test_a_localhost_run_loads_no_ssh_modules(tmp_path):
     assert "[localhost] hi\n" in out and "[localhost] 2\n" in out, out
     assert "pegasus.local" in modules  # the probe saw the run
     assert of(modules, SSH_ONLY + ("pybars",)) == []  # names-only templates need no pybars
+
+
+def test_ssh_modules_start_no_git(tmp_path):
+    """parallel-ssh's own version was asked of ``git`` at import: six processes,
+    ~25 ms of CPU a start inside a git work tree. A ``git`` on PATH that notes
+    every call sees none."""
+    (tmp_path / "bin").mkdir()
+    calls, git = tmp_path / "git-calls", tmp_path / "bin" / "git"
+    git.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
+    git.chmod(0o755)
+    env = dict(os.environ, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    proc = subprocess.run([sys.executable, "-c", "import pegasus.ssh"], cwd=str(tmp_path),
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout
+    assert not calls.exists(), calls.read_text()
