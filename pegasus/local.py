@@ -158,9 +158,9 @@ class _Guard:
     def _start(self) -> None:
         read, write = os.pipe2(os.O_CLOEXEC)
         try:
-            self.proc = subprocess.Popen(["sh", "-c", self.SCRIPT], stdin=read,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)  # Ctrl-c stays with Pegasus
+            self.proc = subprocess.Popen(
+                ["sh", "-c", self.SCRIPT], stdin=read, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True)  # Ctrl-c stays with Pegasus
         except OSError:
             os.close(write)
             return  # jobs run unguarded, as before: the guard is no reason to fail one

@@ -34,11 +34,12 @@ MAX_DEPTH = 50  # lists and mappings nested deeper than this are refused
 _YAML_ONLY_BREAK = re.compile("[\x85\u2028\u2029]|\r(?!\n)")
 
 
-def _yaml_only_breaks(text: str, offset: int) -> List[int]:
+def _yaml_only_breaks(text: str, offset: int, final: bool = True) -> List[int]:
     """Indexes (from ``offset``) of ``text``'s characters that only YAML counts as
-    line breaks; a CR at the very end is left to the caller (its LF may follow)."""
+    line breaks; not ``final``: a CR at the very end is left to the caller (the
+    next chunk may start with its LF)."""
     found = [offset + m.start() for m in _YAML_ONLY_BREAK.finditer(text)]
-    if found and text.endswith("\r") and found[-1] == offset + len(text) - 1:
+    if not final and found and found[-1] == offset + len(text) - 1 and text.endswith("\r"):
         found.pop()
     return found
 
@@ -98,14 +99,15 @@ class TextStream:
                 self.newlines += text.count("\n")
                 if self._last == "\r" and text[0] != "\n":  # the last chunk's lone CR
                     self.yaml_only.append(self.chars - 1)
-                self.yaml_only += _yaml_only_breaks(text, self.chars)
-                if self.eof and text.endswith("\r"):
-                    self.yaml_only.append(self.chars + len(text) - 1)
+                self.yaml_only += _yaml_only_breaks(text, self.chars, final=False)
                 self.chars += len(text)
                 self._last = text[-1]
                 if self._kept is not None:
                     self._kept.append(text)
                 return text
+        last = self.chars - 1
+        if self._last == "\r" and last not in self.yaml_only[-1:]:  # ends with a lone CR
+            self.yaml_only.append(last)
         return ""
 
     def _decode(self, data: bytes) -> str:
@@ -172,7 +174,7 @@ class _Reader:
         self.end: Tuple[int, int] = (0, 0)  # (line, 0 at a line's start, else 1)
         self.depth = 0
         self._yaml_only = source.yaml_only if isinstance(source, TextStream) else \
-            _yaml_only_breaks(source + "\n", 0)  # "\n": a CR at the end is alone
+            _yaml_only_breaks(source, 0)
 
     def line(self, mark) -> int:
         """The 0-based line of a mark as an editor counts lines, by newline alone

@@ -283,3 +283,17 @@ def test_a_syntax_error_is_placed_on_the_line_an_editor_shows_whatever_the_chunk
         stream.CHUNK = chunk
         said.add(outcome(lambda: read_all(stream, "q"))[1][:4])
     assert said == {"q:1 "}
+
+
+@FUZZ
+@given(text=st.text(alphabet="a-\n\r\x85\u2028 ", max_size=30), chunk=st.integers(1, 5))
+def test_the_breaks_only_yaml_counts_are_found_across_chunk_edges(text, chunk):
+    """A CR at a chunk's end is alone or the first half of a CRLF: decided by the
+    next chunk (or the file's end), as in the text read whole."""
+    stream = TextStream(io.BytesIO(text.encode("utf-8")), "q")
+    stream.CHUNK = chunk
+    while stream.read():
+        pass
+    stream.read()  # again at the end: nothing more, nothing twice
+    assert stream.yaml_only == [i for i, c in enumerate(text) if c in "\x85\u2028\u2029"
+                                or c == "\r" and text[i + 1:i + 2] != "\n"]
