@@ -181,16 +181,22 @@ def test_pegasus_killed_with_sigkill_leaves_no_remote_job(nodes, tmp_path, recor
     jobs = remote_jobs(marker)
     setup(tmp_path, "- hostname: [%s]\n  slot: [0, 1]\n" % ", ".join(aliases),
           list(jobs.values()))
-    peg = Pegasus(tmp_path, ["q", "--ssh-config", cluster.ssh_config])
+    sigkill_leaves_nothing(Pegasus(tmp_path, ["q", "--ssh-config", cluster.ssh_config]),
+                           marker, jobs, record_property, "after-sigkill")
+
+
+def sigkill_leaves_nothing(peg, marker, jobs, record_property, name):
+    """Once every job runs, SIGKILL to Pegasus: every process of the jobs is gone
+    within the deadline (the time it took recorded as ``name``)."""
     try:
-        wait_for(lambda: marker.tags() == set(jobs), what="the four jobs to run")
+        wait_for(lambda: marker.tags() == set(jobs), what="the jobs to run")
         peg.proc.kill()
         killed = time.monotonic()
         peg.proc.wait(timeout=30)
-        wait_gone(marker, killed, record_property, "after-sigkill")
+        wait_gone(marker, killed, record_property, name)
     finally:
         peg.stop()
-        kill_leftovers(marker, run_sh)
+        kill_leftovers(marker, marker.run_sh)
 
 
 # ---------------------------------------------------------------- 2. local jobs
@@ -205,16 +211,8 @@ def test_pegasus_killed_with_sigkill_leaves_no_local_job(tmp_path, record_proper
             "bg": marker.job("bg", "sleep 300 & sleep 300"),
             "deaf": marker.job("deaf", "trap '' TERM; sleep 300")}
     setup(tmp_path, "- hostname: localhost\n  slot: [0, 1, 2]\n", list(jobs.values()))
-    peg = Pegasus(tmp_path, ["q"])
-    try:
-        wait_for(lambda: marker.tags() == set(jobs), what="the three jobs to run")
-        peg.proc.kill()
-        killed = time.monotonic()
-        peg.proc.wait(timeout=30)
-        wait_gone(marker, killed, record_property, "local-after-sigkill")
-    finally:
-        peg.stop()
-        kill_leftovers(marker, local_sh)
+    sigkill_leaves_nothing(Pegasus(tmp_path, ["q"]), marker, jobs, record_property,
+                           "local-after-sigkill")
 
 
 @pytest.mark.slow
