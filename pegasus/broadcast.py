@@ -24,6 +24,7 @@ class BroadcastLoop(Loop):
     """Each job on every sub-node; the next only when all have finished."""
 
     RETRIES = False  # a step runs once on each sub-node: 'retries' does not apply
+    RERUN_FROM_FAILED_YAML = False  # a failed step runs again on the failed hosts
 
     def __init__(self, run: Run):
         super().__init__(run)

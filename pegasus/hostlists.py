@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 from typing import Dict, Iterable, List, Sequence
 
 from pegasus.diskio import fsync_folder, unlink_quietly, write_all
@@ -38,10 +39,13 @@ class HostLists:
     def lost(self, hostname: str) -> None:
         self.unreachable[hostname] = None
 
-    def write(self, queue_path: str, rerun: str, order: Sequence[str] = ()) -> List[str]:
+    def write(self, queue_path: str, rerun: str, order: Sequence[str] = (),
+              failed_jobs: str = "") -> List[str]:
         """Both files beside the queue, hosts in ``order`` (hosts.yaml's) as far as it
         goes; the words that tell the user (``rerun``: ``pegasus q -Q ...``, how to run
-        again). Raises StorageError."""
+        again; ``failed_jobs``: queue mode's failed.yaml, where the jobs to run
+        again are: running the rest of the queue on those hosts would not). Raises
+        StorageError."""
         folder, rank = os.path.dirname(queue_path), {h: i for i, h in enumerate(order)}
         words = []
         for name, hosts, what, when in (
@@ -51,9 +55,16 @@ class HostLists:
             path = os.path.join(folder, name)
             hosts = sorted(hosts, key=lambda host: rank.get(host, len(rank)))
             _save(path, hosts)
-            if hosts:
-                words.append(f"{plural(len(hosts), 'host')} {what} ({fold(hosts)}): "
-                             f"listed in {path}; {when}: {rerun} --limit @{path}")
+            if not hosts:
+                continue
+            said = f"{plural(len(hosts), 'host')} {what} ({fold(hosts)}): listed in {path}; "
+            if name == FAILED and failed_jobs:
+                queue = "" if queue_path == "queue.yaml" else f" -Q {shlex.quote(queue_path)}"
+                said += (f"the failed jobs are in {os.path.join(folder, failed_jobs)}: "
+                         f"'pegasus requeue --failed{queue}' puts them back in the queue")
+            else:
+                said += f"{when}: {rerun} --limit @{path}"
+            words.append(said)
         return words
 
 

@@ -97,6 +97,8 @@ class Loop(Mode):
     """What both modes share: events, taking, stopping, the exit status."""
 
     RETRIES = True  # failed jobs with retries left run again (broadcast: steps run once)
+    # failed jobs are run again from failed.yaml (broadcast: a step on its failed hosts)
+    RERUN_FROM_FAILED_YAML = True
 
     def __init__(self, run: Run):
         self.run = run
@@ -348,7 +350,8 @@ def _host_lists(loop: Loop, status: ExitStatus) -> ExitStatus:
             loop.hostlists.lost(node.hostname)
     try:
         words = loop.hostlists.write(loop.run.queue.path, loop.run.rerun,
-                                     [node.hostname for node in nodes])
+                                     [node.hostname for node in nodes],
+                                     "failed.yaml" if loop.RERUN_FROM_FAILED_YAML else "")
     except StorageError as err:
         loop.run.sink.message(str(err))
         return ExitStatus.IO_ERROR if status in (ExitStatus.OK, ExitStatus.JOB_FAILED) else status

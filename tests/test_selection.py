@@ -148,6 +148,18 @@ def test_failed_and_lost_hosts_are_listed_beside_the_queue(tmp_path):
     assert out.messages.index(said[-1]) < len(out.messages) - 1  # the summary comes last
 
 
+def test_in_queue_mode_the_failed_hosts_words_point_at_failed_yaml(tmp_path):
+    """Running the rest of the queue on the failed hosts (the broadcast advice)
+    runs none of the failed jobs again: they are in failed.yaml."""
+    out = run_loop(tmp_path, nodes=["node-1", "node-2"], queue=["a", "b"],
+                   scripts={"a": FakeJob(exit=3)})
+    failed = tmp_path / "failed-hosts.txt"
+    said = [m for m in out.messages if "listed in" in m]
+    assert said == [f"1 host failed (node-1): listed in {failed}; the failed jobs are in "
+                    f"{tmp_path / 'failed.yaml'}: 'pegasus requeue --failed -Q "
+                    f"{tmp_path / 'queue.yaml'}' puts them back in the queue"], out.output
+
+
 def test_a_run_without_failures_removes_the_old_lists(tmp_path):
     (tmp_path / "failed-hosts.txt").write_text("node-9\n")
     (tmp_path / "unreachable-hosts.txt").write_text("node-8\n")
