@@ -122,6 +122,8 @@ def assert_quick_start_ran(res: subprocess.CompletedProcess) -> None:
     for line in JOB_LINES:
         assert f"] {line}" in res.stdout, res.stdout
     assert SUMMARY in res.stdout, res.stdout
+    folder = res.stdout.rstrip("\n").rpartition("\n")[2].partition("records and logs: ")[2]
+    assert folder and os.path.isfile(os.path.join(folder, "consumed.yaml")), res.stdout
 
 
 @pytest.mark.slow
