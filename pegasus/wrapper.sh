@@ -43,7 +43,8 @@ trap 'stopping=1' TERM
 (stop() { trap '' TERM; kill -0 "$$" 2>/dev/null || exit 0  # job ended: spare its leftovers
    kill -s TERM -- "-$$"; sleep {KILL_AFTER - 1}; kill -s USR1 "$$"  # USR1: say 137 before KILL
    sleep 1; kill -s KILL -- "-$$"; }
- orphan() { kill -s USR2 "$$"; sleep 1; stop; }  # bash may take a TERM sent at once first
+ orphan() { trap '' TERM; kill -s USR2 "$$"  # from here no heartbeat calls it off (kill "$timer")
+   sleep 1; stop; }  # bash may take a TERM sent at once first
  if [ -n "$BASH_VERSION" ] && read -r -t 0 _ </dev/null; then  # bash, not a variable of that name
    # bash's read times out itself (status 128+ALRM), and each line restarts it:
    # the silence clock costs no process (it cost two process starts a job).

@@ -16,6 +16,7 @@ import subprocess
 import struct
 import sys
 import termios
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -521,6 +522,41 @@ def _fd(pid, fd):
         return os.readlink("/proc/%d/fd/%d" % (pid, fd))
     except OSError:
         return None
+
+
+def heartbeat_as_it_gives_up(shell):
+    """The orphan timeout passes; in the second the watchdog gives the wrapper
+    to take note (its ``sleep 1``, before TERM), Pegasus is back: a heartbeat
+    every half second from then on. The wrapper's status, or None if it ran on."""
+    proc = start(shell, "sleep 300", silence=2, tick=2, kill_after=KILL_AFTER)
+    try:
+        wait_for(lambda: any(_cmdline(p).split() == ["sleep", "1"] for p in _group(proc.pid)),
+                 interval=0.01, what="the watchdog to give up")  # within its second
+        deadline = time.monotonic() + 15
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                proc.stdin.write(b"\n")
+                proc.stdin.flush()
+            except BrokenPipeError:  # the group was killed: no reader is left
+                return proc.wait(timeout=5)
+            time.sleep(0.5)  # the heartbeats' pace, not a wait for a condition
+        return proc.poll()  # None: the job ran on under the heartbeats
+    finally:
+        _kill_group(proc.pid)
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_heartbeat_after_the_orphan_timeout_does_not_call_off_the_stop(shell):
+    """Too late: the job is stopped and said ORPHANED all the same. Such a
+    heartbeat once killed the clock's subshell in that second: the wrapper had
+    been told ORPHANED, the job ran on, and its end would be said to be the
+    node's stop."""
+    assert heartbeat_as_it_gives_up(shell) == executor.ORPHANED
 
 
 # 3 s without a single heartbeat
