@@ -8,7 +8,8 @@ its command from the channel's stdin (``command_input``), ended by a line with
 that nonce. Why and how it works is told beside its lines in wrapper.sh.
 
 The ``kill_after`` arguments (seconds from TERM to KILL, default
-``KILL_AFTER``) and ``tick`` (the clock's step, default from the silence) are
+``KILL_AFTER``) and ``tick`` (the step of the clock of shells without
+``read -t``, default from the silence) are
 for tests, which wait for shorter delays; Pegasus never gives them.
 """
 
@@ -28,17 +29,19 @@ from pegasus.executor import KILL_AFTER, ORPHAN_TIMEOUT, ORPHANED
 POSIX_LOGIN_SHELLS = frozenset({"sh", "dash", "bash", "ksh", "mksh", "ash"})
 
 NONCE = "{nonce}"  # filled for each job
-TICK, TICKS = "{TICK}", "{TICKS}"  # the watchdog's clock, filled per orphan timeout
+SILENCE = "{SILENCE}"  # the orphan timeout, in seconds (bash's read -t)
+TICK, TICKS = "{TICK}", "{TICKS}"  # the clock of other shells, filled per orphan timeout
 _UNFILLED = re.compile(r"(?<!\$)\{[A-Za-z_][A-Za-z_0-9 +-]*\}")  # not ${name}
 
 
 @functools.lru_cache(maxsize=None)
 def script(silence: int, kill_after: int = KILL_AFTER, tick: Optional[int] = None) -> str:
-    """wrapper.sh as sent to the node, with ``{nonce}`` still in it: its clock ticks
-    every ``tick`` s (by default 5, or 1 below 10 s), TICKS times (the silence,
-    rounded up)."""
+    """wrapper.sh as sent to the node, with ``{nonce}`` still in it: under bash,
+    its watchdog's ``read -t`` waits SILENCE s for a line; under other shells its
+    clock ticks every ``tick`` s (by default 5, or 1 below 10 s), TICKS times (the
+    silence, rounded up)."""
     tick = tick or (5 if silence >= 10 else 1)
-    return (_prepared(kill_after).replace(TICK, str(tick))
+    return (_prepared(kill_after).replace(SILENCE, str(silence)).replace(TICK, str(tick))
             .replace(TICKS, str(-(-silence // tick))))
 
 
@@ -55,7 +58,7 @@ def prepare(text: str, kill_after: int = KILL_AFTER) -> str:
     for placeholder, value in (("{KILL_AFTER - 1}", str(kill_after - 1)),
                                ("{ORPHANED}", str(ORPHANED))):
         code = code.replace(placeholder, value)
-    unfilled = set(_UNFILLED.findall(code)) - {NONCE, TICK, TICKS}
+    unfilled = set(_UNFILLED.findall(code)) - {NONCE, SILENCE, TICK, TICKS}
     if unfilled:
         raise ValueError(f"wrapper.sh: unknown placeholder(s) {', '.join(sorted(unfilled))}")
     return code

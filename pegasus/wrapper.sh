@@ -43,15 +43,24 @@ trap 'stopping=1' TERM
 (stop() { trap '' TERM; kill -0 "$$" 2>/dev/null || exit 0  # job ended: spare its leftovers
    kill -s TERM -- "-$$"; sleep {KILL_AFTER - 1}; kill -s USR1 "$$"  # USR1: say 137 before KILL
    sleep 1; kill -s KILL -- "-$$"; }
- timer() { (n=0; while [ "$n" -lt {TICKS} ]; do sleep {TICK}; n=$((n+1)); done
-   kill -s USR2 "$$"; sleep 1; stop) & timer=$!; }  # bash may take a TERM sent at once first
-   # The clock ticks in short sleeps: a restarted one dies at once (TERM) and leaves
-   # at most one short sleep behind, never a sleep as long as the orphan timeout.
- timer
- while read -r _ <&3; do
-   kill "$timer"; timer  # restart the silence clock
- done
- kill "$timer"; stop) >/dev/null 2>&1 4>&- &  # not the channel's stderr: the job's alone
+ orphan() { trap '' TERM; kill -s USR2 "$$"  # from here no heartbeat calls it off (kill "$timer")
+   sleep 1; stop; }  # bash may take a TERM sent at once first
+ if [ -n "$BASH_VERSION" ] && read -r -t 0 _ </dev/null; then  # bash, not a variable of that name
+   # bash's read times out itself (status 128+ALRM), and each line restarts it:
+   # the silence clock costs no process (it cost two process starts a job).
+   while read -r -t {SILENCE} _ <&3 || { [ "$?" -gt 128 ] && orphan; stop; }; do :; done
+ else
+   # Other shells (dash has no read -t) keep a clock, which ticks in short
+   # sleeps: a restarted one dies at once (TERM) and leaves at most one short
+   # sleep behind, never a sleep as long as the orphan timeout.
+   timer() { (n=0; while [ "$n" -lt {TICKS} ]; do sleep {TICK}; n=$((n+1)); done
+     orphan) & timer=$!; }
+   timer
+   while read -r _ <&3; do
+     kill "$timer"; timer  # restart the silence clock
+   done
+   kill "$timer"; stop
+ fi) >/dev/null 2>&1 4>&- &  # not the channel's stderr: the job's alone
 
 exec 3<&- 4>&-
 wait "$job"; status=$?

@@ -87,7 +87,8 @@ NET = int(os.environ.get("PEGASUS_TEST_NET", "0"))
 # one emptying its user's home at start never deletes another's files.
 TEST_USER = "pegasus-test" + ("" if NET == 0 else "-n%d" % NET) + (
     "" if FIRST_IP == 11 else "-%d" % FIRST_IP)
-TEST_SHELL = "/bin/sh"
+# The test user's login shell; PEGASUS_TEST_SHELL=/bin/bash measures the wrapper as bash runs it.
+TEST_SHELL = os.environ.get("PEGASUS_TEST_SHELL", "/bin/sh")
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = "/run/sshd"
 SHARED_SSHD_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sshd_config")

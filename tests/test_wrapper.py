@@ -8,11 +8,15 @@ real SSH is exercised by test_cancel.py, test_failing_hosts.py and the rest;
 the last tests here run it through the SSH test cluster itself. The tests
 that wait seconds run the wrappers of every shell side by side (``SideBySide``).
 """
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
+import struct
 import sys
+import termios
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -271,6 +275,7 @@ def test_the_script_sent_is_wrapper_sh_without_its_comments():
     assert len(sent.splitlines()) == len(code_lines)  # and no line of code was lost
     assert sent.count(wrapper.NONCE) == 1 and "{SILENCE}" not in sent
     assert 'while [ "$n" -lt 120 ]; do sleep 5;' in sent and "{ORPHANED}" not in sent
+    assert "read -r -t 600 _ <&3" in sent  # bash's clock: the orphan timeout itself
     assert "sleep %d;" % (executor.KILL_AFTER - 1) in sent
     assert "sleep 1;" in wrapper.script(600, kill_after=2)  # the tests' shorter delay
     assert 'while [ "$n" -lt 787 ]; do sleep 1;' in wrapper.script(787, tick=1)  # and tick
@@ -470,6 +475,88 @@ def test_heartbeats_keep_a_job_alive_and_leave_nothing_behind(shell):
     short tick behind, so nothing of the wrapper outlives the job for long (a clock of
     one long sleep left a `sleep 787` per restart, for 13 minutes)."""
     assert heartbeaten(shell) == (0, "done\n")
+
+
+def _children(pid):
+    """The pids whose parent is ``pid`` (zombies too)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
+
+def _unread(pipe):
+    """Bytes written to ``pipe`` that its reader has not read yet."""
+    return struct.unpack("i", fcntl.ioctl(pipe.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+
+
+@pytest.mark.skipif(not shutil.which("bash"), reason="no bash here")
+def test_bash_keeps_the_orphan_clock_without_a_process():
+    """bash's ``read -t`` is the silence clock: while a job runs, its watchdog (the
+    wrapper's child that reads the channel) starts nothing, where a clock cost a
+    subshell and a ``sleep`` started for every job. Once the watchdog has read a
+    heartbeat, it is in its reading loop, past where a clock would have started."""
+    proc = start("bash", "sleep 300")
+    try:
+        channel = "pipe:[%d]" % os.fstat(proc.stdin.fileno()).st_ino
+        proc.stdin.write(b"\n")  # a heartbeat
+        proc.stdin.flush()
+        wait_for(lambda: _unread(proc.stdin) == 0, what="the watchdog to read the heartbeat")
+        watchdog = wait_for(lambda: [p for p in _children(proc.pid) if _fd(p, 3) == channel],
+                            what="the watchdog")
+        assert len(watchdog) == 1 and _children(watchdog[0]) == []
+    finally:
+        _kill_group(proc.pid)
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def _fd(pid, fd):
+    try:
+        return os.readlink("/proc/%d/fd/%d" % (pid, fd))
+    except OSError:
+        return None
+
+
+def heartbeat_as_it_gives_up(shell):
+    """The orphan timeout passes; in the second the watchdog gives the wrapper
+    to take note (its ``sleep 1``, before TERM), Pegasus is back: a heartbeat
+    every half second from then on. The wrapper's status, or None if it ran on."""
+    proc = start(shell, "sleep 300", silence=2, tick=2, kill_after=KILL_AFTER)
+    try:
+        wait_for(lambda: any(_cmdline(p).split() == ["sleep", "1"] for p in _group(proc.pid)),
+                 interval=0.01, what="the watchdog to give up")  # within its second
+        deadline = time.monotonic() + 15
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                proc.stdin.write(b"\n")
+                proc.stdin.flush()
+            except BrokenPipeError:  # the group was killed: no reader is left
+                return proc.wait(timeout=5)
+            time.sleep(0.5)  # the heartbeats' pace, not a wait for a condition
+        return proc.poll()  # None: the job ran on under the heartbeats
+    finally:
+        _kill_group(proc.pid)
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_heartbeat_after_the_orphan_timeout_does_not_call_off_the_stop(shell):
+    """Too late: the job is stopped and said ORPHANED all the same. Such a
+    heartbeat once killed the clock's subshell in that second: the wrapper had
+    been told ORPHANED, the job ran on, and its end would be said to be the
+    node's stop."""
+    assert heartbeat_as_it_gives_up(shell) == executor.ORPHANED
 
 
 # 3 s without a single heartbeat
