@@ -361,10 +361,10 @@ def read_list(source: Source, path: str) -> Tuple[Layout, Iterator[Item]]:
                          f"but it is {kind}", path, reader.line(head.start_mark) + 1)
     reader._check_tag(head)
     layout = Layout(not head.flow_style, head.start_mark.column, False)
-    return layout, _items(reader)
+    return layout, _items(reader, layout.block)
 
 
-def _items(reader: _Reader) -> Iterator[Item]:
+def _items(reader: _Reader, block: bool = True) -> Iterator[Item]:
     number, later = 0, None
     while True:
         number += 1
@@ -374,7 +374,7 @@ def _items(reader: _Reader) -> Iterator[Item]:
             if isinstance(reader.peek(), yaml.SequenceEndEvent):
                 break
             item = _item(reader)
-            later = _after(reader, item)
+            later = _after(reader, item, block)
         except BadText:
             raise
         except InputError as err:
@@ -384,18 +384,27 @@ def _items(reader: _Reader) -> Iterator[Item]:
     yield from _tail(reader, iter(()))
 
 
-def _after(reader: _Reader, item: Item) -> Optional[InputError]:
+def _after(reader: _Reader, item: Item, block: bool) -> Optional[InputError]:
     """What follows ``item`` must parse up to its next event on the item's own
     last line: a take stops after its items, and the rest of that line may still
     belong to the item (``- a`` then ``  b: 1`` is a plain "a b", then a ':' YAML
     refuses). Raised then, as the item's; an error on a later line (the next
-    entry, half written while a take runs) is returned, for the next item."""
+    entry, half written while a take runs) is returned, for the next item.
+    In a block list the next entry must start on a line of its own: a take cuts
+    whole lines (YAML also breaks lines at NEL, LS, PS and a lone CR, an editor
+    does not: ``- a<NEL>- b`` is one line holding two entries)."""
     try:
-        reader.peek()
+        nxt = reader.peek()
     except InputError as err:
         if err.line is not None and err.line - 1 <= item.last_line:
             raise
         return err
+    if block and not isinstance(nxt, yaml.SequenceEndEvent) and \
+            reader.line(nxt.start_mark) <= item.last_line:
+        raise InputError("the next entry starts on this entry's line, after a line break "
+                         "YAML counts but an editor does not (NEL, LS, PS or a lone CR); "
+                         "end each entry's line with a newline", reader.path,
+                         item.last_line + 1)
     return None
 
 

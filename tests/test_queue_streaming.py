@@ -181,10 +181,11 @@ def test_a_take_in_chunks_leaves_the_same_file(tmp_path, monkeypatch, text, want
 BREAKS = "\x85\u2028\u2029\r"  # line breaks to YAML, not to an editor
 BLOCK = "|\n  "  # a block scalar's start: its text on the next line
 listed = st.lists(st.tuples(st.sampled_from(["'", '"', "", BLOCK]),
-                            st.text(alphabet="ab #:-" + BREAKS, max_size=6)),
+                            st.text(alphabet="ab #:-" + BREAKS, max_size=6),
+                            st.sampled_from(["\n"] * 4 + list(BREAKS))),  # the entry's end
                   min_size=1, max_size=5).map(
-    lambda entries: "".join("- " + q + t + ("" if q == BLOCK else q) + "\n"
-                            for q, t in entries))
+    lambda entries: "".join("- " + q + t + ("" if q == BLOCK else q) + end
+                            for q, t, end in entries))
 
 
 @FUZZ
@@ -222,6 +223,22 @@ def test_a_take_refuses_an_entry_whose_last_line_goes_on(tmp_path, monkeypatch, 
     assert taken == ("error", "FOLDER/queue.yaml:2 (entry 1): YAML syntax error: mapping "
                      "values are not allowed in this context; fix the file and run again")
     assert after == text.encode()
+
+
+@pytest.mark.parametrize("chunk", [2, 1 << 20])
+@pytest.mark.parametrize("text", [
+    "- echo a\x85- echo b\n- echo c\n", "- a\u2028- b\n", "- a # x\x85- b\n",
+    "- |\n  a\x85- b\n", "- 'q' \x85- b\n", "- echo a\r- echo b\r- echo c\r",
+    "- echo 'a\x85b'\n- echo c\n- echo d\n"])
+def test_entries_on_one_editor_line_are_refused_not_cut(tmp_path, monkeypatch, chunk, text):
+    """Two entries on one line as an editor counts lines (a NEL, LS, PS or lone CR
+    between them: old Mac files end every line with a CR): the take cut the line,
+    and the second entry was gone without running (the adversarial review's find).
+    Now the take names the line, and the queue stays as it was."""
+    taken, after = take_outcome(tmp_path, text, 1, chunk, monkeypatch)
+    assert taken[0] == "error", taken
+    assert taken[1].startswith("FOLDER/queue.yaml:"), taken
+    assert after == text.encode("utf-8")
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 1 << 20])
