@@ -5,8 +5,9 @@ with Pegasus and cancelling signals the job's whole process group.
 
 A Pegasus killed (``kill -9``, a crash) must not leave its local jobs running,
 as its remote jobs are not (their wrapper's watchdog): ``_Guard`` is one small
-``sh`` per run, started at the first local job, told each job's process group
-as it starts and ends on a pipe only Pegasus writes. At the pipe's end
+``sh`` per run, started before the first local job (jobs starting together
+wait for that one), told each job's process group as it starts and ends on a
+pipe only Pegasus writes. At the pipe's end
 (Pegasus gone) it sends TERM to the groups still listed, KILL ``KILL_AFTER``
 s later. A group is struck off as soon as its leader is reaped (its number
 could be another's only once the kernel's process numbers wrap around); what a
@@ -23,6 +24,7 @@ from typing import Callable, Optional, Tuple
 
 from gevent import select as gselect
 from gevent import subprocess
+from gevent.lock import Semaphore
 
 from pegasus import faults
 from pegasus.executor import (ASIDE_OUTPUT, CHUNK, HOOK_TIMEOUT, KILL_AFTER, Emit, NotStarted,
@@ -41,6 +43,7 @@ class LocalExecutor:
     def run(self, command: str, emit: Emit, launching: Callable[[], None] = nothing,
             placed: Optional[Placed] = None) -> int:
         launching()
+        _GUARD.ready()  # before the job starts: no job runs with no guard to name it to
         try:
             self.proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -146,10 +149,16 @@ class _Guard:
         self.fd: Optional[int] = None
         self.pid: Optional[int] = None  # the Pegasus it guards (a fork needs its own)
         self.proc = None
+        self.starting = Semaphore()  # jobs starting together start one guard, not one each
+
+    def ready(self) -> None:
+        """The guard runs (started now if need be; starting yields to other greenlets)."""
+        with self.starting:
+            if self.fd is None or self.pid != os.getpid():  # none yet (or in a fork)
+                self._start()
 
     def watch(self, pgid: int) -> None:
-        if self.fd is None or self.pid != os.getpid():  # none yet (or in a fork)
-            self._start()
+        self.ready()
         self._say(f"+{pgid}\n")
 
     def unwatch(self, pgid: int) -> None:

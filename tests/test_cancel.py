@@ -14,6 +14,7 @@ Nothing waits with a fixed sleep; the times the jobs took to die are printed
 and recorded as figures (``record_property``), never asserted beyond the
 polling deadline.
 """
+import os
 import signal
 import subprocess
 import time
@@ -185,11 +186,12 @@ def test_pegasus_killed_with_sigkill_leaves_no_remote_job(nodes, tmp_path, recor
                            marker, jobs, record_property, "after-sigkill")
 
 
-def sigkill_leaves_nothing(peg, marker, jobs, record_property, name):
-    """Once every job runs, SIGKILL to Pegasus: every process of the jobs is gone
-    within the deadline (the time it took recorded as ``name``)."""
+def sigkill_leaves_nothing(peg, marker, jobs, record_property, name, running=lambda: None):
+    """Once every job runs (then ``running()``), SIGKILL to Pegasus: every process
+    of the jobs is gone within the deadline (the time it took recorded as ``name``)."""
     try:
         wait_for(lambda: marker.tags() == set(jobs), what="the jobs to run")
+        running()
         peg.proc.kill()
         killed = time.monotonic()
         peg.proc.wait(timeout=30)
@@ -213,6 +215,38 @@ def test_pegasus_killed_with_sigkill_leaves_no_local_job(tmp_path, record_proper
     setup(tmp_path, "- hostname: localhost\n  slot: [0, 1, 2]\n", list(jobs.values()))
     sigkill_leaves_nothing(Pegasus(tmp_path, ["q"]), marker, jobs, record_property,
                            "local-after-sigkill")
+
+
+def guards_of(pid):
+    """The local-job guards (pegasus/local.py's _Guard) Pegasus ``pid`` started."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open("/proc/%s/cmdline" % name, "rb") as f:
+                cmdline = f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and b"groups=' '" in cmdline:
+            found.append(int(name))
+    return found
+
+
+@pytest.mark.slow
+def test_local_jobs_starting_together_share_one_guard(tmp_path, record_property):
+    """Eight local jobs starting at once: one guard, which every job is named to.
+    Each started a guard of its own while the first was starting (2 to 8 of
+    them): jobs named to none escaped a kill -9, and a guard that missed a job's
+    end would signal its group long after (the adversarial review's find)."""
+    marker = Marker(local_sh)
+    jobs = {"j%d" % i: marker.job("j%d" % i, "sleep 300") for i in range(8)}
+    setup(tmp_path, "- hostname: localhost\n  slot: [%s]\n" % ", ".join(map(str, range(8))),
+          list(jobs.values()))
+    peg, guards = Pegasus(tmp_path, ["q"]), []
+    sigkill_leaves_nothing(peg, marker, jobs, record_property, "eight-local-after-sigkill",
+                           lambda: guards.extend(guards_of(peg.proc.pid)))
+    assert len(guards) == 1, guards
 
 
 @pytest.mark.slow
