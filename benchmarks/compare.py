@@ -686,10 +686,15 @@ def one_run(cls, cluster, sizes, workdir, counter, name, scale, extra, verbose):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + (
+        " Needs root (it starts its own sshd nodes on 127.0.N.x, N from PEGASUS_TEST_NET). "
+        "The goals are set for the full sizes: --quick is a smoke run."))
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds; the medians of their runs are printed")
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
-    ap.add_argument("--only", default="", help="workloads and/or runners, comma-separated")
+    ap.add_argument("--only", default="",
+                    help="workloads (%s) and/or runners (%s; shell only when named), "
+                    "comma-separated" % (", ".join(WORKLOADS), ", ".join(RUNNERS)))
     ap.add_argument("--plain-scale", type=int, default=4,
                     help="the plain ssh loop runs 1/N of the short and sleep jobs")
     ap.add_argument("--pegasus-args", default="", help="more options for every pegasus run")
