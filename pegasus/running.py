@@ -267,9 +267,19 @@ class Jobs:
         gevent.spawn(executor.cancel)
         self.timers.setdefault(node, []).extend((
             gevent.spawn_later(KILL_AFTER, executor.kill),  # local; remote watchdogs do their own
-            gevent.spawn_later(KILL_AFTER + GIVE_UP_AFTER, self.abandon, node,
-                               f"no answer {KILL_AFTER + GIVE_UP_AFTER} s after it "
-                               "was stopped")))
+            gevent.spawn_later(KILL_AFTER + GIVE_UP_AFTER, self._give_up, node,
+                               time.monotonic())))
+
+    def _give_up(self, node: SubNode, since: float) -> None:
+        """A job stopped this long ago and not ended is lost (outcome unknown), unless
+        its output was held back meanwhile (the reader of Pegasus's stdout paused):
+        then Pegasus's own output kept it, not the job. Asked again later."""
+        if self.sink.output_held_since(since):
+            self.timers.setdefault(node, []).append(
+                gevent.spawn_later(GIVE_UP_AFTER, self._give_up, node, time.monotonic()))
+            return
+        self.abandon(node, f"no answer {KILL_AFTER + GIVE_UP_AFTER:g} s after it was "
+                           "stopped")
 
     def abandon(self, node: SubNode, why: str) -> None:
         """Stop waiting for a job: it ends as lost (outcome unknown)."""

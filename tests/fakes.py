@@ -24,6 +24,7 @@ import itertools
 import os
 import re
 import signal
+import threading
 from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -244,6 +245,19 @@ def release(command: str) -> Callable:
         for executor_ in fake.executors:
             if executor_.running == command:
                 executor_.end(executor_.script.status)
+    return act
+
+
+def stall_output(fake: "FakeRun") -> None:
+    """The reader of Pegasus's stdout stops reading (``| less`` left alone)."""
+    fake.screen.flowing.clear()
+
+
+def resume_output_after(seconds: float) -> Callable:
+    """The reader reads again, ``seconds`` from now (timers due before then run
+    first: gevent runs them in order)."""
+    def act(fake: "FakeRun") -> None:
+        gevent.spawn_later(seconds, fake.screen.flowing.set)
     return act
 
 
@@ -469,7 +483,17 @@ class _WatchedOutlet(Outlet):
 
 
 class _Screen(io.BytesIO):
-    """Pegasus's stdout, kept (an outlet thread may write it)."""
+    """Pegasus's stdout, kept (an outlet thread may write it); ``flowing`` cleared:
+    a reader that stopped reading (writes wait, in the outlet's thread)."""
+
+    def __init__(self):
+        super().__init__()
+        self.flowing = threading.Event()
+        self.flowing.set()
+
+    def write(self, data) -> int:
+        self.flowing.wait(RUN_TIMEOUT)
+        return super().write(data)
 
     def isatty(self) -> bool:
         return False

@@ -9,9 +9,10 @@ built and driven.
 """
 import pytest
 
-from fakes import (Answer, FakeJob, append, ctrl_c, deferred, release, rewrite, run_app,
-                   run_loop, sigterm, snapshot, when_bad_entry, when_finished,
-                   when_printed, when_queue_empty, when_started)
+from fakes import (Answer, FakeJob, append, ctrl_c, deferred, release, resume_output_after,
+                   rewrite, run_app, run_loop, sigterm, snapshot, stall_output,
+                   when_bad_entry, when_finished, when_printed, when_queue_empty,
+                   when_started)
 
 TWO = ["node-1", "node-2"]
 GRID = [{"hostname": ["node-1", "node-2"], "gpu": ["0", "1"]}]  # two hosts, two slots each
@@ -218,6 +219,22 @@ def test_second_ctrl_c_terminates_running_jobs(tmp_path):
     assert out.queue == ["c"]
     assert out.interrupted == []  # their outcome is known
     assert out.status == 130
+
+
+def test_a_job_stopped_while_a_stalled_reader_holds_its_output_is_not_lost(tmp_path):
+    """`pegasus q | (sleep 8; cat)`, then SIGTERM: the job is stopped, but its
+    reader waits for room in Pegasus's output. That wait is Pegasus's own, not a
+    job that does not answer: it was given up on ("no answer ... after it was
+    stopped", outcome unknown) although it ended killed (the adversarial review)."""
+    flood = FakeJob(chunks=(("stdout", (b"x" * 99 + b"\n") * 655),) * 40, hang=True)
+    out = run_loop(tmp_path, queue=["a"], scripts={"a": flood},
+                   actions=[when_started("a", stall_output),
+                            when_printed("[node-1] xxx", sigterm),
+                            when_printed("stopping 1 running job", resume_output_after(0.2))])
+
+    assert [(job.command, job.status) for job in out.jobs] == [("a", 143)], out.messages
+    assert out.interrupted == []
+    assert out.status == 143
 
 
 def test_sigterm_terminates_running_jobs(tmp_path):
