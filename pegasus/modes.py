@@ -272,8 +272,9 @@ class Loop(Mode):
             self.run.sink.message(why)
 
     def give_back(self) -> None:
-        """Jobs still waiting for their next attempt go back to the queue: not a success."""
+        """Jobs waiting for a next attempt (not a success) or to be put back: queued."""
         try:
+            self.run.records.unsent.end()
             self.failed += self.retries.give_back()
         except PegasusError as err:
             self.storage_failed(err)

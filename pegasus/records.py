@@ -45,8 +45,8 @@ from pegasus import expand, faults, jobids, yamltree
 from pegasus import journal as journals
 from pegasus.errors import PegasusError
 from pegasus.model import Job, Outcome, Result
-from pegasus.queuefile import (Check, Place, QueueFile, append, read_text, refuse_symlink,
-                               storage_error)
+from pegasus.queuefile import (Check, LockWaitAborted, Place, QueueFile, append, read_text,
+                               refuse_symlink, storage_error)
 
 STOPPED = "Pegasus stopped while it ran; outcome unknown"
 MAX_PUT_BACKS = 3  # a job not sent this often in one run is recorded as failed
@@ -79,7 +79,7 @@ class Records:
                  broadcast: bool = False):
         self.queue, self.journal = queue, journal
         self.launch_with_take = not broadcast
-        self.put_backs: Counter = Counter()  # (command, params) -> times put back
+        self.unsent = _Unsent(self)  # jobs never sent: back to the queue
 
     # -- 1. taken
 
@@ -96,6 +96,7 @@ class Records:
         """
         queue = self.queue
         with queue.locked(give_way=True):  # a take may wait for the lock another time
+            self.unsent.insert_waiting()  # ahead of the queue's entries, as if not taken
             popped = queue.pop(want, check, place)
             jobs, targets, fault = list(popped.jobs), popped.places, None
             if jobs:
@@ -169,10 +170,7 @@ class Records:
         if retry is not None:
             return self._retried(result, retry)
         if outcome is Outcome.NOT_STARTED and self.launch_with_take:
-            key = (job.command, job.params)
-            self.put_backs[key] += 1
-            if self.put_backs[key] <= MAX_PUT_BACKS:
-                self.put_back([job])
+            if self.unsent.back(job):
                 return replace(result, put_back=True)
             result = replace(result, outcome_hint=Outcome.CANNOT_START,
                              error=f"could not be sent {MAX_PUT_BACKS + 1} times: "
@@ -235,12 +233,16 @@ class Records:
     def put_back(self, jobs: Sequence[Job], entries: Optional[Sequence[dict]] = None) -> None:
         """Jobs that were never sent go back to the head of the queue (``entries``:
         as these, for jobs waiting for a retry: with the retries they have left)."""
+        with self.queue.locked():
+            self.insert_back(jobs, entries)
+
+    def insert_back(self, jobs: Sequence[Job], entries: Optional[Sequence[dict]] = None) -> None:
+        """``put_back``, the caller holding the queue lock."""
         tickets = [j.ticket for j in jobs]
         journal = self.journal
         announce = None if journal is None else (
             lambda partial: journal.put_back(tickets, partial))
-        with self.queue.locked():
-            self.queue.insert_head(entries or [j.canonical() for j in jobs], announce)
+        self.queue.insert_head(entries or [j.canonical() for j in jobs], announce)
 
     def lost(self, job: Job, node: str, reason: str, to_user: bool = True) -> None:
         """The job's outcome on ``node`` is unknown: recorded for the user to re-run.
@@ -258,6 +260,49 @@ class Records:
     def close(self) -> None:
         if self.journal is not None:
             self.journal.close()
+
+
+class _Unsent:
+    """Jobs that could not be sent go back to the head of the queue, at most
+    ``MAX_PUT_BACKS`` times each in a run. While someone else holds the queue lock
+    (lock mode's editor is open) they wait here, not the loop: the next take puts
+    them back first, under the lock it holds anyway, and so does the end of the
+    run (``insert_waiting``). A crash meanwhile leaves them launched and never
+    settled in the journal: reported interrupted, never run twice."""
+
+    def __init__(self, records: "Records"):
+        self.records = records
+        self.times: Counter = Counter()  # (command, params) -> times put back
+        self.waiting: List[Job] = []
+
+    def back(self, job: Job) -> bool:
+        """Whether ``job`` goes back to the queue (now, or at the next take)."""
+        key = (job.command, job.params)
+        self.times[key] += 1
+        if self.times[key] > MAX_PUT_BACKS:
+            return False
+        try:
+            with self.records.queue.locked(give_way=True):
+                self.records.insert_back([job])
+        except LockWaitAborted:  # something to do meanwhile (Ctrl-c, a job's end)
+            self.waiting.append(job)
+        return True
+
+    def insert_waiting(self) -> None:
+        """The caller holds the queue lock."""
+        jobs, self.waiting = self.waiting, []
+        if jobs:
+            try:
+                self.records.insert_back(jobs)
+            except BaseException:
+                self.waiting = jobs + self.waiting
+                raise
+
+    def end(self) -> None:
+        """The run ends: those still waiting go back, the lock waited for."""
+        if self.waiting:
+            with self.records.queue.locked():
+                self.insert_waiting()
 
 
 # ---------------------------------------------------------------- after a crash

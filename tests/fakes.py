@@ -19,6 +19,7 @@ shortened while a run lasts (``_FAST``).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import itertools
 import os
@@ -259,6 +260,18 @@ def resume_output_after(seconds: float) -> Callable:
     def act(fake: "FakeRun") -> None:
         gevent.spawn_later(seconds, fake.screen.flowing.set)
     return act
+
+
+def hold_queue_lock(fake: "FakeRun") -> None:
+    """Someone else takes the queue lock (lock mode's editor opens), until
+    ``free_queue_lock``."""
+    fd = os.open(QueueFile(fake.queue_path).lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    fake.held_locks.append(fd)
+
+
+def free_queue_lock(fake: "FakeRun") -> None:
+    os.close(fake.held_locks.pop())
 
 
 def deferred(*actions) -> Callable:
@@ -523,6 +536,7 @@ class FakeRun:
         self.takes = 0
         self.executors: List[FakeExecutor] = []
         self.screen = _Screen()
+        self.held_locks: List[int] = []  # hold_queue_lock's
         self.loop = None
         self.asking: List[gevent.Greenlet] = []  # ``pegasus`` actions: answered by the end
 

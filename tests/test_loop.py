@@ -9,10 +9,10 @@ built and driven.
 """
 import pytest
 
-from fakes import (Answer, FakeJob, append, ctrl_c, deferred, release, resume_output_after,
-                   rewrite, run_app, run_loop, sigterm, snapshot, stall_output,
-                   when_bad_entry, when_finished, when_printed, when_queue_empty,
-                   when_started)
+from fakes import (Answer, FakeJob, append, ctrl_c, deferred, free_queue_lock,
+                   hold_queue_lock, release, resume_output_after, rewrite, run_app, run_loop,
+                   sigterm, snapshot, stall_output, when_bad_entry, when_finished,
+                   when_printed, when_queue_empty, when_started)
 
 TWO = ["node-1", "node-2"]
 GRID = [{"hostname": ["node-1", "node-2"], "gpu": ["0", "1"]}]  # two hosts, two slots each
@@ -334,6 +334,24 @@ def test_a_job_that_could_not_be_sent_goes_back_to_the_head(tmp_path):
     assert out.ran("[node-2]") == ["b", "a", "c"]
     assert out.queue == []
     assert out.interrupted == []
+
+
+def test_a_job_not_sent_while_lock_mode_holds_the_queue_does_not_hold_the_run(tmp_path):
+    """A job that could not be sent goes back to the queue under the queue lock.
+    While lock mode held that lock, the loop waited for it: a Ctrl-c went
+    unanswered until the editor closed. Now the job waits for the next take (or
+    the run's end), and the loop answers at once."""
+    out = run_loop(tmp_path, nodes=TWO, queue=["a", "b"],
+                   scripts={("node-1", "a"): FakeJob(not_started=True),
+                            "b": FakeJob(hang=True)},
+                   hosts={"node-1": [Answer.OK, Answer.DOWN]},
+                   actions=[when_started("b", hold_queue_lock, deferred(ctrl_c)),
+                            when_printed("Ctrl-c: no new jobs", free_queue_lock, release("b"))])
+
+    assert out.queue == entries("a")  # back at the head, as taken
+    assert out.ran("[node-2]") == ["b"]
+    assert out.interrupted == []
+    assert out.status == 130
 
 
 def test_a_job_put_back_and_then_run_is_not_a_failure(tmp_path):
