@@ -51,8 +51,6 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
-from pegasus import parentdeath
-
 __all__ = [
     "Cluster",
     "ClusterUnavailable",
@@ -168,6 +166,8 @@ def _sshd_preexec():
     """What a listener runs between fork and exec (get it just before the fork):
     if the Python process that started the cluster dies without calling stop()
     (SIGKILL, crash), the kernel sends SIGTERM to the listener."""
+    from pegasus import parentdeath  # not at import: conftest imports no pegasus module
+
     return parentdeath.arm()
 
 

@@ -29,8 +29,8 @@ from hypothesis import settings
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cluster import Cluster, empty_test_home  # noqa: E402
-from helpers import (HYPOTHESIS_PROFILE, IN_CI, can_run_cluster_or_skip,  # noqa: E402
-                     require_sshd_mark, run_in_process, running_test)
+from helpers import (HYPOTHESIS_PROFILE, can_run_cluster_or_skip, cluster_or_skip,  # noqa: E402
+                     require_sshd_mark, run_in_process, running_test, unavailable)
 from slurmcluster import SlurmCluster, SlurmUnavailable, why_unavailable  # noqa: E402
 
 # A property without its own count runs hypothesis's 100 examples under "ci";
@@ -200,6 +200,13 @@ def cluster():
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+@pytest.fixture
+def can_run_cluster():
+    """For a test that starts its own sshd nodes (a benchmark's smoke run): this
+    machine can run them, or the test is skipped (under CI=true: fails)."""
+    cluster_or_skip()
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """A one-machine Slurm cluster (``tests/slurmcluster.py``: 4 fake GPUs, partition
@@ -208,9 +215,7 @@ def slurm_cluster():
     run (not root, no slurm-wlm/munge), except under CI=true: there it fails."""
     why = why_unavailable()
     if why:
-        if IN_CI:
-            pytest.fail("CI=true but the Slurm test cluster cannot run: " + why, pytrace=False)
-        pytest.skip("Slurm test cluster unavailable: " + why)
+        unavailable("the Slurm test cluster", why)
     workdir = tempfile.mkdtemp(prefix="pegasus-slurm-")
     slurm = SlurmCluster(workdir)
     try:

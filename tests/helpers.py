@@ -23,6 +23,7 @@ import yaml
 from cluster import Cluster, ClusterUnavailable
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 # Hypothesis profile (conftest.py loads it): "ci", every property's full count
 # of examples, under CI=true; "dev", a fifth of it, elsewhere. HYPOTHESIS_PROFILE=ci
 # runs the full count anywhere.
@@ -142,9 +143,22 @@ def can_run_cluster_or_skip():
     try:
         Cluster.check_available()
     except ClusterUnavailable as e:
-        if IN_CI:
-            pytest.fail("CI=true but the SSH test cluster cannot run: %s" % e, pytrace=False)
-        pytest.skip("SSH test cluster unavailable: %s" % e)
+        unavailable("the SSH test cluster", str(e))
+
+
+def unavailable(what: str, why: str):
+    """A test's fixture ``what`` cannot run here: skipped, but under CI=true failed
+    (CI installs everything the tests need)."""
+    if IN_CI:
+        pytest.fail("CI=true but %s cannot run: %s" % (what, why), pytrace=False)
+    pytest.skip("%s unavailable: %s" % (what, why))
+
+
+def run_script(path, *args, timeout=900):
+    """``python PATH ARGS`` from the repository's root, stdin empty, output kept."""
+    return subprocess.run([sys.executable, str(path), *map(str, args)], cwd=ROOT,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 class Pegasus:

@@ -28,8 +28,6 @@ import subprocess
 import time
 from typing import Dict, List, Optional
 
-from pegasus import parentdeath
-
 __all__ = ["SlurmCluster", "SlurmUnavailable", "PARTITION", "GPUS", "why_unavailable"]
 
 PARTITION = "pegtest"
@@ -223,6 +221,8 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
         self._wait(lambda: os.path.exists(f"{folder}/munge.socket"), "munged's socket")
 
     def _daemon(self, argv: List[str], name: str, user=None) -> None:
+        from pegasus import parentdeath  # not at import: conftest imports no pegasus module
+
         die_with_parent = parentdeath.arm()  # prctl looked up before the fork
 
         def preexec():

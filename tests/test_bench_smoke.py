@@ -5,16 +5,13 @@ needs the same things as the ``cluster`` fixture (root, /usr/sbin/sshd) and is
 skipped otherwise -- except under CI=true, where that is a failure.
 """
 import os
-import subprocess
-import sys
 
 import pytest
 
-from helpers import cluster_or_skip
+from helpers import ROOT, run_script
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks", "bench_queue.py")
 
 ROWS = [
@@ -33,15 +30,8 @@ ROWS = [
 ]
 
 
-@pytest.fixture
-def can_run_cluster():
-    cluster_or_skip()
-
-
 def test_bench_queue_quick(can_run_cluster):
-    res = subprocess.run([sys.executable, BENCH, "--quick", "--repeats", "1"], cwd=ROOT,
-                         stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                         timeout=900)
+    res = run_script(BENCH, "--quick", "--repeats", "1")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     lines = res.stdout.splitlines()
     assert any(line.startswith("measurement") and "target" in line and "measured" in line

@@ -7,16 +7,13 @@ except under CI=true, where that is a failure.
 """
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from helpers import cluster_or_skip
+from helpers import ROOT, run_script
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks", "compare.py")
 
 ROWS = [
@@ -27,15 +24,8 @@ ROWS = [
 ]
 
 
-@pytest.fixture
-def can_run_cluster():
-    cluster_or_skip()
-
-
 def test_compare_quick(can_run_cluster):
-    res = subprocess.run([sys.executable, BENCH, "--quick", "--rounds", "1"], cwd=ROOT,
-                         stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                         timeout=900)
+    res = run_script(BENCH, "--quick", "--rounds", "1")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     lines = res.stdout.splitlines()
     head = [line for line in lines if line.startswith("workload")]
@@ -48,17 +38,14 @@ def test_compare_quick(can_run_cluster):
 
 
 def test_compare_only_one_workload(can_run_cluster):
-    res = subprocess.run([sys.executable, BENCH, "--quick", "--rounds", "1", "--only",
-                          "output,pegasus,plain"], cwd=ROOT, stdin=subprocess.DEVNULL,
-                         capture_output=True, text=True, timeout=900)
+    res = run_script(BENCH, "--quick", "--rounds", "1", "--only", "output,pegasus,plain")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     table = [line for line in res.stdout.splitlines() if " x " in line and "goal" not in line]
     assert [line.split(" ")[0:2] for line in table] == [["4", "x"]], res.stdout
 
 
 def test_compare_refuses_an_unknown_name():
-    res = subprocess.run([sys.executable, BENCH, "--only", "outptu"], cwd=ROOT,
-                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    res = run_script(BENCH, "--only", "outptu", timeout=60)
     assert res.returncode != 0
     assert "unknown outptu" in res.stderr
 
@@ -66,9 +53,7 @@ def test_compare_refuses_an_unknown_name():
 def test_compare_long_lived_shell_runner(can_run_cluster):
     """``shell`` (naive_pssh.py --shell) runs only when asked for, and passes the
     same check: every job's line exactly once."""
-    res = subprocess.run([sys.executable, BENCH, "--quick", "--rounds", "1", "--only",
-                          "short,naive,shell"], cwd=ROOT, stdin=subprocess.DEVNULL,
-                         capture_output=True, text=True, timeout=900)
+    res = run_script(BENCH, "--quick", "--rounds", "1", "--only", "short,naive,shell")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     head = [line for line in res.stdout.splitlines() if line.startswith("workload")]
     assert head and head[0].split()[1:3] == ["naive", "shell"], res.stdout

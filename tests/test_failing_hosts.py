@@ -26,8 +26,8 @@ import yaml
 from cluster import (OFFSET_FAILING, SSHD, Cluster, _descendants, _proc_table,
                      private_cluster,
                      _sshd_preexec)
-from helpers import (IN_CI, Pegasus, cluster_or_skip, jobs_of, kill_all, queue_entries, read,
-                     setup, wait_for, write)
+from helpers import (Pegasus, cluster_or_skip, jobs_of, kill_all, queue_entries, read,
+                     setup, unavailable, wait_for, write)
 
 pytestmark = pytest.mark.sshd  # its own sshd nodes, a network namespace: root
 
@@ -396,9 +396,7 @@ def netns_host():
     else:
         reason = netns_unavailable()
     if reason:
-        if IN_CI:
-            pytest.fail("CI=true but network namespaces do not work: " + reason, pytrace=False)
-        pytest.skip("network namespaces unavailable: " + reason)
+        unavailable("network namespaces", reason)
     workdir = tempfile.mkdtemp(prefix="pegasus-netns-")
     host = NetnsHost(workdir)
     try:
