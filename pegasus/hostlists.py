@@ -60,7 +60,8 @@ class HostLists:
             said = f"{plural(len(hosts), 'host')} {what} ({fold(hosts)}): listed in {path}; "
             if name == FAILED and failed_jobs:
                 queue = "" if queue_path == "queue.yaml" else f" -Q {shlex.quote(queue_path)}"
-                said += (f"the failed jobs are in {os.path.join(folder, failed_jobs)}: "
+                failed_yaml = os.path.join(folder, os.path.basename(failed_jobs))
+                said += (f"the failed jobs are in {failed_yaml}: "
                          f"'pegasus requeue --failed{queue}' puts them back in the queue")
             else:
                 said += f"{when}: {rerun} --limit @{path}"

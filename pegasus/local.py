@@ -158,7 +158,7 @@ class _Guard:
                 self._start()
 
     def watch(self, pgid: int) -> None:
-        self.ready()
+        """After ``ready()``: the group of a job that started."""
         self._say(f"+{pgid}\n")
 
     def unwatch(self, pgid: int) -> None:

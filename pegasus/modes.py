@@ -352,7 +352,8 @@ def _host_lists(loop: Loop, status: ExitStatus) -> ExitStatus:
     try:
         words = loop.hostlists.write(loop.run.queue.path, loop.run.rerun,
                                      [node.hostname for node in nodes],
-                                     "failed.yaml" if loop.RERUN_FROM_FAILED_YAML else "")
+                                     loop.run.queue.failed_path if loop.RERUN_FROM_FAILED_YAML
+                                     else "")
     except StorageError as err:
         loop.run.sink.message(str(err))
         return ExitStatus.IO_ERROR if status in (ExitStatus.OK, ExitStatus.JOB_FAILED) else status
